@@ -1,0 +1,101 @@
+"""Finds and loads the shipped targets and recipes (by scanning their folders)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from builder.config.loader import load_model, read_yaml, validation_problems
+from builder.config.recipe import Recipe
+from builder.config.target import Target
+from builder.errors import ConfigError
+
+
+def project_root() -> Path:
+    """Where targets/, recipes/ and dockerfiles/ live (EDGE_BUILDER_HOME overrides)."""
+    return Path(os.environ.get("EDGE_BUILDER_HOME") or Path(__file__).resolve().parent.parent)
+
+
+def targets_dir() -> Path:
+    return project_root() / "targets"
+
+
+def recipes_dir() -> Path:
+    return project_root() / "recipes"
+
+
+def dockerfiles_dir() -> Path:
+    return project_root() / "dockerfiles"
+
+
+def target_ids() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.yaml"))
+
+
+def load_target(target: str | Path) -> Target:
+    """Load a target by id (targets/<id>.yaml) or by path."""
+    path = Path(target)
+    if path.suffix not in (".yaml", ".yml"):
+        path = targets_dir() / f"{target}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown target {target!r}", hint=f"known targets: {', '.join(target_ids())}")
+    loaded = load_model(path, Target)
+    if loaded.id != path.stem:
+        raise ConfigError(f"{path}: id {loaded.id!r} must match the file name {path.stem!r}")
+    return loaded
+
+
+def load_targets() -> dict[str, Target]:
+    return {tid: load_target(tid) for tid in target_ids()}
+
+
+def recipe_paths() -> list[Path]:
+    return sorted(recipes_dir().glob("*.yaml"))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe(path: str | Path, target_id: str | None = None) -> Recipe:
+    """Load a recipe; with a target id, its `targets.<id>` overrides are merged in."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"recipe not found: {path}", hint="give the path to a recipe YAML file (see `builder recipes`)")
+    recipe = load_model(path, Recipe)
+    unknown = sorted(set(recipe.targets) - set(target_ids()))
+    if unknown:
+        raise ConfigError(f"{path}: targets.{unknown[0]}: unknown target", hint=f"known targets: {', '.join(target_ids())}")
+    if target_id is None or target_id not in recipe.targets:
+        return recipe
+    data = read_yaml(path)
+    merged = _merge(data, data["targets"][target_id])
+    try:
+        return Recipe.model_validate(merged, context={"path": path})
+    except ValidationError as exc:
+        problems = validation_problems(path, merged, exc)
+        raise ConfigError(f"with targets.{target_id} overrides: " + "; ".join(problems)) from None
+
+
+def validate_paths(paths: list[Path]) -> list[str]:
+    """Load every target and recipe given (folders are scanned); return every problem found."""
+    problems: list[str] = []
+    for path in paths:
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                if file.parent.name == "targets" or file.resolve().parent == targets_dir().resolve():
+                    load_target(file)
+                else:
+                    recipe = load_recipe(file)
+                    for tid in recipe.targets:
+                        load_recipe(file, tid)
+            except ConfigError as exc:
+                problems.append(exc.message)
+    return problems

@@ -1,0 +1,84 @@
+"""The target: HOW to build for one kind of hardware. Pure data, one YAML file each."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from builder.config.common import Platform, Precision, Strict
+
+ID_RE = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class ImageSpec(Strict):
+    """One toolchain or device image: a template, a base image and a locked package set."""
+
+    template: str = Field(description="file name in dockerfiles/")
+    base: str = Field(description="FROM image; map it to a local one with a base-image map")
+    lock: str = Field(description="dockerfiles/locks/<lock>.txt: the exact packages installed")
+    platform: Platform | None = Field(None, description="default: toolchain = engine's arch, device = target platform")
+    apt: list[str] = Field([], description="Debian packages the image needs")
+    smoke: list[str] = Field([], description="Python modules the image's smoke test imports")
+
+
+class Images(Strict):
+    toolchain: ImageSpec
+    device: ImageSpec
+
+
+class ChainStep(Strict):
+    """One step of the chain that turns a model into one precision of this target's format."""
+
+    step: str
+    params: dict = {}
+
+
+class Requires(Strict):
+    """What the device stage needs from the engine it runs on."""
+
+    nvidia_runtime: bool = False
+    note: str | None = None
+
+
+class Target(Strict):
+    id: str = Field(pattern=ID_RE)
+    name: str
+    description: str = ""
+    platform: Platform
+    accelerator: Literal["cpu", "gpu", "npu"] = "cpu"
+    format: Literal["tflite", "onnx", "openvino", "tensorrt", "vela"]
+    runtime: Literal["litert", "onnxruntime", "openvino", "tensorrt", "vela"]
+    variants: dict[Precision, list[ChainStep]] = Field(min_length=1, description="precision -> steps producing it")
+    images: Images
+    device_only: list[str] = Field([], description="step kinds that must run on the device itself")
+    requires: Requires = Requires()
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _single_step_shorthand(cls, variants):
+        if isinstance(variants, dict):
+            return {k: [v] if isinstance(v, dict) else v for k, v in variants.items()}
+        return variants
+
+    @field_validator("variants")
+    @classmethod
+    def _fp32_first(cls, variants: dict) -> dict:
+        if "fp32" not in variants:
+            raise ValueError("every target needs an fp32 rule: it is the validation reference")
+        return variants
+
+    @model_validator(mode="after")
+    def _steps_known(self):
+        from builder.steps import registry  # steps register themselves on import
+
+        for precision, chain in self.variants.items():
+            for i, link in enumerate(chain):
+                registry.check_call(link.step, link.params, where=f"variants.{precision}[{i}]")
+        for kind in self.device_only:
+            registry.get(kind)
+        return self
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.variants)

@@ -1,0 +1,1 @@
+"""Model converters: each writes one artifact from one source."""

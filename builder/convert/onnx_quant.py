@@ -1,0 +1,137 @@
+"""ONNX Runtime quantization: dynamic (weights only) and static QDQ with calibration."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from builder.errors import ConfigError, ConversionError
+from builder.util import atomic_copy
+
+log = logging.getLogger(__name__)
+
+QuantDtype = Literal["int8", "uint8"]
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    if name not in types:
+        raise ConfigError(f"ONNX Runtime quantization type {name!r} is not one of {sorted(types)}")
+    return types[name]
+
+
+def _preprocessed(src: Path, work: Path) -> Path:
+    """quant_pre_process (shape inference + graph optimization); the source if it cannot run."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = work / "preprocessed.onnx"
+    try:
+        quant_pre_process(str(src), str(out))
+        return out
+    except Exception as exc:  # symbolic shape inference fails on some graphs; quantization still works
+        log.warning("quant_pre_process skipped for %s: %s", src.name, exc)
+        return src
+
+
+def _finish(tmp_out: Path, out: Path, started: float, **report) -> dict:
+    import onnxruntime
+
+    atomic_copy(tmp_out, out)
+    return {"quantizer": f"onnxruntime {onnxruntime.__version__}", "seconds": round(time.monotonic() - started, 2),
+            "size": out.stat().st_size, **report}
+
+
+def ort_quantize_dynamic(src: Path, out: Path, *, per_channel: bool = False, weight_type: QuantDtype = "int8") -> dict:
+    """Int8 weights, activations quantized on the fly at run time (MatMul/Gemm/Conv...)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ort-quant-") as tmp:
+        work = Path(tmp)
+        try:
+            quantize_dynamic(_preprocessed(src, work), work / "model.onnx", per_channel=per_channel,
+                             weight_type=_quant_type(weight_type))
+        except Exception as exc:
+            raise ConversionError(f"ONNX Runtime dynamic quantization of {src.name} failed: {exc}",
+                                  cause="quantization-failed") from exc
+        return _finish(work / "model.onnx", out, started, mode="dynamic", per_channel=per_channel,
+                       weight_type=weight_type)
+
+
+class ArrayDataReader:
+    """CalibrationDataReader over (N, ...) samples without batch dim, for the model's single input."""
+
+    def __init__(self, input_name: str, samples: np.ndarray):
+        self._input_name = input_name
+        self._samples = np.asarray(samples, dtype=np.float32)
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._samples):
+            return None
+        sample = self._samples[self._next][None]
+        self._next += 1
+        return {self._input_name: sample}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def _single_input(path: Path) -> str:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    if len(names) != 1:
+        raise ConfigError(f"static quantization from an array needs a single-input model; {path.name} has {names}")
+    return names[0]
+
+
+def ort_quantize_static(
+    src: Path,
+    out: Path,
+    calibration: np.ndarray,
+    *,
+    method: Literal["minmax", "entropy", "percentile"] = "minmax",
+    per_channel: bool = True,
+    activation_type: QuantDtype = "int8",
+    weight_type: QuantDtype = "int8",
+    quant_format: Literal["QDQ", "QOperator"] = "QDQ",
+) -> dict:
+    """Static quantization with calibration; QDQ keeps the graph float-typed around Q/DQ pairs."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ConfigError(f"calibration method {method!r} is not one of {sorted(methods)}")
+    if len(calibration) == 0:
+        raise ConfigError("calibration data is empty", hint="give at least one calibration sample")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ort-quant-") as tmp:
+        work = Path(tmp)
+        model = _preprocessed(src, work)
+        reader = ArrayDataReader(_single_input(model), calibration)
+        try:
+            quantize_static(
+                model, work / "model.onnx", reader, quant_format=QuantFormat[quant_format],
+                per_channel=per_channel, activation_type=_quant_type(activation_type),
+                weight_type=_quant_type(weight_type), calibrate_method=methods[method],
+                # entropy/percentile histograms are built per sample batch; keep memory bounded
+                extra_options={"CalibMaxIntermediateOutputs": 32},
+            )
+        except Exception as exc:
+            raise ConversionError(f"ONNX Runtime static quantization of {src.name} failed: {exc}",
+                                  cause="quantization-failed",
+                                  hint="check the calibration data matches the model input (N, C, H, W)") from exc
+        return _finish(work / "model.onnx", out, started, mode="static", method=method, format=quant_format,
+                       per_channel=per_channel, activation_type=activation_type, weight_type=weight_type,
+                       samples=len(calibration))

@@ -1,0 +1,205 @@
+"""OpenVINO IR conversion (fp32 / fp16 weights) and NNCF post-training int8 quantization.
+
+Sources: an ONNX file, a .tflite file or a SavedModel directory (`ov.convert_model`
+reads all three). IR is two files, `model.xml` + `model.bin`; both are written
+in a temp folder beside the output and then renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from builder.errors import ConfigError, ConversionError
+
+log = logging.getLogger(__name__)
+
+# OpenVINO 2026 frontends: "No translator found for Convolution2DTransposeBias node." (TFLite),
+# "No conversion rule found for operations: X" (ONNX); older: "Cannot create X layer".
+_OP_PATTERNS = [
+    re.compile(r"No translator found for ([\w./:-]+) node"),
+    re.compile(r"Cannot create (\w+) layer"),
+    re.compile(r"[Nn]o conversion rule (?:is )?found for (?:op|operation)[:\s]+['\"]?([\w./:-]+)"),
+    re.compile(r"[Uu]nsupported (?:operation|op)[:\s]+['\"]?([\w./:-]+)"),
+    re.compile(r"(\w+) is not supported"),
+]
+
+
+def _unsupported_op(message: str) -> str | None:
+    for pattern in _OP_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _save_ir(model: Any, out_xml: Path, *, compress_fp16: bool) -> None:
+    import openvino as ov
+
+    if out_xml.suffix != ".xml":
+        raise ConfigError(f"OpenVINO output {out_xml} must end in .xml")
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_xml.stem}.", dir=out_xml.parent) as tmp:
+        staged = Path(tmp) / out_xml.name
+        ov.save_model(model, str(staged), compress_to_fp16=compress_fp16)
+        # .bin first: a reader that finds the new .xml always finds its weights.
+        os.replace(staged.with_suffix(".bin"), out_xml.with_suffix(".bin"))
+        os.replace(staged, out_xml)
+
+
+def to_openvino(
+    src: Path, out_xml: Path, *, compress_fp16: bool = False, input_shapes: dict[str, list[int]] | None = None
+) -> dict:
+    """Convert `src` (ONNX, .tflite or SavedModel dir) to OpenVINO IR at `out_xml` (+ .bin)."""
+    import openvino as ov
+
+    started = time.monotonic()
+    try:
+        inputs = {name: ov.PartialShape(shape) for name, shape in input_shapes.items()} if input_shapes else None
+        model = ov.convert_model(str(src), input=inputs)
+    except Exception as exc:
+        message = str(exc)
+        op = _unsupported_op(message)
+        tail = [line for line in message.splitlines() if line.strip()][-20:]
+        if op:
+            raise ConversionError(
+                f"OpenVINO cannot convert {src.name}: unsupported op {op}", cause="unsupported-op", log_tail=tail,
+                hint=f"{op} has no OpenVINO conversion rule; use another runtime for this model "
+                "or replace the op in the source model",
+            ) from exc
+        raise ConversionError(f"OpenVINO could not convert {src.name}", cause="openvino-failed", log_tail=tail,
+                              hint="check the input shapes; convert through ONNX if the source is TF") from exc
+    _save_ir(model, out_xml, compress_fp16=compress_fp16)
+    return {
+        "converter": f"openvino {ov.get_version()}",
+        "compress_fp16": compress_fp16,
+        "seconds": round(time.monotonic() - started, 2),
+        "size": out_xml.stat().st_size + out_xml.with_suffix(".bin").stat().st_size,
+        "inputs": {p.get_any_name(): str(p.get_partial_shape()) for p in model.inputs},
+    }
+
+
+def _dataset(samples: np.ndarray):
+    import nncf
+
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim < 2 or len(samples) == 0:
+        raise ConfigError(f"calibration data must be (N, ...) samples without batch dim, got shape {samples.shape}")
+    return nncf.Dataset(samples, lambda sample: sample[None])
+
+
+def _ptq_kwargs(preset: str, subset_size: int, fast_bias_correction: bool,
+                ignored_scope: list[str] | None, model_type: str | None) -> dict:
+    import nncf
+
+    kwargs: dict = {
+        "preset": nncf.QuantizationPreset(preset),
+        "subset_size": subset_size,
+        "fast_bias_correction": fast_bias_correction,
+    }
+    if ignored_scope:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_scope))
+    if model_type is not None:
+        kwargs["model_type"] = nncf.ModelType(model_type)
+    return kwargs
+
+
+def _quantized(xml: Path, out_xml: Path, started: float, run: Callable[[Any], Any]) -> dict:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    try:
+        quantized = run(model)
+    except (nncf.ValidationError, nncf.InternalError, RuntimeError, ValueError) as exc:
+        raise ConversionError(f"NNCF could not quantize {xml.name}: {exc}", cause="quantization-failed",
+                              hint="check the calibration data layout (N, C, H, W without batch dim)") from exc
+    _save_ir(quantized, out_xml, compress_fp16=False)
+    return {
+        "quantizer": f"nncf {nncf.__version__}",
+        "seconds": round(time.monotonic() - started, 2),
+        "size": out_xml.stat().st_size + out_xml.with_suffix(".bin").stat().st_size,
+    }
+
+
+def nncf_quantize(
+    xml: Path,
+    out_xml: Path,
+    calibration: np.ndarray,
+    *,
+    preset: Literal["performance", "mixed"] = "performance",
+    subset_size: int = 300,
+    fast_bias_correction: bool = True,
+    ignored_scope: list[str] | None = None,
+    model_type: Literal["transformer"] | None = None,
+) -> dict:
+    """NNCF post-training int8 quantization of an IR; `calibration` is (N, ...) without batch dim."""
+    import nncf
+
+    dataset = _dataset(calibration)
+    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type)
+    report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize(model, dataset, **kwargs))
+    return {**report, "preset": preset, "samples": min(len(calibration), subset_size)}
+
+
+ValidationFn = Callable[[Any, np.ndarray, np.ndarray], float]
+
+
+def nncf_quantize_with_accuracy_control(
+    xml: Path,
+    out_xml: Path,
+    calibration: np.ndarray,
+    validation: np.ndarray,
+    validation_fn: ValidationFn,
+    *,
+    max_drop: float = 0.01,
+    drop_type: Literal["absolute", "relative"] = "absolute",
+    preset: Literal["performance", "mixed"] = "performance",
+    subset_size: int = 300,
+    fast_bias_correction: bool = True,
+    ignored_scope: list[str] | None = None,
+    model_type: Literal["transformer"] | None = None,
+) -> dict:
+    """Int8 PTQ that reverts the most harmful layers to float until the metric drop is <= `max_drop`.
+
+    `validation_fn(compiled_model, samples, indices)` returns the metric
+    (higher is better) on `validation[indices]`; NNCF calls it on the whole set
+    and on single samples when it ranks layers, so `indices` lets the function
+    look up labels or reference outputs.
+    """
+    import nncf
+
+    validation = np.asarray(validation, dtype=np.float32)
+    # Items are indices so that every call can tell which samples it got.
+    val_dataset = nncf.Dataset(list(range(len(validation))), lambda i: validation[i][None])
+
+    def metric(compiled_model: Any, items: Any) -> float:
+        indices = np.asarray(list(items), dtype=np.int64)
+        return float(validation_fn(compiled_model, validation[indices], indices))
+
+    cal_dataset = _dataset(calibration)
+    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type)
+    report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize_with_accuracy_control(
+        model, cal_dataset, val_dataset, metric, max_drop=max_drop, drop_type=nncf.DropType(drop_type), **kwargs))
+    return {**report, "preset": preset, "max_drop": max_drop, "drop_type": drop_type}
+
+
+def compile_f32(xml: Path, threads: int | None = None) -> Any:
+    """Compile an IR on CPU with f32 inference precision (the CPU may default to bf16)."""
+    import openvino as ov
+
+    config: dict = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(xml), "CPU", config)
+
+
+__all__ = ["compile_f32", "nncf_quantize", "nncf_quantize_with_accuracy_control", "to_openvino"]

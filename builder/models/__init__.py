@@ -1,0 +1,1 @@
+"""Model architectures for weights that ship without code (recipe model factories)."""

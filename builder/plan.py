@@ -1,0 +1,224 @@
+"""Recipe x target -> an ordered list of step calls, without running anything.
+
+Conversion paths are found in the graph that the registered steps declare
+(`consumes` -> `produces`), so adding a converter adds its edges everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.config.common import FORMAT_SUFFIXES
+from builder.config.recipe import Recipe, Source
+from builder.config.target import ChainStep, Target
+from builder.errors import ConfigError
+from builder.steps import registry
+from builder.steps.base import StepCall
+from builder.workdir import CALIBRATION, LABELS, SOURCE_DIR, VALIDATION
+
+DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS}
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    target: Target
+    source: Source
+    variants: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    steps: list[StepCall] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "recipe": self.recipe.model_dump(mode="json"),
+            "target": self.target.model_dump(mode="json"),
+            "source": self.source.model_dump(mode="json"),
+            "variants": self.variants,
+            "skipped": self.skipped,
+            "artifacts": self.artifacts,
+            "notes": self.notes,
+            "steps": [dataclasses.asdict(s) for s in self.steps],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Plan:
+        return cls(
+            recipe=Recipe.model_validate(data["recipe"]),
+            target=Target.model_validate(data["target"]),
+            source=Source.model_validate(data["source"]),
+            variants=data["variants"],
+            skipped=data["skipped"],
+            artifacts=data["artifacts"],
+            notes=data["notes"],
+            steps=[StepCall(**s) for s in data["steps"]],
+        )
+
+    def stage_steps(self, stage: str) -> list[StepCall]:
+        return [s for s in self.steps if s.stage == stage]
+
+
+def source_path(source: Source) -> str:
+    return f"{SOURCE_DIR}/{source.name.replace(':', '_')}"
+
+
+def recipe_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Builder:
+    """Accumulates step calls, sharing identical intermediate steps."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.seen: dict[str, str] = {}
+
+    def add(self, kind: str, *, params: dict | None = None, inputs: dict | None = None, outputs: dict | None = None,
+            variant: str | None = None) -> StepCall:
+        step = registry.get(kind)
+        stage = "device" if kind in self.plan.target.device_only else step.stage
+        suffix = f"-{variant}" if variant else ""
+        call = StepCall(
+            id=f"{len(self.plan.steps) + 1:02d}-{kind}{suffix}",
+            kind=kind,
+            stage=stage,
+            variant=variant,
+            inputs=inputs or {},
+            outputs=outputs or {},
+            params=params or {},
+        )
+        self.plan.steps.append(call)
+        return call
+
+    def convert(self, kind: str, model: str, out: str, params: dict | None = None, variant: str | None = None) -> str:
+        """Add a model-to-model step once per identical (kind, input, params, variant)."""
+        key = json.dumps([kind, model, params or {}, variant], sort_keys=True)
+        if key not in self.seen:
+            self.add(kind, params=params, inputs={"model": model}, outputs={"model": out}, variant=variant)
+            self.seen[key] = out
+        return self.seen[key]
+
+
+def _edges() -> list[tuple[str, str, str]]:
+    """(from_format, to_format, step kind) for every converter step."""
+    return [(fmt, step.produces, kind) for kind, step in registry.all_steps().items()
+            if step.produces for fmt in step.consumes if fmt != step.produces]
+
+
+def find_path(start: str, goals: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    """Shortest list of (step kind, produced format) from `start` to any goal format."""
+    if start in goals:
+        return []
+    queue = deque([(start, [])])
+    visited = {start}
+    while queue:
+        fmt, path = queue.popleft()
+        for src, dst, kind in _edges():
+            if src == fmt and dst not in visited:
+                new = path + [(kind, dst)]
+                if dst in goals:
+                    return new
+                visited.add(dst)
+                queue.append((dst, new))
+    return None
+
+
+def _intermediate(fmt: str) -> str:
+    suffix = FORMAT_SUFFIXES.get(fmt, "")
+    return f"work/{fmt}/model{suffix}" if suffix else f"work/{fmt}/model"
+
+
+def _artifact(recipe: Recipe, variant: str, fmt: str) -> str:
+    return f"{recipe.name}_{variant}{FORMAT_SUFFIXES.get(fmt, '.bin')}"
+
+
+def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainStep], variant: str) -> str:
+    """Plan one variant's chain; return its artifact path."""
+    plan = b.plan
+    first = registry.get(chain[0].step)
+    path = find_path(source_fmt, first.consumes)
+    if path is None:
+        raise ConfigError(
+            f"no conversion path from {source_fmt} to {chain[0].step} (which reads {', '.join(first.consumes)})",
+            hint="use a source in another format, or an explicit `steps:` list",
+        )
+    model = source_model
+    for kind, fmt in path:
+        model = b.convert(kind, model, _intermediate(fmt))
+    for i, link in enumerate(chain):
+        fmt = registry.get(link.step).produces or plan.target.format
+        last = i == len(chain) - 1
+        out = _artifact(plan.recipe, variant, fmt) if last else f"work/{variant}/{link.step}{FORMAT_SUFFIXES.get(fmt, '')}"
+        model = b.convert(link.step, model, out, params=link.params, variant=variant)
+    return model
+
+
+def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None) -> Plan:
+    source = source or recipe.source
+    wanted = variants or list(recipe.variants)
+    unknown = [v for v in wanted if v not in recipe.variants]
+    if unknown:
+        raise ConfigError(f"recipe {recipe.name} has no variant {unknown[0]!r}", hint=f"variants: {', '.join(recipe.variants)}")
+    plan = Plan(recipe=recipe, target=target, source=source, variants=[])
+    for v in wanted:
+        precision = recipe.precision_of(v)
+        if precision in target.variants:
+            plan.variants.append(v)
+        else:
+            plan.skipped[v] = f"target {target.id} does not produce {precision} (it has {', '.join(target.precisions)})"
+    fp32 = next((v for v in recipe.variants if recipe.precision_of(v) == "fp32"), "fp32")
+    if plan.variants and fp32 not in plan.variants:
+        plan.variants.insert(0, fp32)
+        plan.notes.append(f"{fp32} is built too: it is the reference every variant is validated against")
+    if not plan.variants:
+        raise ConfigError(f"nothing to build for {recipe.name} on {target.id}: " + "; ".join(plan.skipped.values()))
+
+    b = _Builder(plan)
+    if recipe.calibration or recipe.validation:
+        b.add("data.prepare", outputs=DATA_FILES)
+    source_fmt = source.resolved_format
+    model = source_path(source)
+    hygiene = [k for k, s in registry.all_steps().items() if s.consumes == (source_fmt,) and s.produces == source_fmt]
+    for kind in hygiene:
+        model = b.convert(kind, model, _intermediate(source_fmt))
+
+    if recipe.steps:
+        _custom_steps(b, model)
+    else:
+        for v in plan.variants:
+            precision = recipe.precision_of(v)
+            if source_fmt == target.format and precision == "fp32":
+                plan.artifacts[v] = b.convert("artifact.copy", model, _artifact(recipe, v, target.format), variant=v)
+            else:
+                plan.artifacts[v] = _chain(b, source_fmt, model, target.variants[precision], v)
+
+    for v in plan.variants:
+        b.add("benchmark", inputs={"model": plan.artifacts[v]}, variant=v)
+    for v in plan.variants:
+        b.add("validate", inputs={"model": plan.artifacts[v], "reference": plan.artifacts[fp32]}, variant=v)
+    return plan
+
+
+def _custom_steps(b: _Builder, model: str) -> None:
+    """An explicit `steps:` list: each step reads the previous model; a variant's last step makes its artifact."""
+    plan = b.plan
+    last_of = {s.variant: i for i, s in enumerate(plan.recipe.steps) if s.variant}
+    for i, spec in enumerate(plan.recipe.steps):
+        step = registry.get(spec.kind)
+        fmt = step.produces or plan.target.format
+        if spec.variant and last_of[spec.variant] == i:
+            out = _artifact(plan.recipe, spec.variant, fmt)
+            plan.artifacts[spec.variant] = out
+        else:
+            out = f"work/custom/{i:02d}-{spec.kind}{FORMAT_SUFFIXES.get(fmt, '')}"
+        model = b.convert(spec.kind, model, out, params=spec.params, variant=spec.variant)
+    missing = [v for v in plan.variants if v not in plan.artifacts]
+    if missing:
+        raise ConfigError(f"recipe {plan.recipe.name}: steps: no step makes variant {missing[0]!r}",
+                          hint="give the last step of each variant `variant: <name>`")

@@ -1,0 +1,38 @@
+"""Human-readable view of a plan (`builder plan`)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.plan import Plan
+from builder.steps import registry
+
+
+def show_plan(plan: Plan, console: Console) -> None:
+    r, t = plan.recipe, plan.target
+    console.print(f"[bold]{r.name}[/bold] on [bold]{t.id}[/bold]: {t.name}")
+    source = f"{plan.source.name} ({plan.source.resolved_format})"
+    if r.fallback and plan.source is r.source:
+        source += f"; fallback: {r.fallback.name} ({r.fallback.resolved_format})"
+    console.print(f"source: {source}", markup=False)
+    console.print(f"images: toolchain from {t.images.toolchain.template} ({t.images.toolchain.lock}), "
+                  f"device from {t.images.device.template} ({t.images.device.lock}) for {t.platform}", markup=False)
+    if t.requires.nvidia_runtime:
+        console.print(f"requires: NVIDIA container runtime on the device engine. {t.requires.note or ''}", markup=False)
+    table = Table("step", "stage", "reads -> writes")
+    for s in plan.steps:
+        stage = s.stage + (" (on device)" if s.kind in t.device_only else "")
+        table.add_row(s.id, stage, f"{', '.join(s.inputs.values()) or '-'} -> {', '.join(s.outputs.values()) or 'results'}")
+    console.print(table)
+    for kind in dict.fromkeys(s.kind for s in plan.steps):
+        console.print(f"  {kind}: {registry.get(kind).summary}", markup=False)
+    console.print("artifacts:", markup=False)
+    for v, path in plan.artifacts.items():
+        console.print(f"  {v:10s} {path}  ({r.precision_of(v)}, io {r.io_dtype_of(v)})", markup=False)
+    for v, why in plan.skipped.items():
+        console.print(f"  {v:10s} not built: {why}", markup=False)
+    for note in plan.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"outputs: <out>/{r.name}/{t.id}/ (manifest.json, results.json, results.csv, report.md, logs/)",
+                  markup=False)

@@ -1,0 +1,175 @@
+"""manifest.json, results.json, results.csv and report.md from a plan and its step records."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import socket
+from pathlib import Path
+
+from builder import __version__
+from builder.causes import classify
+from builder.execute import describe_output, read_records
+from builder.plan import Plan
+from builder.util import atomic_write_bytes
+from builder.workdir import MANIFEST, VERSIONS
+
+CSV_FIELDS = (
+    "variant", "status", "precision", "format", "io_dtype", "size_bytes", "runtime", "threads", "runs", "emulated",
+    "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_fps", "init_ms", "peak_rss_mb",
+    "top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db", "gates", "cause",
+)
+
+
+def _variant_records(records: dict, variant: str) -> list[dict]:
+    return [r for r in records.values() if r.get("variant") == variant]
+
+
+def _artifact_files(workdir: Path, rel: str) -> list[str]:
+    files = [rel]
+    if rel.endswith(".xml"):
+        files.append(rel[:-4] + ".bin")
+    return [f for f in files if (workdir / f).exists()]
+
+
+def variant_results(plan: Plan, records: dict) -> list[dict]:
+    out = []
+    for v in plan.variants:
+        recs = _variant_records(records, v)
+        failed = [r for r in recs if r["status"] != "ok"]
+        bench = next((r["result"]["benchmark"] for r in recs if r["kind"] == "benchmark" and r["status"] == "ok"), None)
+        validation = next((r["result"]["validation"] for r in recs if r["kind"] == "validate" and r["status"] == "ok"), None)
+        conversions = [r["result"] for r in recs if r["status"] == "ok" and r["kind"] not in ("benchmark", "validate")]
+        entry = {
+            "name": v,
+            "artifact": plan.artifacts[v],
+            "format": plan.target.format,
+            "precision": plan.recipe.precision_of(v),
+            "io_dtype": plan.recipe.io_dtype_of(v),
+            "status": "failed" if any(r["status"] == "failed" for r in recs) else ("skipped" if failed else "ok"),
+            "benchmark": bench,
+            "validation": validation,
+            "conversion": conversions[-1] if conversions else None,
+        }
+        first_failure = next((r for r in recs if r["status"] == "failed"), None) or (failed[0] if failed else None)
+        if first_failure:
+            cause, hint = classify(first_failure)
+            entry["failure"] = {"step": first_failure["id"], "error": first_failure.get("error"), "cause": cause, "hint": hint}
+        if validation and any(not g["passed"] for g in validation.get("gates", [])):
+            entry["status"] = "gate-failed"
+        out.append(entry)
+    return out
+
+
+def _versions(workdir: Path) -> dict:
+    folder = workdir / VERSIONS
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+
+
+def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
+    artifacts = []
+    for v in plan.variants:
+        for rel in _artifact_files(workdir, plan.artifacts[v]):
+            artifacts.append(describe_output(workdir, rel) | {"variant": v, "format": plan.target.format,
+                                                              "precision": plan.recipe.precision_of(v)})
+    return {
+        "schema": 1,
+        "tool": {"name": "edge-builder", "version": __version__},
+        "recipe": {"name": plan.recipe.name, "path": run.get("recipe_path"), "sha256": run.get("recipe_sha256")},
+        "target": {"id": plan.target.id, "platform": plan.target.platform, "format": plan.target.format,
+                   "runtime": plan.target.runtime},
+        "runner": run.get("runner"),
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+                 "python": platform.python_version()},
+        "images": run.get("images", {}),
+        "tool_versions": _versions(workdir),
+        "source": {"name": plan.source.name, "format": plan.source.resolved_format},
+        "sources": run.get("sources", []),
+        "artifacts": artifacts,
+        "steps": [{"id": r["id"], "name": r["kind"], "variant": r.get("variant"), "stage": r["stage"],
+                   "status": r["status"], "seconds": r["seconds"], **({"error": r["error"]} if r.get("error") else {})}
+                  for r in records.values()],
+        "timings": run.get("timings", {}),
+        "started": run.get("started"),
+        "finished": run.get("finished"),
+        "warnings": run.get("warnings", []),
+    }
+
+
+def _csv_row(entry: dict) -> dict:
+    bench = entry.get("benchmark") or {}
+    val = entry.get("validation") or {}
+    gates = val.get("gates") or []
+    return {
+        **{k: entry.get(k) for k in ("status", "precision", "format", "io_dtype")},
+        "variant": entry["name"],
+        **{k: bench.get(k) for k in CSV_FIELDS if k in bench},
+        **{k: val.get(k) for k in ("top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db")},
+        "gates": ("pass" if all(g["passed"] for g in gates) else "FAIL") if gates else "",
+        "cause": (entry.get("failure") or {}).get("cause", ""),
+    }
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(plan: Plan, results: list[dict], man: dict) -> str:
+    lines = [f"# {plan.recipe.name} on {plan.target.id}", "", plan.recipe.description.strip(), "",
+             f"- target: {plan.target.name} ({plan.target.platform}, {plan.target.format} via {plan.target.runtime})",
+             f"- runner: {man['runner']}; source: {man['source']['name']} ({man['source']['format']})", ""]
+    if man["warnings"]:
+        lines += ["## Warnings", ""] + [f"- **{w}**" for w in man["warnings"]] + [""]
+    emulated = any((r.get("benchmark") or {}).get("emulated") for r in results)
+    lines += ["## Variants", "",
+              "| variant | status | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB | top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        b, v = r.get("benchmark") or {}, r.get("validation") or {}
+        lines.append("| " + " | ".join([
+            r["name"], r["status"], _fmt((b.get("size_bytes") or 0) / 1024, 1) if b else "-",
+            _fmt(b.get("p50_ms")), _fmt(b.get("p90_ms")), _fmt(b.get("p99_ms")), _fmt(b.get("throughput_fps"), 1),
+            _fmt(b.get("peak_rss_mb"), 1), _fmt(v.get("top1_agreement")), _fmt(v.get("top5_agreement")),
+            _fmt(v.get("top1_accuracy")), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1)]) + " |")
+    if emulated:
+        lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
+    failures = [r for r in results if r.get("failure")]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures:
+            f = r["failure"]
+            lines.append(f"- **{r['name']}**: `{f['cause']}` in {f['step']}: {f['error']}" + (f" Hint: {f['hint']}" if f["hint"] else ""))
+    gates = [(r["name"], g) for r in results for g in (r.get("validation") or {}).get("gates", []) if not g["passed"]]
+    if gates:
+        lines += ["", "## Accuracy gates missed", ""]
+        lines += [f"- {name}: {g['metric']} = {_fmt(g['value'], 4)}, gate {g['gate']} {g['threshold']}" for name, g in gates]
+    if plan.skipped:
+        lines += ["", "## Not built", ""] + [f"- {v}: {why}" for v, why in plan.skipped.items()]
+    lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
+    lines += [f"| {s['id']} | {s['status']} | {s['seconds']:.1f} |" for s in man["steps"]]
+    lines += ["", "Machine-readable: `manifest.json`, `results.json`, `results.csv`; per-step logs in `logs/`.", ""]
+    return "\n".join(lines)
+
+
+def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
+    """Write the four report files; return the per-variant results."""
+    records = read_records(workdir)
+    results = variant_results(plan, records)
+    man = manifest(plan, workdir, records, run)
+    atomic_write_bytes(workdir / MANIFEST, json.dumps(man, indent=2).encode())
+    payload = {"recipe": plan.recipe.name, "target": plan.target.id, "variants": results,
+               "skipped": plan.skipped, "warnings": man["warnings"]}
+    atomic_write_bytes(workdir / "results.json", json.dumps(payload, indent=2).encode())
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(_csv_row(r) for r in results)
+    atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
+    atomic_write_bytes(workdir / "report.md", markdown(plan, results, man).encode())
+    return results

@@ -1,0 +1,221 @@
+"""Load a model file into a runtime session and run it on numpy arrays.
+
+One registry: each runtime module defines one `BaseSession` subclass that
+registers itself with its `runtime` name and file `suffixes`. The runtime
+modules import their heavy library lazily, so importing this package costs
+only numpy (device images are small, and arm64 ones run under QEMU).
+
+A shape in `TensorInfo` uses -1 for a dynamic dimension; pass
+`input_shapes={"name": (1, 3, 48, 192)}` to `load()` to fix them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from builder.errors import ConfigError, StepError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output as the runtime sees it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: "float32", "int8", "uint8", ...
+    scale: float | None = None  # set for quantized tensors
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and np.issubdtype(np.dtype(self.dtype), np.integer)
+
+
+class Session(Protocol):
+    runtime: str
+    threads: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+    def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+    def example_inputs(self, seed: int = 0) -> list[np.ndarray]: ...
+
+
+_REGISTRY: dict[str, type[BaseSession]] = {}
+
+
+class BaseSession:
+    """Float conversions shared by every runtime; subclasses implement `run_raw`."""
+
+    runtime: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.runtime] = cls
+
+    def __init__(self, path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], threads: int):
+        self.path = path
+        self.inputs = inputs
+        self.outputs = outputs
+        self.threads = threads
+
+    def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Float32 in, float32 out: fix layout, quantize inputs, dequantize outputs."""
+        if len(inputs) != len(self.inputs):
+            raise StepError(f"{self.path.name} takes {len(self.inputs)} input(s), got {len(inputs)}")
+        native = [
+            quantize(match_layout(np.asarray(x), info.shape), info) for x, info in zip(inputs, self.inputs, strict=True)
+        ]
+        return [dequantize(y, info) for y, info in zip(self.run_raw(native), self.outputs, strict=True)]
+
+    def example_inputs(self, seed: int = 0) -> list[np.ndarray]:
+        """Random native-dtype inputs of the model's shapes (a dynamic batch becomes 1)."""
+        return random_inputs(self.inputs, seed, origin=self.path.name)
+
+
+def load(path: Path, *, threads: int = 2, runtime: str | None = None, **options) -> Session:
+    """Open `path` in the runtime its suffix names (.tflite, .onnx, .xml) or `runtime`.
+
+    Options go to the runtime: `input_shapes` for all; `providers` and
+    `graph_optimization_level` for onnxruntime; `device`, `precision`
+    (default "f32") and `performance_hint` for OpenVINO; `xnnpack` for LiteRT.
+    """
+    path = Path(path)
+    if runtime is None:
+        runtime = next((name for name, cls in _REGISTRY.items() if path.suffix.lower() in cls.suffixes), None)
+        if runtime is None:
+            known = ", ".join(s for cls in _REGISTRY.values() for s in cls.suffixes)
+            raise ConfigError(f"no runtime for model file {path.name}", hint=f"use one of {known} or pass runtime=")
+    if runtime not in _REGISTRY:
+        raise ConfigError(f"unknown runtime {runtime!r}", hint=f"choose one of {', '.join(sorted(_REGISTRY))}")
+    session_cls = _REGISTRY[runtime]
+    accepted = set(inspect.signature(session_cls.__init__).parameters) - {"self", "path", "threads"}
+    if set(options) - accepted:
+        raise ConfigError(
+            f"runtime {runtime} has no option(s) {sorted(set(options) - accepted)}",
+            hint=f"its options are {sorted(accepted)}",
+        )
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}")
+    return session_cls(path, threads=threads, **options)
+
+
+# distribution name -> module it provides; only installed ones are reported
+_VERSIONED = {
+    "ai-edge-litert": "ai_edge_litert",
+    "tflite-runtime": "tflite_runtime",
+    "tensorflow": "tensorflow",
+    "tensorflow-cpu": "tensorflow",
+    "onnxruntime": "onnxruntime",
+    "onnxruntime-gpu": "onnxruntime",
+    "onnxruntime-openvino": "onnxruntime",
+    "openvino": "openvino",
+    "numpy": "numpy",
+    "psutil": "psutil",
+}
+
+
+def versions() -> dict[str, str]:
+    """Installed runtime packages and their versions, read from metadata (no imports)."""
+    found = {}
+    for dist, module in _VERSIONED.items():
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if importlib.util.find_spec(module) is not None:
+            found[dist] = version
+    return found
+
+
+def match_layout(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Fit `x` to a model's input `shape`: add a missing batch dim, and transpose
+    NCHW<->NHWC when only the transposed layout fits (onnx2tf turns NCHW ONNX
+    into NHWC TFLite, while datasets keep the source model's layout)."""
+    if x.ndim == len(shape) - 1:
+        x = x[np.newaxis]
+    if x.ndim != 4 or len(shape) != 4 or _fits(x.shape, shape):
+        return x
+    for axes in ((0, 2, 3, 1), (0, 3, 1, 2)):  # NCHW->NHWC, NHWC->NCHW
+        if _fits(tuple(x.shape[a] for a in axes), shape):
+            return np.ascontiguousarray(x.transpose(axes))
+    return x
+
+
+def _fits(actual: Sequence[int], expected: Sequence[int]) -> bool:
+    # the batch dim may differ: runtimes resize it
+    return all(e in (-1, a) or i == 0 for i, (a, e) in enumerate(zip(actual, expected, strict=True)))
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Float -> the tensor's dtype; int tensors with a scale get round(x/scale)+zp, clipped."""
+    dtype = np.dtype(info.dtype)
+    if info.quantized:
+        limits = np.iinfo(dtype)
+        q = np.round(x.astype(np.float32) / np.float32(info.scale)) + info.zero_point
+        return np.clip(q, limits.min, limits.max).astype(dtype)
+    return x.astype(dtype, copy=False)
+
+
+def dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Native output -> float32; integer outputs without a scale (ids, counts) stay as they are."""
+    if info.quantized:
+        return (y.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32, copy=False)
+    return y
+
+
+def with_shapes(infos: list[TensorInfo], shapes: Mapping[str, Sequence[int]] | None, path: Path) -> list[TensorInfo]:
+    """Apply `input_shapes` overrides; the names must be the model's input names."""
+    if not shapes:
+        return infos
+    unknown = set(shapes) - {i.name for i in infos}
+    if unknown:
+        raise ConfigError(
+            f"input_shapes names {sorted(unknown)} are not inputs of {path.name}",
+            hint=f"inputs are {[i.name for i in infos]}",
+        )
+    return [replace(i, shape=tuple(int(d) for d in shapes[i.name])) if i.name in shapes else i for i in infos]
+
+
+def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, *, origin: str = "model") -> list[np.ndarray]:
+    """Random arrays in each tensor's dtype and shape; a dynamic batch dim becomes 1.
+
+    Floats are uniform in [0, 1); 8-bit ints span their range; wider ints 0..100.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for info in infos:
+        shape = tuple(1 if d == -1 and i == 0 else d for i, d in enumerate(info.shape))
+        if any(d < 0 for d in shape):
+            raise ConfigError(
+                f"input {info.name!r} of {origin} has dynamic shape {info.shape}",
+                hint="pass input_shapes={name: (...)} when loading the model",
+            )
+        dtype = np.dtype(info.dtype)
+        if dtype == np.bool_:
+            arrays.append(rng.random(shape) > 0.5)
+        elif np.issubdtype(dtype, np.integer):
+            low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.itemsize == 1 else (0, 100)
+            arrays.append(rng.integers(low, high, size=shape, endpoint=True).astype(dtype))
+        else:
+            arrays.append(rng.random(shape, dtype=np.float32).astype(dtype))
+    return arrays
+
+
+# Registration: these modules import their runtime library only when a model is loaded.
+from builder.runtimes import litert, onnxruntime, openvino  # noqa: E402,F401

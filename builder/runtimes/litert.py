@@ -1,0 +1,115 @@
+"""LiteRT (TFLite) sessions: ai_edge_litert, else tflite_runtime, else tensorflow.lite."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from builder.errors import ConfigError, StepError
+from builder.runtimes import BaseSession, TensorInfo, with_shapes
+
+log = logging.getLogger(__name__)
+
+
+def interpreter_class() -> type:
+    """The first importable Interpreter; tensorflow only as the last resort (it is huge)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tensorflow.lite import Interpreter
+            except ImportError:
+                raise ConfigError(
+                    "no TFLite interpreter is installed",
+                    hint="pip install ai-edge-litert (or tflite-runtime on older platforms)",
+                ) from None
+    return Interpreter
+
+
+def _resolver_without_xnnpack(interpreter_cls: type):
+    module = __import__(interpreter_cls.__module__, fromlist=["OpResolverType"])
+    return module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+def _info(detail: dict) -> TensorInfo:
+    scale, zero_point = detail["quantization"]
+    signature = detail.get("shape_signature")
+    shape = signature if signature is not None and len(signature) else detail["shape"]
+    return TensorInfo(
+        name=detail["name"],
+        shape=tuple(int(d) for d in shape),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale) if scale else None,
+        zero_point=int(zero_point) if scale else None,
+    )
+
+
+class LiteRTSession(BaseSession):
+    """A TFLite interpreter; XNNPACK (the default delegate) is on unless `xnnpack=False`.
+
+    `xnnpack_applied` says whether a delegate node showed up in the execution
+    plan after allocation (None when the interpreter cannot tell).
+    """
+
+    runtime = "litert"
+    suffixes = (".tflite",)
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 2,
+        xnnpack: bool = True,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+    ):
+        self.path = path
+        cls = interpreter_class()
+        kwargs = {} if xnnpack else {"experimental_op_resolver_type": _resolver_without_xnnpack(cls)}
+        try:
+            self._interp = cls(model_path=str(path), num_threads=threads, **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise StepError(f"LiteRT could not load {path.name}: {exc}") from exc
+        self._in = self._interp.get_input_details()
+        infos = with_shapes([_info(d) for d in self._in], input_shapes, path)
+        for detail, info in zip(self._in, infos, strict=True):
+            if tuple(detail["shape"]) != info.shape and -1 not in info.shape:
+                self._interp.resize_tensor_input(detail["index"], list(info.shape))
+        self._allocate()
+        outputs = [_info(d) for d in self._interp.get_output_details()]
+        super().__init__(path, infos, outputs, threads)
+        self.xnnpack_applied = self._delegated() if xnnpack else False
+        self.interpreter_module = cls.__module__
+
+    def _allocate(self) -> None:
+        try:
+            self._interp.allocate_tensors()
+        except RuntimeError as exc:
+            raise StepError(f"LiteRT could not allocate tensors for {self.path.name}: {exc}") from exc
+        self._in = self._interp.get_input_details()
+        self._out = [d["index"] for d in self._interp.get_output_details()]
+
+    def _delegated(self) -> bool | None:
+        try:
+            return any(op["op_name"] == "DELEGATE" for op in self._interp._get_ops_details())
+        except (AttributeError, KeyError):  # private API; absent in some builds
+            return None
+
+    def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        resized = False
+        for detail, x in zip(self._in, inputs, strict=True):
+            if tuple(detail["shape"]) != x.shape:
+                self._interp.resize_tensor_input(detail["index"], list(x.shape))
+                resized = True
+        if resized:
+            log.debug("resizing %s inputs to %s", self.path.name, [x.shape for x in inputs])
+            self._allocate()
+        for detail, x in zip(self._in, inputs, strict=True):
+            self._interp.set_tensor(detail["index"], x)
+        self._interp.invoke()
+        return [self._interp.get_tensor(i) for i in self._out]

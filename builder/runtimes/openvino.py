@@ -1,0 +1,102 @@
+"""OpenVINO sessions (IR .xml; OpenVINO also reads .onnx/.tflite given runtime="openvino")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from builder.errors import ConfigError, StepError
+from builder.runtimes import BaseSession, TensorInfo, with_shapes
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError:
+        raise ConfigError("openvino is not installed", hint="pip install openvino") from None
+    return openvino
+
+
+def _info(port, index: int, kind: str) -> TensorInfo:
+    names = port.get_names()
+    name = port.get_any_name() if names else f"{kind}{index}"
+    shape = tuple(-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+    return TensorInfo(name=name, shape=shape, dtype=np.dtype(port.get_element_type().to_dtype()).name)
+
+
+def compile_model(
+    path: Path,
+    *,
+    device: str = "CPU",
+    threads: int | None = None,
+    precision: str | None = "f32",
+    performance_hint: str = "LATENCY",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+):
+    """Read, reshape (if `input_shapes`) and compile a model; returns (compiled, inputs, outputs).
+
+    `precision` sets INFERENCE_PRECISION_HINT: the CPU plugin otherwise may pick
+    bf16, which moved logits by up to 0.17 on these CPUs. None keeps the device default.
+    """
+    ov = _ov()
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as exc:
+        raise StepError(f"OpenVINO could not read {path.name}: {exc}") from exc
+    inputs = with_shapes([_info(p, i, "input") for i, p in enumerate(model.inputs)], input_shapes, path)
+    if input_shapes:
+        model.reshape({info.name: list(info.shape) for info in inputs if info.name in input_shapes})
+    config: dict[str, object] = {"PERFORMANCE_HINT": performance_hint.upper()}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    if threads and device.upper().startswith("CPU"):
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        compiled = core.compile_model(model, device, config)
+    except RuntimeError as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise StepError(
+            f"OpenVINO could not compile {path.name} for {device}: {last}",
+            hint=f"devices here: {core.available_devices}; precision is one of f32, f16, bf16",
+        ) from exc
+    outputs = [_info(p, i, "output") for i, p in enumerate(compiled.outputs)]
+    return compiled, inputs, outputs
+
+
+class OpenVINOSession(BaseSession):
+    """A compiled model with one infer request; f32 precision and LATENCY hint by default."""
+
+    runtime = "openvino"
+    suffixes = (".xml",)
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 2,
+        device: str = "CPU",
+        precision: str | None = "f32",
+        performance_hint: str = "LATENCY",
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+    ):
+        self._compiled, inputs, outputs = compile_model(
+            path,
+            device=device,
+            threads=threads,
+            precision=precision,
+            performance_hint=performance_hint,
+            input_shapes=input_shapes,
+        )
+        super().__init__(path, inputs, outputs, threads)
+        self.device = device
+        self.precision = (
+            self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() if device == "CPU" else precision
+        )
+        self._request = self._compiled.create_infer_request()
+
+    def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        results = self._request.infer(inputs)
+        return [results[port] for port in self._compiled.outputs]

@@ -1,0 +1,113 @@
+"""ONNX hub steps (seed 004's map): PyTorch/TF -> ONNX, hygiene, ONNX -> SavedModel, ORT quantization."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from builder.steps.base import Step, StepContext, StepParams
+from builder.steps.layout import samples_for, set_layout
+from builder.util import remove
+
+
+def _input_shapes(ctx: StepContext) -> dict[str, list[int]] | None:
+    spec = ctx.recipe.input
+    return {spec.name: spec.shape} if spec.name else None
+
+
+class SimplifyOnnx(Step):
+    kind = "onnx.simplify"
+    consumes = ("onnx",)
+    produces = "onnx"
+    summary = "check, simplify, fix static shapes; ONNX Runtime proves outputs unchanged"
+
+    def run(self, ctx: StepContext, params: StepParams) -> dict:
+        from builder.convert import onnx as onnx_convert
+
+        onnx_convert.check_onnx(ctx.input("model"))
+        return {"simplify": onnx_convert.simplify_onnx(ctx.input("model"), ctx.output("model"), input_shapes=_input_shapes(ctx))}
+
+
+class TorchToOnnx(Step):
+    kind = "convert.torch_onnx"
+    consumes = ("pytorch_state_dict", "torchscript", "exported_program")
+    produces = "onnx"
+    summary = "torch.onnx export (factory + state dict, TorchScript or ExportedProgram), then simplify"
+
+    def run(self, ctx: StepContext, params: StepParams) -> dict:
+        from builder.convert import onnx as onnx_convert
+
+        source = ctx.recipe.source
+        torch_cfg = source.torch
+        fmt = source.resolved_format
+        model = ctx.input("model")
+        raw = ctx.output("model").with_name("exported.onnx")
+        export = onnx_convert.torch_to_onnx(
+            raw,
+            input_shape=ctx.recipe.input.shape,
+            factory=torch_cfg.factory if torch_cfg else None,
+            state_dict=model if fmt == "pytorch_state_dict" else None,
+            torchscript=model if fmt == "torchscript" else None,
+            exported_program=model if fmt == "exported_program" else None,
+            **(torch_cfg.model_dump(include={"opset", "input_names", "output_names", "dynamic_axes"}) if torch_cfg else {}),
+        )
+        simplify = onnx_convert.simplify_onnx(raw, ctx.output("model"), input_shapes=_input_shapes(ctx))
+        remove(raw)
+        return {"export": export, "simplify": simplify}
+
+
+class TfToOnnx(Step):
+    kind = "convert.tf_onnx"
+    consumes = ("saved_model", "tflite")
+    produces = "onnx"
+    summary = "tf2onnx: SavedModel or .tflite -> ONNX"
+
+    class Params(StepParams):
+        opset: int = 17
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
+        from builder.convert import onnx as onnx_convert
+
+        model = ctx.input("model")
+        fmt = "tflite" if model.suffix == ".tflite" else "saved_model"
+        return {"tf2onnx": onnx_convert.tf_to_onnx(model, ctx.output("model"), source_format=fmt, opset=params.opset)}
+
+
+class OnnxToSavedModel(Step):
+    kind = "convert.onnx2tf"
+    consumes = ("onnx",)
+    produces = "saved_model"
+    summary = "onnx2tf: ONNX (NCHW) -> TF SavedModel (NHWC)"
+
+    def run(self, ctx: StepContext, params: StepParams) -> dict:
+        from builder.convert import onnx2tf
+
+        out = ctx.output("model")
+        remove(out)
+        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out)
+        if ctx.recipe.input.layout == "NCHW":
+            set_layout(ctx, out, "NHWC")
+        return {"onnx2tf": report}
+
+
+class QuantizeOrt(Step):
+    kind = "quantize.ort"
+    consumes = ("onnx",)
+    produces = "onnx"
+    summary = "ONNX Runtime quantization: dynamic, or static QDQ with calibration"
+
+    class Params(StepParams):
+        precision: Literal["dynamic", "int8"] = "int8"
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
+        from builder.convert import onnx_quant
+
+        variant = ctx.variant
+        if params.precision == "dynamic":
+            report = onnx_quant.ort_quantize_dynamic(ctx.input("model"), ctx.output("model"), per_channel=variant.per_channel)
+        else:
+            report = onnx_quant.ort_quantize_static(
+                ctx.input("model"), ctx.output("model"), samples_for(ctx, ctx.input("model")),
+                method=variant.calibration_method, per_channel=variant.per_channel,
+                activation_type="uint8" if ctx.recipe.io_dtype_of(ctx.call.variant) == "uint8" else "int8",
+            )
+        return {"quantization": report}

@@ -1,0 +1,65 @@
+"""OpenVINO steps: convert to IR (fp32 / fp16 weights) and NNCF post-training quantization."""
+
+from __future__ import annotations
+
+from builder.steps.base import Step, StepContext, StepParams
+from builder.steps.layout import copy_layout, samples_for
+from builder.workdir import VALIDATION
+
+
+class ToOpenvino(Step):
+    kind = "convert.openvino"
+    consumes = ("onnx", "tflite", "saved_model")
+    produces = "openvino"
+    summary = "ov.convert_model + ov.save_model (optionally fp16-compressed weights)"
+
+    class Params(StepParams):
+        compress_fp16: bool = False
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
+        from builder.convert import openvino
+
+        report = openvino.to_openvino(ctx.input("model"), ctx.output("model"), compress_fp16=params.compress_fp16)
+        copy_layout(ctx, ctx.input("model"), ctx.output("model"))
+        return {"conversion": report}
+
+
+class QuantizeNncf(Step):
+    kind = "quantize.nncf"
+    consumes = ("openvino",)
+    produces = "openvino"
+    summary = "NNCF post-training int8 quantization (with accuracy control when the recipe sets max_accuracy_drop)"
+
+    def run(self, ctx: StepContext, params: StepParams) -> dict:
+        from builder.convert import openvino
+
+        model = ctx.input("model")
+        nncf = ctx.variant.nncf
+        options = nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type"})
+        calibration = samples_for(ctx, model)
+        if nncf.max_accuracy_drop is None:
+            report = openvino.nncf_quantize(model, ctx.output("model"), calibration, **options)
+        else:
+            validation = samples_for(ctx, model, VALIDATION)
+            report = openvino.nncf_quantize_with_accuracy_control(
+                model, ctx.output("model"), calibration, validation, _top1_agreement_fn(validation, model),
+                max_drop=nncf.max_accuracy_drop, **options,
+            )
+        copy_layout(ctx, model, ctx.output("model"))
+        return {"quantization": report}
+
+
+def _top1_agreement_fn(validation, reference_xml):
+    """Validation metric for accuracy control: top-1 agreement with the fp32 model."""
+    import numpy as np
+
+    from builder.runtimes import load
+
+    reference = load(reference_xml)
+    expected = np.array([np.argmax(reference.run([s])[0]) for s in validation])
+
+    def metric(compiled_model, samples) -> float:
+        predicted = np.array([np.argmax(compiled_model([s[None]])[0]) for s in samples])
+        return float(np.mean(predicted == expected[: len(predicted)]))
+
+    return metric

@@ -1,0 +1,78 @@
+"""builder.metrics on hand-computed arrays."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from builder.errors import ConfigError, StepError
+from builder.metrics import MAX_SNR_DB, accuracy, compare, topk_agreement
+
+
+def test_compare_per_sample_cosine_errors_and_snr():
+    reference = [np.array([[3.0, 4.0], [1.0, 0.0]])]
+    candidate = [np.array([[3.0, 4.0], [0.0, 1.0]])]
+    assert compare(reference, candidate) == pytest.approx(
+        {
+            "cosine": 0.5,  # rows: 1.0 and 0.0
+            "cosine_min": 0.0,
+            "max_abs_error": 1.0,
+            "mean_abs_error": 0.5,  # |diffs| 0, 0, 1, 1
+            "snr_db": 10 * math.log10(26 / 2),  # signal 9+16+1, noise 1+1
+        }
+    )
+
+
+def test_compare_pools_outputs_and_allows_squeezed_shapes():
+    reference = [np.array([[1.0, 2.0, 2.0]]), np.array([-1.0, 0.0])]
+    candidate = [np.array([1.0, 2.0, 2.3]), np.array([1.0, 0.0])]  # (3,) against (1, 3)
+    result = compare(reference, candidate)
+    assert result["cosine"] == pytest.approx((9.6 / (3 * math.sqrt(10.29)) + -1.0) / 2)
+    assert result["cosine_min"] == pytest.approx(-1.0)
+    assert result["max_abs_error"] == pytest.approx(2.0)
+    assert result["mean_abs_error"] == pytest.approx((0.3 + 2.0) / 5)
+    assert result["snr_db"] == pytest.approx(10 * math.log10(10 / (0.09 + 4)))
+
+
+def test_compare_identical_and_zero_outputs_stay_json_safe():
+    same = compare([np.ones((2, 3), np.float32)], [np.ones((2, 3), np.float32)])
+    assert same == {"cosine": 1.0, "cosine_min": 1.0, "max_abs_error": 0.0, "mean_abs_error": 0.0, "snr_db": MAX_SNR_DB}
+    json.dumps(same, allow_nan=False)
+    zeros = compare([np.zeros(4)], [np.zeros(4)])
+    assert zeros["cosine"] == 1.0 and zeros["snr_db"] == MAX_SNR_DB
+    lost = compare([np.zeros(4)], [np.ones(4)])
+    assert lost["cosine"] == 0.0 and lost["snr_db"] == -MAX_SNR_DB
+    json.dumps(lost, allow_nan=False)
+
+
+def test_compare_rejects_mismatched_outputs():
+    with pytest.raises(StepError, match=r"reference shape \(2, 3\) differs from candidate shape \(3, 2\)"):
+        compare([np.zeros((2, 3))], [np.zeros((3, 2))])
+    with pytest.raises(StepError, match="1 reference arrays with 2 candidate"):
+        compare([np.zeros(2)], [np.zeros(2), np.zeros(2)])
+
+
+REFERENCE = np.array([[0.1, 0.7, 0.2], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5], [0.9, 0.05, 0.05]])  # top-1: 1, 0, 2, 0
+CANDIDATE = np.array([[0.2, 0.6, 0.2], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1], [0.8, 0.1, 0.1]])  # top-1: 1, 1, 0, 0
+
+
+def test_topk_agreement_counts_reference_top1_in_candidate_topk():
+    assert topk_agreement(REFERENCE, CANDIDATE, k=1) == 0.5
+    assert topk_agreement(REFERENCE, CANDIDATE, k=2) == 0.75  # sample 1's class 0 is the candidate's 2nd
+    assert topk_agreement(REFERENCE, CANDIDATE, k=3) == 1.0
+    assert topk_agreement(REFERENCE[0], CANDIDATE[0]) == 1.0  # one sample as a 1-d vector
+    with pytest.raises(ConfigError, match="k=4"):
+        topk_agreement(REFERENCE, CANDIDATE, k=4)
+    with pytest.raises(StepError, match="differ in shape"):
+        topk_agreement(REFERENCE, CANDIDATE[:2])
+
+
+def test_accuracy_top1_and_top2():
+    labels = np.array([1, 0, 1, 2])
+    assert accuracy(CANDIDATE, labels) == 0.25
+    assert accuracy(CANDIDATE, labels, k=2) == 0.75
+    with pytest.raises(StepError, match="4 samples of logits but 3 labels"):
+        accuracy(CANDIDATE, labels[:3])
