@@ -45,13 +45,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--offline", is_flag=True, help="use only the download cache, never the network")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="recipe x target runs in parallel")
 @click.option("--rebuild", is_flag=True, help="rebuild images even if up to date (docker)")
+@click.option("--install-from", type=click.Choice(["wheelhouse", "index"]), default="wheelhouse", show_default=True,
+              help="how images get packages (docker): host-side wheelhouse, or pip in the build")
 @click.option("--ca-bundle", type=click.Path(path_type=Path), help="CA bundle trusted by pip and downloads")
-def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, ca_bundle) -> None:
+def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle) -> None:
     """Build, benchmark and validate RECIPES for the target(s)."""
     from builder.matrix import run_matrix
     from builder.runners.select import select_runner
 
-    chosen = select_runner(runner, ca_bundle=ca_bundle, rebuild=rebuild, echo=_echo)
+    chosen = select_runner(runner, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=_echo)
     run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out, variants=list(variants) or None,
                offline=offline, jobs=jobs, echo=_echo)
 
@@ -89,6 +91,53 @@ def render(target, out) -> None:
         else:
             click.echo(f"# ---- {stage} image: {image.tag} ({image.platform}) ----")
             click.echo(image.dockerfile)
+
+
+@cli.command()
+@_targets_option(multiple=True)
+@click.option("--rebuild", is_flag=True, help="build even if an image with the same content hash exists")
+@click.option("--install-from", type=click.Choice(["wheelhouse", "index"]), default="wheelhouse", show_default=True,
+              help="wheelhouse: host downloads locked wheels, the build needs no network; index: pip in the build")
+@click.option("--ca-bundle", type=click.Path(path_type=Path), help="CA bundle trusted by pip")
+def build(targets, rebuild, install_from, ca_bundle) -> None:
+    """Build the toolchain and device images of the target(s) without running anything."""
+    from builder.docker_api import Engine
+    from builder.image_build import ImageBuilder
+    from builder.runners.docker import ARCH_PLATFORMS
+
+    engine = Engine.connect()
+    builder = ImageBuilder(engine, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=_echo)
+    for target_id in targets:
+        for role, info in builder.ensure_target(catalog.load_target(target_id), ARCH_PLATFORMS[engine.arch]).items():
+            _echo(f"{target_id} {role}: {info['tag']} {info['id'][:19]}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+def lock(names) -> None:
+    """Re-resolve dockerfiles/locks/<name>.in into <name>.txt (default: all), on purpose."""
+    from builder import locks
+
+    for name in names or locks.lock_names():
+        _echo(f"{name}: {locks.write_lock(name)}")
+
+
+@cli.command()
+@click.option("--ca-bundle", type=click.Path(path_type=Path))
+def doctor(ca_bundle) -> None:
+    """Check the engine, arm64 emulation, disk, proxy, CA and pip settings; print the fix for each problem."""
+    from builder.doctor import checks
+
+    problems = 0
+    for check in checks(ca_bundle):
+        mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
+        console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
+        if not check.ok:
+            problems += 1
+            if check.fix:
+                console.print(f"    fix: {escape(check.fix)}")
+    if problems:
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
+from typing import Any
 
 import docker
 import docker.errors
@@ -37,6 +39,10 @@ TAIL_LINES = 30
 MANAGED_LABEL = "io.edge-builder.managed"  # set on every container this module creates
 _CONTEXT_MTIME = 0  # fixed mtime in build contexts: same bytes in, same cache key out
 _CALL_TIMEOUT = 300.0  # per-request timeout after connecting (log streams have none)
+# Docker keeps stdout and stderr apart and does not keep their relative order, so
+# an error on stderr could land before the last stdout lines and fall out of the
+# log tail. One pipe for both keeps the order; "$@" passes the argv untouched.
+_MERGED_OUTPUT = ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh"]
 _BINFMT_ARM64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 _UNREACHABLE_HINT = "start Docker, or set DOCKER_HOST / `docker context use`, or use --runner local"
 _BINFMT_HINT = (
@@ -98,10 +104,24 @@ class Engine:
             except docker.errors.ImageNotFound:
                 return None
 
+    def repo_digest(self, tag: str) -> str | None:
+        """The registry digest of `tag` once pushed or pulled (None for a local-only image)."""
+        with self._errors(f"inspecting image {tag}"):
+            try:
+                digests = self._api.inspect_image(tag).get("RepoDigests") or []
+            except docker.errors.ImageNotFound:
+                return None
+        return digests[0] if digests else None
+
+    def has_runtime(self, name: str) -> bool:
+        """Whether the engine offers an OCI runtime, e.g. "nvidia" (NVIDIA container toolkit)."""
+        with self._errors("reading the engine info"):
+            return name in (self._api.info().get("Runtimes") or {})
+
     def build(
         self,
         *,
-        context: dict[str, bytes],
+        context: dict[str, bytes | Path],
         tag: str,
         buildargs: dict[str, str] | None = None,
         platform: str | None = None,
@@ -124,26 +144,25 @@ class Engine:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         image_id = None
         with self._errors(f"building {tag}"):
-            stream = self._api.build(
-                fileobj=_context_tar(context), custom_context=True, decode=True, rm=True,
-                forcerm=True, pull=False, buildargs=buildargs, platform=platform, labels=labels,
-            )  # fmt: skip
-            for chunk in stream:
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail") or {}
-                    message = (chunk.get("error") or detail.get("message") or "unknown error").strip()
-                    raise BuildError(
-                        f"building {tag} failed: {message.splitlines()[-1] if message else message}",
-                        hint="see the build log lines above; fix the Dockerfile or the step it names",
-                        log_tail=list(tail),
-                    )
-                for line in _lines(chunk.get("stream", "")):
-                    tail.append(line)
-                    if on_log:
-                        on_log(line)
-                image_id = (chunk.get("aux") or {}).get("ID", image_id)
+            try:
+                stream = self._api.build(
+                    fileobj=_context_tar(context), custom_context=True, decode=True, rm=True,
+                    forcerm=True, pull=False, buildargs=buildargs, platform=platform, labels=labels,
+                )  # fmt: skip
+                for chunk in stream:
+                    if "error" in chunk or "errorDetail" in chunk:
+                        detail = chunk.get("errorDetail") or {}
+                        message = (chunk.get("error") or detail.get("message") or "").strip() or "unknown error"
+                        raise _build_error(tag, message, list(tail))
+                    for line in _lines(chunk.get("stream", "")):
+                        tail.append(line)
+                        if on_log:
+                            on_log(line)
+                    image_id = (chunk.get("aux") or {}).get("ID", image_id)
+            except docker.errors.APIError as exc:  # e.g. a Dockerfile that does not parse
+                raise _build_error(tag, _short_reason(exc), list(tail)) from exc
             if not image_id:
-                raise BuildError(f"building {tag} produced no image id", log_tail=list(tail))
+                raise _build_error(tag, "the engine reported no image id", list(tail))
             repository, version = parse_repository_tag(tag)
             self._api.tag(image_id, repository, version or "latest")
         return image_id
@@ -168,12 +187,16 @@ class Engine:
         When `copy_out` is set, the container's `container_dir` is copied back into
         `workdir_in` after the run (files are written by this process, so they
         belong to the invoking user; files deleted in the container stay on the
-        host). The container is always removed. A non-zero exit is returned, not
-        raised: the caller decides, with the log tail in hand.
+        host). The container is always removed. Output (stderr merged into
+        stdout, in order; the image needs /bin/sh) goes line by line to `on_log`,
+        with PYTHONUNBUFFERED=1 unless `env` sets it. A non-zero exit is
+        returned, not raised: the caller decides, with the log tail in hand.
         """
         tail: deque[str] = deque(maxlen=TAIL_LINES)
+        environment = {"PYTHONUNBUFFERED": "1", **(env or {})}
         with self._container(
-            image, command, working_dir=container_dir, environment=env, user=user, platform=platform,
+            image, [*_MERGED_OUTPUT, *command], working_dir=container_dir, environment=environment,
+            user=user, platform=platform,
             host_config=self._api.create_host_config(network_mode=network), labels=labels,
         ) as cid:  # fmt: skip
             with self._errors(f"running {command[0]} in {image}"):
@@ -226,9 +249,11 @@ class Engine:
         return False, f"binfmt handler qemu-aarch64 is {state} on this {self.arch} host; {_BINFMT_HINT}"
 
     @contextlib.contextmanager
-    def _container(self, image: str, command: list[str], **kwargs: object) -> Iterator[str]:
+    def _container(
+        self, image: str, command: list[str], labels: dict[str, str] | None = None, **kwargs: Any
+    ) -> Iterator[str]:
         """Create a labelled container and remove it afterwards, whatever happens (Ctrl-C too)."""
-        labels = {MANAGED_LABEL: "1", **(kwargs.pop("labels", None) or {})}  # type: ignore[dict-item]
+        labels = {MANAGED_LABEL: "1", **(labels or {})}
         with self._errors(f"creating a container from {image}"):
             cid = self._api.create_container(image, command, labels=labels, **kwargs)["Id"]
         try:
@@ -258,6 +283,17 @@ class Engine:
                 f"{doing}: Docker engine not reachable at {self.url}: {_short_reason(exc)}",
                 hint=_UNREACHABLE_HINT,
             ) from exc
+
+
+def _build_error(tag: str, message: str, tail: list[str]) -> BuildError:
+    if tail and " : FROM " in tail[-1]:
+        hint = (
+            "the FROM image must already be on the engine (nothing is pulled): make the base images "
+            "with .ci/base-images.sh, or point the target at a locally provided base image"
+        )
+    else:
+        hint = "the log tail shows the failing step; fix the Dockerfile or the command it runs"
+    return BuildError(f"building {tag} failed: {message.splitlines()[-1]}", hint=hint, log_tail=tail)
 
 
 def _engine_address() -> tuple[str, docker.tls.TLSConfig | bool]:
@@ -301,14 +337,23 @@ def _lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
         yield pending.decode(errors="replace").rstrip("\r")
 
 
-def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
-    """A deterministic tar of a build context: sorted names, fixed mtime and owner."""
-    buf = io.BytesIO()
+def _context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
+    """A deterministic tar of a build context: sorted names, fixed mtime and owner.
+
+    Values are bytes, or paths of (large) files streamed from disk, e.g. wheels.
+    """
+    buf = tempfile.SpooledTemporaryFile(max_size=64 << 20)
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
+            data = files[name]
             info = tarfile.TarInfo(str(PurePosixPath(name)))
-            info.size, info.mtime, info.mode = len(files[name]), _CONTEXT_MTIME, 0o644
-            tar.addfile(info, io.BytesIO(files[name]))
+            info.size = data.stat().st_size if isinstance(data, Path) else len(data)
+            info.mtime, info.mode = _CONTEXT_MTIME, 0o644
+            if isinstance(data, Path):
+                with open(data, "rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     return buf
 

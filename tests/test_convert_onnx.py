@@ -172,6 +172,7 @@ def test_keras_and_tflite_to_onnx(tmp_path):
     assert cosine(ort_run(tmp_path / "tflite.onnx", x), expected) > 0.9999
 
 
+@pytest.mark.slow
 def test_tf2onnx_failure_is_classified(tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a flatbuffer")

@@ -142,9 +142,24 @@ def test_int8_io_types_and_agreement(converted, calib, variant, dtype):
     assert io_dtypes(path) == (dtype, dtype)
     assert report["input_dtypes"] == [np.dtype(dtype).name]
     assert report["float_ops"] == []
-    for x in calib[:4]:
-        reference = run_tflite(converted["fp32"][0], x[None])
-        assert cosine(run_tflite(path, x[None]), reference) > 0.9
+    raw, centered, mismatched = agreement(converted["fp32"][0], path, calib)
+    assert raw > 0.88 and centered > 0.5 and mismatched < 0.1
+
+
+def agreement(reference: Path, path: Path, calib: np.ndarray) -> tuple[float, float, float]:
+    """Mean cosine of `path` vs `reference` outputs on the calibration samples: raw; with the
+    reference's mean output (the input-independent part) removed; and that centered cosine
+    against mismatched samples, a baseline showing that the outputs track the input.
+
+    Random weights make the net chaotic, so int8 stays further from fp32 than a trained net's.
+    """
+    ref = np.stack([run_tflite(reference, x[None]) for x in calib])
+    got = np.stack([run_tflite(path, x[None]) for x in calib])
+    raw = np.mean([cosine(g, r) for g, r in zip(got, ref)])
+    ref, got = ref - ref.mean(axis=0), got - ref.mean(axis=0)
+    centered = np.mean([cosine(g, r) for g, r in zip(got, ref)])
+    mismatched = np.mean([cosine(g, r) for g, r in zip(got, np.roll(ref, 1, axis=0))])
+    return float(raw), float(centered), float(mismatched)
 
 
 @pytest.mark.slow
@@ -153,8 +168,8 @@ def test_int16x8_has_int16_activations(converted, calib):
     it = Interpreter(model_path=str(path))
     assert sum(t["dtype"] == np.int16 for t in it.get_tensor_details()) > 50
     assert report["float_ops"] == [] and report["weight_dtypes"]["int8"] > 30
-    reference = run_tflite(converted["fp32"][0], calib[:1])
-    assert cosine(run_tflite(path, calib[:1]), reference) > 0.99
+    raw, centered, mismatched = agreement(converted["fp32"][0], path, calib)
+    assert raw > 0.95 and centered > 0.8 and mismatched < 0.1
 
 
 @pytest.mark.slow
@@ -208,6 +223,14 @@ def test_full_int8_refuses_float_fallback(sin_model, tmp_path):
     )
     assert report["float_ops"] == ["SIN"]
     assert io_dtypes(out) == (np.int8, np.int8)
+
+
+def test_calibration_shape_mismatch(sin_model, tmp_path):
+    rep = representative_from_array(np.zeros((2, 6, 6, 4), np.float32))
+    with pytest.raises(ConversionError) as err:
+        to_tflite(sin_model, tmp_path / "o.tflite", source_format="saved_model", precision="int8", representative=rep)
+    assert err.value.cause == "shape-mismatch"
+    assert "with value 8 to 6" in err.value.message and "calibration data" in err.value.hint
 
 
 # --- TF1 frozen graphs ---------------------------------------------------------------------------
@@ -285,7 +308,8 @@ def test_fake_quant_graph_to_uint8(tmp_path):
     it = Interpreter(model_path=str(out))
     inp = it.get_input_details()[0]
     assert inp["dtype"] == np.uint8
-    assert inp["quantization"][1] == 128 and inp["quantization"][0] == pytest.approx(1 / 127)
+    # the input's fake-quant range [-1, 1] sets the scale (2/255); zero point 128 as the stats say
+    assert inp["quantization"][1] == 128 and inp["quantization"][0] == pytest.approx(2 / 255)
     assert report["input_dtypes"] == ["uint8"] and report["float_ops"] == []
     agree = np.mean(run_tflite(out, X32) == run_graph(pb, X32))
     assert agree > 0.9
@@ -297,8 +321,9 @@ def test_fake_quant_needs_int8_uint8_and_stats(tmp_path):
     with pytest.raises(ConfigError, match="quantized_input_stats"):
         to_tflite(pb, tmp_path / "o.tflite", source_format="frozen_graph", frozen=spec, precision="int8",
                   io_dtype="uint8")
-    with pytest.raises(ConfigError, match="precision: int8 and io_dtype: uint8"):
+    with pytest.raises(ConfigError, match="precision=fp32") as err:
         to_tflite(pb, tmp_path / "o.tflite", source_format="frozen_graph", frozen=spec)
+    assert "precision: int8 and io_dtype: uint8" in err.value.hint
 
 
 def test_unsupported_op_then_custom_op(tmp_path):

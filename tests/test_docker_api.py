@@ -10,7 +10,6 @@ import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import docker
 import pytest
@@ -78,9 +77,8 @@ def test_connect_follows_the_current_docker_context(docker_engine, tmp_path, mon
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     monkeypatch.delenv("DOCKER_HOST")
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    cli = ["docker", "context"]
-    subprocess.run([*cli, "create", "eb-test", "--docker", f"host={docker_engine.url}"], check=True, capture_output=True)
-    subprocess.run([*cli, "use", "eb-test"], check=True, capture_output=True)
+    for args in (["create", "eb-test", "--docker", f"host={docker_engine.url}"], ["use", "eb-test"]):
+        subprocess.run(["docker", "context", *args], check=True, capture_output=True)
     engine = Engine.connect()
     assert (engine.url, engine.version) == (docker_engine.url, docker_engine.version)
 
@@ -94,10 +92,9 @@ def test_build_tags_and_caches(docker_engine, base_image, tag_prefix, sdk):
         "app/hello.txt": f"hello edge {tag_prefix}\n".encode(),  # new content: the first build really runs
     }
     lines: list[str] = []
-    image_id = docker_engine.build(
-        context=context, tag=tag, buildargs={"GREETING": "hi"}, labels={"io.edge-builder.test": tag_prefix},
-        on_log=lines.append,
-    )  # fmt: skip
+    labels = {"io.edge-builder.test": tag_prefix}
+    options = {"context": context, "tag": tag, "buildargs": {"GREETING": "hi"}, "labels": labels}
+    image_id = docker_engine.build(**options, on_log=lines.append)
     assert image_id.startswith("sha256:")
     assert docker_engine.image_id(tag) == image_id
     assert sdk.images.get(tag).labels["io.edge-builder.test"] == tag_prefix
@@ -105,8 +102,7 @@ def test_build_tags_and_caches(docker_engine, base_image, tag_prefix, sdk):
 
     again: list[str] = []
     start = time.monotonic()
-    assert docker_engine.build(context=context, tag=tag, buildargs={"GREETING": "hi"},
-                               labels={"io.edge-builder.test": tag_prefix}, on_log=again.append) == image_id  # fmt: skip
+    assert docker_engine.build(**options, on_log=again.append) == image_id
     assert time.monotonic() - start < 5
     assert sum("Using cache" in line for line in again) >= 3
 
@@ -139,6 +135,23 @@ def test_failing_build_raises_with_log_tail_and_leaves_no_tag(docker_engine, bas
     assert tag in info.value.message and "returned a non-zero code: 2" in info.value.message
     assert any("before-the-failure-7f3a" in line for line in info.value.log_tail)
     assert any("/no/such/dir" in line for line in info.value.log_tail)
+    assert docker_engine.image_id(tag) is None
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("dockerfile", "message", "hint"),
+    [
+        ("FROM {base}\nFROBNICATE x\n", "unknown instruction: FROBNICATE", "fix the Dockerfile"),
+        ("FROM edge-builder-test/no-such-base:1\n", "failed: ", "base-images.sh"),
+    ],
+)
+def test_bad_dockerfile_and_missing_base_are_build_errors(docker_engine, base_image, tag_prefix, dockerfile, message,
+                                                          hint):  # fmt: skip
+    tag = f"{TEST_REPO}:{tag_prefix}-bad"
+    with pytest.raises(BuildError) as info:
+        docker_engine.build(context={"Dockerfile": dockerfile.format(base=base_image).encode()}, tag=tag)
+    assert message in info.value.message and hint in info.value.hint
     assert docker_engine.image_id(tag) is None
 
 
@@ -179,9 +192,15 @@ def test_run_nonzero_exit_returns_code_and_tail(docker_engine, base_image, tmp_p
     )  # fmt: skip
     assert result.exit_code == 3
     assert len(result.log_tail) == 30
-    # stdout and stderr are separate streams: their relative order is not kept
-    assert {"boom-on-stderr", "line-40"} <= set(result.log_tail) and "line-10" not in result.log_tail
+    assert result.log_tail[0] == "line-12"
+    assert result.log_tail[-1] == "boom-on-stderr"  # stderr keeps its place after stdout
     assert _containers_with(sdk, run_label) == []
+
+    code = "for i in range(40): print('progress', i)\nraise RuntimeError('conversion exploded')"
+    result = docker_engine.run(image=base_image, command=["python3", "-c", code], labels=run_label)
+    assert result.exit_code == 1
+    assert result.log_tail[-1] == "RuntimeError: conversion exploded"
+    assert "progress 39" in result.log_tail
 
 
 @pytest.mark.docker

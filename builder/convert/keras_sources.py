@@ -6,6 +6,7 @@ package (for `builder plan`, say) stays fast on hosts without the toolchain.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import shutil
@@ -47,9 +48,10 @@ def keras_application(
 
     names = _application_names()
     if name not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5) or names[:5]
         raise ConfigError(
             f"unknown Keras application {name!r}",
-            hint=f"use one of keras.applications: {', '.join(names[:8])}, ... ({len(names)} in all)",
+            hint=f"use one of keras.applications' {len(names)} models, e.g. {', '.join(close)}",
         )
     if weights_path is not None and weights is not None:
         raise ConfigError(

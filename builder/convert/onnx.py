@@ -9,7 +9,6 @@ exports plain CNNs into the classic Conv/Pad/Gemm graphs they expect.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import subprocess
 import sys
@@ -21,8 +20,6 @@ import numpy as np
 
 from builder.errors import ConfigError, ConversionError
 from builder.util import atomic_copy, atomic_write_bytes
-
-log = logging.getLogger(__name__)
 
 
 def _replace_atomically(tmp: Path, out: Path) -> None:
@@ -75,7 +72,7 @@ def load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def _load_torch_module(factory, state_dict, torchscript, exported_program):
+def _load_torch_module(factory, state_dict, torchscript, exported_program, example):
     import torch
 
     given = [s for s in (factory, torchscript, exported_program) if s is not None]
@@ -86,8 +83,9 @@ def _load_torch_module(factory, state_dict, torchscript, exported_program):
         raise ConfigError("a state dict needs a model factory to load into")
     if torchscript is not None:
         return torch.jit.load(str(torchscript), map_location="cpu").eval()
-    if exported_program is not None:  # its module() is fixed at export time and refuses eval()
-        return torch.export.load(str(exported_program)).module()
+    if exported_program is not None:
+        # Its module() refuses train()/eval(), which the TorchScript exporter calls: trace it first.
+        return torch.jit.trace(torch.export.load(str(exported_program)).module(), (example,))
     module = _import_factory(factory)()
     if state_dict is not None:
         result = module.load_state_dict(load_state_dict(state_dict), strict=False)
@@ -117,8 +115,8 @@ def torch_to_onnx(
     import torch
 
     torch.manual_seed(0)
-    module = _load_torch_module(factory, state_dict, torchscript, exported_program)
     example = torch.randn(*input_shape)
+    module = _load_torch_module(factory, state_dict, torchscript, exported_program, example)
     tmp = _tmp_beside(out)
     try:
         with torch.no_grad():

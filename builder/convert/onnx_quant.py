@@ -52,12 +52,12 @@ def ort_quantize_dynamic(src: Path, out: Path, *, per_channel: bool = False, wei
     """Int8 weights, activations quantized on the fly at run time (MatMul/Gemm/Conv...)."""
     from onnxruntime.quantization import quantize_dynamic
 
+    qtype = _quant_type(weight_type)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ort-quant-") as tmp:
         work = Path(tmp)
         try:
-            quantize_dynamic(_preprocessed(src, work), work / "model.onnx", per_channel=per_channel,
-                             weight_type=_quant_type(weight_type))
+            quantize_dynamic(_preprocessed(src, work), work / "model.onnx", per_channel=per_channel, weight_type=qtype)
         except Exception as exc:
             raise ConversionError(f"ONNX Runtime dynamic quantization of {src.name} failed: {exc}",
                                   cause="quantization-failed") from exc
@@ -113,6 +113,7 @@ def ort_quantize_static(
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ConfigError(f"calibration method {method!r} is not one of {sorted(methods)}")
+    types = _quant_type(activation_type), _quant_type(weight_type)
     if len(calibration) == 0:
         raise ConfigError("calibration data is empty", hint="give at least one calibration sample")
     started = time.monotonic()
@@ -123,10 +124,8 @@ def ort_quantize_static(
         try:
             quantize_static(
                 model, work / "model.onnx", reader, quant_format=QuantFormat[quant_format],
-                per_channel=per_channel, activation_type=_quant_type(activation_type),
-                weight_type=_quant_type(weight_type), calibrate_method=methods[method],
-                # entropy/percentile histograms are built per sample batch; keep memory bounded
-                extra_options={"CalibMaxIntermediateOutputs": 32},
+                per_channel=per_channel, activation_type=types[0], weight_type=types[1],
+                calibrate_method=methods[method],
             )
         except Exception as exc:
             raise ConversionError(f"ONNX Runtime static quantization of {src.name} failed: {exc}",

@@ -7,7 +7,6 @@ in a temp folder beside the output and then renamed into place.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import tempfile
@@ -20,14 +19,13 @@ import numpy as np
 
 from builder.errors import ConfigError, ConversionError
 
-log = logging.getLogger(__name__)
 
 # OpenVINO 2026 frontends: "No translator found for Convolution2DTransposeBias node." (TFLite),
 # "No conversion rule found for operations: X" (ONNX); older: "Cannot create X layer".
 _OP_PATTERNS = [
     re.compile(r"No translator found for ([\w./:-]+) node"),
     re.compile(r"Cannot create (\w+) layer"),
-    re.compile(r"[Nn]o conversion rule (?:is )?found for (?:op|operation)[:\s]+['\"]?([\w./:-]+)"),
+    re.compile(r"[Nn]o conversion rule (?:is )?found for (?:ops?|operations?)[:\s]+['\"]?([\w./:-]+)"),
     re.compile(r"[Uu]nsupported (?:operation|op)[:\s]+['\"]?([\w./:-]+)"),
     re.compile(r"(\w+) is not supported"),
 ]

@@ -121,7 +121,7 @@ def to_tflite(
     seconds = round(time.monotonic() - start, 2)
 
     info = tflite_ops(blob)
-    if precision in ("int8", "int16x8") and require_full_int8 and not fake_quant and info["float_ops"]:
+    if precision in ("int8", "int16x8") and require_full_int8 and info["float_ops"]:
         names = ", ".join(info["float_ops"])
         raise ConversionError(
             f"{precision} conversion of {source} left ops computing in float: {names}",
@@ -251,7 +251,8 @@ _KNOWN_CAUSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "shape-mismatch",
         re.compile(
             r"shape of tensor .* cannot be changed|dimension \d+ in both shapes must be equal"
-            r"|incompatible shapes|shape mismatch|dimensions must be equal",
+            r"|incompatible shapes|shape mismatch|dimensions must be equal"
+            r"|attempting to resize dimension",  # calibration data of the wrong shape
             re.IGNORECASE,
         ),
         "make input_shapes and the calibration data match the model's input (batch 1, layout, size)",

@@ -1,0 +1,113 @@
+"""Build a target's images once: reuse by content-hash tag, stream readable progress.
+
+Packages reach an image one of two ways (`install_from`):
+- "wheelhouse" (default): the host downloads the locked wheels with its own pip
+  configuration (index mirrors, CA bundle, find-links) and the image installs
+  them with no network at all. This is the offline / air-gapped build, and it
+  makes rebuilds fast.
+- "index": pip inside the build talks to the index. The CA bundle is copied
+  into the install stage only (the final image copies /opt/venv and nothing
+  else, so the CA never reaches a published layer); PIP_INDEX_URL,
+  PIP_EXTRA_INDEX_URL and PIP_TRUSTED_HOST pass as build args; proxies pass as
+  Docker's predefined proxy args, which the classic builder keeps out of the
+  image history.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from builder import images, locks
+from builder.config.target import Target
+from builder.docker_api import Engine
+from builder.errors import BuildError, ConfigError
+from builder.inputs import cache_dir
+
+CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+PIP_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
+PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def find_ca_bundle(explicit: Path | None) -> Path | None:
+    """--ca-bundle, else the first of SSL_CERT_FILE, REQUESTS_CA_BUNDLE, PIP_CERT; checked to be PEM."""
+    if explicit is not None:
+        path, origin = explicit, "--ca-bundle"
+    else:
+        origin = next((name for name in CA_ENV if os.environ.get(name)), None)
+        if origin is None:
+            return None
+        path = Path(os.environ[origin])
+    if not path.is_file():
+        raise ConfigError(f"{origin}: CA bundle {path} does not exist", hint="give the path of a PEM file of CA certificates")
+    if b"BEGIN CERTIFICATE" not in path.read_bytes()[:1 << 20]:
+        raise ConfigError(f"{origin}: {path} holds no PEM certificate", hint="give a PEM bundle (-----BEGIN CERTIFICATE-----)")
+    return path
+
+
+class ImageBuilder:
+    def __init__(self, engine: Engine, *, ca_bundle: Path | None = None, rebuild: bool = False,
+                 install_from: str = "wheelhouse", echo=print):
+        self.engine = engine
+        self.ca_bundle = find_ca_bundle(ca_bundle)
+        self.rebuild = rebuild
+        self.install_from = install_from
+        self.echo = echo
+        self._done: dict[str, dict] = {}
+
+    def render(self, target: Target, role: str, engine_platform: str) -> images.RenderedImage:
+        return images.render_image(target, role, engine_platform=engine_platform,
+                                   wheelhouse=self.install_from == "wheelhouse",
+                                   ca_bundle=self.install_from == "index" and self.ca_bundle is not None)
+
+    def ensure_target(self, target: Target, engine_platform: str) -> dict[str, dict]:
+        return {role: self.ensure(self.render(target, role, engine_platform)) for role in ("toolchain", "device")}
+
+    def ensure(self, image: images.RenderedImage) -> dict:
+        """The image's tag and id, building it only when no image has its content hash (or --rebuild)."""
+        if image.tag in self._done:
+            return self._done[image.tag]
+        info = {"tag": image.tag, "platform": image.platform, "base": image.base, "lock": image.spec.lock}
+        existing = None if self.rebuild else self.engine.image_id(image.tag)
+        if existing:
+            self.echo(f"image up to date: {image.tag}")
+            info |= {"id": existing, "built": False}
+        else:
+            info |= {"id": self._build(image), "built": True}
+        info["digest"] = self.engine.repo_digest(image.tag)
+        self._done[image.tag] = info
+        return info
+
+    def _context(self, image: images.RenderedImage) -> dict[str, bytes | Path]:
+        context: dict[str, bytes | Path] = dict(image.context)
+        if self.install_from == "wheelhouse":
+            self.echo(f"  wheelhouse for {image.spec.lock}: downloading locked wheels on the host (cached)")
+            folder = locks.wheelhouse(image.spec.lock, cache_dir())
+            context |= {f"wheels/{p.name}": p for p in sorted(folder.glob("*.whl"))}
+        elif self.ca_bundle is not None:
+            context["ca-bundle.pem"] = self.ca_bundle
+        return context
+
+    def _build(self, image: images.RenderedImage) -> str:
+        started = time.perf_counter()
+        self.echo(f"building {image.tag} ({image.role}, {image.platform}, from {image.base})")
+        buildargs = {k: os.environ[k] for k in PROXY_ENV if os.environ.get(k)}
+        if self.install_from == "index":
+            buildargs |= {k: os.environ[k] for k in PIP_ENV if os.environ.get(k)}
+
+        def progress(line: str) -> None:
+            if line.startswith("Step ") or "Successfully installed" in line or "ERROR" in line or "smoke" in line:
+                self.echo(f"  [{time.perf_counter() - started:6.1f}s] {line.strip()[:160]}")
+
+        try:
+            image_id = self.engine.build(context=self._context(image), tag=image.tag, buildargs=buildargs,
+                                         platform=image.platform, on_log=progress,
+                                         labels={"dev.edge-builder.content-hash": image.content_hash})
+        except BuildError as exc:
+            if self.engine.image_id(image.base) is None:
+                exc.hint = (f"base image {image.base} is not on the engine and could not be pulled: load it "
+                            "(docker load / docker import) or map it with EDGE_BUILDER_BASE_IMAGES")
+            raise
+        self.echo(f"built {image.tag} in {time.perf_counter() - started:.0f} s")
+        return image_id

@@ -1,0 +1,84 @@
+"""Locked package sets for images, and wheelhouses built from them on the host.
+
+`dockerfiles/locks/<name>.in` lists the direct pins; `<name>.txt` is the full,
+resolved set that images install with --no-deps. The lock name ends in the
+platform it is for (`-amd64`, `-arm64`). Resolution and downloads use the
+host's own pip, so its configuration (index mirrors, CA bundle, find-links) applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from builder import catalog
+from builder.errors import BuildError, ConfigError
+
+ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
+PYTHON = "3.11"
+GLIBC_MINORS = range(17, 37)  # manylinux tags a bookworm (glibc 2.36) image accepts
+
+
+def lock_names() -> list[str]:
+    return sorted(p.stem for p in (catalog.dockerfiles_dir() / "locks").glob("*.in"))
+
+
+def _arch(lock: str) -> str:
+    suffix = lock.rsplit("-", 1)[-1]
+    if suffix not in ARCHES:
+        raise ConfigError(f"lock {lock!r} must end in one of: {', '.join('-' + a for a in ARCHES)}")
+    return ARCHES[suffix]
+
+
+def platform_args(lock: str) -> list[str]:
+    arch = _arch(lock)
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in GLIBC_MINORS] + [f"manylinux2014_{arch}", f"linux_{arch}"]
+    args = [f"--platform={tag}" for tag in tags]
+    return args + [f"--python-version={PYTHON}", "--implementation=cp", "--only-binary=:all:"]
+
+
+def _pip(args: list[str], what: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed (pip exit {proc.returncode})",
+                         log_tail=(proc.stdout + proc.stderr).splitlines()[-30:],
+                         hint="check the pins in the .in file and your pip index/CA settings")
+    return proc.stdout
+
+
+def resolve(lock: str) -> list[str]:
+    """Resolve `<lock>.in` for its platform into exact `name==version` lines."""
+    source = catalog.dockerfiles_dir() / "locks" / f"{lock}.in"
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+              "--target", str(Path(tmp) / "t"), *platform_args(lock), "-r", str(source)], f"resolving {source.name}")
+        installs = json.loads(report.read_text())["install"]
+    return sorted(f"{i['metadata']['name'].lower()}=={i['metadata']['version']}" for i in installs)
+
+
+def write_lock(lock: str) -> Path:
+    lines = resolve(lock)
+    path = catalog.dockerfiles_dir() / "locks" / f"{lock}.txt"
+    header = [f"# {lock}: resolved from {lock}.in for linux/{lock.rsplit('-', 1)[-1]}, Python {PYTHON}.",
+              "# Regenerate on purpose with `builder lock`; images install exactly this with --no-deps."]
+    path.write_text("\n".join(header + lines) + "\n")
+    return path
+
+
+def wheelhouse(lock: str, cache: Path) -> Path:
+    """Download every wheel of `<lock>.txt` for its platform into a cached folder (once)."""
+    lock_file = catalog.dockerfiles_dir() / "locks" / f"{lock}.txt"
+    folder = cache / "wheelhouse" / f"{lock}-{hashlib.sha256(lock_file.read_bytes()).hexdigest()[:16]}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    _pip(["download", "--no-deps", "--quiet", "--dest", str(folder), *platform_args(lock), "-r", str(lock_file)],
+         f"downloading the wheels of {lock_file.name}")
+    done.write_text("ok\n")
+    return folder
