@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -27,7 +26,21 @@ def _targets_option(multiple: bool = False):
                         metavar="ID", help="target id (see `builder targets`)" + ("; repeat for a matrix" if multiple else ""))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Catches the project's errors once: one readable message, exit 2 for bad input, 1 for failures."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BuilderError as exc:
+            _report(exc, bool(ctx.obj and ctx.obj.get("debug")))
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-builder")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
@@ -184,34 +197,18 @@ def schema(kind) -> None:
     click.echo(json.dumps(model.model_json_schema(), indent=1))
 
 
+def _report(exc: BuilderError, debug: bool) -> None:
+    if debug:
+        err.print_exception()
+    for line in exc.log_tail:
+        err.print(f"  | {line}", markup=False)
+    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
+    if exc.hint:
+        err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}")
+
+
 def main() -> None:
-    debug = "--debug" in sys.argv
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except BuilderError as exc:
-        if debug:
-            err.print_exception()
-        for line in exc.log_tail:
-            err.print(f"  | {line}", markup=False)
-        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
-        if exc.hint:
-            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}")
-        sys.exit(exc.exit_code)
-    except Exception:
-        if debug:
-            raise
-        err.print_exception(max_frames=3)
-        err.print("[bold red]internal error[/bold red]: please report it (rerun with --debug for the full traceback)")
-        sys.exit(1)
+    cli()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -25,6 +26,8 @@ from builder.steps import registry
 from builder.steps.base import StepCall, StepContext
 from builder.util import atomic_write_bytes, sha256_file, tree_files
 from builder.workdir import LOGS, PLAN, RECORDS, VERSIONS
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any step imports TensorFlow
 
 LOG_TAIL = 30
 

@@ -195,6 +195,16 @@ def test_keras_file_source(mobilenet, converted, calib, tmp_path):
     np.testing.assert_allclose(run_tflite(out, calib[:1]), run_tflite(converted["fp32"][0], calib[:1]), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_keras_application_loads_local_weights(mobilenet, calib, tmp_path):
+    mobilenet.save_weights(tmp_path / "mobilenet.weights.h5")
+    model = keras_application(
+        "MobileNetV2", weights=None, input_shape=SHAPE, alpha=0.35, classifier_activation=None,
+        weights_path=tmp_path / "mobilenet.weights.h5",
+    )
+    np.testing.assert_array_equal(model(calib[:2]).numpy(), mobilenet(calib[:2]).numpy())
+
+
 # --- int8 strictness ---------------------------------------------------------------------------
 
 

@@ -227,6 +227,7 @@ class Benchmark(Strict):
     runs: int = Field(50, ge=1)
     min_seconds: float = Field(0.0, ge=0)
     emulated_runs: int = Field(5, ge=1, description="runs under QEMU emulation (slow, not device timings)")
+    emulated_validation_samples: int = Field(10, ge=1, description="validation samples under emulation")
     throughput: bool = Field(True, description="also measure async throughput where the runtime has it")
 
 
