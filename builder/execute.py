@@ -98,10 +98,12 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, emulated: bool, block
         record["error"] = exc.message if isinstance(exc, BuilderError) else f"{type(exc).__name__}: {exc}"
         record["cause"] = getattr(exc, "cause", None) or ("error" if isinstance(exc, BuilderError) else "crash")
         record["hint"] = getattr(exc, "hint", None)
+        if isinstance(exc, BuilderError):
+            if exc.log_tail:
+                log.error("tool output:\n%s", "\n".join(exc.log_tail))
+        else:  # an unexpected crash: keep the traceback in the step log for the bug report
+            log.error("%s", traceback.format_exc())
         log.error("%s", record["error"])
-        if isinstance(exc, BuilderError) and exc.log_tail:
-            log.error("tool output:\n%s", "\n".join(exc.log_tail))
-        log.error("%s", traceback.format_exc())
         for rel in call.outputs.values():
             blocked[rel] = call.id
     finally:

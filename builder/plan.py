@@ -83,6 +83,13 @@ class _Builder:
             variant: str | None = None) -> StepCall:
         step = registry.get(kind)
         stage = "device" if kind in self.plan.target.device_only else step.stage
+        recipe = self.plan.recipe
+        needs = step.data_inputs(params or {})
+        if "calibration" in needs and recipe.calibration is None:
+            raise ConfigError(f"recipe {recipe.name}: variant {variant} needs calibration data for {kind}",
+                              hint="add `calibration:` (files, folder or npy; synthetic: N for smoke tests only)")
+        has_data = recipe.calibration is not None or recipe.validation is not None
+        inputs = {**{name: DATA_FILES[name] for name in needs if has_data}, **(inputs or {})}
         suffix = f"-{variant}" if variant else ""
         call = StepCall(
             id=f"{len(self.plan.steps) + 1:02d}-{kind}{suffix}",
@@ -180,8 +187,10 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
         raise ConfigError(f"nothing to build for {recipe.name} on {target.id}: " + "; ".join(plan.skipped.values()))
 
     b = _Builder(plan)
+    if recipe.calibration:
+        b.add("data.prepare", params={"dataset": "calibration"}, outputs={"calibration": CALIBRATION})
     if recipe.calibration or recipe.validation:
-        b.add("data.prepare", outputs=DATA_FILES)
+        b.add("data.prepare", params={"dataset": "validation"}, outputs={"validation": VALIDATION, "labels": LABELS})
     source_fmt = source.resolved_format
     model = source_path(source)
     hygiene = [k for k, s in registry.all_steps().items() if s.consumes == (source_fmt,) and s.produces == source_fmt]

@@ -74,5 +74,10 @@ class Step:
                 raise RuntimeError(f"step kind {cls.kind!r} registered twice")
             _REGISTRY[cls.kind] = cls
 
+    @classmethod
+    def data_inputs(cls, params: dict) -> tuple[str, ...]:
+        """Which prepared datasets ("calibration", "validation") this call reads."""
+        return ()
+
     def run(self, ctx: StepContext, params: StepParams) -> dict:
         raise NotImplementedError

@@ -1,8 +1,9 @@
-"""data.prepare: calibration and validation samples as .npy files the other steps share."""
+"""data.prepare: calibration or validation samples as .npy files that later steps share."""
 
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import numpy as np
 
@@ -17,27 +18,24 @@ class PrepareData(Step):
     stage = "toolchain"
     summary = "preprocess calibration/validation images into .npy (resize, crop, mean/std, layout)"
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    class Params(StepParams):
+        dataset: Literal["calibration", "validation"]
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
         recipe = ctx.recipe
-        record: dict = {"warnings": []}
-        calibration = recipe.calibration
-        validation = recipe.validation or calibration
-        sets = (("calibration", calibration, "calibration"),
-                ("validation", validation, "validation" if recipe.validation else "calibration"))
-        for name, dataset, folder_name in sets:
-            if dataset is None:
-                continue
-            folder = ctx.workdir / INPUTS / folder_name
-            samples, labels, warning = datasets.build(dataset, folder, recipe.input)
-            atomic_write_bytes(ctx.output(name), npy_bytes(samples))
-            if name == "validation":
-                atomic_write_bytes(ctx.output("labels"), json.dumps(labels).encode())
-            if warning and warning not in record["warnings"]:
-                record["warnings"].append(warning)
-                ctx.log.warning(warning)
-            record[name] = {"samples": int(samples.shape[0]), "shape": list(samples.shape[1:]),
-                            "labeled": labels is not None, "mean": float(np.mean(samples))}
-            ctx.log.info("%s: %d samples of %s", name, samples.shape[0], list(samples.shape[1:]))
-        if recipe.validation is None and calibration is not None:
-            record["warnings"].append("no validation set: validating on the calibration samples")
-        return record
+        name = params.dataset
+        # Without a validation set, validation reuses the calibration samples (and says so).
+        source = name if getattr(recipe, name) is not None else "calibration"
+        dataset = getattr(recipe, source)
+        samples, labels, warning = datasets.build(dataset, ctx.workdir / INPUTS / source, recipe.input)
+        atomic_write_bytes(ctx.output(name), npy_bytes(samples))
+        if name == "validation":
+            atomic_write_bytes(ctx.output("labels"), json.dumps(labels).encode())
+        warnings = [warning] if warning else []
+        if source != name:
+            warnings.append("no validation set in the recipe: validating on the calibration samples")
+        for w in warnings:
+            ctx.log.warning(w)
+        ctx.log.info("%s: %d samples of %s", name, samples.shape[0], list(samples.shape[1:]))
+        return {"warnings": warnings, name: {"samples": int(samples.shape[0]), "shape": list(samples.shape[1:]),
+                                            "labeled": labels is not None, "mean": float(np.mean(samples))}}

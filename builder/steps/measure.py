@@ -72,6 +72,10 @@ class Validate(Step):
     stage = "device"
     summary = "outputs vs the fp32 reference: top-1/top-5 agreement, accuracy, cosine, max abs error, SNR; gates"
 
+    @classmethod
+    def data_inputs(cls, params: dict) -> tuple[str, ...]:
+        return ("validation",)
+
     def run(self, ctx: StepContext, params: StepParams) -> dict:
         from builder import metrics
         from builder.runtimes import load

@@ -98,6 +98,10 @@ class QuantizeOrt(Step):
     class Params(StepParams):
         precision: Literal["dynamic", "int8"] = "int8"
 
+    @classmethod
+    def data_inputs(cls, params: dict) -> tuple[str, ...]:
+        return ("calibration",) if params.get("precision", "int8") == "int8" else ()
+
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx_quant
 

@@ -30,6 +30,10 @@ class QuantizeNncf(Step):
     produces = "openvino"
     summary = "NNCF post-training int8 quantization (with accuracy control when the recipe sets max_accuracy_drop)"
 
+    @classmethod
+    def data_inputs(cls, params: dict) -> tuple[str, ...]:
+        return ("calibration",)
+
     def run(self, ctx: StepContext, params: StepParams) -> dict:
         from builder.convert import openvino
 

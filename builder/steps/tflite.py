@@ -46,6 +46,10 @@ class ToTflite(Step):
     class Params(StepParams):
         precision: Literal["fp32", "fp16", "dynamic", "int8", "int16x8"] = "fp32"
 
+    @classmethod
+    def data_inputs(cls, params: dict) -> tuple[str, ...]:
+        return ("calibration",) if params.get("precision") in ("int8", "int16x8") else ()
+
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import tflite
 

