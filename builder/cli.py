@@ -14,11 +14,11 @@ from builder import __version__, catalog
 from builder.errors import BuilderError, ConfigError
 
 console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages hold paths: never hard-wrap them
 
 
 def _echo(line: str) -> None:
-    console.print(line, markup=False)
+    console.print(line, markup=False, soft_wrap=True)
 
 
 def _targets_option(multiple: bool = False):

@@ -136,6 +136,15 @@ def find_path(start: str, goals: tuple[str, ...]) -> list[tuple[str, str]] | Non
     return None
 
 
+def _hygiene_steps(fmt: str) -> list[str]:
+    """Steps that rewrite a model in its own format without data (checks, simplification): every source gets them.
+
+    Same-format steps that need calibration data are quantizers, which only a variant's chain may ask for.
+    """
+    return [kind for kind, step in registry.all_steps().items()
+            if step.consumes == (fmt,) and step.produces == fmt and not step.data_inputs({})]
+
+
 def _intermediate(fmt: str) -> str:
     suffix = FORMAT_SUFFIXES.get(fmt, "")
     return f"work/{fmt}/model{suffix}" if suffix else f"work/{fmt}/model"
@@ -193,12 +202,11 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
         b.add("data.prepare", params={"dataset": "validation"}, outputs={"validation": VALIDATION, "labels": LABELS})
     source_fmt = source.resolved_format
     model = source_path(source)
-    hygiene = [k for k, s in registry.all_steps().items() if s.consumes == (source_fmt,) and s.produces == source_fmt]
-    for kind in hygiene:
+    for kind in _hygiene_steps(source_fmt):
         model = b.convert(kind, model, _intermediate(source_fmt))
 
     if recipe.steps:
-        _custom_steps(b, model)
+        _custom_steps(b, model, source_fmt)
     else:
         for v in plan.variants:
             precision = recipe.precision_of(v)
@@ -214,13 +222,16 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     return plan
 
 
-def _custom_steps(b: _Builder, model: str) -> None:
+def _custom_steps(b: _Builder, model: str, fmt: str) -> None:
     """An explicit `steps:` list: each step reads the previous model; a variant's last step makes its artifact."""
     plan = b.plan
     last_of = {s.variant: i for i, s in enumerate(plan.recipe.steps) if s.variant}
     for i, spec in enumerate(plan.recipe.steps):
         step = registry.get(spec.kind)
-        fmt = step.produces or plan.target.format
+        if step.consumes and fmt not in step.consumes:
+            raise ConfigError(f"recipe {plan.recipe.name}: steps[{i}]: {spec.kind} reads {', '.join(step.consumes)}, "
+                              f"but the model is {fmt} there", hint="put a step that converts it before this one")
+        fmt = step.produces or fmt
         if spec.variant and last_of[spec.variant] == i:
             out = _artifact(plan.recipe, spec.variant, fmt)
             plan.artifacts[spec.variant] = out

@@ -90,7 +90,10 @@ def _step_warnings(workdir: Path) -> list[str]:
 
 
 def verdict(outcomes: list[Outcome]) -> None:
-    """Raise StepError for failed variants, GateError for missed gates (both exit 1)."""
+    """Raise StepError for failed runs or variants, GateError for missed gates (all exit 1)."""
+    broken = [o for o in outcomes if o.error]
+    if broken:
+        raise StepError(f"{len(broken)} run(s) failed:\n  " + "\n  ".join(f"{o.recipe}/{o.target}: {o.error}" for o in broken))
     failed = [(o, r) for o in outcomes for r in o.failed]
     if failed:
         o, r = failed[0]

@@ -235,8 +235,15 @@ class StepSpec(Strict):
     """One step of an explicit custom flow."""
 
     kind: str
-    variant: str | None = None
+    variant: str | None = Field(None, description="the variant whose artifact this step makes, on its last step")
     params: dict = {}
+
+    @model_validator(mode="after")
+    def _step_known(self):
+        from builder.steps import registry  # steps register themselves on import
+
+        registry.check_call(self.kind, self.params, where="params")
+        return self
 
 
 class Recipe(Strict):
@@ -271,6 +278,13 @@ class Recipe(Strict):
             if variant.precision is None and name not in PRECISIONS:
                 raise ValueError(f"variant {name!r}: set `precision` (one of {', '.join(PRECISIONS)})")
         return variants
+
+    @model_validator(mode="after")
+    def _step_variants_known(self):
+        for i, spec in enumerate(self.steps or []):
+            if spec.variant is not None and spec.variant not in self.variants:
+                raise ValueError(f"steps[{i}].variant: no variant {spec.variant!r} (variants: {', '.join(self.variants)})")
+        return self
 
     def precision_of(self, variant: str) -> str:
         return self.variants[variant].precision or variant

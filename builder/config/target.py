@@ -33,6 +33,13 @@ class ChainStep(Strict):
     step: str
     params: dict = {}
 
+    @model_validator(mode="after")
+    def _step_known(self):
+        from builder.steps import registry  # steps register themselves on import
+
+        registry.check_call(self.step, self.params, where="params")
+        return self
+
 
 class Requires(Strict):
     """What the device stage needs from the engine it runs on."""
@@ -68,16 +75,14 @@ class Target(Strict):
             raise ValueError("every target needs an fp32 rule: it is the validation reference")
         return variants
 
-    @model_validator(mode="after")
-    def _steps_known(self):
-        from builder.steps import registry  # steps register themselves on import
+    @field_validator("device_only")
+    @classmethod
+    def _device_steps_known(cls, kinds: list[str]) -> list[str]:
+        from builder.steps import registry
 
-        for precision, chain in self.variants.items():
-            for i, link in enumerate(chain):
-                registry.check_call(link.step, link.params, where=f"variants.{precision}[{i}]")
-        for kind in self.device_only:
+        for kind in kinds:
             registry.get(kind)
-        return self
+        return kinds
 
     @property
     def precisions(self) -> list[str]:
