@@ -64,11 +64,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle) -> None:
     """Build, benchmark and validate RECIPES for the target(s)."""
     from builder.matrix import run_matrix
+    from builder.run import verdict
     from builder.runners.select import select_runner
 
     chosen = select_runner(runner, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=_echo)
-    run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out, variants=list(variants) or None,
-               offline=offline, jobs=jobs, echo=_echo)
+    outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
+                          variants=list(variants) or None, offline=offline, jobs=jobs, echo=_echo)
+    verdict(outcomes)
 
 
 @cli.command()

@@ -32,7 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 from builder.archives import copy_member
 from builder.errors import ConfigError, FetchError
-from builder.fetch_http import HttpDownloader, MirrorFailed, Progress, sync, write_atomic
+from builder.fetch_http import HttpDownloader, MirrorFailed, Progress, sync
+from builder.util import atomic_write_bytes as write_atomic
 
 try:
     import fcntl

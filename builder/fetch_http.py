@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import ssl
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from urllib.error import HTTPError, URLError
 
 from builder import __version__
 from builder.errors import FetchError
+from builder.util import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class HttpDownloader:
             if not resumed:
                 etag = response.headers.get("ETag") or ""
                 validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
-                write_atomic(meta, json.dumps({"url": url, "validator": validator}).encode())
+                atomic_write_bytes(meta, json.dumps({"url": url, "validator": validator}).encode())
             self._receive(response, url, part, offset if resumed else 0)
             return resumed
 
@@ -148,20 +148,6 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
         self._check(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `path` via a synced temp file and os.replace: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            sync(out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sync(out: BinaryIO) -> None:

@@ -63,6 +63,10 @@ def base_image_map() -> dict:
                           hint="point it at a YAML mapping of base image -> local image") from None
     if not isinstance(data, dict):
         raise ConfigError(f"EDGE_BUILDER_BASE_IMAGES={path}: expected a mapping of image -> image")
+    for image, mapped in data.items():
+        if not (isinstance(mapped, str) or isinstance(mapped, dict) and all(isinstance(m, str) for m in mapped.values())):
+            raise ConfigError(f"EDGE_BUILDER_BASE_IMAGES={path}: {image}: expected an image name or {{platform: image}}",
+                              hint="e.g. `python:3.11-slim-bookworm: {linux/arm64: my/base:arm64}`")
     return data
 
 
@@ -118,6 +122,9 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
         )
     except jinja2.TemplateNotFound:
         raise ConfigError(f"target {target.id}: images.{role}.template: no {spec.template} in {catalog.dockerfiles_dir()}") from None
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"target {target.id}: images.{role}.template: {spec.template}: {exc.message}",
+                          hint="a template may use only the values its target declares") from None
     context = {"Dockerfile": dockerfile.encode(), "lock.txt": lock.read_bytes(), **code_files()}
     return RenderedImage(role=role, spec=spec, platform=platform, base=base, dockerfile=dockerfile, context=context)
 

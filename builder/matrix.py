@@ -8,7 +8,7 @@ from pathlib import Path
 
 from builder.causes import classify
 from builder.errors import BuilderError
-from builder.run import Outcome, run_recipe, verdict
+from builder.run import Outcome, run_recipe
 from builder.util import atomic_write_bytes
 
 
@@ -31,7 +31,6 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
     if len(pairs) > 1:
         write_status(outcomes, out)
         echo(f"status report: {out / 'status.md'}")
-    verdict(outcomes)
     return outcomes
 
 

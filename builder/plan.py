@@ -188,7 +188,7 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
             plan.variants.append(v)
         else:
             plan.skipped[v] = f"target {target.id} does not produce {precision} (it has {', '.join(target.precisions)})"
-    fp32 = next((v for v in recipe.variants if recipe.precision_of(v) == "fp32"), "fp32")
+    fp32 = next(v for v in recipe.variants if recipe.precision_of(v) == "fp32")
     if plan.variants and fp32 not in plan.variants:
         plan.variants.insert(0, fp32)
         plan.notes.append(f"{fp32} is built too: it is the reference every variant is validated against")

@@ -139,6 +139,11 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
             _fmt(v.get("top1_accuracy")), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1)]) + " |")
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
+    fallbacks = [(r["name"], ops) for r in results
+                 if (ops := ((r.get("conversion") or {}).get("conversion") or {}).get("float_ops"))]
+    if fallbacks:
+        lines += ["", "## Not fully quantized", ""]
+        lines += [f"- {name}: ops left in float: {', '.join(ops)}" for name, ops in fallbacks]
     failures = [r for r in results if r.get("failure")]
     if failures:
         lines += ["", "## Failures", ""]

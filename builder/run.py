@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 from builder import catalog, inputs, report
 from builder.errors import GateError, StepError
 from builder.plan import Plan, make_plan, recipe_hash
+from builder.progress import DownloadProgress
 from builder.util import atomic_write_bytes, remove
 from builder.workdir import PLAN
 
@@ -61,8 +62,7 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
                  "started": _now(), "timings": {}}
     t0 = time.perf_counter()
     echo(f"[{recipe.name} / {target.id}] fetching inputs")
-    fetched = inputs.materialize(recipe, workdir, offline=offline,
-                                 progress=lambda msg, done, total: echo(f"    {msg}") if done == 0 else None)
+    fetched = inputs.materialize(recipe, workdir, offline=offline, progress=DownloadProgress(echo))
     run["sources"], run["warnings"] = fetched.fetched, list(fetched.warnings)
     run["timings"]["fetch_s"] = round(time.perf_counter() - t0, 2)
 

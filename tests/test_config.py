@@ -63,7 +63,8 @@ def test_bad_yaml_names_file_and_line(tmp_path):
 
 def test_top_level_must_be_a_mapping(tmp_path):
     out = plan_error(tmp_path, "- just\n- a list\n")
-    assert "expected a mapping" in out
+    assert "expected a mapping at the top level, got a list" in out
+    assert "got an empty file" in plan_error(tmp_path, "# nothing yet\n")
 
 
 def test_unknown_key_names_path_line_and_fix(tmp_path):
@@ -124,6 +125,16 @@ def test_unknown_precision(tmp_path):
     assert "variant 'fast': set `precision`" in out
     out = plan_error(tmp_path, GOOD.replace("variants: [fp32, int8]", "variants: {fp32: {}, q: {precision: int4}}"))
     assert "variants.q.precision" in out and "use one of the allowed values" in out
+
+
+def test_fp32_reference_is_required(tmp_path):
+    out = plan_error(tmp_path, GOOD.replace("variants: [fp32, int8]", "variants: [int8]"))
+    assert "recipe.yaml:9: variants: no fp32 variant" in out
+
+
+def test_unknown_step_kind_in_recipe_steps(tmp_path):
+    out = plan_error(tmp_path, GOOD + "steps:\n  - {kind: convert.magic, variant: fp32}\n")
+    assert "recipe.yaml:10: steps[0]: unknown step kind 'convert.magic'" in out
 
 
 def test_source_with_two_kinds(tmp_path):

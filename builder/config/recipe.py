@@ -14,11 +14,14 @@ NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 
 
 def existing_path(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Resolve a path against the recipe's folder and require that it exists."""
-    if value is None:
-        return None
+    """Resolve a path against the recipe's folder and require that it exists.
+
+    Only while loading a recipe file: a plan re-read inside a container holds host paths, checked then.
+    """
     base = (info.context or {}).get("path")
-    path = value if value.is_absolute() or base is None else (Path(base).parent / value)
+    if value is None or base is None:
+        return value
+    path = value if value.is_absolute() else Path(base).parent / value
     if not path.exists():
         raise ValueError(f"file not found: {path} (paths are relative to the recipe file)")
     return path.resolve()
@@ -277,6 +280,8 @@ class Recipe(Strict):
                 raise ValueError(f"variant name {name!r} must be lowercase letters, digits, . _ -")
             if variant.precision is None and name not in PRECISIONS:
                 raise ValueError(f"variant {name!r}: set `precision` (one of {', '.join(PRECISIONS)})")
+        if not any((v.precision or name) == "fp32" for name, v in variants.items()):
+            raise ValueError("no fp32 variant: add `fp32: {}`, the reference every variant is validated against")
         return variants
 
     @model_validator(mode="after")

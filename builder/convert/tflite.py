@@ -9,7 +9,6 @@ known ones; the converter's own error lines travel in `log_tail`.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import time
@@ -23,6 +22,7 @@ import numpy as np
 
 from builder.convert.keras_sources import keras_application, load_keras_file, save_keras
 from builder.errors import ConfigError, ConversionError
+from builder.util import atomic_write_bytes
 
 __all__ = [
     "FrozenGraphSpec", "IoDtype", "Precision", "classify_failure", "keras_application",
@@ -129,7 +129,7 @@ def to_tflite(
             hint="set require_full_int8: false to accept float fallback for these ops "
             "(an integer-only NPU will then reject or split the model), or replace them in the model",
         )
-    _write_atomic(out, blob)
+    atomic_write_bytes(out, blob)
     return {
         "precision": precision,
         "io_dtype": io_dtype,
@@ -219,13 +219,6 @@ def _set_precision(
         if io_dtype != "float32":
             converter.inference_input_type = getattr(tf, io_dtype)
             converter.inference_output_type = getattr(tf, io_dtype)
-
-
-def _write_atomic(out: Path, blob: bytes) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(blob)
-    os.replace(tmp, out)
 
 
 # --- failure classification -------------------------------------------------
