@@ -199,6 +199,21 @@ def schema(kind) -> None:
     click.echo(json.dumps(model.model_json_schema(), indent=1))
 
 
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_targets_option()
+@click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build/verify"), show_default=True)
+@click.option("--variant", "variants", multiple=True)
+def verify(recipe, target, runner, out, variants) -> None:
+    """Build twice from clean and compare every artifact's sha256 (reproducibility)."""
+    from builder.runners.select import select_runner
+    from builder.verify import verify as verify_twice
+
+    chosen = select_runner(runner, echo=_echo)
+    verify_twice(recipe, target, chosen, out=out, variants=list(variants) or None, echo=_echo)
+
+
 def _report(exc: BuilderError, debug: bool) -> None:
     if debug:
         err.print_exception()

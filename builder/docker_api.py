@@ -43,6 +43,7 @@ _CALL_TIMEOUT = 300.0  # per-request timeout after connecting (log streams have 
 # an error on stderr could land before the last stdout lines and fall out of the
 # log tail. One pipe for both keeps the order; "$@" passes the argv untouched.
 _MERGED_OUTPUT = ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh"]
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BINFMT_ARM64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 _UNREACHABLE_HINT = "start Docker, or set DOCKER_HOST / `docker context use`, or use --runner local"
 _BINFMT_HINT = (
@@ -322,6 +323,8 @@ def _short_reason(exc: BaseException) -> str:
 
 
 def _lines(text: str) -> list[str]:
+    """Non-empty lines of a build stream chunk, without the colour codes the engine wraps stderr in."""
+    text = _ANSI.sub("", text)
     return [line for line in text.rstrip("\n").split("\n") if line.strip()] if text else []
 
 

@@ -194,6 +194,7 @@ def test_failed_image_build_is_one_line_with_the_log_tail_and_tags_nothing(broke
     assert proc.returncode == 1, proc.stderr
     assert tag in _one_error_line(proc)
     assert "  | " in proc.stderr and "no_such_module_in_the_image" in proc.stderr  # the build's last lines
+    assert "\x1b" not in proc.stderr
     assert engine_ready.image_id(tag) is None
 
 
