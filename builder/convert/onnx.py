@@ -147,7 +147,8 @@ def _run_tf2onnx(args: list[str], log_dir: Path) -> None:
 
 
 def tf_to_onnx(
-    source: Path, out: Path, *, source_format: Literal["saved_model", "keras", "tflite"], opset: int = 17
+    source: Path, out: Path, *, source_format: Literal["saved_model", "keras", "tflite"], opset: int = 17,
+    nchw_inputs: list[str] | None = None,
 ) -> dict:
     """Convert a SavedModel, Keras file or .tflite to ONNX with tf2onnx (run in a subprocess).
 
@@ -165,7 +166,10 @@ def tf_to_onnx(
             source, source_format = work / "saved_model", "saved_model"
         flag = {"saved_model": "--saved-model", "tflite": "--tflite"}[source_format]
         tmp_out = work / "model.onnx"
-        _run_tf2onnx([flag, str(source), "--output", str(tmp_out), "--opset", str(opset)], work)
+        args = [flag, str(source), "--output", str(tmp_out), "--opset", str(opset)]
+        if nchw_inputs:  # transpose these NHWC inputs to NCHW, the layout onnx2tf and ONNX tools expect
+            args += ["--inputs-as-nchw", ",".join(nchw_inputs)]
+        _run_tf2onnx(args, work)
         atomic_copy(tmp_out, out)
     return {"opset": opset, "exporter": "tf2onnx", "tf2onnx": tf2onnx.__version__}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from builder.steps.base import Step, StepContext, StepParams
-from builder.steps.layout import samples_for, set_layout
+from builder.steps.layout import layout_of, samples_for, set_layout
 from builder.util import remove
 
 
@@ -67,9 +67,17 @@ class TfToOnnx(Step):
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx as onnx_convert
 
+        from builder.runtimes import load
+
         model = ctx.input("model")
         fmt = "tflite" if model.suffix == ".tflite" else "saved_model"
-        return {"tf2onnx": onnx_convert.tf_to_onnx(model, ctx.output("model"), source_format=fmt, opset=params.opset)}
+        nchw = None
+        if fmt == "tflite" and layout_of(ctx, model) == "NHWC":  # hand ONNX the NCHW layout it is meant for
+            nchw = [t.name for t in load(model).inputs if len(t.shape) == 4]
+            set_layout(ctx, ctx.output("model"), "NCHW")
+        report = onnx_convert.tf_to_onnx(model, ctx.output("model"), source_format=fmt, opset=params.opset,
+                                         nchw_inputs=nchw)
+        return {"tf2onnx": report}
 
 
 class OnnxToSavedModel(Step):
@@ -84,7 +92,7 @@ class OnnxToSavedModel(Step):
         out = ctx.output("model")
         remove(out)
         report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out)
-        if ctx.recipe.input.layout == "NCHW":
+        if ctx.recipe.input.layout != "NHWC":
             set_layout(ctx, out, "NHWC")
         return {"onnx2tf": report}
 
