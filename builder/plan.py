@@ -137,12 +137,8 @@ def find_path(start: str, goals: tuple[str, ...]) -> list[tuple[str, str]] | Non
 
 
 def _hygiene_steps(fmt: str) -> list[str]:
-    """Steps that rewrite a model in its own format without data (checks, simplification): every source gets them.
-
-    Same-format steps that need calibration data are quantizers, which only a variant's chain may ask for.
-    """
-    return [kind for kind, step in registry.all_steps().items()
-            if step.consumes == (fmt,) and step.produces == fmt and not step.data_inputs({})]
+    """Steps that check and clean a source in its own format (e.g. ONNX simplification): every source gets them."""
+    return [kind for kind, step in registry.all_steps().items() if step.cleans_source and fmt in step.consumes]
 
 
 def _intermediate(fmt: str) -> str:

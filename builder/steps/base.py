@@ -64,6 +64,7 @@ class Step:
     stage: ClassVar[str] = "toolchain"
     consumes: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[str | None] = None
+    cleans_source: ClassVar[bool] = False  # run on every source of its format before anything else
     summary: ClassVar[str] = ""
     Params: ClassVar[type[StepParams]] = StepParams
 

@@ -18,6 +18,7 @@ class SimplifyOnnx(Step):
     kind = "onnx.simplify"
     consumes = ("onnx",)
     produces = "onnx"
+    cleans_source = True
     summary = "check, simplify, fix static shapes; ONNX Runtime proves outputs unchanged"
 
     def run(self, ctx: StepContext, params: StepParams) -> dict:
