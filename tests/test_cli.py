@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from builder import __version__, catalog
 from builder.cli import cli
+from builder.images import render_target
 
 BASE_IMAGES = Path(__file__).resolve().parent.parent / ".ci" / "base-images.yaml"
 QUICKSTART = catalog.recipes_dir() / "efficientnet-lite0.yaml"
@@ -97,8 +98,6 @@ def test_rendered_dockerfiles_never_declare_proxy_args():
     # A declared proxy ARG would put its value (maybe with credentials) into the image history.
     for target_id in catalog.target_ids():
         for install_from in ("wheelhouse", "index"):
-            from builder.images import render_target
-
             for image in render_target(catalog.load_target(target_id), wheelhouse=install_from == "wheelhouse",
                                        ca_bundle=install_from == "index").values():
                 assert not PROXY_ARG.search(image.dockerfile), (target_id, image.role)

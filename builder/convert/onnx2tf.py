@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,27 @@ def _graph_input_names(path: Path) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in initializers]
 
 
+_BAD_SCOPE_CHARS = re.compile(r"[^A-Za-z0-9_.\\/>-]")
+
+
+def _copy_with_scope_names(src: Path, dst: Path) -> int:
+    """Copy `src` with node names TensorFlow accepts as scope names; returns how many were renamed.
+
+    onnx2tf names TF ops after ONNX nodes, and exporters such as Paddle2ONNX
+    write names like `Softmax@0`, which TF rejects ("not a valid scope name").
+    """
+    import onnx
+
+    model = onnx.load(str(src))
+    renamed = 0
+    for node in model.graph.node:
+        clean = _BAD_SCOPE_CHARS.sub("_", node.name)
+        if clean != node.name:
+            node.name, renamed = clean, renamed + 1
+    onnx.save(model, str(dst))
+    return renamed
+
+
 def _log_tail(text: str, lines: int = 25) -> list[str]:
     noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following")
     kept = [line for line in text.splitlines() if line.strip() and not line.startswith(noise)]
@@ -81,7 +103,9 @@ def onnx_to_saved_model(
     with tempfile.TemporaryDirectory(prefix="onnx2tf-") as tmpdir:
         work = Path(tmpdir)
         model = work / "model.onnx"
-        shutil.copyfile(onnx_path, model)
+        renamed = _copy_with_scope_names(onnx_path, model)
+        if renamed:
+            log.info("renamed %d ONNX node(s) whose names TensorFlow rejects as scope names", renamed)
         np.save(work / _SAMPLE_FILE, _sample_data(calibration))
         saved = work / "saved_model"
         args: dict = {

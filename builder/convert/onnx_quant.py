@@ -40,6 +40,24 @@ def _preprocessed(src: Path, work: Path) -> Path:
         return src
 
 
+PER_CHANNEL_OPSET = 13  # DequantizeLinear takes `axis` (per-channel scales) from opset 13 on
+
+
+def _with_opset(src: Path, work: Path, opset: int) -> Path:
+    """`src` converted to at least `opset` of the default domain (e.g. Paddle exports at opset 11)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(src))
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return src
+    log.info("upgrading %s from opset %d to %d for per-channel quantization", src.name, current, opset)
+    out = work / f"opset{opset}.onnx"
+    onnx.save(version_converter.convert_version(model, opset), str(out))
+    return out
+
+
 def _finish(tmp_out: Path, out: Path, started: float, **report) -> dict:
     import onnxruntime
 
@@ -57,7 +75,8 @@ def ort_quantize_dynamic(src: Path, out: Path, *, per_channel: bool = False, wei
     with tempfile.TemporaryDirectory(prefix="ort-quant-") as tmp:
         work = Path(tmp)
         try:
-            quantize_dynamic(_preprocessed(src, work), work / "model.onnx", per_channel=per_channel, weight_type=qtype)
+            model = _preprocessed(_with_opset(src, work, PER_CHANNEL_OPSET) if per_channel else src, work)
+            quantize_dynamic(model, work / "model.onnx", per_channel=per_channel, weight_type=qtype)
         except Exception as exc:
             raise ConversionError(f"ONNX Runtime dynamic quantization of {src.name} failed: {exc}",
                                   cause="quantization-failed") from exc
@@ -119,7 +138,7 @@ def ort_quantize_static(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ort-quant-") as tmp:
         work = Path(tmp)
-        model = _preprocessed(src, work)
+        model = _preprocessed(_with_opset(src, work, PER_CHANNEL_OPSET) if per_channel else src, work)
         reader = ArrayDataReader(_single_input(model), calibration)
         try:
             quantize_static(

@@ -1,15 +1,59 @@
-"""compile.vela: full-int8 TFLite -> Ethos-U NPU command stream, with Vela's performance estimate."""
+"""compile.vela: full-int8 TFLite -> Ethos-U NPU command stream, with Vela's performance estimate.
+
+A Vela-compiled model runs only on the NPU (its graph is one `ethos-u` custom
+op), so the device stage cannot time or run it on a CPU: `estimate_benchmark`
+reports Vela's estimate in the benchmark schema (`estimate: true`), and
+`validation_stand_in` names the int8 TFLite that Vela compiled, whose integer
+arithmetic the NPU reproduces, for validation.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Literal
 
-from builder.errors import ConversionError
+from builder.errors import ConversionError, StepError
 from builder.steps.base import Step, StepContext, StepParams
-from builder.util import atomic_copy
+from builder.util import atomic_copy, atomic_write_bytes
+
+ESTIMATE = "work/vela/{variant}/estimate.json"
+# `python -m ethosu.vela.vela` imports the module and exits without compiling: call its main().
+_VELA_MAIN = "import sys; from ethosu.vela.vela import main; sys.exit(main(sys.argv[1:]))"
+_OPERATORS = re.compile(r"^(CPU|NPU) operators = (\d+)", re.MULTILINE)
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_summary(csv_path: Path, stdout: str) -> dict:
+    """Vela's per-network summary CSV (and the operator split it prints) as an estimate record."""
+    with open(csv_path, newline="") as fh:
+        row = {key: _number(value) for key, value in next(csv.DictReader(fh)).items()}
+    operators = {kind.lower(): int(count) for kind, count in _OPERATORS.findall(stdout)}
+    return {
+        "accelerator": row["accelerator_configuration"],
+        "system_config": row["system_config"],
+        "memory_mode": row["memory_mode"],
+        "clock_hz": row["core_clock"],
+        "inference_ms": row["inference_time"] * 1000.0,
+        "inferences_per_second": row["inferences_per_second"],
+        "cycles_total": int(row["cycles_total"]),
+        "cycles_npu": int(row["cycles_npu"]),
+        "macs": int(row["nn_macs"]),
+        "sram_kib": row["sram_memory_used"],
+        "off_chip_flash_kib": row["off_chip_flash_memory_used"],
+        "npu_operators": operators.get("npu"),
+        "cpu_operators": operators.get("cpu"),
+    }
 
 
 class CompileVela(Step):
@@ -26,8 +70,9 @@ class CompileVela(Step):
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         model = ctx.input("model")
-        out_dir = ctx.workdir / "work" / "vela" / (ctx.call.variant or "model")
-        command = [sys.executable, "-m", "ethosu.vela.vela", str(model), "--output-dir", str(out_dir),
+        variant = ctx.call.variant or "model"
+        out_dir = ctx.workdir / "work" / "vela" / variant
+        command = [sys.executable, "-c", _VELA_MAIN, str(model), "--output-dir", str(out_dir),
                    "--accelerator-config", params.accelerator, "--optimise", params.optimise]
         if params.system_config:
             command += ["--system-config", params.system_config]
@@ -36,14 +81,49 @@ class CompileVela(Step):
         ctx.log.info("running %s", " ".join(command))
         proc = subprocess.run(command, capture_output=True, text=True)
         ctx.log.info("%s", proc.stdout)
-        if proc.returncode != 0:
+        compiled = out_dir / f"{model.stem}_vela.tflite"
+        summaries = sorted(out_dir.glob(f"{model.stem}_summary_*.csv"))
+        if proc.returncode != 0 or not compiled.exists() or not summaries:
             raise ConversionError(f"vela failed on {model.name} (exit {proc.returncode})", cause="vela-failed",
                                   log_tail=(proc.stdout + proc.stderr).splitlines()[-30:],
-                                  hint="Vela needs a fully int8 (or int16x8) TFLite model")
-        atomic_copy(out_dir / f"{model.stem}_vela.tflite", ctx.output("model"))
-        summaries = sorted(out_dir.glob(f"{model.stem}_summary_*.csv"))
-        estimate = {}
-        if summaries:
-            with open(summaries[0], newline="") as fh:
-                estimate = next(csv.DictReader(fh), {})
-        return {"vela": {"accelerator": params.accelerator, "estimate": estimate}}
+                                  hint="Vela needs a fully int8 (or int16x8) TFLite model; is ethos-u-vela installed?")
+        estimate = parse_summary(summaries[0], proc.stdout)
+        if estimate["cpu_operators"]:
+            ctx.log.warning("%d operator(s) stay on the CPU: the estimate covers the NPU part only",
+                            estimate["cpu_operators"])
+        atomic_copy(compiled, ctx.output("model"))
+        record = {**estimate, "compiled_from": str(model.relative_to(ctx.workdir))}
+        atomic_write_bytes(ctx.workdir / ESTIMATE.format(variant=variant), json.dumps(record, indent=1).encode())
+        return {"vela": record}
+
+
+def _estimate(ctx: StepContext) -> dict:
+    path = ctx.workdir / ESTIMATE.format(variant=ctx.call.variant or "model")
+    if not path.exists():
+        raise StepError(f"no Vela estimate for {ctx.input('model').name} ({path.name} is missing)",
+                        hint="the compile.vela step of this variant writes it; run the whole plan")
+    return json.loads(path.read_text())
+
+
+def is_vela(model: Path) -> bool:
+    return model.name.endswith("_vela.tflite")
+
+
+def estimate_benchmark(ctx: StepContext) -> dict:
+    """The benchmark record of a Vela artifact: Vela's estimate, not a measurement (`estimate: true`)."""
+    est = _estimate(ctx)
+    ctx.log.info("Vela estimate for %s on %s: %.3f ms, %.1f inferences/s (not measured)",
+                 ctx.input("model").name, est["accelerator"], est["inference_ms"], est["inferences_per_second"])
+    return {
+        "runtime": "vela-estimate", "estimate": True, "emulated": False, "threads": None, "runs": None,
+        "mean_ms": est["inference_ms"], "p50_ms": est["inference_ms"], "min_ms": est["inference_ms"],
+        "throughput_fps": est["inferences_per_second"],
+        "accelerator": est["accelerator"], "system_config": est["system_config"], "memory_mode": est["memory_mode"],
+        "cycles_total": est["cycles_total"], "npu_operators": est["npu_operators"], "cpu_operators": est["cpu_operators"],
+        "size_bytes": ctx.input("model").stat().st_size,
+    }
+
+
+def validation_stand_in(ctx: StepContext) -> Path:
+    """The int8 TFLite that Vela compiled: validated in its place (the NPU computes the same integers)."""
+    return ctx.workdir / _estimate(ctx)["compiled_from"]

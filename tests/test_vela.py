@@ -1,0 +1,76 @@
+"""compile.vela for real: a full-int8 TFLite compiled for Ethos-U55-256, its estimate parsed,
+and the estimate standing in for a benchmark that no CPU can run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builder import execute, inputs
+from builder.catalog import load_recipe, load_target
+from builder.plan import make_plan
+from builder.steps import vela
+from builder.steps.base import StepContext
+from builder.workdir import PLAN
+
+pytest.importorskip("ethosu.vela")
+
+TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """The arm-npu plan's toolchain stage for the int8 variant: Keras -> int8 TFLite -> Vela."""
+    workdir = tmp_path_factory.mktemp("arm-npu")
+    recipe = load_recipe(TINY, "arm-npu")
+    source = inputs.materialize(recipe, workdir).source
+    plan = make_plan(recipe, load_target("arm-npu"), variants=["int8"], source=source)
+    (workdir / PLAN).write_text(json.dumps(plan.to_json()))
+    records = {r["kind"] + "-" + str(r["variant"]): r for r in execute.run_stage(workdir, "toolchain")}
+    record = records["compile.vela-int8"]
+    assert record["status"] == "ok", [(r["id"], r["status"], r.get("error")) for r in records.values()]
+    call = next(s for s in plan.steps if s.kind == "benchmark" and s.variant == "int8")
+    return workdir, plan, record, call
+
+
+def _ctx(workdir, plan, call) -> StepContext:
+    import logging
+
+    return StepContext(workdir=workdir, recipe=plan.recipe, target=plan.target, call=call,
+                       log=logging.getLogger("test_vela"))
+
+
+def test_vela_compiles_every_op_for_the_npu_and_estimates_it(compiled):
+    workdir, plan, record, _ = compiled
+    estimate = record["result"]["vela"]
+    assert estimate["accelerator"] == "Ethos_U55_256"
+    assert estimate["npu_operators"] > 0 and estimate["cpu_operators"] == 0
+    assert 0 < estimate["inference_ms"] < 1000 and estimate["cycles_total"] > 0 and estimate["macs"] > 0
+    assert estimate["inferences_per_second"] == pytest.approx(1000.0 / estimate["inference_ms"], rel=1e-6)
+    artifact = workdir / plan.artifacts["int8"]
+    assert artifact.name.endswith("_vela.tflite") and vela.is_vela(artifact)
+    assert b"ethos-u" in artifact.read_bytes()  # the NPU command stream is one custom op
+
+
+def test_the_benchmark_of_a_vela_artifact_is_the_marked_estimate(compiled):
+    workdir, plan, record, call = compiled
+    result = vela.estimate_benchmark(_ctx(workdir, plan, call))
+    assert result["estimate"] is True and result["runtime"] == "vela-estimate"
+    assert result["p50_ms"] == pytest.approx(record["result"]["vela"]["inference_ms"])
+    assert result["size_bytes"] == (workdir / plan.artifacts["int8"]).stat().st_size
+
+
+def test_validation_stands_in_the_int8_tflite_that_vela_compiled(compiled):
+    from builder.runtimes import load
+
+    workdir, plan, _, call = compiled
+    stand_in = vela.validation_stand_in(_ctx(workdir, plan, call))
+    session = load(stand_in)
+    assert session.inputs[0].dtype == "int8" and not vela.is_vela(stand_in)
+    sample = np.load(workdir / "work" / "data" / "validation.npy")[0]
+    assert session.run([sample])[0].shape[-1] == 1000
