@@ -46,16 +46,24 @@ def checks(ca_bundle: Path | None = None) -> list[Check]:
         out.append(Check("NVIDIA container runtime (jetson)", True, "present" if nvidia else
                          "absent: jetson plans and renders here; run it against the Jetson's engine"))
         users: dict[tuple[str, str], list[str]] = {}
+        runnable: set[tuple[str, str]] = set()  # bases of targets this engine can run
         for target in catalog.load_targets().values():
             for role in ("toolchain", "device"):
                 spec = getattr(target.images, role)
                 platform = spec.platform or (target.platform if role == "device" else "linux/amd64")
-                users.setdefault((resolve_base(spec.base, platform), platform), []).append(f"{target.id} {role}")
+                key = (resolve_base(spec.base, platform), platform)
+                users.setdefault(key, []).append(f"{target.id} {role}")
+                if nvidia or not target.requires.nvidia_runtime:
+                    runnable.add(key)
         for (base, platform), who in users.items():
             present = engine.image_id(base) is not None
-            out.append(Check(f"base image {base} ({platform})", present, ("present" if present else "not on the engine")
-                             + f"; used by {', '.join(who)}",
-                             None if present else "docker pull it, or map it to a local image with EDGE_BUILDER_BASE_IMAGES"))
+            needed = (base, platform) in runnable
+            detail = ("present" if present else "not on the engine") + f"; used by {', '.join(who)}"
+            if not present and not needed:
+                detail += " (not needed here: it needs the NVIDIA runtime)"
+            out.append(Check(f"base image {base} ({platform})", present or not needed, detail,
+                             None if present or not needed else
+                             "docker pull it, or map it to a local image with EDGE_BUILDER_BASE_IMAGES"))
     for folder in (cache_dir(), Path.cwd()):
         free = shutil.disk_usage(folder if folder.exists() else Path.home()).free / 2**30
         out.append(Check(f"free disk at {folder}", free > 15, f"{free:.0f} GiB free",

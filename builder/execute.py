@@ -81,8 +81,9 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, emulated: bool, block
     record: dict = {"id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {}}
     missing = [rel for rel in call.inputs.values() if rel in blocked or not (workdir / rel).exists()]
     if missing:
-        record |= {"status": "skipped", "seconds": 0.0,
-                   "error": f"input {missing[0]} was not built" + (f" ({blocked[missing[0]]} failed)" if missing[0] in blocked else "")}
+        cause = blocked.get(missing[0])
+        record |= {"status": "skipped", "seconds": 0.0, "blocked_by": cause,
+                   "error": f"input {missing[0]} was not built" + (f" ({cause} failed)" if cause else "")}
         return record
     log, handler = _logger(workdir, call, echo)
     started = time.perf_counter()

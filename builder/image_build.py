@@ -101,8 +101,11 @@ class ImageBuilder:
                 self.echo(f"  [{time.perf_counter() - started:6.1f}s] {line.strip()[:160]}")
 
         try:
+            # No build platform: every FROM names its own (the install stage runs natively,
+            # the final stage is the image's platform), and a build-wide one would make the
+            # classic builder refuse COPY --from a stage of another platform.
             image_id = self.engine.build(context=self._context(image), tag=image.tag, buildargs=buildargs,
-                                         platform=image.platform, on_log=progress,
+                                         on_log=progress,
                                          labels={"dev.edge-builder.content-hash": image.content_hash})
         except BuildError as exc:
             if self.engine.image_id(image.base) is None:

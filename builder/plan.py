@@ -141,6 +141,10 @@ def _hygiene_steps(fmt: str) -> list[str]:
     return [kind for kind, step in registry.all_steps().items() if step.cleans_source and fmt in step.consumes]
 
 
+def _produced_format(chain: list[ChainStep], target: Target) -> str:
+    return registry.get(chain[-1].step).produces or target.format
+
+
 def _intermediate(fmt: str) -> str:
     suffix = FORMAT_SUFFIXES.get(fmt, "")
     return f"work/{fmt}/model{suffix}" if suffix else f"work/{fmt}/model"
@@ -206,10 +210,11 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     else:
         for v in plan.variants:
             precision = recipe.precision_of(v)
-            if source_fmt == target.format and precision == "fp32":
-                plan.artifacts[v] = b.convert("artifact.copy", model, _artifact(recipe, v, target.format), variant=v)
+            chain = target.variants[precision]
+            if precision == "fp32" and source_fmt == _produced_format(chain, target):
+                plan.artifacts[v] = b.convert("artifact.copy", model, _artifact(recipe, v, source_fmt), variant=v)
             else:
-                plan.artifacts[v] = _chain(b, source_fmt, model, target.variants[precision], v)
+                plan.artifacts[v] = _chain(b, source_fmt, model, chain, v)
 
     for v in plan.variants:
         b.add("benchmark", inputs={"model": plan.artifacts[v]}, variant=v)

@@ -54,6 +54,8 @@ def variant_results(plan: Plan, records: dict) -> list[dict]:
             "conversion": conversions[-1] if conversions else None,
         }
         first_failure = next((r for r in recs if r["status"] == "failed"), None) or (failed[0] if failed else None)
+        while first_failure and first_failure.get("blocked_by") in records:  # report the root cause, not the skip
+            first_failure = records[first_failure["blocked_by"]]
         if first_failure:
             cause, hint = classify(first_failure)
             entry["failure"] = {"step": first_failure["id"], "error": first_failure.get("error"), "cause": cause, "hint": hint}
@@ -139,8 +141,8 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
             _fmt(v.get("top1_accuracy")), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1)]) + " |")
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
-    fallbacks = [(r["name"], ops) for r in results
-                 if (ops := ((r.get("conversion") or {}).get("conversion") or {}).get("float_ops"))]
+    fallbacks = [(r["name"], ops) for r in results if r["precision"] in ("int8", "int16x8")
+                 and (ops := ((r.get("conversion") or {}).get("conversion") or {}).get("float_ops"))]
     if fallbacks:
         lines += ["", "## Not fully quantized", ""]
         lines += [f"- {name}: ops left in float: {', '.join(ops)}" for name, ops in fallbacks]

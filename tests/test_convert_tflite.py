@@ -331,8 +331,8 @@ def test_fake_quant_needs_int8_uint8_and_stats(tmp_path):
     with pytest.raises(ConfigError, match="quantized_input_stats"):
         to_tflite(pb, tmp_path / "o.tflite", source_format="frozen_graph", frozen=spec, precision="int8",
                   io_dtype="uint8")
-    with pytest.raises(ConfigError, match="precision=fp32") as err:
-        to_tflite(pb, tmp_path / "o.tflite", source_format="frozen_graph", frozen=spec)
+    with pytest.raises(ConfigError, match="io_dtype=float32") as err:  # fp32 would convert it as float
+        to_tflite(pb, tmp_path / "o.tflite", source_format="frozen_graph", frozen=spec, precision="int8")
     assert "precision: int8 and io_dtype: uint8" in err.value.hint
 
 

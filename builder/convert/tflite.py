@@ -97,7 +97,8 @@ def to_tflite(
     converter itself silently leaves such ops (SIN, CUMSUM, ...) in float.
     """
     source, out = Path(source), Path(out)
-    fake_quant = frozen is not None and frozen.inference_type == "quantized_uint8"
+    # A fake-quant-trained graph becomes a uint8 model for int8; other precisions convert it as float.
+    fake_quant = frozen is not None and frozen.inference_type == "quantized_uint8" and precision == "int8"
     _check_args(source, source_format, precision, representative, io_dtype, frozen, fake_quant)
     import tensorflow as tf
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -81,7 +82,7 @@ class LiteRTSession(BaseSession):
             if tuple(detail["shape"]) != info.shape and -1 not in info.shape:
                 self._interp.resize_tensor_input(detail["index"], list(info.shape))
         self._allocate()
-        outputs = [_info(d) for d in self._interp.get_output_details()]
+        outputs = [_info(d) for d in _output_details(self._interp)]
         super().__init__(path, infos, outputs, threads)
         self.xnnpack_applied = self._delegated() if xnnpack else False
         self.interpreter_module = cls.__module__
@@ -92,7 +93,7 @@ class LiteRTSession(BaseSession):
         except RuntimeError as exc:
             raise StepError(f"LiteRT could not allocate tensors for {self.path.name}: {exc}") from exc
         self._in = self._interp.get_input_details()
-        self._out = [d["index"] for d in self._interp.get_output_details()]
+        self._out = [d["index"] for d in _output_details(self._interp)]
 
     def _delegated(self) -> bool | None:
         try:
@@ -113,3 +114,23 @@ class LiteRTSession(BaseSession):
             self._interp.set_tensor(detail["index"], x)
         self._interp.invoke()
         return [self._interp.get_tensor(i) for i in self._out]
+
+
+def _natural(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _output_details(interp) -> list[dict]:
+    """Outputs in the order of the signature's output names (output_0, output_1, ...) when there is one signature.
+
+    The flatbuffer's own order can differ between variants converted from one SavedModel, which would
+    pair the wrong outputs when a variant is compared with its fp32 reference.
+    """
+    details = interp.get_output_details()
+    signatures = interp.get_signature_list() if hasattr(interp, "get_signature_list") else {}
+    if len(signatures) != 1:
+        return details
+    named = interp.get_signature_runner(next(iter(signatures))).get_output_details()
+    by_index = {d["index"]: d for d in details}
+    ordered = [by_index[named[name]["index"]] for name in sorted(named, key=_natural) if named[name]["index"] in by_index]
+    return ordered if len(ordered) == len(details) else details
