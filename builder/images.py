@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from builder import catalog
+from builder import catalog, locks
 from builder.config.target import ImageSpec, Target
 from builder.errors import ConfigError
 
@@ -118,7 +118,9 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
     try:
         dockerfile = _environment().get_template(spec.template).render(
             base=base, platform=platform, role=role, lock=spec.lock, apt=spec.apt, smoke=spec.smoke, uid=UID,
-            wheelhouse=wheelhouse, ca_bundle=ca_bundle,
+            wheelhouse=wheelhouse, ca_bundle=ca_bundle, install_platform=engine_platform,
+            install_base=resolve_base(spec.base, engine_platform), pip_platform=locks.platform_args(spec.lock),
+            python=locks.PYTHON,
         )
     except jinja2.TemplateNotFound:
         raise ConfigError(f"target {target.id}: images.{role}.template: no {spec.template} in {catalog.dockerfiles_dir()}") from None

@@ -48,7 +48,7 @@ def _containers_with(sdk: docker.DockerClient, labels: dict[str, str]) -> list:
 
 def test_context_tar_is_deterministic():
     files = {"b/x.py": b"print(1)\n", "Dockerfile": b"FROM scratch\n"}
-    assert _context_tar(files).getvalue() == _context_tar(dict(reversed(files.items()))).getvalue()
+    assert _context_tar(files).read() == _context_tar(dict(reversed(files.items()))).read()
 
 
 def test_unreachable_engine_is_an_engine_error_fast(monkeypatch):

@@ -23,6 +23,7 @@ import yaml
 
 from builder.docker_api import MANAGED_LABEL
 from builder.verify import compare
+from builder.workdir import PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "efficientnet-lite0.yaml"
@@ -68,7 +69,7 @@ def rpi_run(engine_ready, base_image_arm64, tmp_path_factory):
 @pytest.mark.parametrize("which", ["x86", "rpi"])
 def test_docker_run_writes_the_local_runners_layout(which, request):
     _, workdir = request.getfixturevalue("x86_runs")[0] if which == "x86" else request.getfixturevalue("rpi_run")
-    for name in ("manifest.json", "results.json", "results.csv", "report.md", "work/plan.json"):
+    for name in ("manifest.json", "results.json", "results.csv", "report.md", PLAN):
         assert (workdir / name).is_file(), name
     manifest = load(workdir, "manifest.json")
     assert manifest["runner"] == "docker"
@@ -185,13 +186,10 @@ def _add_target(home: Path, target_id: str, **device: object) -> None:
 
 def test_failed_image_build_is_one_line_with_the_log_tail_and_tags_nothing(broken_home, tmp_path, engine_ready):
     _add_target(broken_home, "broken-smoke", smoke=["ai_edge_litert", "no_such_module_in_the_image"])
-    env = {"EDGE_BUILDER_HOME": str(broken_home)}
-    render = builder("render", "-t", "broken-smoke", env=env, timeout=120)
-    assert render.returncode == 0, render.stderr
-    tag = next(line.split()[4] for line in render.stdout.splitlines() if line.startswith("# ---- device image:"))
     proc = builder("run", str(RECIPE), "-t", "broken-smoke", "--runner", "docker", "--variant", "fp32",
-                   "--out", str(tmp_path / "out"), env=env)
+                   "--out", str(tmp_path / "out"), env={"EDGE_BUILDER_HOME": str(broken_home)})
     assert proc.returncode == 1, proc.stderr
+    tag = next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("building edge-builder/litert"))
     assert tag in _one_error_line(proc)
     assert "  | " in proc.stderr and "no_such_module_in_the_image" in proc.stderr  # the build's last lines
     assert "\x1b" not in proc.stderr

@@ -39,12 +39,21 @@ def _unsupported_op(message: str) -> str | None:
     return None
 
 
+def _stable_names(model: Any) -> None:
+    """Rename auto-named nodes (`Constant_226064`) by position: OpenVINO numbers them from a
+    process-wide counter, so the same model saved in two runs would differ in its .xml."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        if re.fullmatch(rf"{re.escape(op.get_type_name())}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{index}")
+
+
 def _save_ir(model: Any, out_xml: Path, *, compress_fp16: bool) -> None:
     import openvino as ov
 
     if out_xml.suffix != ".xml":
         raise ConfigError(f"OpenVINO output {out_xml} must end in .xml")
     out_xml.parent.mkdir(parents=True, exist_ok=True)
+    _stable_names(model)
     with tempfile.TemporaryDirectory(prefix=f".{out_xml.stem}.", dir=out_xml.parent) as tmp:
         staged = Path(tmp) / out_xml.name
         ov.save_model(model, str(staged), compress_to_fp16=compress_fp16)
