@@ -14,8 +14,8 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from builder.errors import FetchError

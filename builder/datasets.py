@@ -85,6 +85,7 @@ def build(dataset: Dataset, folder: Path, spec: InputSpec) -> tuple[np.ndarray, 
         samples += views
         labels += [entry.get("label")] * len(views)
     if not samples:
-        raise ConfigError(f"dataset has no images (looked in {folder})", hint=f"image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))}")
+        raise ConfigError(f"dataset has no images (looked in {folder})",
+                          hint=f"image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))}")
     samples, labels = samples[: dataset.limit], labels[: dataset.limit]
     return np.stack(samples), (labels if any(label is not None for label in labels) else None), None

@@ -21,8 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors

@@ -16,8 +16,8 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from builder import versions
 from builder.errors import BuilderError

@@ -123,7 +123,8 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
             python=locks.PYTHON,
         )
     except jinja2.TemplateNotFound:
-        raise ConfigError(f"target {target.id}: images.{role}.template: no {spec.template} in {catalog.dockerfiles_dir()}") from None
+        raise ConfigError(f"target {target.id}: images.{role}.template: "
+                          f"no {spec.template} in {catalog.dockerfiles_dir()}") from None
     except jinja2.TemplateError as exc:
         raise ConfigError(f"target {target.id}: images.{role}.template: {spec.template}: {exc.message}",
                           hint="a template may use only the values its target declares") from None

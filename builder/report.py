@@ -130,7 +130,8 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
         lines += ["## Warnings", ""] + [f"- **{w}**" for w in man["warnings"]] + [""]
     emulated = any((r.get("benchmark") or {}).get("emulated") for r in results)
     lines += ["## Variants", "",
-              "| variant | status | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB | top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB |",
+              "| variant | status | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
+              "| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, v = r.get("benchmark") or {}, r.get("validation") or {}
@@ -151,7 +152,8 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
         lines += ["", "## Failures", ""]
         for r in failures:
             f = r["failure"]
-            lines.append(f"- **{r['name']}**: `{f['cause']}` in {f['step']}: {f['error']}" + (f" Hint: {f['hint']}" if f["hint"] else ""))
+            hint = f" Hint: {f['hint']}" if f["hint"] else ""
+            lines.append(f"- **{r['name']}**: `{f['cause']}` in {f['step']}: {f['error']}{hint}")
     gates = [(r["name"], g) for r in results for g in (r.get("validation") or {}).get("gates", []) if not g["passed"]]
     if gates:
         lines += ["", "## Accuracy gates missed", ""]

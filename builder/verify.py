@@ -15,6 +15,7 @@ from builder.errors import StepError
 from builder.run import Echo, Runner, run_recipe
 from builder.workdir import MANIFEST
 
+
 def artifact_hashes(manifest: dict) -> dict[str, dict]:
     return {a["path"]: a for a in manifest["artifacts"]}
 

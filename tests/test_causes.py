@@ -19,7 +19,8 @@ def test_known_errors_get_their_cause_and_a_hint(error, cause):
 
 
 def test_a_cause_set_by_the_step_wins_and_skips_point_at_the_dependency():
-    assert classify({"status": "failed", "error": "x", "cause": "not-fully-quantized", "hint": "h"}) == ("not-fully-quantized", "h")
+    record = {"status": "failed", "error": "x", "cause": "not-fully-quantized", "hint": "h"}
+    assert classify(record) == ("not-fully-quantized", "h")
     assert classify({"status": "skipped", "error": "input a was not built"})[0] == "dependency-failed"
 
 

@@ -90,7 +90,9 @@ def test_render_rpi_uses_the_base_image_map():
     toolchain, device = result.output.split("# ---- device image: ")
     assert "edge-builder/toolchain-amd64:" in toolchain and "(linux/amd64)" in toolchain
     assert device.startswith("edge-builder/litert-arm64:") and "(linux/arm64)" in device
-    assert re.findall(r"^FROM (\S+)", device, re.MULTILINE) == ["edge-builder/base:bookworm-arm64"] * 2
+    # wheels are unpacked natively on the engine's platform, then copied into the arm64 image
+    assert re.findall(r"^FROM --platform=(\S+) (\S+)", device, re.MULTILINE) == [
+        ("linux/amd64", "edge-builder/base:bookworm-amd64"), ("linux/arm64", "edge-builder/base:bookworm-arm64")]
     assert "python:3.11" not in result.output
 
 
@@ -109,7 +111,7 @@ def test_render_out_writes_files(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "df").iterdir()) == ["device.Dockerfile", "toolchain.Dockerfile"]
     device = (tmp_path / "df" / "device.Dockerfile").read_text()
-    assert "FROM python:3.11-slim-bookworm AS install" in device
+    assert "FROM --platform=linux/amd64 python:3.11-slim-bookworm AS install" in device
     assert "edge-builder/openvino-amd64:" in result.output
 
 

@@ -105,7 +105,8 @@ def materialize(folder: Path, entries: list[tuple[str, object]]) -> None:
 
 def test_build_from_files_keeps_order_and_labels(tmp_path):
     materialize(tmp_path, [("coffee.png", 967), ("chelsea.png", [281, 282])])
-    dataset = Dataset(files=[{"file": PHOTOS / "coffee.png"}, {"file": PHOTOS / "chelsea.png"}], augment={"crops": 2, "flips": True})
+    dataset = Dataset(files=[{"file": PHOTOS / "coffee.png"}, {"file": PHOTOS / "chelsea.png"}],
+                      augment={"crops": 2, "flips": True})
     samples, labels, warning = datasets.build(dataset, tmp_path, spec(shape=[1, 64, 64, 3]))
     assert samples.shape == (8, 64, 64, 3) and warning is None
     assert labels == [967] * 4 + [[281, 282]] * 4

@@ -101,7 +101,7 @@ def test_onnx2tf_tflite_fp32_and_int8_classify_photos(onnx_model, photos, tmp_pa
         rep = representative_from_array(calibration.transpose(0, 2, 3, 1)) if precision == "int8" else None
         to_tflite(tmp_path / "sm", out, source_format="saved_model", precision=precision, representative=rep)
         session = load(out, threads=2)
-        _assert_classes(_top1(lambda x: session.run([x.transpose(0, 2, 3, 1)])[0], photos))
+        _assert_classes(_top1(lambda x, s=session: s.run([x.transpose(0, 2, 3, 1)])[0], photos))
 
 
 @pytest.mark.slow
@@ -113,4 +113,4 @@ def test_openvino_fp32_and_nncf_int8_classify_photos(onnx_model, photos, tmp_pat
     nncf_quantize(tmp_path / "fp32.xml", tmp_path / "int8.xml", calibration)
     for xml in ("fp32.xml", "int8.xml"):
         compiled = compile_f32(tmp_path / xml)
-        _assert_classes(_top1(lambda x: compiled([x])[0], photos))
+        _assert_classes(_top1(lambda x, c=compiled: c([x])[0], photos))

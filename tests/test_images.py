@@ -97,7 +97,7 @@ def test_base_image_map_plain(tmp_path, monkeypatch):
     write_map(tmp_path, monkeypatch, f"{SHIPPED_BASE}: corp/python:3.11\n")
     rendered = render_target(catalog.load_target("rpi"))
     assert {i.base for i in rendered.values()} == {"corp/python:3.11"}
-    assert "FROM corp/python:3.11 AS install" in rendered["device"].dockerfile
+    assert "FROM --platform=linux/amd64 corp/python:3.11 AS install" in rendered["device"].dockerfile
     assert rendered["device"].tag != shipped["device"]  # the base is part of an image's identity
 
 

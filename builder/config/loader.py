@@ -106,4 +106,6 @@ def load_model(path: Path, model: type[M], context: dict | None = None) -> M:
         return model.model_validate(data, context={"path": path, **(context or {})})
     except ValidationError as exc:
         problems = validation_problems(path, data, exc)
-        raise ConfigError(problems[0] if len(problems) == 1 else f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems)) from None
+        if len(problems) == 1:
+            raise ConfigError(problems[0]) from None
+        raise ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems)) from None

@@ -19,7 +19,6 @@ import numpy as np
 
 from builder.errors import ConfigError, ConversionError
 
-
 # OpenVINO 2026 frontends: "No translator found for Convolution2DTransposeBias node." (TFLite),
 # "No conversion rule found for operations: X" (ONNX); older: "Cannot create X layer".
 _OP_PATTERNS = [

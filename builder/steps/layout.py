@@ -16,7 +16,6 @@ from builder.util import atomic_write_bytes
 from builder.workdir import CALIBRATION, LAYOUTS
 
 
-
 def _table(workdir: Path) -> dict:
     path = workdir / LAYOUTS
     return json.loads(path.read_text()) if path.exists() else {}

@@ -113,7 +113,8 @@ class Validate(Step):
         result["gates"] = check_gates(ctx.recipe.gates_of(ctx.call.variant).model_dump(exclude_none=True), result)
         for gate in result["gates"]:
             (ctx.log.info if gate["passed"] else ctx.log.error)(
-                "gate %s %s: %s (threshold %s)", gate["gate"], "passed" if gate["passed"] else "MISSED", gate["value"], gate["threshold"])
+                "gate %s %s: %s (threshold %s)", gate["gate"], "passed" if gate["passed"] else "MISSED",
+                gate["value"], gate["threshold"])
         return {"validation": result}
 
 

@@ -67,7 +67,6 @@ class TfToOnnx(Step):
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx as onnx_convert
-
         from builder.runtimes import load
 
         model = ctx.input("model")
