@@ -195,6 +195,11 @@ def benchmark_model_tool(binary: Path, model: Path, *, threads: int, runs: int, 
     return {"tool": "benchmark_model", "threads": threads, "warmup": warmup, **parse_benchmark_model(output)}
 
 
+def benchmark_app_binary() -> str | None:
+    """OpenVINO's benchmark_app: on PATH, or beside this Python (an unactivated venv)."""
+    return shutil.which("benchmark_app") or shutil.which("benchmark_app", path=str(Path(sys.executable).parent))
+
+
 def benchmark_app_tool(
     model: Path,
     *,
@@ -209,7 +214,7 @@ def benchmark_app_tool(
     The binary is looked up on PATH, then beside this Python (an unactivated venv).
     `shape` is benchmark_app's -shape value, e.g. "[1,3,48,192]", for dynamic models.
     """
-    binary = shutil.which("benchmark_app") or shutil.which("benchmark_app", path=str(Path(sys.executable).parent))
+    binary = benchmark_app_binary()
     if binary is None:
         raise StepError("benchmark_app is not on PATH", hint="pip install openvino (it ships benchmark_app)")
     args = [binary, "-m", str(model), "-t", str(seconds), "-hint", hint, "-d", device]

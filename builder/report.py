@@ -122,6 +122,23 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _other_measurements(results: list[dict]) -> list[str]:
+    """Async throughput and external tools (benchmark_app, benchmark_model, Vela's estimate) per variant."""
+    lines = []
+    for r in results:
+        b = r.get("benchmark") or {}
+        parts = []
+        if b.get("async"):
+            parts.append(f"async throughput {_fmt(b['async']['throughput_fps'], 1)} fps ({b['async']['requests']} requests)")
+        for tool, figures in (b.get("tools") or {}).items():
+            parts.append(f"{tool}: mean {_fmt(figures.get('mean_ms'))} ms, {_fmt(figures.get('throughput_fps'), 1)} fps")
+        if b.get("estimate"):
+            parts.append("timings are Vela's estimate for the NPU, not a measurement")
+        if parts:
+            lines.append(f"- {r['name']}: " + "; ".join(parts))
+    return lines
+
+
 def markdown(plan: Plan, results: list[dict], man: dict) -> str:
     lines = [f"# {plan.recipe.name} on {plan.target.id}", "", plan.recipe.description.strip(), "",
              f"- target: {plan.target.name} ({plan.target.platform}, {plan.target.format} via {plan.target.runtime})",
@@ -140,6 +157,9 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
             _fmt(b.get("p50_ms")), _fmt(b.get("p90_ms")), _fmt(b.get("p99_ms")), _fmt(b.get("throughput_fps"), 1),
             _fmt(b.get("peak_rss_mb"), 1), _fmt(v.get("top1_agreement")), _fmt(v.get("top5_agreement")),
             _fmt(v.get("top1_accuracy")), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1)]) + " |")
+    extra = _other_measurements(results)
+    if extra:
+        lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
     fallbacks = [(r["name"], ops) for r in results if r["precision"] in ("int8", "int16x8")

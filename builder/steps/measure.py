@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ class Benchmark(Step):
         tools = {}
         if session.runtime == "openvino" and cfg.throughput and not ctx.emulated:
             result["async"] = benchmark.openvino_throughput(model)
-            if shutil.which("benchmark_app"):
+            if benchmark.benchmark_app_binary():
                 tools["benchmark_app"] = benchmark.benchmark_app_tool(model, seconds=5)
         tool = os.environ.get("BENCHMARK_MODEL_BIN")
         if session.runtime == "litert" and tool:
