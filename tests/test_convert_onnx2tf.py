@@ -65,6 +65,6 @@ def test_failure_becomes_conversion_error_with_log_tail(tmp_path):
     bad.write_bytes(b"this is not onnx")
     with pytest.raises(ConversionError) as err:
         onnx_to_saved_model(bad, tmp_path / "out")
-    assert err.value.cause == "onnx2tf-failed"
+    assert err.value.cause == "invalid-onnx"
     assert err.value.log_tail
     assert not (tmp_path / "out").exists()

@@ -73,7 +73,11 @@ def _copy_with_scope_names(src: Path, dst: Path) -> int:
     """
     import onnx
 
-    model = onnx.load(str(src))
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        raise ConversionError(f"cannot read {src.name} as ONNX: {exc}", cause="invalid-onnx", log_tail=[str(exc)],
+                              hint="re-export the model, or check that the download is complete") from exc
     renamed = 0
     for node in model.graph.node:
         clean = _BAD_SCOPE_CHARS.sub("_", node.name)
