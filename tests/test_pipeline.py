@@ -53,7 +53,7 @@ def test_manifest_accounts_for_every_artifact(tiny_run):
         assert artifact["format"] == "tflite"
     assert manifest["recipe"]["sha256"] and manifest["target"]["id"] == "x86-tflite"
     assert manifest["runner"] == "local"
-    assert manifest["tool_versions"]["toolchain"]["packages"]["tensorflow-cpu"]
+    assert manifest["tool_versions"]["toolchain"]["packages"]["tensorflow"]
     assert manifest["tool_versions"]["device"]["packages"]["ai-edge-litert"]
     assert all(step["status"] == "ok" and step["seconds"] >= 0 for step in manifest["steps"])
     assert {"fetch_s", "toolchain_s", "device_s", "total_s"} <= set(manifest["timings"])
