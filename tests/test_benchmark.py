@@ -32,7 +32,8 @@ def test_measure_returns_sane_statistics(models):
     assert 0 < result["min_ms"] <= result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["min_ms"] <= result["mean_ms"] <= result["max_ms"] and result["std_ms"] >= 0
     assert result["throughput_fps"] == pytest.approx(1000.0 / result["mean_ms"])
-    assert 10 < result["peak_rss_mb"] <= result["process_peak_rss_mb"]
+    # two samplers (psutil thread, ru_maxrss) of one peak: equal within their granularity
+    assert 10 < result["peak_rss_mb"] <= result["process_peak_rss_mb"] * 1.01
 
 
 def test_measure_keeps_running_until_min_seconds(models):

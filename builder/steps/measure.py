@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from builder.errors import StepError
 from builder.steps import vela
 from builder.steps.base import Step, StepContext, StepParams
 from builder.workdir import LABELS, VALIDATION
@@ -46,20 +48,34 @@ class Benchmark(Step):
         result = benchmark.measure(session, warmup=min(cfg.warmup, 1) if ctx.emulated else cfg.warmup, runs=runs,
                                    min_seconds=0.0 if ctx.emulated else cfg.min_seconds)
         result |= {"init_ms": init_ms, "emulated": ctx.emulated, "size_bytes": model_size(model)}
-        tools = {}
+        tools: dict[str, Callable[[], dict]] = {}
         if session.runtime == "openvino" and cfg.throughput and not ctx.emulated:
             result["async"] = benchmark.openvino_throughput(model)
             if benchmark.benchmark_app_binary():
-                tools["benchmark_app"] = benchmark.benchmark_app_tool(model, seconds=5)
-        tool = os.environ.get("BENCHMARK_MODEL_BIN")
-        if session.runtime == "litert" and tool:
-            tools["benchmark_model"] = benchmark.benchmark_model_tool(Path(tool), model, threads=cfg.threads,
-                                                                      runs=runs, warmup=cfg.warmup)
+                tools["benchmark_app"] = lambda: benchmark.benchmark_app_tool(model, seconds=5, shape=_shapes(session))
+        binary = os.environ.get("BENCHMARK_MODEL_BIN")
+        if session.runtime == "litert" and binary:
+            tools["benchmark_model"] = lambda: benchmark.benchmark_model_tool(
+                Path(binary), model, threads=cfg.threads, runs=runs, warmup=cfg.warmup)
         if tools:
-            result["tools"] = tools
+            result["tools"] = {name: _second_opinion(ctx, name, run) for name, run in tools.items()}
         ctx.log.info("p50 %.3f ms, %.1f fps%s", result["p50_ms"], result["throughput_fps"],
                      " (EMULATED: not device timings)" if ctx.emulated else "")
         return {"benchmark": result}
+
+
+def _shapes(session) -> str:
+    """benchmark_app's -shape for the session's inputs, dynamic dims (the batch) as 1."""
+    return ",".join(f"{t.name}[{','.join(str(d if d > 0 else 1) for d in t.shape)}]" for t in session.inputs)
+
+
+def _second_opinion(ctx: StepContext, name: str, run: Callable[[], dict]) -> dict:
+    """An external tool's figures; its failure is recorded beside ours, not a failed benchmark."""
+    try:
+        return run()
+    except StepError as exc:
+        ctx.log.warning("%s failed: %s", name, exc.message)
+        return {"error": exc.message}
 
 
 def _top1_hits(logits: np.ndarray, labels: list) -> float | None:
