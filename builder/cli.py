@@ -118,12 +118,10 @@ def build(targets, rebuild, install_from, ca_bundle) -> None:
     """Build the toolchain and device images of the target(s) without running anything."""
     from builder.docker_api import Engine
     from builder.image_build import ImageBuilder
-    from builder.runners.docker import ARCH_PLATFORMS
-
     engine = Engine.connect()
     builder = ImageBuilder(engine, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=_echo)
     for target_id in targets:
-        for role, info in builder.ensure_target(catalog.load_target(target_id), ARCH_PLATFORMS[engine.arch]).items():
+        for role, info in builder.ensure_target(catalog.load_target(target_id), engine.platform).items():
             _echo(f"{target_id} {role}: {info['tag']} {info['id'][:19]}")
 
 

@@ -43,6 +43,7 @@ _CALL_TIMEOUT = 300.0  # per-request timeout after connecting (log streams have 
 # log tail. One pipe for both keeps the order; "$@" passes the argv untouched.
 _MERGED_OUTPUT = ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh"]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}  # `uname -m` names -> Docker's
 _BINFMT_ARM64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 _UNREACHABLE_HINT = "start Docker, or set DOCKER_HOST / `docker context use`, or use --runner local"
 _BINFMT_HINT = (
@@ -95,6 +96,11 @@ class Engine:
         except EngineError as exc:
             return False, exc.message
         return True, f"engine {engine.version} ({engine.arch}) at {engine.url}"
+
+    @property
+    def platform(self) -> str:
+        """The engine's native platform, e.g. "linux/amd64": where images build and run without emulation."""
+        return f"linux/{_ARCHES.get(self.arch, self.arch)}"
 
     def image_id(self, tag: str) -> str | None:
         """The id of the image `tag`, or None if the engine does not have it."""

@@ -30,7 +30,7 @@ def _redact(url: str) -> str:
 def checks(ca_bundle: Path | None = None) -> list[Check]:
     from builder.docker_api import Engine
     from builder.image_build import PIP_ENV, PROXY_ENV, find_ca_bundle
-    from builder.images import resolve_base
+    from builder.images import image_platform, resolve_base
     from builder.inputs import cache_dir
 
     out: list[Check] = []
@@ -50,7 +50,7 @@ def checks(ca_bundle: Path | None = None) -> list[Check]:
         for target in catalog.load_targets().values():
             for role in ("toolchain", "device"):
                 spec = getattr(target.images, role)
-                platform = spec.platform or (target.platform if role == "device" else "linux/amd64")
+                platform = image_platform(target, role, engine.platform)
                 key = (resolve_base(spec.base, platform), platform)
                 users.setdefault(key, []).append(f"{target.id} {role}")
                 if nvidia or not target.requires.nvidia_runtime:

@@ -106,10 +106,16 @@ def code_files() -> dict[str, bytes]:
             for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts}
 
 
+def image_platform(target: Target, role: str, engine_platform: str) -> str:
+    """The spec's platform, else the engine's for the toolchain and the target's for the device image."""
+    spec: ImageSpec = getattr(target.images, role)
+    return spec.platform or (engine_platform if role == "toolchain" else target.platform)
+
+
 def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd64", wheelhouse: bool = True,
                  ca_bundle: bool = False) -> RenderedImage:
     spec: ImageSpec = getattr(target.images, role)
-    platform = spec.platform or (engine_platform if role == "toolchain" else target.platform)
+    platform = image_platform(target, role, engine_platform)
     lock = lock_path(spec.lock)
     if not lock.exists():
         raise ConfigError(f"target {target.id}: images.{role}.lock: {lock} does not exist",

@@ -76,9 +76,10 @@ def _materialize_source(f: InputFetcher, source: Source) -> None:
         if source.keras.weights != "none":
             atomic_copy(f.get(source.keras.weights, "weights"), f.workdir / SOURCE_DIR / "weights.h5")
         return
-    atomic_copy(f.get(source, "model"), dest)
+    fetched = f.get(source, "model")
+    atomic_copy(fetched, dest)
     if source.resolved_format == "openvino":
-        atomic_copy(f.get(source, "model").with_suffix(".bin"), dest.with_suffix(".bin"))
+        atomic_copy(fetched.with_suffix(".bin"), dest.with_suffix(".bin"))
 
 
 def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:

@@ -122,11 +122,12 @@ def find_path(start: str, goals: tuple[str, ...]) -> list[tuple[str, str]] | Non
     """Shortest list of (step kind, produced format) from `start` to any goal format."""
     if start in goals:
         return []
+    edges = _edges()
     queue = deque([(start, [])])
     visited = {start}
     while queue:
         fmt, path = queue.popleft()
-        for src, dst, kind in _edges():
+        for src, dst, kind in edges:
             if src == fmt and dst not in visited:
                 new = path + [(kind, dst)]
                 if dst in goals:

@@ -70,6 +70,10 @@ def _versions(workdir: Path) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
 
 
+def _step_warnings(records: dict) -> list[str]:
+    return [w for r in records.values() for w in (r.get("result") or {}).get("warnings", [])]
+
+
 def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
     artifacts = []
     for v in plan.variants:
@@ -96,7 +100,7 @@ def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
         "timings": run.get("timings", {}),
         "started": run.get("started"),
         "finished": run.get("finished"),
-        "warnings": run.get("warnings", []),
+        "warnings": run.get("warnings", []) + _step_warnings(records),
     }
 
 

@@ -78,16 +78,9 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
         run["timings"][f"{stage}_s"] = round(time.perf_counter() - t, 2)
     run["timings"]["total_s"] = round(time.perf_counter() - t0, 2)
     run["finished"] = _now()
-    run["warnings"] += _step_warnings(workdir)
     results = report.write(plan, workdir, run)
     echo(f"[{recipe.name} / {target.id}] report: {workdir / 'report.md'}")
     return Outcome(recipe=recipe.name, target=target.id, workdir=workdir, results=results)
-
-
-def _step_warnings(workdir: Path) -> list[str]:
-    from builder.execute import read_records
-
-    return [w for r in read_records(workdir).values() for w in (r.get("result") or {}).get("warnings", [])]
 
 
 def verdict(outcomes: list[Outcome]) -> None:

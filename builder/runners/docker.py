@@ -17,8 +17,6 @@ from builder.execute import read_records
 from builder.image_build import ImageBuilder
 from builder.plan import Plan
 
-ARCH_PLATFORMS = {"amd64": "linux/amd64", "arm64": "linux/arm64", "x86_64": "linux/amd64", "aarch64": "linux/arm64"}
-
 
 class DockerRunner:
     name = "docker"
@@ -29,12 +27,8 @@ class DockerRunner:
         self.images = ImageBuilder(engine, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=echo)
         self.built: dict[str, dict] = {}
 
-    @property
-    def engine_platform(self) -> str:
-        return ARCH_PLATFORMS.get(self.engine.arch, "linux/amd64")
-
     def emulated(self, platform: str) -> bool:
-        return platform != self.engine_platform
+        return platform != self.engine.platform
 
     def check(self, plan: Plan) -> None:
         """Stop early, with the fix, when this engine cannot run the target's device stage."""
@@ -52,7 +46,7 @@ class DockerRunner:
 
     def prepare(self, plan: Plan, echo) -> dict:
         self.check(plan)
-        self.built = self.images.ensure_target(plan.target, self.engine_platform)
+        self.built = self.images.ensure_target(plan.target, self.engine.platform)
         return self.built
 
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo) -> list[dict]:
