@@ -3,7 +3,7 @@
 # The toolchain versions are the image lock (dockerfiles/locks/toolchain-amd64.txt), used as constraints,
 # so the host and the toolchain image run the same converters.
 # PyTorch is the CPU build (torch==2.13.0+cpu): where it is not on a local wheel index, add
-#   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+#   PIP_EXTRA_INDEX_URL=<your PyTorch CPU wheel index>
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"

@@ -27,7 +27,9 @@ debian_mirror() {  # the first bookworm (non-security) URI apt is configured wit
         /^Suites:/  { for (i = 2; i <= NF; i++) if ($i == "'$SUITE'") { print uris; exit } }
         /^deb /     { for (i = 2; i <= NF; i++) if ($i == "'$SUITE'") { print $(i - 1); exit } }
     ' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
-    echo "${uri:-http://deb.debian.org/debian}"
+    [ -n "$uri" ] || die "apt names no $SUITE mirror (in /etc/apt/sources.list or /etc/apt/sources.list.d/):" \
+        "configure apt with the Debian mirror this machine may use, then run again"
+    echo "$uri"
 }
 
 make_rootfs_tar() {  # make_rootfs_tar ARCH TARBALL

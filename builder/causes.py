@@ -27,8 +27,9 @@ KNOWN_CAUSES: tuple[tuple[str, str, str], ...] = (
 
 def classify(record: dict) -> tuple[str, str | None]:
     """(cause, hint) for a failed or skipped step record."""
-    if record.get("status") == "skipped":
-        return "dependency-failed", "an earlier step this one needs failed; see that step"
+    if record.get("status") == "skipped":  # a dependency failed, or the stage never ran (device-needed ...)
+        return record.get("cause") or "dependency-failed", (
+            record.get("hint") or "an earlier step this one needs failed; see that step")
     if record.get("cause") not in (None, "error", "crash", "conversion-failed"):
         return record["cause"], record.get("hint")
     text = "\n".join([record.get("error") or ""] + (record.get("log_tail") or []))

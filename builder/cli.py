@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__, catalog
+from builder.devices import FLEET_ENV, HOST
 from builder.errors import BuilderError, ConfigError
 
 console = Console(highlight=False)
@@ -49,6 +50,30 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _device_options(func):
+    """--device, --fleet, --registry: where device stages run and how images get there."""
+    func = click.option("--registry", metavar="HOST[:PORT]/REPO",
+                        help="push images once by content-hash tag; engines that lack one pull it")(func)
+    func = click.option("--fleet", type=click.Path(path_type=Path),
+                        help=f"fleet file of devices (default: ${FLEET_ENV}); see `builder schema fleet`")(func)
+    return click.option("--device", "devices", multiple=True, metavar="NAME|URL",
+                        help="run device stages on this device (fleet name, ssh://user@host, tcp://..., "
+                             "a Docker context); repeatable")(func)
+
+
+def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | None):
+    """(devices, registry) from the flags and the fleet file."""
+    from builder.config.fleet import check_registry
+    from builder.devices import choose_devices, load_fleet
+
+    loaded = load_fleet(fleet)
+    try:
+        registry = check_registry(registry) if registry else loaded.registry
+    except ValueError as exc:
+        raise ConfigError(f"--registry: {exc}") from None
+    return choose_devices(loaded, list(devices)), registry
+
+
 @cli.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_targets_option(multiple=True)
@@ -56,21 +81,113 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @click.option("--variant", "variants", multiple=True, help="build only these variants (repeatable)")
 @click.option("--offline", is_flag=True, help="use only the download cache, never the network")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="recipe x target runs in parallel")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="toolchain stages at once on the build host (device stages take a device each)")
 @click.option("--rebuild", is_flag=True, help="rebuild images even if up to date (docker)")
 @click.option("--install-from", type=click.Choice(["wheelhouse", "index"]), default="wheelhouse", show_default=True,
               help="how images get packages (docker): host-side wheelhouse, or pip in the build")
 @click.option("--ca-bundle", type=click.Path(path_type=Path), help="CA bundle trusted by pip and downloads")
-def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle) -> None:
+@_device_options
+def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, devices, fleet,
+        registry) -> None:
     """Build, benchmark and validate RECIPES for the target(s)."""
     from builder.matrix import run_matrix
     from builder.run import verdict
     from builder.runners.select import select_runner
 
-    chosen = select_runner(runner, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=_echo)
-    outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
-                          variants=list(variants) or None, offline=offline, jobs=jobs, echo=_echo)
+    chosen_devices, registry = _placement(fleet, devices, registry)
+    if chosen_devices and runner == "local":
+        raise ConfigError("--device/--fleet: the local runner runs on this machine only", hint="use --runner docker")
+    chosen = select_runner("docker" if chosen_devices and runner == "auto" else runner, ca_bundle=ca_bundle,
+                           rebuild=rebuild, install_from=install_from, registry=registry, echo=_echo)
+    outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out, variants=list(variants) or None,
+                          offline=offline, jobs=jobs, devices=chosen_devices, echo=_echo)
     verdict(outcomes)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_targets_option()
+@click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--variant", "variants", multiple=True)
+@click.option("--offline", is_flag=True, help="use only the download cache, never the network")
+def bundle(recipe, target, runner, out, variants, offline) -> None:
+    """Pack the device stage of RECIPE on TARGET for a device with Docker and no network.
+
+    Runs the toolchain stage unless OUT already holds it for this recipe; writes
+    OUT/<recipe>_<target>_device-bundle.tar.gz. On the device: unpack, `sh run.sh`;
+    back here: `builder collect results.tar.gz`.
+    """
+    from builder.bundle import bundle_path, load_run_plan, toolchain_done, write_bundle
+    from builder.image_build import ImageBuilder
+    from builder.run import run_toolchain
+    from builder.runners.select import select_runner
+
+    workdir = out / catalog.load_recipe(Path(recipe), target).name / target
+    if toolchain_done(workdir, Path(recipe)):
+        _echo(f"toolchain stage already in {workdir}: bundling it")
+    else:
+        chosen = select_runner(runner, echo=_echo)
+        run_toolchain(Path(recipe), target, chosen, out=out, variants=list(variants) or None, offline=offline,
+                      echo=_echo)
+    plan = load_run_plan(workdir)
+    archive = write_bundle(plan, workdir, bundle_path(out, plan), ImageBuilder(echo=_echo), _echo)
+    _echo(f"bundle: {archive}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+def collect(source, out) -> None:
+    """Merge a bundle's device-stage results (its folder or results.tar.gz) into OUT and write the report."""
+    from builder.bundle import collect as collect_bundle
+    from builder.run import verdict
+
+    verdict([collect_bundle(source, out, _echo)])
+
+
+@cli.command()
+@click.option("--fleet", type=click.Path(path_type=Path), help="fleet file (default: $EDGE_BUILDER_FLEET)")
+@click.option("--json", "as_json", is_flag=True, help="print the health of every device as JSON")
+def devices(fleet, as_json) -> None:
+    """List the fleet's devices with their health: engine, platform, NVIDIA runtime, CPU, memory, disk, OS."""
+    from builder.devices import choose_devices, load_fleet
+    from builder.health import device_health
+    from builder.image_build import ImageBuilder
+
+    loaded = load_fleet(fleet)
+    if not loaded.devices:
+        raise ConfigError("no fleet: no devices to list", hint=f"give --fleet FILE or set {FLEET_ENV}")
+    images = ImageBuilder(echo=lambda line: None)
+    health = [device_health(d, images) for d in choose_devices(loaded, [])]
+    if as_json:
+        click.echo(json.dumps(health, indent=1))
+    else:
+        _health_table(health)
+    if not all(h["answers"] for h in health):
+        raise SystemExit(1)
+
+
+def _health_table(health: list[dict]) -> None:
+    """One block per device: how it is reached, then what machine answers there."""
+    for h in health:
+        labels = " ".join(f"{k}={v}" for k, v in h["labels"].items())
+        head = f"{h['name']}  {h['engine']}  targets: {', '.join(h['targets'])}" + (f"  {labels}" if labels else "")
+        if not h["answers"]:
+            console.print(f"[red]✗[/red] {escape(head)}\n    [red]{escape(h['error'])}[/red]")
+            continue
+        m = h.get("machine") or {}
+        memory = f"{h['memory_mb'] / 1024:.1f} GiB" if h.get("memory_mb") else "?"
+        disk = f", free disk {m['free_disk_gb']} GB" if m.get("free_disk_gb") is not None else ""
+        jetson = ", ".join(f"{k} {m[k]}" for k in ("l4t", "jetpack", "tensorrt", "jetson_power_mode") if m.get(k))
+        console.print(f"[green]✓[/green] {escape(head)}")
+        console.print(f"    {h['platform']}, {escape(str(h.get('os')))}, kernel {escape(str(h.get('kernel')))}, "
+                      f"{h.get('cores')} cores, {memory}{disk}; NVIDIA runtime: "
+                      f"{'yes' if h.get('nvidia_runtime') else 'no'}")
+        console.print(f"    cpu: {escape(str(m.get('cpu_model', m.get('note', '?'))))}"
+                      + (f"; {escape(m['board_model'])}" if m.get("board_model") else "")
+                      + (f"; {escape(jetson)}" if jetson else ""))
 
 
 @cli.command()
@@ -114,15 +231,28 @@ def render(target, out) -> None:
 @click.option("--install-from", type=click.Choice(["wheelhouse", "index"]), default="wheelhouse", show_default=True,
               help="wheelhouse: host downloads locked wheels, the build needs no network; index: pip in the build")
 @click.option("--ca-bundle", type=click.Path(path_type=Path), help="CA bundle trusted by pip")
-def build(targets, rebuild, install_from, ca_bundle) -> None:
-    """Build the toolchain and device images of the target(s) without running anything."""
+@_device_options
+def build(targets, rebuild, install_from, ca_bundle, devices, fleet, registry) -> None:
+    """Build the toolchain and device images of the target(s) without running anything.
+
+    The toolchain image is built on the build engine, each device image on the devices
+    that run the target (with --device or a fleet), else on the build engine.
+    """
     from builder.docker_api import Engine
     from builder.image_build import ImageBuilder
-    engine = Engine.connect()
-    builder = ImageBuilder(engine, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=_echo)
+    from builder.runners.docker import DockerRunner
+
+    chosen, registry = _placement(fleet, devices, registry)
+    runner = DockerRunner(Engine.connect(), ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from,
+                          registry=registry, echo=_echo)
+    images: ImageBuilder = runner.images
     for target_id in targets:
-        for role, info in builder.ensure_target(catalog.load_target(target_id), engine.platform).items():
-            _echo(f"{target_id} {role}: {info['tag']} {info['id'][:19]}")
+        target = catalog.load_target(target_id)
+        info = images.ensure_role(runner.engine, target, "toolchain")
+        _echo(f"{target_id} toolchain: {info['tag']} {info['id'][:19]} on {info['engine']}")
+        for device in [d for d in chosen if d.serves(target_id)] or [HOST]:
+            info = images.ensure_role(runner.engine_of(device), target, "device")
+            _echo(f"{target_id} device: {info['tag']} {info['id'][:19]} on {device.name} ({info['engine']})")
 
 
 @cli.command()
@@ -187,13 +317,14 @@ def validate(paths) -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(["recipe", "target"]))
+@click.argument("kind", type=click.Choice(["recipe", "target", "fleet"]))
 def schema(kind) -> None:
-    """Print the JSON Schema of recipe or target files (for editors)."""
+    """Print the JSON Schema of recipe, target or fleet files (for editors)."""
+    from builder.config.fleet import Fleet
     from builder.config.recipe import Recipe
     from builder.config.target import Target
 
-    model = Recipe if kind == "recipe" else Target
+    model = {"recipe": Recipe, "target": Target, "fleet": Fleet}[kind]
     click.echo(json.dumps(model.model_json_schema(), indent=1))
 
 

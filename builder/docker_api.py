@@ -10,33 +10,35 @@ a one-line message and a hint.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import re
-import shutil
-import tarfile
-import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.context import ContextAPI
+from docker.transport import sshconn
 from docker.utils import parse_repository_tag
 
-from builder.errors import BuildError, EngineError, StepError
+from builder.docker_tar import context_tar, dir_tar, numeric_owner, take_work_dir
+from builder.errors import BuildError, EngineError, EngineUnreachable, StepError
 
 log = logging.getLogger(__name__)
 
 LogFn = Callable[[str], None]
+T = TypeVar("T")
+_CONNECTION_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException,
+                      urllib3.exceptions.HTTPError, OSError)
 TAIL_LINES = 30
 MANAGED_LABEL = "io.edge-builder.managed"  # set on every container this module creates
-_CONTEXT_MTIME = 0  # fixed mtime in build contexts: same bytes in, same cache key out
 _CALL_TIMEOUT = 300.0  # per-request timeout after connecting (log streams have none)
 # Docker keeps stdout and stderr apart and does not keep their relative order, so
 # an error on stderr could land before the last stdout lines and fall out of the
@@ -52,6 +54,34 @@ _BINFMT_HINT = (
 )
 
 
+def _quiet_close(close: Callable[[Any], None]) -> Callable[[Any], None]:
+    """docker-py's ssh socket closes by writing to its ssh process: once a device (and so that
+    process) is gone, the write fails in a finalizer at exit and prints a traceback for nothing."""
+
+    def close_quietly(sock: Any) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            close(sock)
+
+    return close_quietly
+
+
+sshconn.SSHSocket.close = _quiet_close(sshconn.SSHSocket.close)
+
+_RUNNING: dict[str, Engine] = {}  # every container this process has started and not yet removed
+_RUNNING_LOCK = threading.Lock()
+_CANCELLED = threading.Event()
+
+
+def remove_all_containers() -> None:
+    """Kill and remove every container this process started, on every engine, and start no more
+    (Ctrl-C in a matrix: the main thread calls this, and the threads waiting on them end)."""
+    _CANCELLED.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING.items())
+    for cid, engine in running:
+        engine._remove(cid)
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a container run ended with: its exit code and its last log lines."""
@@ -63,30 +93,38 @@ class RunResult:
 class Engine:
     """A connected Docker engine: `url`, `version` and native `arch` (e.g. "amd64")."""
 
-    def __init__(self, client: docker.DockerClient, url: str):
+    def __init__(self, client: docker.DockerClient, url: str, tls: docker.tls.TLSConfig | bool = False):
         self._client = client
         self._api = client.api
         self.url = url
+        self._tls = tls
         with self._errors("reading the engine version"):
             info = self._api.version()
         self.version: str = info.get("Version", "?")
         self.arch: str = info.get("Arch", "?")
 
     @classmethod
-    def connect(cls, timeout: float = 5.0) -> Engine:
-        """Connect to $DOCKER_HOST, else the current Docker context; raise EngineError if it does not answer."""
-        url, tls = _engine_address()
+    def connect(cls, address: str | None = None, *, tls: docker.tls.TLSConfig | None = None,
+                tls_files: tuple[Path, Path, Path] | None = None, timeout: float = 5.0) -> Engine:
+        """Connect to `address` (an engine URL or a Docker context name), else $DOCKER_HOST, else the
+        current context; raise EngineUnreachable if it does not answer. `tls_files` (CA, client
+        certificate, client key) verify a tcp:// engine as `docker --tlsverify` does."""
+        if tls_files:
+            ca_cert, client_cert, client_key = map(str, tls_files)
+            tls = docker.tls.TLSConfig(client_cert=(client_cert, client_key), ca_cert=ca_cert, verify=True)
+        url, context_tls = _engine_address(address)
+        tls = tls or context_tls
         try:
             client = docker.DockerClient(
                 base_url=url, tls=tls, timeout=timeout, use_ssh_client=url.startswith("ssh://")
             )
             client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineError(
-                f"Docker engine not reachable at {url}: {_short_reason(exc)}", hint=_UNREACHABLE_HINT
+        except _CONNECTION_ERRORS as exc:
+            raise EngineUnreachable(
+                f"Docker engine not reachable at {display_url(url)}: {_short_reason(exc)}", hint=_UNREACHABLE_HINT
             ) from exc
         client.api.timeout = _CALL_TIMEOUT
-        return cls(client, url)
+        return cls(client, url, tls)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -95,7 +133,55 @@ class Engine:
             engine = cls.connect()
         except EngineError as exc:
             return False, exc.message
-        return True, f"engine {engine.version} ({engine.arch}) at {engine.url}"
+        return True, f"engine {engine.version} ({engine.arch}) at {display_url(engine.url)}"
+
+    def answers(self, seconds: float) -> bool:
+        """Whether the engine answers a ping on a new connection within `seconds`.
+
+        A new connection, in a thread with a deadline: over ssh, docker-py applies no
+        timeout, and a request to a hung engine (a frozen device) blocks forever.
+        """
+        answered = threading.Event()
+
+        def ping() -> None:
+            try:
+                Engine.connect(self.url, tls=self._tls or None, timeout=seconds)
+                answered.set()
+            except EngineError:
+                pass
+
+        threading.Thread(target=ping, name=f"ping {display_url(self.url)}", daemon=True).start()
+        return answered.wait(seconds)
+
+    def watched(self, call: Callable[[], T], *, every: float = 20.0, misses: int = 2) -> T:
+        """`call()` (requests to this engine) while the engine is pinged on the side.
+
+        When `misses` pings in a row go unanswered, EngineUnreachable is raised instead of
+        waiting forever on a hung engine; the call's thread is left behind, blocked on a
+        connection that will not answer again.
+        """
+        outcome: dict = {}
+
+        def work() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:  # handed over to the caller's thread as it is
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=work, name=f"on {display_url(self.url)}", daemon=True)
+        worker.start()
+        missed = 0
+        while True:
+            worker.join(every)
+            if not worker.is_alive():
+                break
+            missed = 0 if self.answers(every) else missed + 1
+            if missed >= misses:
+                raise EngineUnreachable(f"the engine at {display_url(self.url)} stopped answering "
+                                        f"({misses} pings of {every:g} s missed)", hint=_UNREACHABLE_HINT)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     @property
     def platform(self) -> str:
@@ -123,6 +209,53 @@ class Engine:
         """Whether the engine offers an OCI runtime, e.g. "nvidia" (NVIDIA container toolkit)."""
         with self._errors("reading the engine info"):
             return name in (self._api.info().get("Runtimes") or {})
+
+    def facts(self) -> dict:
+        """What the engine says of its machine: OS, kernel, arch, cores, memory, runtimes, storage."""
+        with self._errors("reading the engine info"):
+            info = self._api.info()
+        return {
+            "engine": display_url(self.url), "hostname": info.get("Name"), "version": self.version,
+            "platform": self.platform, "os": info.get("OperatingSystem"), "kernel": info.get("KernelVersion"),
+            "cores": info.get("NCPU"), "memory_mb": round((info.get("MemTotal") or 0) / 2**20),
+            "runtimes": sorted(info.get("Runtimes") or {}), "docker_root": info.get("DockerRootDir"),
+        }
+
+    def remove_image(self, tag: str) -> None:
+        with self._errors(f"removing image {tag}"):
+            self._api.remove_image(tag, force=True)
+
+    def tag(self, image: str, ref: str) -> None:
+        repository, version = parse_repository_tag(ref)
+        with self._errors(f"tagging {image} as {ref}"):
+            self._api.tag(image, repository, version or "latest")
+
+    def push(self, ref: str, on_log: LogFn | None = None) -> None:
+        """Push `ref` (REGISTRY/REPO:TAG) to its registry; raise EngineError with the registry's reason."""
+        repository, version = parse_repository_tag(ref)
+        with self._errors(f"pushing {ref}"):
+            for chunk in self._api.push(repository, tag=version, stream=True, decode=True):
+                if "error" in chunk:
+                    raise EngineError(f"pushing {ref} failed: {chunk['error'].strip()}",
+                                      hint="check that the registry answers and accepts pushes from this engine")
+                if on_log and chunk.get("status") in ("Pushed", "Layer already exists"):
+                    on_log(f"{chunk.get('id', '')}: {chunk['status']}")
+
+    def pull(self, ref: str, platform: str | None = None) -> bool:
+        """Pull `ref`; False when the registry does not have it (or cannot be reached)."""
+        repository, version = parse_repository_tag(ref)
+        try:
+            with self._errors(f"pulling {ref}"):
+                for chunk in self._api.pull(repository, tag=version, platform=platform, stream=True, decode=True):
+                    if "error" in chunk:
+                        log.info("pull of %s failed: %s", ref, chunk["error"])
+                        return False
+        except EngineUnreachable:
+            raise
+        except EngineError as exc:  # not found, or the registry refused: the caller builds instead
+            log.info("pull of %s failed: %s", ref, exc.message)
+            return False
+        return self.image_id(ref) is not None
 
     def build(
         self,
@@ -152,7 +285,7 @@ class Engine:
         with self._errors(f"building {tag}"):
             try:
                 stream = self._api.build(
-                    fileobj=_context_tar(context), custom_context=True, decode=True, rm=True,
+                    fileobj=context_tar(context), custom_context=True, decode=True, rm=True,
                     forcerm=True, pull=False, buildargs=buildargs, platform=platform, labels=labels,
                 )  # fmt: skip
                 for chunk in stream:
@@ -185,6 +318,7 @@ class Engine:
         user: str | None = None,
         platform: str | None = None,
         network: str | None = None,
+        runtime: str | None = None,
         labels: dict[str, str] | None = None,
         on_log: LogFn | None = None,
     ) -> RunResult:
@@ -203,11 +337,11 @@ class Engine:
         with self._container(
             image, [*_MERGED_OUTPUT, *command], working_dir=container_dir, environment=environment,
             user=user, platform=platform,
-            host_config=self._api.create_host_config(network_mode=network), labels=labels,
+            host_config=self._api.create_host_config(network_mode=network, runtime=runtime), labels=labels,
         ) as cid:  # fmt: skip
             with self._errors(f"running {command[0]} in {image}"):
                 if workdir_in is not None:
-                    with _dir_tar(workdir_in, container_dir, _numeric_owner(user)) as data:
+                    with dir_tar(workdir_in, container_dir, numeric_owner(user)) as data:
                         self._api.put_archive(cid, "/", data)
                 self._api.start(cid)
                 for line in _lines_of(self._api.logs(cid, stream=True, follow=True)):
@@ -217,7 +351,7 @@ class Engine:
                 exit_code = int(self._api.wait(cid)["StatusCode"])
                 if copy_out and workdir_in is not None:
                     chunks, _ = self._api.get_archive(cid, container_dir)
-                    _extract_dir(chunks, Path(workdir_in))
+                    take_work_dir(chunks, Path(workdir_in))
         return RunResult(exit_code, list(tail))
 
     def exec_python(self, image: str, code: str, platform: str | None = None) -> str:
@@ -241,11 +375,8 @@ class Engine:
         """Can this engine run linux/arm64 containers? (yes/no, with how to fix a no)."""
         if self.arch == "arm64":
             return True, f"engine at {self.url} is arm64"
-        if not self.url.startswith("unix://"):
-            return False, (
-                f"engine at {self.url} is {self.arch} and remote: arm64 emulation there cannot be "
-                f"checked from here; {_BINFMT_HINT}"
-            )
+        if not self.url.startswith("unix://"):  # the image's smoke test tells, with _build_error's hint
+            return True, f"engine at {display_url(self.url)} is {self.arch}: arm64 runs there under QEMU, if set up"
         try:
             state = _BINFMT_ARM64.read_text().splitlines()[0].strip()
         except (OSError, IndexError):
@@ -260,15 +391,26 @@ class Engine:
     ) -> Iterator[str]:
         """Create a labelled container and remove it afterwards, whatever happens (Ctrl-C too)."""
         labels = {MANAGED_LABEL: "1", **(labels or {})}
-        with self._errors(f"creating a container from {image}"):
-            cid = self._api.create_container(image, command, labels=labels, **kwargs)["Id"]
+        with _RUNNING_LOCK:  # creation under the lock: remove_all_containers sees every container
+            if _CANCELLED.is_set():
+                raise EngineError("interrupted: no new containers are started")
+            with self._errors(f"creating a container from {image}"):
+                cid = self._api.create_container(image, command, labels=labels, **kwargs)["Id"]
+            _RUNNING[cid] = self
         try:
             yield cid
         finally:
-            try:  # force: kill if still running (an interrupted run), then remove
-                self._api.remove_container(cid, force=True)
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                log.warning("could not remove container %s: %s", cid[:12], _short_reason(exc))
+            self._remove(cid)
+
+    def _remove(self, cid: str) -> None:
+        with _RUNNING_LOCK:
+            _RUNNING.pop(cid, None)
+        try:  # force: kill if still running (an interrupted run), then remove
+            self._api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass  # removed already (by remove_all_containers)
+        except _CONNECTION_ERRORS as exc:
+            log.warning("could not remove container %s: %s", cid[:12], _short_reason(exc))
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -283,16 +425,18 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"{doing}: the engine refused: {_short_reason(exc)}") from exc
         except requests.exceptions.Timeout as exc:
-            raise EngineError(f"{doing}: the engine at {self.url} did not answer in time") from exc
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineError(
-                f"{doing}: Docker engine not reachable at {self.url}: {_short_reason(exc)}",
+            raise EngineUnreachable(f"{doing}: the engine at {display_url(self.url)} did not answer in time") from exc
+        except _CONNECTION_ERRORS as exc:  # refused, reset, closed mid-stream (an ssh engine's dockerd died)
+            raise EngineUnreachable(
+                f"{doing}: Docker engine not reachable at {display_url(self.url)}: {_short_reason(exc)}",
                 hint=_UNREACHABLE_HINT,
             ) from exc
 
 
 def _build_error(tag: str, message: str, tail: list[str]) -> BuildError:
-    if tail and " : FROM " in tail[-1]:
+    if "exec format error" in message or any("exec format error" in line for line in tail):
+        hint = f"the engine cannot run this image's platform: {_BINFMT_HINT}"
+    elif tail and " : FROM " in tail[-1]:
         hint = (
             "the FROM image must already be on the engine (nothing is pulled): make the base images "
             "with .ci/base-images.sh, or point the target at a locally provided base image"
@@ -302,18 +446,30 @@ def _build_error(tag: str, message: str, tail: list[str]) -> BuildError:
     return BuildError(f"building {tag} failed: {message.splitlines()[-1]}", hint=hint, log_tail=tail)
 
 
-def _engine_address() -> tuple[str, docker.tls.TLSConfig | bool]:
-    """$DOCKER_HOST (TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH), else the current context's endpoint."""
-    if os.environ.get("DOCKER_HOST"):
+def _engine_address(address: str | None = None) -> tuple[str, docker.tls.TLSConfig | bool]:
+    """An engine URL as given; else a context's endpoint by name; else $DOCKER_HOST (TLS from
+    DOCKER_TLS_VERIFY/DOCKER_CERT_PATH); else the current context's endpoint."""
+    if address and "://" in address:
+        return address, False
+    if not address and os.environ.get("DOCKER_HOST"):
         kwargs = docker.utils.kwargs_from_env()
         return kwargs["base_url"], kwargs.get("tls", False)
     try:
-        ctx = ContextAPI.get_context(os.environ.get("DOCKER_CONTEXT"))
+        ctx = ContextAPI.get_context(address or os.environ.get("DOCKER_CONTEXT"))
     except docker.errors.DockerException as exc:
-        raise EngineError(f"cannot read the current Docker context: {exc}", hint=_UNREACHABLE_HINT) from exc
+        raise EngineError(f"cannot read the Docker context {address or '(current)'}: {exc}",
+                          hint=_UNREACHABLE_HINT) from exc
+    if ctx is None and address:
+        raise EngineError(f"no Docker context named {address!r}",
+                          hint="give an engine URL (ssh://user@host, tcp://host:2376) or see `docker context ls`")
     if ctx is None or not ctx.Host:
         return ContextAPI.DEFAULT_CONTEXT.Host, False
     return ctx.Host, ctx.TLSConfig or False
+
+
+def display_url(url: str) -> str:
+    """An engine URL without a password (ssh://user:secret@host -> ssh://user@host)."""
+    return re.sub(r"^([a-z]+://[^:/@]+):[^@/]*@", r"\1@", url)
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -343,104 +499,3 @@ def _lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
             yield raw.decode(errors="replace").rstrip("\r")
     if pending:
         yield pending.decode(errors="replace").rstrip("\r")
-
-
-def _context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
-    """A deterministic tar of a build context: sorted names, fixed mtime and owner.
-
-    Values are bytes, or paths of (large) files streamed from disk, e.g. wheels.
-    """
-    buf = tempfile.SpooledTemporaryFile(max_size=64 << 20)
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(files):
-            data = files[name]
-            info = tarfile.TarInfo(str(PurePosixPath(name)))
-            info.size = data.stat().st_size if isinstance(data, Path) else len(data)
-            info.mtime, info.mode = _CONTEXT_MTIME, 0o644
-            if isinstance(data, Path):
-                with open(data, "rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
-
-
-def _numeric_owner(user: str | None) -> tuple[int, int]:
-    """uid/gid that copied-in files get: a numeric `user` ("1000" or "1000:1000"), else root."""
-    uid, _, gid = (user or "").partition(":")
-    return (int(uid) if uid.isdigit() else 0, int(gid) if gid.isdigit() else 0)
-
-
-@contextlib.contextmanager
-def _dir_tar(src: Path, container_dir: str, owner: tuple[int, int]) -> Iterator[Iterator[bytes]]:
-    """The contents of `src` as a tar (in a temp file) whose entries live under `container_dir`."""
-
-    def chown(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid, info.gid = owner
-        info.uname = info.gname = ""
-        return info
-
-    with tempfile.TemporaryFile() as tmp:
-        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(src, arcname=container_dir.strip("/") or ".", filter=chown)
-        tmp.seek(0)
-        yield iter(lambda: tmp.read(1 << 20), b"")
-
-
-def _extract_dir(chunks: Iterable[bytes], dest: Path) -> None:
-    """Extract a `get_archive` stream into `dest`, dropping its top folder.
-
-    Written by hand rather than with tarfile.extractall: the files must belong to
-    the invoking user, and nothing may land outside `dest` (no absolute paths,
-    no "..", no links pointing out, no devices); Python 3.11.2 has no tar filters.
-    """
-    root = dest.resolve()
-    with tempfile.TemporaryFile() as tmp:
-        for chunk in chunks:
-            tmp.write(chunk)
-        tmp.seek(0)
-        with tarfile.open(fileobj=tmp, mode="r") as tar:
-            for member in tar:
-                target = _inside(root, member.name)
-                if target is None:
-                    continue
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                parent = target.parent.resolve()
-                if parent != root and root not in parent.parents:
-                    raise EngineError(f"refusing to copy {member.name!r} out: its folder links outside {dest}")
-                if target.is_symlink() or target.is_file():
-                    target.unlink()
-                if member.isfile():
-                    with tar.extractfile(member) as src, open(target, "wb") as out:  # type: ignore[union-attr]
-                        shutil.copyfileobj(src, out)
-                elif member.islnk() and (source := _inside(root, member.linkname)) and source.is_file():
-                    shutil.copyfile(source, target)
-                elif member.issym() and _link_stays_inside(root, target, member.linkname):
-                    os.symlink(member.linkname, target)
-                    continue
-                else:
-                    log.debug("skipping %s from the container (type %r)", member.name, member.type)
-                    continue
-                os.chmod(target, (member.mode & 0o777) | 0o600)
-                os.utime(target, (member.mtime, member.mtime))
-
-
-def _inside(root: Path, name: str) -> Path | None:
-    """`root / name` minus the archive's top folder; None for the top folder itself."""
-    parts = PurePosixPath(name).parts[1:]
-    if not parts or parts == (".",):
-        return None
-    if PurePosixPath(name).is_absolute() or ".." in parts:
-        raise EngineError(f"refusing to copy {name!r} out of the container: it points outside the work dir")
-    return root.joinpath(*parts)
-
-
-def _link_stays_inside(root: Path, link: Path, target: str) -> bool:
-    if PurePosixPath(target).is_absolute():
-        return False
-    resolved = Path(os.path.normpath(link.parent / target))
-    return resolved == root or root in resolved.parents

@@ -49,5 +49,17 @@ class EngineError(BuilderError):
     """The Docker engine is unreachable or refused a request."""
 
 
+class EngineUnreachable(EngineError):
+    """The engine does not answer (not started, connection lost mid-stage): its device is down."""
+
+
+class DeviceError(StepError):
+    """A device stage could not run: `cause` is device-needed or device-unavailable."""
+
+    def __init__(self, message: str, *, cause: str, **kwargs):
+        super().__init__(message, **kwargs)
+        self.cause = cause
+
+
 class BuildError(BuilderError):
     """An image build failed."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from builder import versions
 from builder.errors import BuilderError
+from builder.placement import Placement
 from builder.plan import Plan
 from builder.steps import registry
 from builder.steps.base import StepCall, StepContext
@@ -76,7 +77,7 @@ def _tail(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-LOG_TAIL:] if path.exists() else []
 
 
-def run_step(workdir: Path, plan: Plan, call: StepCall, *, emulated: bool, blocked: dict[str, str],
+def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement, blocked: dict[str, str],
              echo: Callable[[str], None] | None = None) -> dict:
     record: dict = {"id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {}}
     missing = [rel for rel in call.inputs.values() if rel in blocked or not (workdir / rel).exists()]
@@ -90,7 +91,8 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, emulated: bool, block
     try:
         step = registry.get(call.kind)
         params = registry.params_of(call.kind, call.params)
-        ctx = StepContext(workdir=workdir, recipe=plan.recipe, target=plan.target, call=call, log=log, emulated=emulated)
+        ctx = StepContext(workdir=workdir, recipe=plan.recipe, target=plan.target, call=call, log=log,
+                          placement=placement)
         record["result"] = step().run(ctx, params)
         record["outputs"] = {name: describe_output(workdir, rel) for name, rel in call.outputs.items()}
         record["status"] = "ok"
@@ -115,7 +117,8 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, emulated: bool, block
     return record
 
 
-def run_stage(workdir: Path, stage: str, *, emulated: bool = False, echo: Callable[[str], None] | None = None) -> list[dict]:
+def run_stage(workdir: Path, stage: str, *, placement: Placement | None = None,
+              echo: Callable[[str], None] | None = None) -> list[dict]:
     """Run every step of `stage`; return their records (also written to work/records/)."""
     plan = load_plan(workdir)
     atomic_write_bytes(workdir / VERSIONS / f"{stage}.json", json.dumps(versions.collect(), indent=1).encode())
@@ -125,7 +128,7 @@ def run_stage(workdir: Path, stage: str, *, emulated: bool = False, echo: Callab
     for call in plan.stage_steps(stage):
         if echo:
             echo(f"  > {call.id}")
-        record = run_step(workdir, plan, call, emulated=emulated, blocked=blocked, echo=echo)
+        record = run_step(workdir, plan, call, placement=placement or Placement(), blocked=blocked, echo=echo)
         atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1, default=str).encode())
         records.append(record)
         if echo:
@@ -139,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m builder.execute", description=__doc__.splitlines()[0])
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--stage", choices=["toolchain", "device"], required=True)
+    parser.add_argument("--device", default="host", help="the device's name, for the results")
+    parser.add_argument("--engine", default="local", help="the engine the stage runs on, for the results")
     parser.add_argument("--emulated", action="store_true", help="timings are taken under emulation")
+    parser.add_argument("--off-target", action="store_true", help="this machine is not of the target's platform")
     args = parser.parse_args(argv)
-    records = run_stage(args.workdir, args.stage, emulated=args.emulated, echo=lambda line: print(line, flush=True))
+    placement = Placement(device=args.device, engine=args.engine, emulated=args.emulated, on_target=not args.off_target)
+    records = run_stage(args.workdir, args.stage, placement=placement, echo=lambda line: print(line, flush=True))
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

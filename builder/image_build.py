@@ -16,12 +16,14 @@ Packages reach an image one of two ways (`install_from`):
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from builder import images, locks
 from builder.config.target import Target
-from builder.docker_api import Engine
+from builder.docker_api import Engine, display_url
 from builder.errors import BuildError, ConfigError
 from builder.inputs import cache_dir
 
@@ -47,39 +49,67 @@ def find_ca_bundle(explicit: Path | None) -> Path | None:
 
 
 class ImageBuilder:
-    def __init__(self, engine: Engine, *, ca_bundle: Path | None = None, rebuild: bool = False,
-                 install_from: str = "wheelhouse", echo=print):
-        self.engine = engine
+    """Makes sure an engine has an image: already there, pulled from the registry, or built there.
+
+    Each image is built on the engine that runs it, natively where the engine's
+    platform is the image's (a device builds its own device image). With a
+    registry, an image built once is pushed by its content-hash tag and pulled
+    by every other engine that lacks it.
+    """
+
+    def __init__(self, *, ca_bundle: Path | None = None, rebuild: bool = False, install_from: str = "wheelhouse",
+                 registry: str | None = None, echo=print):
         self.ca_bundle = find_ca_bundle(ca_bundle)
         self.rebuild = rebuild
         self.install_from = install_from
+        self.registry = registry
         self.echo = echo
-        self._done: dict[str, dict] = {}
+        self._done: dict[tuple[str, str], dict] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
     def render(self, target: Target, role: str, engine_platform: str) -> images.RenderedImage:
         return images.render_image(target, role, engine_platform=engine_platform,
                                    wheelhouse=self.install_from == "wheelhouse",
                                    ca_bundle=self.install_from == "index" and self.ca_bundle is not None)
 
-    def ensure_target(self, target: Target, engine_platform: str) -> dict[str, dict]:
-        return {role: self.ensure(self.render(target, role, engine_platform)) for role in ("toolchain", "device")}
+    def ensure_role(self, engine: Engine, target: Target, role: str) -> dict:
+        return self.ensure(engine, self.render(target, role, engine.platform))
 
-    def ensure(self, image: images.RenderedImage) -> dict:
-        """The image's tag and id, building it only when no image has its content hash (or --rebuild)."""
-        if image.tag in self._done:
-            return self._done[image.tag]
-        info = {"tag": image.tag, "platform": image.platform, "base": image.base, "lock": image.spec.lock}
-        existing = None if self.rebuild else self.engine.image_id(image.tag)
+    def registry_ref(self, image: images.RenderedImage) -> str | None:
+        return f"{self.registry}/{image.tag.split('/', 1)[-1]}" if self.registry else None
+
+    def ensure(self, engine: Engine, image: images.RenderedImage) -> dict:
+        """The image's tag and id on `engine`, building it only when no image has its content hash (or --rebuild)."""
+        key = (engine.url, image.tag)
+        with self._locks[key]:  # two jobs of one target on one engine: one build
+            if key not in self._done:
+                self._done[key] = self._ensure(engine, image)
+            return self._done[key]
+
+    def _ensure(self, engine: Engine, image: images.RenderedImage) -> dict:
+        info = {"tag": image.tag, "platform": image.platform, "base": image.base, "lock": image.spec.lock,
+                "engine": display_url(engine.url)}
+        ref = self.registry_ref(image)
+        existing = None if self.rebuild else engine.image_id(image.tag)
         if existing:
             self.echo(f"image up to date: {image.tag}")
             info |= {"id": existing, "built": False}
+        elif ref and not self.rebuild and engine.pull(ref, image.platform):
+            engine.tag(ref, image.tag)
+            self.echo(f"image pulled from {ref}")
+            info |= {"id": engine.image_id(image.tag), "built": False, "pulled": ref}
         else:
-            info |= {"id": self._build(image), "built": True}
-        info["digest"] = self.engine.repo_digest(image.tag)
-        self._done[image.tag] = info
+            info |= {"id": self._build(engine, image), "built": True}
+            if ref:
+                self.echo(f"pushing {ref}")
+                engine.tag(image.tag, ref)
+                engine.push(ref)
+                info["pushed"] = ref
+        info["digest"] = engine.repo_digest(ref or image.tag)
         return info
 
-    def _context(self, image: images.RenderedImage) -> dict[str, bytes | Path]:
+    def context(self, image: images.RenderedImage) -> dict[str, bytes | Path]:
+        """The build context: rendered files, plus the wheelhouse (or the CA bundle for index installs)."""
         context: dict[str, bytes | Path] = dict(image.context)
         if self.install_from == "wheelhouse":
             self.echo(f"  wheelhouse for {image.spec.lock}: downloading locked wheels on the host (cached)")
@@ -89,9 +119,10 @@ class ImageBuilder:
             context["ca-bundle.pem"] = self.ca_bundle
         return context
 
-    def _build(self, image: images.RenderedImage) -> str:
+    def _build(self, engine: Engine, image: images.RenderedImage) -> str:
         started = time.perf_counter()
-        self.echo(f"building {image.tag} ({image.role}, {image.platform}, from {image.base})")
+        self.echo(f"building {image.tag} ({image.role}, {image.platform}, from {image.base}) "
+                  f"on {display_url(engine.url)}")
         buildargs = {k: os.environ[k] for k in PROXY_ENV if os.environ.get(k)}
         if self.install_from == "index":
             buildargs |= {k: os.environ[k] for k in PIP_ENV if os.environ.get(k)}
@@ -104,11 +135,11 @@ class ImageBuilder:
             # No build platform: every FROM names its own (the install stage runs natively,
             # the final stage is the image's platform), and a build-wide one would make the
             # classic builder refuse COPY --from a stage of another platform.
-            image_id = self.engine.build(context=self._context(image), tag=image.tag, buildargs=buildargs,
+            image_id = engine.build(context=self.context(image), tag=image.tag, buildargs=buildargs,
                                          on_log=progress,
                                          labels={"dev.edge-builder.content-hash": image.content_hash})
         except BuildError as exc:
-            if self.engine.image_id(image.base) is None:
+            if engine.image_id(image.base) is None:
                 exc.hint = (f"base image {image.base} is not on the engine and could not be pulled: load it "
                             "(docker load / docker import) or map it with EDGE_BUILDER_BASE_IMAGES")
             raise

@@ -126,7 +126,7 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
             base=base, platform=platform, role=role, lock=spec.lock, apt=spec.apt, smoke=spec.smoke, uid=UID,
             wheelhouse=wheelhouse, ca_bundle=ca_bundle, install_platform=engine_platform,
             install_base=resolve_base(spec.base, engine_platform), pip_platform=locks.platform_args(spec.lock),
-            python=locks.PYTHON,
+            python=locks.python_of(spec.lock), system_site_packages=spec.system_site_packages,
         )
     except jinja2.TemplateNotFound:
         raise ConfigError(f"target {target.id}: images.{role}.template: "

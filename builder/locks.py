@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,11 +35,20 @@ def _arch(lock: str) -> str:
     return ARCHES[suffix]
 
 
+def python_of(lock: str) -> str:
+    """The Python a lock is for: a `# python: X.Y` line in its .in file (a base image's own Python,
+    e.g. JetPack's 3.10), else the project's."""
+    source = catalog.dockerfiles_dir() / "locks" / f"{lock}.in"
+    text = source.read_text() if source.exists() else ""
+    match = re.search(r"^# python: (3\.\d+)\s*$", text, re.MULTILINE)
+    return match.group(1) if match else PYTHON
+
+
 def platform_args(lock: str) -> list[str]:
     arch = _arch(lock)
     tags = [f"manylinux_2_{minor}_{arch}" for minor in GLIBC_MINORS] + [f"manylinux2014_{arch}", f"linux_{arch}"]
     args = [f"--platform={tag}" for tag in tags]
-    return args + [f"--python-version={PYTHON}", "--implementation=cp", "--only-binary=:all:"]
+    return args + [f"--python-version={python_of(lock)}", "--implementation=cp", "--only-binary=:all:"]
 
 
 def _pip(args: list[str], what: str) -> str:
@@ -64,7 +74,7 @@ def resolve(lock: str) -> list[str]:
 def write_lock(lock: str) -> Path:
     lines = resolve(lock)
     path = catalog.dockerfiles_dir() / "locks" / f"{lock}.txt"
-    header = [f"# {lock}: resolved from {lock}.in for linux/{lock.rsplit('-', 1)[-1]}, Python {PYTHON}.",
+    header = [f"# {lock}: resolved from {lock}.in for linux/{lock.rsplit('-', 1)[-1]}, Python {python_of(lock)}.",
               "# Regenerate on purpose with `builder lock`; images install exactly this with --no-deps."]
     path.write_text("\n".join(header + lines) + "\n")
     return path

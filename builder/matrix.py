@@ -7,27 +7,43 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from builder.causes import classify
+from builder.devices import Device, DevicePool
 from builder.errors import BuilderError
 from builder.run import Outcome, run_recipe
 from builder.util import atomic_write_bytes
 
 
 def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, variants=None, offline=False,
-               jobs: int = 1, echo=print) -> list[Outcome]:
+               jobs: int = 1, devices: list[Device] | None = None, echo=print) -> list[Outcome]:
+    """Every recipe x target. Up to `jobs` toolchain stages run at once on the build host; device stages
+    take a free device of their target each, so one job's benchmark overlaps the next one's conversion."""
     pairs = [(r, t) for r in recipes for t in targets]
+    pool = DevicePool(devices or [], toolchain_jobs=jobs, echo=echo)
 
     def one(pair) -> Outcome:
         recipe, target = pair
         try:
-            return run_recipe(recipe, target, runner, out=out, variants=variants, offline=offline, echo=echo)
+            return run_recipe(recipe, target, runner, out=out, variants=variants, offline=offline, pool=pool,
+                              echo=echo)
         except BuilderError as exc:
             if exc.exit_code == 2 or len(pairs) == 1:
                 raise
             echo(f"[{recipe.stem} / {target}] FAILED: {exc.message}")
-            return Outcome(recipe=recipe.stem, target=target, workdir=out, error=exc.message)
+            return Outcome(recipe=recipe.stem, target=target, workdir=out, error=exc.message,
+                           cause=getattr(exc, "cause", None), hint=exc.hint)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(one, pairs))
+    workers = jobs + sum(d.jobs for d in pool.devices) + 1  # the +1: the build host as a device
+    with ThreadPoolExecutor(max_workers=min(len(pairs), workers)) as threads:
+        futures = [threads.submit(one, pair) for pair in pairs]
+        try:
+            outcomes = [f.result() for f in futures]
+        except KeyboardInterrupt:  # only the main thread hears Ctrl-C: stop what the others run
+            for f in futures:
+                f.cancel()
+            from builder.docker_api import remove_all_containers
+
+            remove_all_containers()
+            raise
     if len(pairs) > 1:
         write_status(outcomes, out)
         echo(f"status report: {out / 'status.md'}")
@@ -39,7 +55,7 @@ def write_status(outcomes: list[Outcome], out: Path) -> None:
     rows = []
     for o in outcomes:
         if o.error:
-            cause, hint = classify({"status": "failed", "error": o.error})
+            cause, hint = (o.cause, o.hint) if o.cause else classify({"status": "failed", "error": o.error})
             rows.append({"recipe": o.recipe, "target": o.target, "variant": "*", "status": "failed",
                          "cause": cause, "error": o.error, "hint": hint})
         for r in o.results:

@@ -74,12 +74,23 @@ def _step_warnings(records: dict) -> list[str]:
     return [w for r in records.values() for w in (r.get("result") or {}).get("warnings", [])]
 
 
+def _made_by(recs: list[dict]) -> dict:
+    """Which conversion path made a TFLite artifact, and the edits made to its source (e.g. a signature added)."""
+    conv = next((r["result"].get("conversion") or {} for r in reversed(recs)
+                 if r["status"] == "ok" and r["kind"] == "convert.tflite"), {})
+    made = {"path": conv["path"]} if conv.get("path") else {}
+    if conv.get("prepared"):
+        made["source_edits"] = conv["prepared"]
+    return made
+
+
 def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
     artifacts = []
     for v in plan.variants:
+        made = _made_by(_variant_records(records, v))
         for rel in _artifact_files(workdir, plan.artifacts[v]):
             artifacts.append(describe_output(workdir, rel) | {"variant": v, "format": plan.target.format,
-                                                              "precision": plan.recipe.precision_of(v)})
+                                                              "precision": plan.recipe.precision_of(v)} | made)
     return {
         "schema": 1,
         "tool": {"name": "edge-builder", "version": __version__},
@@ -90,6 +101,8 @@ def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
                  "python": platform.python_version()},
         "images": run.get("images", {}),
+        "stages": run.get("stages", {}),
+        **({"collected_from": run["collected_from"]} if run.get("collected_from") else {}),
         "tool_versions": _versions(workdir),
         "source": {"name": plan.source.name, "format": plan.source.resolved_format},
         "sources": run.get("sources", []),
@@ -143,6 +156,34 @@ def _other_measurements(results: list[dict]) -> list[str]:
     return lines
 
 
+def measured_on(bench: dict) -> str:
+    """Where a benchmark's figures come from, for the variants table."""
+    if not bench:
+        return "-"
+    if bench.get("estimate"):
+        return "estimate (not measured)"
+    device = (bench.get("device") or {}).get("device", "host")
+    if bench.get("emulated"):
+        return f"{device}, emulated"
+    return device if bench.get("on_target", True) else f"{device}, not the target"
+
+
+def _device_lines(results: list[dict]) -> list[str]:
+    """One line per machine the benchmarks ran on: name, engine, CPU, cores, memory, OS, board."""
+    seen: dict[str, dict] = {}
+    for r in results:
+        d = (r.get("benchmark") or {}).get("device")
+        if d:
+            seen.setdefault(d["device"], d)
+    lines = []
+    for name, d in seen.items():
+        facts = [d.get("board_model"), d.get("cpu_model"), f"{d['logical_cores']} cores" if d.get("logical_cores") else None,
+                 f"{d['memory_total_bytes'] / 2**30:.1f} GiB" if d.get("memory_total_bytes") else None,
+                 d.get("os"), d.get("kernel"), d.get("l4t") and f"L4T {d['l4t']}", d.get("jetson_power_mode")]
+        lines.append(f"- device `{name}` via {d.get('engine')}: " + ", ".join(f for f in facts if f))
+    return lines + [""] if lines else []
+
+
 def markdown(plan: Plan, results: list[dict], man: dict) -> str:
     lines = [f"# {plan.recipe.name} on {plan.target.id}", "", plan.recipe.description.strip(), "",
              f"- target: {plan.target.name} ({plan.target.platform}, {plan.target.format} via {plan.target.runtime})",
@@ -150,14 +191,17 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
     if man["warnings"]:
         lines += ["## Warnings", ""] + [f"- **{w}**" for w in man["warnings"]] + [""]
     emulated = any((r.get("benchmark") or {}).get("emulated") for r in results)
+    off_target = any(b and not b.get("estimate") and not b.get("emulated") and b.get("on_target") is False
+                     for b in (r.get("benchmark") for r in results))
+    lines += _device_lines(results)
     lines += ["## Variants", "",
-              "| variant | status | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
+              "| variant | status | measured on | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
               "| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, v = r.get("benchmark") or {}, r.get("validation") or {}
         lines.append("| " + " | ".join([
-            r["name"], r["status"], _fmt((b.get("size_bytes") or 0) / 1024, 1) if b else "-",
+            r["name"], r["status"], measured_on(b), _fmt((b.get("size_bytes") or 0) / 1024, 1) if b else "-",
             _fmt(b.get("p50_ms")), _fmt(b.get("p90_ms")), _fmt(b.get("p99_ms")), _fmt(b.get("throughput_fps"), 1),
             _fmt(b.get("peak_rss_mb"), 1), _fmt(v.get("top1_agreement")), _fmt(v.get("top5_agreement")),
             _fmt(v.get("top1_accuracy")), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1)]) + " |")
@@ -166,11 +210,20 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
+    if off_target:
+        lines += ["", f"**Timings marked `not the target` were taken on a machine that is not a {plan.target.platform} "
+                  f"device: they are not comparable with the target's own figures or estimates.**"]
     fallbacks = [(r["name"], ops) for r in results if r["precision"] in ("int8", "int16x8")
                  and (ops := ((r.get("conversion") or {}).get("conversion") or {}).get("float_ops"))]
     if fallbacks:
         lines += ["", "## Not fully quantized", ""]
         lines += [f"- {name}: ops left in float: {', '.join(ops)}" for name, ops in fallbacks]
+    paths = [(r["name"], conv["path"]) for r in results if (conv := r.get("conversion") or {}).get("path")]
+    if paths:
+        lines += ["", "## How each variant was made", ""] + [f"- {name}: {path}" for name, path in paths]
+    stored = [r["name"] for r in results if (r.get("conversion") or {}).get("weights_stored_as") == "fp16"]
+    if stored:
+        lines += ["", f"- {', '.join(stored)}: weights stored as fp16 (behind DEQUANTIZE) in the source model"]
     failures = [r for r in results if r.get("failure")]
     if failures:
         lines += ["", "## Failures", ""]

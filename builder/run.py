@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 from builder import catalog, inputs, report
-from builder.errors import GateError, StepError
+from builder.devices import HOST, Device, DevicePool
+from builder.errors import DeviceError, EngineUnreachable, GateError, StepError
 from builder.plan import Plan, make_plan, recipe_hash
 from builder.progress import DownloadProgress
 from builder.util import atomic_write_bytes, remove
-from builder.workdir import PLAN
+from builder.workdir import PLAN, RECORDS, RUN
 
 Echo = Callable[[str], None]
 
@@ -23,11 +24,8 @@ Echo = Callable[[str], None]
 class Runner(Protocol):
     name: str
 
-    def prepare(self, plan: Plan, echo: Echo) -> dict:
-        """Get ready to run `plan` (e.g. build images); return what the manifest should record."""
-
-    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo: Echo) -> list[dict]:
-        """Run one stage's steps; return their records."""
+    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo: Echo, device: Device = HOST) -> dict:
+        """Run one stage's steps (the device stage on `device`); return its image and placement."""
 
 
 @dataclass
@@ -37,6 +35,8 @@ class Outcome:
     workdir: Path
     results: list[dict] = field(default_factory=list)
     error: str | None = None
+    cause: str | None = None
+    hint: str | None = None
 
     @property
     def failed(self) -> list[dict]:
@@ -52,7 +52,26 @@ def _now() -> str:
 
 
 def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
-               offline: bool = False, echo: Echo = print) -> Outcome:
+               offline: bool = False, pool: DevicePool | None = None, echo: Echo = print) -> Outcome:
+    """fetch -> plan -> toolchain stage (build host) -> device stage (a device of the target) -> report."""
+    pool = pool or DevicePool([], echo=echo)
+    plan, workdir, run = run_toolchain(recipe_path, target_id, runner, out=out, variants=variants, offline=offline,
+                                       pool=pool, echo=echo)
+    try:
+        _device_stage(runner, plan, workdir, pool, run, echo)
+    except DeviceError as exc:
+        if exc.cause == "device-needed":
+            exc.hint = _finish_elsewhere(recipe_path, target_id, out, exc.hint)
+        _skip_stage(plan, workdir, "device", exc)
+        return replace(finish(plan, workdir, run, echo), error=exc.message, cause=exc.cause, hint=exc.hint)
+    return finish(plan, workdir, run, echo)
+
+
+def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
+                  offline: bool = False, pool: DevicePool | None = None,
+                  echo: Echo = print) -> tuple[Plan, Path, dict]:
+    """Everything up to the device stage, in a clean `out/<recipe>/<target>/`; `work/run.json` keeps the run."""
+    pool = pool or DevicePool([], echo=echo)
     recipe = catalog.load_recipe(recipe_path, target_id)
     target = catalog.load_target(target_id)
     make_plan(recipe, target, variants=variants)  # fail on bad input before fetching anything
@@ -60,7 +79,7 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
     remove(workdir)  # a run never trusts a previous run's files
     workdir.mkdir(parents=True)
     run: dict = {"recipe_path": str(recipe_path), "recipe_sha256": recipe_hash(recipe_path), "runner": runner.name,
-                 "started": _now(), "timings": {}}
+                 "started": _now(), "timings": {}, "images": {}, "stages": {}}
     t0 = time.perf_counter()
     echo(f"[{recipe.name} / {target.id}] fetching inputs")
     fetched = inputs.materialize(recipe, workdir, offline=offline, progress=DownloadProgress(echo))
@@ -70,24 +89,69 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
     plan = make_plan(recipe, target, variants=variants, source=fetched.source)
     run["warnings"] += plan.notes
     atomic_write_bytes(workdir / PLAN, json.dumps(plan.to_json(), indent=1).encode())
-    run["images"] = runner.prepare(plan, echo)
-    for stage in ("toolchain", "device"):
-        t = time.perf_counter()
-        echo(f"[{recipe.name} / {target.id}] {stage} stage ({runner.name})")
-        runner.run_stage(plan, workdir, stage, echo)
-        run["timings"][f"{stage}_s"] = round(time.perf_counter() - t, 2)
-    run["timings"]["total_s"] = round(time.perf_counter() - t0, 2)
+    with pool.toolchain():
+        _stage(runner, plan, workdir, "toolchain", HOST, run, echo)
+    atomic_write_bytes(workdir / RUN, json.dumps(run, indent=1).encode())
+    return plan, workdir, run
+
+
+def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device, run: dict, echo: Echo) -> None:
+    t = time.perf_counter()
+    where = "" if device.is_host else f" on {device.name}"
+    echo(f"[{plan.recipe.name} / {plan.target.id}] {stage} stage ({runner.name}{where})")
+    run["stages"][stage] = {"started": _now()}
+    info = runner.run_stage(plan, workdir, stage, echo, device)
+    if info.get("image"):
+        run["images"][stage] = info["image"]
+    run["stages"][stage] |= {"finished": _now(), "placement": info.get("placement")}
+    run["timings"][f"{stage}_s"] = round(time.perf_counter() - t, 2)
+
+
+def _device_stage(runner: Runner, plan: Plan, workdir: Path, pool: DevicePool, run: dict, echo: Echo) -> None:
+    """Run the device stage on a device of the target; a device that stops answering hands the job on."""
+    while True:
+        with pool.device(plan.target.id) as device:
+            try:
+                _stage(runner, plan, workdir, "device", device, run, echo)
+                return
+            except EngineUnreachable as exc:
+                if device.is_host:
+                    raise
+                pool.mark_down(device, exc.message)
+                echo(f"[{plan.recipe.name} / {plan.target.id}] moving the device stage off {device.name}")
+
+
+def _finish_elsewhere(recipe_path: Path, target_id: str, out: Path, hint: str | None) -> str:
+    """The exact commands that finish a run whose device stage needs a device this host is not."""
+    return (f"{hint + '; ' if hint else ''}finish it on the device: "
+            f"`builder run {recipe_path} -t {target_id} --out {out} --device ssh://USER@DEVICE`, or without a "
+            f"network to it: `builder bundle {recipe_path} -t {target_id} --out {out}`, run the archive's run.sh "
+            f"on the device, then `builder collect ARCHIVE --out {out}`")
+
+
+def _skip_stage(plan: Plan, workdir: Path, stage: str, exc: DeviceError) -> None:
+    """Record every step of a stage that could not run, with the classified cause (never as ok)."""
+    for call in plan.stage_steps(stage):
+        record = {"id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {},
+                  "status": "skipped", "seconds": 0.0, "cause": exc.cause, "error": exc.message, "hint": exc.hint}
+        atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1).encode())
+
+
+def finish(plan: Plan, workdir: Path, run: dict, echo: Echo) -> Outcome:
+    run["timings"]["total_s"] = round(sum(v for k, v in run["timings"].items() if k != "total_s"), 2)
     run["finished"] = _now()
     results = report.write(plan, workdir, run)
-    echo(f"[{recipe.name} / {target.id}] report: {workdir / 'report.md'}")
-    return Outcome(recipe=recipe.name, target=target.id, workdir=workdir, results=results)
+    echo(f"[{plan.recipe.name} / {plan.target.id}] report: {workdir / 'report.md'}")
+    return Outcome(recipe=plan.recipe.name, target=plan.target.id, workdir=workdir, results=results)
 
 
 def verdict(outcomes: list[Outcome]) -> None:
     """Raise StepError for failed runs or variants, GateError for missed gates (all exit 1)."""
     broken = [o for o in outcomes if o.error]
     if broken:
-        raise StepError(f"{len(broken)} run(s) failed:\n  " + "\n  ".join(f"{o.recipe}/{o.target}: {o.error}" for o in broken))
+        raise StepError(f"{len(broken)} run(s) failed:\n  " + "\n  ".join(
+            f"{o.recipe}/{o.target}: {o.cause + ': ' if o.cause else ''}{o.error}" for o in broken),
+            hint=next((o.hint for o in broken if o.hint), None))
     failed = [(o, r) for o in outcomes for r in o.failed]
     if failed:
         o, r = failed[0]

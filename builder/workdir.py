@@ -11,3 +11,4 @@ LAYOUTS = "work/layouts.json"       # tensor layout of intermediates that differ
 CALIBRATION = "work/data/calibration.npy"
 VALIDATION = "work/data/validation.npy"
 LABELS = "work/data/validation_labels.json"
+RUN = "work/run.json"           # the run so far (sources, timings, images): what `builder collect` finishes from

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import subprocess
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +60,176 @@ def base_image_arm64(docker_engine) -> str:
     if docker_engine.image_id(BASE_IMAGE_ARM64) is None:
         _no_docker(f"{BASE_IMAGE_ARM64} missing: run .ci/base-images.sh")
     return BASE_IMAGE_ARM64
+
+
+# --- Device engines ----------------------------------------------------------
+# Stand-ins for devices, made by `eval "$(bash .ci/devices.sh up)"` (CI does it): Docker
+# engines reached over ssh:// as a device's engine is, their direct sockets (for test setup
+# and cleanup only) and an image registry on 127.0.0.1. Without them these tests skip,
+# except when EDGE_BUILDER_REQUIRE_DOCKER=1 (CI), where that is a failure.
+# docker-py reaches ssh:// through the `ssh` binary here (use_ssh_client, as the product
+# does); it needs paramiko installed all the same (the `docker[ssh]` extra), and it does not
+# apply its timeout to an ssh engine that hangs: hence the deadline in device_answers().
+
+DEVICES_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "devices.sh"
+DEVICE_ANSWER_SECONDS = 20
+
+
+def _env_words(name: str) -> list[str]:
+    words = os.environ.get(name, "").split()
+    if not words:
+        _no_docker(f'{name} is not set: run eval "$(bash .ci/devices.sh up)"')
+    return words
+
+
+def _device_client(url: str, timeout: float = 120):
+    """A docker-py client for an engine URL, connected as the product connects (ssh binary for ssh://)."""
+    import docker
+
+    return docker.DockerClient(base_url=url, use_ssh_client=url.startswith("ssh://"), timeout=timeout)
+
+
+def device_answers(url: str, seconds: float = DEVICE_ANSWER_SECONDS) -> str | None:
+    """None if the engine at url answers a ping within `seconds`, else why not.
+
+    The ping runs in a thread with a deadline, since a hung ssh engine would block it forever."""
+    outcome: dict[str, str] = {}
+
+    def ping() -> None:
+        try:
+            client = _device_client(url, timeout=seconds)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as exc:  # noqa: BLE001 - any failure means "does not answer"
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            outcome["ok"] = "yes"
+
+    thread = threading.Thread(target=ping, name=f"ping {url}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if "ok" in outcome:
+        return None
+    return outcome.get("error", f"no answer within {seconds:g}s")
+
+
+def device_name(url_or_name: str) -> str:
+    """ssh://root@eb-dev1:2201 -> eb-dev1 (the name .ci/devices.sh knows it by); a name stays."""
+    return urllib.parse.urlsplit(url_or_name).hostname if "://" in url_or_name else url_or_name
+
+
+def _answering(addresses: list[str], what: str) -> list[str]:
+    for address in addresses:
+        why = device_answers(address)
+        if why:
+            _no_docker(f"{what} {address} does not answer: {why}")
+    return addresses
+
+
+@pytest.fixture(scope="session")
+def device_urls() -> list[str]:
+    """The device engines' ssh:// URLs (EDGE_BUILDER_TEST_DEVICES), each checked to answer."""
+    return _answering(_env_words("EDGE_BUILDER_TEST_DEVICES"), "device engine")
+
+
+@pytest.fixture(scope="session")
+def device_sockets(device_urls) -> list[str]:
+    """The same engines' unix:// sockets (EDGE_BUILDER_TEST_DEVICE_SOCKETS), in the same order:
+    for test setup and cleanup only; the product reaches devices through device_urls."""
+    sockets = _env_words("EDGE_BUILDER_TEST_DEVICE_SOCKETS")
+    if len(sockets) != len(device_urls):
+        pytest.fail(f"EDGE_BUILDER_TEST_DEVICE_SOCKETS has {len(sockets)} sockets for {len(device_urls)} "
+                    "devices", pytrace=False)
+    return _answering(sockets, "device engine socket")
+
+
+@pytest.fixture(scope="session")
+def test_registry() -> str:
+    """HOST:PORT of an image registry that the build engine and the devices use (EDGE_BUILDER_TEST_REGISTRY)."""
+    registry = _env_words("EDGE_BUILDER_TEST_REGISTRY")[0]
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    try:
+        with direct.open(f"http://{registry}/v2/", timeout=10) as response:
+            status = response.status
+    except (urllib.error.URLError, OSError) as exc:
+        status = getattr(exc, "code", None) or exc
+    if status != 200:
+        _no_docker(f"registry {registry} does not answer GET /v2/ with 200: {status}")
+    return registry
+
+
+@pytest.fixture
+def device_client(device_urls):
+    """device_client(url, timeout=120) -> a docker-py client for a device (ssh:// or its socket),
+    closed when the test ends."""
+    clients = []
+
+    def connect(url: str, timeout: float = 120):
+        client = _device_client(url, timeout)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+class DeviceControl:
+    """Stops, starts, pauses and resumes device engines by name or URL through .ci/devices.sh.
+
+    stop: the engine's dockerd exits (SIGTERM; live-restore): calls in flight fail with a dropped
+      connection within seconds, new calls fail at once; its containers live on and are there
+      again after start, as on a device whose engine or network came back.
+    pause: its dockerd is frozen (SIGSTOP): calls hang, nothing fails (docker-py's ssh client
+      applies no timeout: bound waits yourself, as answers() does).
+    Every device touched is started (and thawed) again when the test ends."""
+
+    def __init__(self) -> None:
+        self.touched: set[str] = set()
+
+    def _run(self, command: str, device: str) -> None:
+        name = device_name(device)
+        self.touched.add(name)
+        if command in ("stop", "pause"):
+            # docker-py (ssh client) leaves one idle `ssh` per finished request in pools it no
+            # longer references; close them while the engine answers, or each one whose ssh died
+            # with the engine prints a BrokenPipeError when it is collected (at exit at the latest).
+            gc.collect()
+        proc = subprocess.run(["bash", str(DEVICES_SCRIPT), command, name],
+                              capture_output=True, text=True, timeout=180)
+        if proc.returncode != 0:
+            pytest.fail(f".ci/devices.sh {command} {name} failed:\n{proc.stderr[-3000:]}", pytrace=False)
+
+    def stop(self, device: str) -> None:
+        self._run("stop", device)
+
+    def start(self, device: str) -> None:
+        self._run("start", device)
+
+    def pause(self, device: str) -> None:
+        self._run("pause", device)
+
+    def resume(self, device: str) -> None:
+        self._run("resume", device)
+
+    @staticmethod
+    def answers(url: str, seconds: float = DEVICE_ANSWER_SECONDS) -> str | None:
+        """None if the engine at url answers within `seconds`, else why not (see device_answers)."""
+        return device_answers(url, seconds)
+
+    def restore(self) -> None:
+        for name in sorted(self.touched):
+            self._run("start", name)  # start also thaws a paused engine
+        self.touched.clear()
+
+
+@pytest.fixture
+def device_control(device_urls):
+    """A DeviceControl for fault tests; every device it touched answers again afterwards."""
+    control = DeviceControl()
+    try:
+        yield control
+    finally:
+        control.restore()

@@ -14,7 +14,8 @@ import uuid
 import docker
 import pytest
 
-from builder.docker_api import MANAGED_LABEL, Engine, _context_tar
+from builder.docker_api import MANAGED_LABEL, Engine
+from builder.docker_tar import context_tar
 from builder.errors import BuildError, EngineError, StepError
 
 TEST_REPO = "edge-builder-test/docker-api"
@@ -48,7 +49,7 @@ def _containers_with(sdk: docker.DockerClient, labels: dict[str, str]) -> list:
 
 def test_context_tar_is_deterministic():
     files = {"b/x.py": b"print(1)\n", "Dockerfile": b"FROM scratch\n"}
-    assert _context_tar(files).read() == _context_tar(dict(reversed(files.items()))).read()
+    assert context_tar(files).read() == context_tar(dict(reversed(files.items()))).read()
 
 
 def test_unreachable_engine_is_an_engine_error_fast(monkeypatch):

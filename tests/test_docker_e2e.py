@@ -21,7 +21,7 @@ import docker
 import pytest
 import yaml
 
-from builder.docker_api import MANAGED_LABEL
+from builder.docker_api import MANAGED_LABEL, Engine
 from builder.verify import compare
 from builder.workdir import PLAN
 
@@ -60,8 +60,9 @@ def x86_runs(engine_ready, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rpi_run(engine_ready, base_image_arm64, tmp_path_factory):
-    return quickstart(tmp_path_factory.mktemp("rpi"), "rpi")
+def rpi_run(engine_ready, base_image_arm64, device_urls, tmp_path_factory):
+    """The quickstart on rpi: toolchain on the build engine, device stage on a device engine reached over SSH."""
+    return quickstart(tmp_path_factory.mktemp("rpi"), "rpi", "--device", device_urls[0])
 
 
 # --- the output layout and the manifest -----------------------------------------------------------
@@ -90,7 +91,8 @@ def test_manifest_records_each_image_and_the_versions_read_inside_it(which, requ
     for role in ("toolchain", "device"):
         image = manifest["images"][role]
         assert image["tag"].startswith("edge-builder/")
-        assert docker_engine.image_id(image["tag"]) == image["id"]
+        engine = docker_engine if which == "x86" or role == "toolchain" else Engine.connect(image["engine"])
+        assert engine.image_id(image["tag"]) == image["id"]
     versions = manifest["tool_versions"]
     assert versions["toolchain"]["machine"] == "x86_64"
     assert versions["toolchain"]["packages"]["tensorflow"]
@@ -101,6 +103,20 @@ def test_manifest_records_each_image_and_the_versions_read_inside_it(which, requ
         assert device["packages"]["ai-edge-litert"] == LITERT_ARM64
     else:
         assert device["machine"] == "x86_64"
+
+
+def test_each_image_is_built_only_on_the_engine_that_runs_it(rpi_run, docker_engine, device_urls):
+    _, workdir = rpi_run
+    manifest = load(workdir, "manifest.json")
+    toolchain, device = manifest["images"]["toolchain"], manifest["images"]["device"]
+    assert toolchain["engine"] == docker_engine.url and device["engine"] == device_urls[0]
+    assert Engine.connect(device_urls[0]).image_id(toolchain["tag"]) is None  # 3.8 GB never sent to the device
+    assert docker_engine.image_id(device["tag"]) is None
+    placement = manifest["stages"]["device"]["placement"]
+    assert placement == {"device": "eb-dev1", "engine": device_urls[0], "emulated": True, "on_target": False}
+    for variant in load(workdir, "results.json")["variants"]:
+        assert variant["benchmark"]["device"]["device"] == "eb-dev1"
+    assert "device `eb-dev1` via ssh://" in (workdir / "report.md").read_text()
 
 
 @pytest.mark.parametrize("which, emulated", [("x86", False), ("rpi", True)])
@@ -132,9 +148,10 @@ def test_files_written_back_belong_to_the_invoking_user(x86_runs, rpi_run):
         assert owners == {os.getuid()}, workdir
 
 
-def test_no_container_is_left_behind(x86_runs, rpi_run, docker_engine):
-    sdk = docker.DockerClient(base_url=docker_engine.url)
-    assert sdk.containers.list(all=True, filters={"label": MANAGED_LABEL}) == []
+def test_no_container_is_left_behind(x86_runs, rpi_run, docker_engine, device_urls):
+    for url in (docker_engine.url, device_urls[0]):
+        sdk = docker.DockerClient(base_url=url, use_ssh_client=url.startswith("ssh://"))
+        assert sdk.containers.list(all=True, filters={"label": MANAGED_LABEL}) == [], url
 
 
 # --- failures: one line, the right exit code, the fix ----------------------------------------------

@@ -42,6 +42,15 @@ def test_toolchain_follows_the_engine_platform():
     assert image.platform == "linux/arm64" and image.tag != tags("rpi")["toolchain"]
 
 
+def test_the_jetson_image_uses_jetpacks_python_and_its_tensorrt():
+    """On the Jetson itself (native build): a 3.10 venv that sees the L4T image's tensorrt bindings."""
+    jetson = render_image(catalog.load_target("jetson"), "device", engine_platform="linux/arm64")
+    assert "RUN python3 -m venv --system-site-packages /opt/venv" in jetson.dockerfile
+    assert b"numpy==2.2.6" in jetson.context["lock.txt"]
+    rpi = render_image(catalog.load_target("rpi"), "device", engine_platform="linux/arm64")
+    assert "RUN python3 -m venv /opt/venv" in rpi.dockerfile and "--system-site-packages" not in rpi.dockerfile
+
+
 def test_targets_with_identical_images_share_them():
     x86, openvino = tags("x86-tflite"), tags("openvino")
     assert x86["toolchain"] == openvino["toolchain"]

@@ -52,3 +52,9 @@ def test_an_unresolvable_pin_is_a_build_error_with_pips_words(home):
     with pytest.raises(BuildError) as err:
         locks.write_lock("bad-amd64")
     assert "numpy" in "\n".join(err.value.log_tail)
+
+
+def test_a_lock_may_name_the_python_of_its_base_image():
+    assert locks.python_of("jetson-arm64") == "3.10"  # JetPack 6's Ubuntu 22.04
+    assert locks.python_of("litert-arm64") == locks.PYTHON
+    assert "--python-version=3.10" in locks.platform_args("jetson-arm64")

@@ -68,8 +68,8 @@ def test_load_rejects_unknown_suffix_runtime_and_missing_file(tmp_path):
     (tmp_path / "model.pb").write_bytes(b"x")
     with pytest.raises(ConfigError, match="no runtime for model file model.pb"):
         runtimes.load(tmp_path / "model.pb")
-    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
-        runtimes.load(tmp_path / "model.pb", runtime="tensorrt")
+    with pytest.raises(ConfigError, match="unknown runtime 'coreml'"):
+        runtimes.load(tmp_path / "model.pb", runtime="coreml")
     with pytest.raises(ConfigError, match="not found"):
         runtimes.load(tmp_path / "absent.onnx")
     with pytest.raises(ConfigError, match=r"runtime litert has no option\(s\) \['providers'\]"):

@@ -20,6 +20,8 @@ class ImageSpec(Strict):
     platform: Platform | None = Field(None, description="default: toolchain = engine's arch, device = target platform")
     apt: list[str] = Field([], description="Debian packages the image needs")
     smoke: list[str] = Field([], description="Python modules the image's smoke test imports")
+    system_site_packages: bool = Field(False, description="the venv also sees the base image's Python packages "
+                                       "(JetPack's TensorRT bindings come with the L4T image, not from PyPI)")
 
 
 class Images(Strict):

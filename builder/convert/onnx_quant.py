@@ -124,8 +124,15 @@ def ort_quantize_static(
     activation_type: QuantDtype = "int8",
     weight_type: QuantDtype = "int8",
     quant_format: Literal["QDQ", "QOperator"] = "QDQ",
+    symmetric_activations: bool = False,
+    quantize_bias: bool = True,
 ) -> dict:
-    """Static quantization with calibration; QDQ keeps the graph float-typed around Q/DQ pairs."""
+    """Static quantization with calibration; QDQ keeps the graph float-typed around Q/DQ pairs.
+
+    `symmetric_activations` gives every activation zero point 0 and `quantize_bias=False`
+    keeps biases float instead of int32 behind a DequantizeLinear: what TensorRT's explicit
+    quantization accepts (its ONNX parser rejects non-zero zero points and int32 Q/DQ inputs).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -145,6 +152,7 @@ def ort_quantize_static(
                 model, work / "model.onnx", reader, quant_format=QuantFormat[quant_format],
                 per_channel=per_channel, activation_type=types[0], weight_type=types[1],
                 calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": symmetric_activations, "QuantizeBias": quantize_bias},
             )
         except Exception as exc:
             raise ConversionError(f"ONNX Runtime static quantization of {src.name} failed: {exc}",
@@ -152,4 +160,5 @@ def ort_quantize_static(
                                   hint="check the calibration data matches the model input (N, C, H, W)") from exc
         return _finish(work / "model.onnx", out, started, mode="static", method=method, format=quant_format,
                        per_channel=per_channel, activation_type=activation_type, weight_type=weight_type,
+                       symmetric_activations=symmetric_activations, quantize_bias=quantize_bias,
                        samples=len(calibration))

@@ -61,6 +61,27 @@ def _save_ir(model: Any, out_xml: Path, *, compress_fp16: bool) -> None:
         os.replace(staged, out_xml)
 
 
+def _weights_bytes(model: Any) -> int:
+    """Size of the model's weights saved without fp16 compression (the fp32 variant's .bin)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="eb-ov-") as tmp:
+        ov.save_model(model, str(Path(tmp) / "m.xml"), compress_to_fp16=False)
+        return (Path(tmp) / "m.bin").stat().st_size
+
+
+def _check_fp16_changed_something(out_xml: Path, fp32_weights: int) -> None:
+    """An "fp16" IR whose weights are as large as fp32's is fp32 again (a source that stores fp16 weights)."""
+    fp16_weights = out_xml.with_suffix(".bin").stat().st_size
+    if fp16_weights >= 0.95 * fp32_weights:
+        for path in (out_xml, out_xml.with_suffix(".bin")):
+            path.unlink(missing_ok=True)
+        raise ConversionError(
+            f"not different from fp32: compressing weights to fp16 left {fp16_weights} of {fp32_weights} bytes "
+            "(the source's weights are stored as fp16 already, or there are none)",
+            cause="no-op-variant", hint="drop the fp16 variant for this model: fp32 already is what it would be")
+
+
 def to_openvino(
     src: Path, out_xml: Path, *, compress_fp16: bool = False, input_shapes: dict[str, list[int]] | None = None
 ) -> dict:
@@ -83,7 +104,10 @@ def to_openvino(
             ) from exc
         raise ConversionError(f"OpenVINO could not convert {src.name}", cause="openvino-failed", log_tail=tail,
                               hint="check the input shapes; convert through ONNX if the source is TF") from exc
+    fp32_weights = _weights_bytes(model) if compress_fp16 else None
     _save_ir(model, out_xml, compress_fp16=compress_fp16)
+    if fp32_weights is not None:
+        _check_fp16_changed_something(out_xml, fp32_weights)
     return {
         "converter": f"openvino {ov.get_version()}",
         "compress_fp16": compress_fp16,

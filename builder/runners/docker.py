@@ -1,20 +1,25 @@
-"""The docker runner: build (or reuse) the target's images, run each stage in a container.
+"""The docker runner: each stage in a container of its image, on the engine where it belongs.
 
-The work directory goes into the container through the Docker API and comes
-back out the same way (no bind mounts), so a remote engine works the same:
-that is how a benchmark runs on the real device (DOCKER_HOST=ssh://pi@rpi).
-Containers run without a network: everything they need was fetched on the host.
+The toolchain stage runs on the build engine. The device stage runs on the
+device's engine (ssh://, tcp://, a context), with its image built there natively
+or pulled from the registry; without a device, on the build engine (QEMU for
+another platform, marked emulated). The work directory goes into the container
+through the Docker API and comes back out the same way (no bind mounts), so a
+remote engine works the same. Containers run without a network: everything
+they need was fetched on the host.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
-from builder.docker_api import Engine
-from builder.errors import EngineError, StepError
-from builder.execute import read_records
+from builder.devices import HOST, Device
+from builder.docker_api import Engine, display_url
+from builder.errors import DeviceError, EngineError, StepError
 from builder.image_build import ImageBuilder
+from builder.placement import Placement
 from builder.plan import Plan
 
 
@@ -22,47 +27,63 @@ class DockerRunner:
     name = "docker"
 
     def __init__(self, engine: Engine, *, ca_bundle: Path | None = None, rebuild: bool = False,
-                 install_from: str = "wheelhouse", echo=print):
+                 install_from: str = "wheelhouse", registry: str | None = None, echo=print):
         self.engine = engine
-        self.images = ImageBuilder(engine, ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=echo)
-        self.built: dict[str, dict] = {}
+        self.images = ImageBuilder(ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from,
+                                   registry=registry, echo=echo)
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
 
-    def emulated(self, platform: str) -> bool:
-        return platform != self.engine.platform
+    def engine_of(self, device: Device) -> Engine:
+        if device.is_host:
+            return self.engine
+        with self._lock:
+            if device.name not in self._engines:
+                self._engines[device.name] = Engine.connect(device.engine, tls_files=device.tls_files)
+            return self._engines[device.name]
 
-    def check(self, plan: Plan) -> None:
-        """Stop early, with the fix, when this engine cannot run the target's device stage."""
+    def check(self, plan: Plan, engine: Engine, device: Device) -> None:
+        """Stop early, with the fix, when `engine` cannot run the target's device stage."""
         target = plan.target
-        if self.emulated(target.platform):
-            ok, why = self.engine.binfmt_arm64()
+        if target.platform != engine.platform:
+            ok, why = engine.binfmt_arm64()
             if not ok:
-                raise EngineError(f"target {target.id} runs on {target.platform}, but this engine cannot: {why}")
-        if target.requires.nvidia_runtime and not self.engine.has_runtime("nvidia"):
-            raise EngineError(
-                f"target {target.id} needs the NVIDIA container runtime, which the engine at {self.engine.url} lacks",
-                hint=(target.requires.note or "run against the device's own engine") +
-                "; `builder plan` and `builder render` work without it",
-            )
+                raise EngineError(f"target {target.id} runs on {target.platform}, but the engine at "
+                                  f"{display_url(engine.url)} cannot: {why}")
+        if target.requires.nvidia_runtime and not engine.has_runtime("nvidia"):
+            if device.is_host:
+                raise DeviceError(f"target {target.id} needs a device: the build engine has no NVIDIA runtime",
+                                  cause="device-needed", hint=target.requires.note)
+            raise EngineError(f"device {device.name}: its engine at {display_url(engine.url)} has no NVIDIA runtime",
+                              hint="install the NVIDIA container toolkit there (JetPack ships it) and restart Docker")
 
-    def prepare(self, plan: Plan, echo) -> dict:
-        self.check(plan)
-        self.built = self.images.ensure_target(plan.target, self.engine.platform)
-        return self.built
-
-    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo) -> list[dict]:
+    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
+        """Run one stage's steps in a container; return its image and placement for the manifest."""
         if not plan.stage_steps(stage):
-            return []
-        image = self.built[stage]
-        emulated = self.emulated(image["platform"])
-        command = ["python", "-m", "builder.execute", "/work", "--stage", stage] + (["--emulated"] if emulated else [])
-        started = time.perf_counter()
-        result = self.engine.run(
-            image=image["tag"], command=command, workdir_in=workdir, user="1000:1000", platform=image["platform"],
-            network="none", on_log=lambda line: echo(f"  {line}"),
-            labels={"dev.edge-builder.recipe": plan.recipe.name, "dev.edge-builder.target": plan.target.id},
-        )
-        if result.exit_code not in (0, 1):  # 1 = some step failed and said so in its record
-            raise StepError(f"the {stage} container of {plan.target.id} exited with {result.exit_code} after "
-                            f"{time.perf_counter() - started:.0f} s", log_tail=result.log_tail,
-                            hint="exit 137 is usually the engine's memory limit; see the log above")
-        return [r for r in read_records(workdir).values() if r["stage"] == stage]
+            return {}
+        engine = self.engine if stage == "toolchain" else self.engine_of(device)
+        if stage == "device":
+            self.check(plan, engine, device)
+
+        def image_and_container() -> dict:
+            image = self.images.ensure_role(engine, plan.target, stage)
+            emulated = image["platform"] != engine.platform
+            placement = Placement(device=device.name, engine=display_url(engine.url), emulated=emulated,
+                                  on_target=not emulated and image["platform"] == plan.target.platform)
+            command = ["python", "-m", "builder.execute", "/work", "--stage", stage, *placement.args()]
+            gpu = stage == "device" and plan.target.requires.nvidia_runtime
+            started = time.perf_counter()
+            result = engine.run(
+                image=image["tag"], command=command, workdir_in=workdir, user="1000:1000",
+                platform=image["platform"], network="none", runtime="nvidia" if gpu else None,
+                on_log=lambda line: echo(f"  {line}"),
+                labels={"dev.edge-builder.recipe": plan.recipe.name, "dev.edge-builder.target": plan.target.id},
+            )
+            if result.exit_code not in (0, 1):  # 1 = some step failed and said so in its record
+                raise StepError(f"the {stage} container of {plan.target.id} exited with {result.exit_code} after "
+                                f"{time.perf_counter() - started:.0f} s", log_tail=result.log_tail,
+                                hint="exit 137 is usually the engine's memory limit; see the log above")
+            return {"image": image, "placement": placement.model_dump()}
+
+        # a device can hang (frozen, cut off) rather than fail: its engine is watched
+        return image_and_container() if device.is_host else engine.watched(image_and_container)

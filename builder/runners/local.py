@@ -3,27 +3,47 @@
 Each stage runs in its own `python -m builder.execute` process, as it would in a
 container: a stage's memory figures are its own, TensorFlow's global state does
 not leak between stages, and parallel matrix runs do not share loggers.
+This machine is the only device it knows: a target of another platform is
+measured here all the same, and marked as not on the target.
 """
 
 from __future__ import annotations
 
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from builder.errors import StepError
-from builder.execute import read_records
+from builder import locks
+from builder.devices import HOST, Device
+from builder.errors import ConfigError, DeviceError, StepError
+from builder.placement import Placement
 from builder.plan import Plan
+
+
+def host_platform() -> str:
+    machine = platform.machine().lower()
+    docker_arch = {uname: arch for arch, uname in locks.ARCHES.items()}
+    return f"linux/{docker_arch.get(machine, machine)}"
+
+
+def has_nvidia_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None or Path("/etc/nv_tegra_release").exists()
 
 
 class LocalRunner:
     name = "local"
 
-    def prepare(self, plan: Plan, echo) -> dict:
-        return {}
-
-    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo) -> list[dict]:
-        command = [sys.executable, "-m", "builder.execute", str(workdir), "--stage", stage]
+    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
+        if not device.is_host:
+            raise ConfigError(f"device {device.name}: the local runner runs on this machine only",
+                              hint="use --runner docker to run device stages on a device's engine")
+        if stage == "device" and plan.target.requires.nvidia_runtime and not has_nvidia_gpu():
+            raise DeviceError(f"target {plan.target.id} needs a device: this machine has no NVIDIA GPU",
+                              cause="device-needed", hint=plan.target.requires.note)
+        placement = Placement(on_target=host_platform() == plan.target.platform)
+        command = [sys.executable, "-m", "builder.execute", str(workdir), "--stage", stage, *placement.args()]
         tail: list[str] = []
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
             for line in proc.stdout:
@@ -32,4 +52,4 @@ class LocalRunner:
                 echo(line)
         if proc.returncode not in (0, 1):  # 1 = some step failed and said so in its record
             raise StepError(f"the {stage} stage of {plan.target.id} exited with {proc.returncode}", log_tail=tail)
-        return [r for r in read_records(workdir).values() if r["stage"] == stage]
+        return {"placement": placement.model_dump()}

@@ -8,7 +8,7 @@ from builder.errors import EngineError
 
 
 def select_runner(name: str, *, ca_bundle: Path | None = None, rebuild: bool = False, install_from: str = "wheelhouse",
-                  echo=print):
+                  registry: str | None = None, echo=print):
     from builder.docker_api import Engine
     from builder.runners.local import LocalRunner
 
@@ -25,4 +25,5 @@ def select_runner(name: str, *, ca_bundle: Path | None = None, rebuild: bool = F
     from builder.runners.docker import DockerRunner
 
     echo(f"runner: docker ({why})")
-    return DockerRunner(Engine.connect(), ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from, echo=echo)
+    return DockerRunner(Engine.connect(), ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from,
+                        registry=registry, echo=echo)

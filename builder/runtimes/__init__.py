@@ -87,11 +87,12 @@ class BaseSession:
 
 
 def load(path: Path, *, threads: int = 2, runtime: str | None = None, **options) -> Session:
-    """Open `path` in the runtime its suffix names (.tflite, .onnx, .xml) or `runtime`.
+    """Open `path` in the runtime its suffix names (.tflite, .onnx, .xml, .engine) or `runtime`.
 
     Options go to the runtime: `input_shapes` for all; `providers` and
     `graph_optimization_level` for onnxruntime; `device`, `precision`
-    (default "f32") and `performance_hint` for OpenVINO; `xnnpack` for LiteRT.
+    (default "f32") and `performance_hint` for OpenVINO; `xnnpack` for LiteRT;
+    `dla_core` for TensorRT (.engine).
     """
     path = Path(path)
     if runtime is None:
@@ -123,6 +124,9 @@ _VERSIONED = {
     "onnxruntime-gpu": "onnxruntime",
     "onnxruntime-openvino": "onnxruntime",
     "openvino": "openvino",
+    "tensorrt": "tensorrt",
+    "cuda-python": "cuda",
+    "cuda-bindings": "cuda",  # cuda-python 12.8 on is a metapackage over cuda-bindings
     "numpy": "numpy",
     "psutil": "psutil",
 }
@@ -218,4 +222,4 @@ def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, *, origin: str = "
 
 
 # Registration: these modules import their runtime library only when a model is loaded.
-from builder.runtimes import litert, onnxruntime, openvino  # noqa: E402,F401
+from builder.runtimes import litert, onnxruntime, openvino, tensorrt  # noqa: E402,F401

@@ -12,4 +12,9 @@ class CopyArtifact(Step):
 
     def run(self, ctx: StepContext, params: StepParams) -> dict:
         atomic_copy(ctx.input("model"), ctx.output("model"))
-        return {"passthrough": True}
+        if ctx.input("model").suffix != ".tflite":
+            return {"passthrough": True}
+        from builder.convert.tflite_float import describe
+
+        stored = describe(ctx.input("model"))  # a "float" .tflite may store fp16 weights behind DEQUANTIZE
+        return {"passthrough": True, "source": stored, "weights_stored_as": "fp16" if stored["fp16_weights"] else None}

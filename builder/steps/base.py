@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from builder.placement import Placement
+
 if TYPE_CHECKING:
     from builder.config.recipe import Recipe
     from builder.config.target import Target
@@ -42,7 +44,11 @@ class StepContext:
     target: Target
     call: StepCall
     log: logging.Logger
-    emulated: bool = False
+    placement: Placement = field(default_factory=Placement)
+
+    @property
+    def emulated(self) -> bool:
+        return self.placement.emulated
 
     def input(self, name: str) -> Path:
         return self.workdir / self.call.inputs[name]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder import device_facts
 from builder.errors import StepError
 from builder.steps import vela
 from builder.steps.base import Step, StepContext, StepParams
@@ -44,11 +45,15 @@ class Benchmark(Step):
         cfg = ctx.recipe.benchmark
         model = ctx.input("model")
         runs = cfg.emulated_runs if ctx.emulated else cfg.runs
+        thermal_before = device_facts.thermal_state()
         session, init_ms = benchmark.measure_load(model, threads=cfg.threads)
         ctx.log.info("%s loaded in %.1f ms; timing %d runs", model.name, init_ms, runs)
         result = benchmark.measure(session, warmup=min(cfg.warmup, 1) if ctx.emulated else cfg.warmup, runs=runs,
                                    min_seconds=0.0 if ctx.emulated else cfg.min_seconds)
-        result |= {"init_ms": init_ms, "emulated": ctx.emulated, "size_bytes": model_size(model)}
+        result |= {"init_ms": init_ms, "emulated": ctx.emulated, "on_target": ctx.placement.on_target,
+                   "size_bytes": model_size(model),
+                   "device": {**ctx.placement.model_dump(), **device_facts.machine_facts(),
+                              "thermal_before": thermal_before, "thermal_after": device_facts.thermal_state()}}
         tools: dict[str, Callable[[], dict]] = {}
         if session.runtime == "openvino" and cfg.throughput and not ctx.emulated:
             result["async"] = benchmark.openvino_throughput(model)
@@ -58,6 +63,11 @@ class Benchmark(Step):
         if session.runtime == "litert" and binary:
             tools["benchmark_model"] = lambda: benchmark.benchmark_model_tool(
                 Path(binary), model, threads=cfg.threads, runs=runs, warmup=cfg.warmup)
+        if session.runtime == "tensorrt":
+            from builder import trtexec
+
+            if trtexec_binary := trtexec.trtexec_binary():
+                tools["trtexec"] = lambda: trtexec.trtexec_tool(model, binary=trtexec_binary, iterations=runs)
         if tools:
             result["tools"] = {name: _second_opinion(ctx, name, run) for name, run in tools.items()}
         ctx.log.info("p50 %.3f ms, %.1f fps%s", result["p50_ms"], result["throughput_fps"],

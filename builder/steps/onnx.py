@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from builder.steps.base import Step, StepContext, StepParams
 from builder.steps.layout import layout_of, samples_for, set_layout
 from builder.util import remove
@@ -105,6 +107,9 @@ class QuantizeOrt(Step):
 
     class Params(StepParams):
         precision: Literal["dynamic", "int8"] = "int8"
+        symmetric_activations: bool = Field(
+            False, description="int8 activations with zero point 0 (TensorRT's explicit quantization needs it)")
+        quantize_bias: bool = Field(True, description="int32 biases behind DequantizeLinear; false keeps them float")
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
@@ -117,9 +122,13 @@ class QuantizeOrt(Step):
         if params.precision == "dynamic":
             report = onnx_quant.ort_quantize_dynamic(ctx.input("model"), ctx.output("model"), per_channel=variant.per_channel)
         else:
+            activation_type = "uint8" if ctx.recipe.io_dtype_of(ctx.call.variant) == "uint8" else "int8"
+            if params.symmetric_activations and activation_type == "uint8":  # symmetric means int8, zero point 0
+                ctx.log.warning("io_dtype uint8 ignored: symmetric activations are int8 (the model's I/O stays float)")
+                activation_type = "int8"
             report = onnx_quant.ort_quantize_static(
                 ctx.input("model"), ctx.output("model"), samples_for(ctx, ctx.input("model")),
-                method=variant.calibration_method, per_channel=variant.per_channel,
-                activation_type="uint8" if ctx.recipe.io_dtype_of(ctx.call.variant) == "uint8" else "int8",
+                method=variant.calibration_method, per_channel=variant.per_channel, activation_type=activation_type,
+                symmetric_activations=params.symmetric_activations, quantize_bias=params.quantize_bias,
             )
         return {"quantization": report}

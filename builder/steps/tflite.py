@@ -39,9 +39,10 @@ class KerasToSavedModel(Step):
 
 class ToTflite(Step):
     kind = "convert.tflite"
-    consumes = ("saved_model", "frozen_graph")
+    consumes = ("saved_model", "frozen_graph", "tflite")
     produces = "tflite"
-    summary = "TFLiteConverter: fp32, fp16, dynamic range, full int8 (int8/uint8 io), int16x8"
+    summary = ("TFLiteConverter: fp32, fp16, dynamic range, full int8 (int8/uint8 io), int16x8; "
+               "a .tflite input: ai-edge-quantizer, else the tf2onnx+onnx2tf round trip")
 
     class Params(StepParams):
         precision: Literal["fp32", "fp16", "dynamic", "int8", "int16x8"] = "fp32"
@@ -54,6 +55,10 @@ class ToTflite(Step):
         from builder.convert import tflite
 
         model = ctx.input("model")
+        if model.suffix == ".tflite":
+            from builder.steps.tflite_source import from_tflite
+
+            return from_tflite(ctx, params.precision)
         variant = ctx.variant if ctx.call.variant else None
         io_dtype = ctx.recipe.io_dtype_of(ctx.call.variant) if variant else "float32"
         if params.precision not in ("int8", "int16x8"):
@@ -73,6 +78,10 @@ class ToTflite(Step):
             require_full_int8=variant.require_full_int8 if variant else True,
         )
         copy_layout(ctx, model, ctx.output("model"))
+        if params.precision != "fp32":  # no float source to compare with: the tensor types must show it
+            from builder.convert.tflite_variant import check_variant
+
+            check_variant(params.precision, report, report["size"], {}, 0)
         if report.get("float_ops") and params.precision in ("int8", "int16x8"):
             ctx.log.warning("ops left in float: %s", ", ".join(report["float_ops"]))
         return {"conversion": report}

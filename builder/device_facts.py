@@ -1,0 +1,187 @@
+"""What machine a benchmark really ran on, and whether it was in a state to give good numbers.
+
+Reads /proc, /sys and /etc (visible read-only inside a container too) and asks `nvpmodel` and
+`vcgencmd` when they are on PATH. Stdlib only: it runs in the small arm64 device images, also
+under QEMU, where /proc/cpuinfo may describe the host's CPU rather than the emulated one. Every
+reader gives nothing for a missing or unreadable file and never raises, and a key with no value
+is left out, so a result states only what the machine itself reported.
+
+    python -m builder.device_facts      # both, as JSON
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+INFERENCE_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
+                   "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
+"""The ISA extensions inference kernels (XNNPACK, oneDNN, OpenVINO) dispatch on, as /proc/cpuinfo names them:
+x86 `flags` first, then ARM `Features` (asimddp is dot-product, asimdhp fp16 arithmetic)."""
+
+ARM_CORES = {
+    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd05"): "Cortex-A55", ("0x41", "0xd07"): "Cortex-A57",
+    ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78", ("0x41", "0xd42"): "Cortex-A78AE",
+    ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd49"): "Neoverse-N2", ("0x41", "0xd4f"): "Neoverse-V2",
+    ("0x4e", "0x004"): "NVIDIA Carmel",
+}
+"""(CPU implementer, CPU part) -> core, from Linux's arch/arm64/include/asm/cputype.h: arm64 kernels print no
+`model name`, only these two numbers."""
+
+JETPACK = {"35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
+           "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1"}
+"""Exact L4T release -> the JetPack that ships it (NVIDIA's JetPack archive). Any other release reports its
+L4T version alone rather than a guessed JetPack."""
+
+THROTTLE_BITS = {0: "under_voltage_now", 1: "freq_capped_now", 2: "throttled_now", 3: "soft_temp_limit_now",
+                 16: "under_voltage_occurred", 17: "freq_capped_occurred", 18: "throttled_occurred",
+                 19: "soft_temp_limit_occurred"}
+"""The bits of a Raspberry Pi's `vcgencmd get_throttled`; the "occurred" ones are sticky since boot."""
+
+
+def _read(path: Path) -> str | None:
+    """A file's text without the NUL and whitespace around it (device-tree strings end in NUL), or None."""
+    try:
+        return path.read_text(errors="replace").strip("\x00 \t\n") or None
+    except OSError:  # absent, unreadable, or a sysfs node that refuses to be read (EINVAL, ENODATA)
+        return None
+
+
+def _int(path: Path) -> int | None:
+    try:
+        return int(_read(path) or "")
+    except ValueError:  # absent, or a word such as cgroup v2's "max"
+        return None
+
+
+def _run(*command: str) -> str:
+    """A tool's output if it is on PATH and answers within 5 s, else ""; a hung vcgencmd must not hang a run."""
+    exe = shutil.which(command[0])
+    if exe is None:
+        return ""
+    try:
+        return subprocess.run([exe, *command[1:]], capture_output=True, text=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpuinfo(root: Path) -> dict[str, list[str]]:
+    """Every value of each /proc/cpuinfo key, in order: one per core for most keys."""
+    fields: dict[str, list[str]] = {}
+    for line in (_read(root / "proc/cpuinfo") or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), []).append(value.strip())
+    return fields
+
+
+def _cpu_model(info: dict[str, list[str]]) -> str:
+    """x86's model name; on ARM the core names (a big.LITTLE SoC gives "Cortex-A55 + Cortex-A76"), else the
+    SoC or board name the kernel prints instead."""
+    if info.get("model name"):
+        return info["model name"][0]
+    ids = zip(info.get("CPU implementer", []), info.get("CPU part", []))
+    cores = dict.fromkeys(ARM_CORES[key] for key in ((imp.lower(), part.lower()) for imp, part in ids) if key in ARM_CORES)
+    if cores:
+        return " + ".join(cores)
+    return next((info[key][0] for key in ("Hardware", "Model") if info.get(key)), "unknown")
+
+
+def _cgroup_cpus(root: Path) -> float | None:
+    """The CPUs a container may use by quota (cgroup v2 cpu.max, else v1 CFS), None when unlimited."""
+    v2 = (_read(root / "sys/fs/cgroup/cpu.max") or "").split()
+    quota, period = v2 if len(v2) == 2 else (_read(root / "sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                                              _read(root / "sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    try:
+        return round(int(quota) / int(period), 2) if int(quota) > 0 else None
+    except (TypeError, ValueError, ZeroDivisionError):  # "max", -1 or absent: no limit
+        return None
+
+
+def _cuda(root: Path) -> str | None:
+    """The CUDA toolkit version: version.json since CUDA 11, version.txt before."""
+    try:
+        return json.loads(_read(root / "usr/local/cuda/version.json") or "")["cuda"]["version"]
+    except (ValueError, KeyError, TypeError):
+        found = re.search(r"CUDA Version (\S+)", _read(root / "usr/local/cuda/version.txt") or "")
+        return found[1] if found else None
+
+
+def machine_facts(root: Path = Path("/")) -> dict:
+    """What the machine is: CPU, cores, memory, OS, board and, on a Jetson, its L4T, JetPack and power mode.
+
+    Files are read under `root`; cores, uname, TensorRT and nvpmodel are this process's own view: `cpus_allowed`
+    is a container's cpuset, `kernel` the host's even in a container, `arch` the emulated one under QEMU. On a
+    Jetson the power mode stands for throttling state: there is no single throttled flag as on a Raspberry Pi."""
+    info = _cpuinfo(root)
+    features = set((info.get("flags") or info.get("Features") or [""])[0].split())
+    uname = os.uname()
+    facts: dict = {"cpu_model": _cpu_model(info), "cpu_flags": [f for f in INFERENCE_FLAGS if f in features],
+                   "logical_cores": os.cpu_count(),
+                   "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                   "cgroup_cpu_quota": _cgroup_cpus(root), "kernel": uname.release, "arch": uname.machine}
+    total = re.search(r"^MemTotal:\s+(\d+) kB", _read(root / "proc/meminfo") or "", re.M)
+    facts["memory_total_bytes"] = int(total[1]) * 1024 if total else None
+    limit = _int(root / "sys/fs/cgroup/memory.max") or _int(root / "sys/fs/cgroup/memory/memory.limit_in_bytes")
+    if limit and (facts["memory_total_bytes"] is None or limit < facts["memory_total_bytes"]):
+        facts["cgroup_memory_limit_bytes"] = limit  # cgroup v1 writes "no limit" as a huge number
+    os_release = _read(root / "etc/os-release") or _read(root / "usr/lib/os-release") or ""
+    pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', os_release, re.M)
+    facts["os"] = pretty[1] if pretty else None
+    facts["board_model"] = next(filter(None, map(_read, (root / "proc/device-tree/model",
+                                                         root / "sys/firmware/devicetree/base/model",
+                                                         root / "sys/class/dmi/id/product_name"))), None)
+    release = re.search(r"R(\d+) \(release\), REVISION: (\d+\.\d+)", _read(root / "etc/nv_tegra_release") or "")
+    if release:
+        facts["l4t"] = f"{release[1]}.{release[2]}"
+        facts["jetpack"] = JETPACK.get(facts["l4t"])
+    try:
+        facts["tensorrt"] = importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    mode = re.search(r"NV Power Mode:\s*(\S+)(?:\s+(\d+))?", _run("nvpmodel", "-q"))
+    if mode:
+        facts["jetson_power_mode"] = mode[1]
+        facts["jetson_power_mode_id"] = int(mode[2]) if mode[2] else None
+    facts["cuda"] = _cuda(root)
+    return {key: value for key, value in facts.items() if value not in (None, "", [])}
+
+
+def thermal_state(root: Path = Path("/")) -> dict:
+    """Whether the machine was in a state to give good numbers: CPU governor and clocks, temperatures and,
+    on a Raspberry Pi, its throttling flags. A typical x86 VM has none of these, and gives {}."""
+    state: dict = {}
+    policies = sorted((root / "sys/devices/system/cpu/cpufreq").glob("policy*"), key=lambda p: (len(p.name), p.name))
+    governors = {p.name: g for p in policies if (g := _read(p / "scaling_governor"))}
+    if governors:  # one value when all policies agree, the usual case
+        state["cpu_governor"] = next(iter(governors.values())) if len(set(governors.values())) == 1 else governors
+    freqs = {p.name: {name: khz // 1000 for name in ("cur", "min", "max")
+                      if (khz := _int(p / f"scaling_{name}_freq")) is not None} for p in policies}
+    state["cpu_freq_mhz"] = {policy: mhz for policy, mhz in freqs.items() if mhz}
+    temperatures: dict[str, float] = {}
+    zones = sorted((root / "sys/class/thermal").glob("thermal_zone*"), key=lambda p: (len(p.name), p.name))
+    for zone in zones:
+        millidegrees = _int(zone / "temp")
+        if millidegrees is not None:
+            name = _read(zone / "type") or zone.name
+            temperatures[f"{name} ({zone.name})" if name in temperatures else name] = millidegrees / 1000
+    state["temperatures_c"] = temperatures
+    throttled = re.search(r"throttled=(0x[0-9a-fA-F]+)", _run("vcgencmd", "get_throttled"))
+    if throttled:
+        bits = int(throttled[1], 16)
+        state["throttled"] = {"raw": throttled[1], **{name: bool(bits >> bit & 1) for bit, name in THROTTLE_BITS.items()}}
+    return {key: value for key, value in state.items() if value}
+
+
+def main() -> None:
+    print(json.dumps({"machine": machine_facts(), "thermal": thermal_state()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""TensorRT engine sessions (.engine): TensorRT 10's name-based I/O, device memory through cuda-python.
+
+An engine runs only on the GPU and TensorRT version that built it, so this module is
+used in the Jetson device image; anywhere else loading an engine is a clear ConfigError.
+CUDA calls go through cuda-python's runtime bindings (NVIDIA's own, as in TensorRT's samples).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from builder.errors import ConfigError, StepError
+from builder.runtimes import BaseSession, TensorInfo, with_shapes
+
+
+def _trt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise ConfigError(
+            "tensorrt is not installed: TensorRT engines (.engine) run only where TensorRT and its GPU are",
+            hint="run on the Jetson device image (TensorRT comes with JetPack's L4T base image)",
+        ) from None
+    return tensorrt
+
+
+def _cudart():
+    """cuda-python's CUDA runtime module: cuda.bindings.runtime (12.6.1 on), else the older cuda.cudart."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise ConfigError("cuda-python is not installed (TensorRT sessions use it for device memory)",
+                              hint="pip install cuda-python, the version matching the device's CUDA") from None
+    return cudart
+
+
+def cuda_call(cudart, function: str, *args):
+    """Call a cuda-python runtime function; its `(error, *values)` result is unpacked, and a
+    CUDA error (or no driver at all: cuda-python cannot load libcuda) becomes a StepError."""
+    try:
+        error, *values = getattr(cudart, function)(*args)
+    except RuntimeError as exc:
+        raise StepError(f"CUDA {function} failed: {exc}",
+                        hint="run where the GPU driver is visible (the NVIDIA container runtime on a Jetson)") from exc
+    if error != cudart.cudaError_t.cudaSuccess:
+        name = cudart.cudaGetErrorName(error)[1]
+        raise StepError(f"CUDA {function} failed: {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else tuple(values) or None
+
+
+class TensorRTSession(BaseSession):
+    """A deserialized engine with one execution context and one CUDA stream.
+
+    `dla_core` selects the DLA core an engine built for the DLA runs on (IRuntime.DLA_core).
+    Device buffers are allocated on first use per tensor and grown when a shape grows.
+    """
+
+    runtime = "tensorrt"
+    suffixes = (".engine",)
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 2,
+        dla_core: int | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+    ):
+        trt, self._cudart = _trt(), _cudart()
+        self.path = path
+        self._trt_runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if dla_core is not None:
+            self._trt_runtime.DLA_core = dla_core
+        self._engine = self._trt_runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise StepError(f"TensorRT could not deserialize {path.name}",
+                            hint="an engine runs only with the TensorRT version and GPU that built it: rebuild it here")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        input_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        inputs = with_shapes([self._info(trt, n) for n in input_names], input_shapes, path)
+        for info in inputs:
+            if -1 not in info.shape:
+                self._context.set_input_shape(info.name, info.shape)
+        outputs = [self._info(trt, n) for n in names if n not in input_names]
+        super().__init__(path, inputs, outputs, threads)
+        self.dla_core = dla_core
+        self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
+        self._stream = self._cuda("cudaStreamCreate")
+
+    def _info(self, trt, name: str) -> TensorInfo:
+        trt_dtype = self._engine.get_tensor_dtype(name)
+        try:
+            dtype = np.dtype(trt.nptype(trt_dtype)).name
+        except TypeError:  # bf16, fp8, int4: no numpy type
+            raise StepError(f"{self.path.name}: tensor {name!r} has I/O type {trt_dtype}, which numpy cannot hold",
+                            hint="build the engine with float32/float16 I/O") from None
+        return TensorInfo(name=name, shape=tuple(self._engine.get_tensor_shape(name)), dtype=dtype)
+
+    def _cuda(self, function: str, *args):
+        return cuda_call(self._cudart, function, *args)
+
+    def _device(self, name: str, nbytes: int) -> int:
+        """A device buffer of at least `nbytes` for tensor `name` (reused across runs)."""
+        pointer, size = self._buffers.get(name, (0, -1))
+        if size < nbytes:
+            if pointer:
+                self._cuda("cudaFree", pointer)
+            pointer = int(self._cuda("cudaMalloc", max(nbytes, 1)))
+            self._buffers[name] = (pointer, nbytes)
+        return pointer
+
+    def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        kinds, stream = self._cudart.cudaMemcpyKind, self._stream
+        to_device, to_host = kinds.cudaMemcpyHostToDevice, kinds.cudaMemcpyDeviceToHost
+        for info, x in zip(self.inputs, inputs, strict=True):
+            x = np.ascontiguousarray(x, dtype=info.dtype)
+            if tuple(self._context.get_tensor_shape(info.name)) != x.shape:
+                self._context.set_input_shape(info.name, x.shape)
+            pointer = self._device(info.name, x.nbytes)
+            self._cuda("cudaMemcpyAsync", pointer, x.ctypes.data, x.nbytes, to_device, stream)
+            self._context.set_tensor_address(info.name, pointer)
+        outputs = []
+        for info in self.outputs:
+            host = np.empty(tuple(self._context.get_tensor_shape(info.name)), dtype=info.dtype)
+            pointer = self._device(info.name, host.nbytes)
+            self._context.set_tensor_address(info.name, pointer)
+            outputs.append((host, pointer))
+        if not self._context.execute_async_v3(int(stream)):
+            raise StepError(f"TensorRT could not enqueue {self.path.name}", hint="see the TensorRT messages above")
+        for host, pointer in outputs:
+            self._cuda("cudaMemcpyAsync", host.ctypes.data, pointer, host.nbytes, to_host, stream)
+        self._cuda("cudaStreamSynchronize", stream)
+        return [host for host, _ in outputs]
+
+    def close(self) -> None:
+        """Free the device buffers and the stream (also done when the session is collected)."""
+        for pointer, _ in self._buffers.values():
+            self._cudart.cudaFree(pointer)
+        self._buffers = {}
+        if getattr(self, "_stream", None) is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+    def __del__(self):
+        if hasattr(self, "_buffers"):
+            with contextlib.suppress(Exception):  # at interpreter exit the CUDA bindings may be gone
+                self.close()

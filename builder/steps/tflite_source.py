@@ -1,0 +1,97 @@
+"""convert.tflite on a .tflite input: ai-edge-quantizer first, the tf2onnx+onnx2tf round trip second.
+
+A downloaded float .tflite (mediapipe, TF Hub) is quantized as TFLite; the round
+trip, which fails on fp16-stored, sparse or custom-op files, is only tried for
+what the direct path cannot make (e.g. uint8 I/O) or when it fails. The record
+says which path made the artifact, and the artifact is checked to differ from fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.errors import BuilderError, ConversionError
+from builder.steps.base import StepContext
+from builder.steps.layout import layout_of, samples_for
+from builder.util import remove
+
+DIRECT = "ai-edge-quantizer"
+ROUND_TRIP = "tf2onnx+onnx2tf"
+
+
+def _round_trip(ctx: StepContext, model: Path, out: Path, precision: str, io_dtype: str, samples) -> dict:
+    from builder.convert import onnx as onnx_convert
+    from builder.convert import onnx2tf, tflite
+    from builder.runtimes import load
+
+    work = ctx.workdir / "work" / (ctx.call.variant or "tflite") / "roundtrip"
+    onnx_model, saved_model = work / "model.onnx", work / "saved_model"
+    # as convert.tf_onnx does: ONNX gets NCHW inputs, which onnx2tf turns back into the source's NHWC
+    nchw = [t.name for t in load(model).inputs if len(t.shape) == 4] if layout_of(ctx, model) == "NHWC" else None
+    onnx_convert.tf_to_onnx(model, onnx_model, source_format="tflite", opset=17, nchw_inputs=nchw)
+    remove(saved_model)
+    onnx2tf.onnx_to_saved_model(onnx_model, saved_model)
+    variant = ctx.variant if ctx.call.variant else None
+    representative = tflite.representative_from_array(samples) if samples is not None else None
+    return tflite.to_tflite(saved_model, out, source_format="saved_model", precision=precision,
+                            representative=representative, io_dtype=io_dtype,
+                            require_full_int8=variant.require_full_int8 if variant else True)
+
+
+def _direct(ctx: StepContext, model: Path, out: Path, precision: str, samples) -> dict:
+    from builder.convert import tflite, tflite_quant
+    from builder.runtimes import load
+
+    report = tflite_quant.quantize(model, out, precision=precision, samples=samples)
+    try:  # the quantizer can write a model that LiteRT refuses (e.g. int16x8 bias scales that overflow)
+        load(out)
+    except BuilderError as exc:
+        remove(out)
+        raise ConversionError(f"{DIRECT} made a {precision} model that LiteRT cannot load: {exc.message}",
+                              cause="quantizer-failed") from exc
+    info = tflite.tflite_ops(out)
+    variant = ctx.variant if ctx.call.variant else None
+    if precision in ("int8", "int16x8") and info["float_ops"] and (variant is None or variant.require_full_int8):
+        remove(out)
+        raise ConversionError(f"{DIRECT} {precision} of {model} left ops computing in float: "
+                              f"{', '.join(info['float_ops'])}", cause="not-fully-quantized",
+                              hint="set require_full_int8: false to accept float fallback for these ops")
+    return report | info
+
+
+def from_tflite(ctx: StepContext, precision: str) -> dict:
+    """Make one precision of a .tflite source; the record names the path and what the source stores."""
+    from builder.convert import tflite, tflite_float, tflite_quant, tflite_variant
+
+    model, out = ctx.input("model"), ctx.output("model")
+    io_dtype = ctx.recipe.io_dtype_of(ctx.call.variant) if ctx.call.variant else "float32"
+    if precision not in ("int8", "int16x8"):
+        io_dtype = "float32"
+    samples = samples_for(ctx, model) if precision in ("int8", "int16x8") else None
+    source = tflite_float.describe(model)
+    record: dict = {"source": source}
+    report = None
+    if precision == "fp32":
+        raise ConversionError(f"{model} is already an fp32 .tflite", cause="no-op-variant",
+                              hint="the plan copies a .tflite source for fp32 (artifact.copy)")
+    if tflite_quant.can_do(precision, io_dtype):
+        try:
+            report = _direct(ctx, model, out, precision, samples) | {"path": DIRECT}
+        except ConversionError as exc:
+            if exc.cause == "sparse-weights":
+                raise
+            ctx.log.warning("%s could not make %s (%s): trying %s", DIRECT, precision, exc.message, ROUND_TRIP)
+            record["direct_failure"] = {"cause": exc.cause, "error": exc.message}
+    else:
+        record["direct_failure"] = {"cause": "unsupported", "error": f"{DIRECT} does not make {precision} "
+                                    f"with {io_dtype} inputs/outputs"}
+    if report is None:
+        report = _round_trip(ctx, model, out, precision, io_dtype, samples) | {"path": ROUND_TRIP}
+    built = tflite.tflite_ops(out)
+    try:
+        tflite_variant.check_variant(precision, built, out.stat().st_size, tflite.tflite_ops(model),
+                                     model.stat().st_size, source_fp16_weights=source["fp16_weights"])
+    except ConversionError:
+        remove(out)
+        raise
+    return record | {"conversion": report, "path": report["path"]}
