@@ -212,7 +212,10 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
         for v in plan.variants:
             precision = recipe.precision_of(v)
             chain = target.variants[precision]
-            if precision == "fp32" and source_fmt == _produced_format(chain, target):
+            # a source already in the target's format is its own fp32, unless the chain reads that format
+            # (a .tflite that stores fp16 or sparse weights is made dense fp32 by convert.tflite)
+            if (precision == "fp32" and source_fmt == _produced_format(chain, target)
+                    and source_fmt not in registry.get(chain[0].step).consumes):
                 plan.artifacts[v] = b.convert("artifact.copy", model, _artifact(recipe, v, source_fmt), variant=v)
             else:
                 plan.artifacts[v] = _chain(b, source_fmt, model, chain, v)

@@ -221,9 +221,9 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
     paths = [(r["name"], conv["path"]) for r in results if (conv := r.get("conversion") or {}).get("path")]
     if paths:
         lines += ["", "## How each variant was made", ""] + [f"- {name}: {path}" for name, path in paths]
-    stored = [r["name"] for r in results if (r.get("conversion") or {}).get("weights_stored_as") == "fp16"]
-    if stored:
-        lines += ["", f"- {', '.join(stored)}: weights stored as fp16 (behind DEQUANTIZE) in the source model"]
+    stored = [(r["name"], kind) for r in results if (kind := (r.get("conversion") or {}).get("weights_stored_as"))]
+    lines += [f"- {name}: the source stores its weights as {kind}; this artifact has them as dense fp32"
+              for name, kind in stored]
     failures = [r for r in results if r.get("failure")]
     if failures:
         lines += ["", "## Failures", ""]

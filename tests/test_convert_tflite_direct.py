@@ -98,14 +98,30 @@ def test_ai_edge_quantizer_quantizes_real_mediapipe_models(mediapipe_models, tmp
     assert _cosine(_outputs(source, x), _outputs(out, x)) > least
 
 
-def test_fp16_of_a_model_that_stores_fp16_weights_is_not_different_from_fp32(mediapipe_models, tmp_path):
+def test_fp16_of_a_model_that_stores_fp16_weights_differs_from_its_dense_fp32(mediapipe_models, tmp_path):
     source = mediapipe_models["face_detection_short_range"]
+    fp32, fp16 = tmp_path / "fp32.tflite", tmp_path / "fp16.tflite"
+    tflite_float.float_model(source, fp32)
+    tflite_quant.quantize(source, fp16, precision="fp16")
+    check_variant("fp16", tflite_ops(fp16), fp16.stat().st_size, tflite_ops(fp32), fp32.stat().st_size)
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+    x = _samples(128, 1)
+    assert _cosine(_outputs(fp32, x), _outputs(fp16, x)) > 0.999
+
+
+def test_fp16_without_float_weights_is_not_different_from_fp32(tmp_path):
+    """A model with no weights to cast (pooling only): its "fp16" would be fp32 again."""
+    import tensorflow as tf
+
+    keras = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), tf.keras.layers.AveragePooling2D(2),
+                                 tf.keras.layers.ReLU()])
+    source = tmp_path / "pool.tflite"
+    source.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras).convert())
     out = tmp_path / "fp16.tflite"
     tflite_quant.quantize(source, out, precision="fp16")
     with pytest.raises(ConversionError) as err:
-        check_variant("fp16", tflite_ops(out), out.stat().st_size, tflite_ops(source), source.stat().st_size,
-                      source_fp16_weights=tflite_float.describe(source)["fp16_weights"])
-    assert err.value.cause == NO_OP and "already stores its weights as fp16" in err.value.message
+        check_variant("fp16", tflite_ops(out), out.stat().st_size, tflite_ops(source), source.stat().st_size)
+    assert err.value.cause == NO_OP and "not different from fp32" in err.value.message
 
 
 def _tflite_without_signatures(path: Path) -> Path:
@@ -146,28 +162,31 @@ def test_a_tflite_source_plans_no_round_trip_on_x86_tflite():
     assert int8.inputs["model"].endswith("face_detection_short_range.tflite") and int8.params == {"precision": "int8"}
 
 
-def test_local_run_of_a_mediapipe_model_reports_paths_and_the_no_op_fp16(tmp_path):
+def test_local_run_of_a_mediapipe_model_builds_every_precision_and_says_how(tmp_path):
+    """Done when of issue 11: no signature defs, fp16-stored weights; dynamic, fp16 and int8 validated."""
     data = yaml.safe_load((RECIPES / "face-detection.yaml").read_text())
-    data |= {"name": "mp-face", "variants": {"fp32": {}, "fp16": {}, "dynamic": {}, "int8": {}},
-             "benchmark": {"threads": 2, "warmup": 1, "runs": 5}}
+    data |= {"name": "mp-face", "benchmark": {"threads": 2, "warmup": 1, "runs": 5}}
     recipe = tmp_path / "mp-face.yaml"
     recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     result = CliRunner().invoke(cli, ["run", str(recipe), "-t", "x86-tflite", "--runner", "local",
                                       "--out", str(tmp_path / "out")])
     workdir = tmp_path / "out" / "mp-face" / "x86-tflite"
     variants = {v["name"]: v for v in json.loads((workdir / "results.json").read_text())["variants"]}
-    assert result.exit_code == 1, result.output  # fp16 is refused: it would be fp32 again
-    assert variants["fp32"]["status"] == "ok" and variants["fp32"]["conversion"]["weights_stored_as"] == "fp16"
-    assert variants["fp16"]["status"] == "failed" and variants["fp16"]["failure"]["cause"] == NO_OP
-    for name in ("dynamic", "int8"):
+    assert result.exit_code == 0, result.output
+    fp32 = variants["fp32"]
+    assert fp32["conversion"]["weights_stored_as"] == "fp16" and fp32["conversion"]["path"].startswith("source with")
+    for name in ("fp16", "dynamic", "int8"):
         assert variants[name]["status"] == "ok", variants[name].get("failure")
         assert variants[name]["conversion"]["path"] == "ai-edge-quantizer"
         assert variants[name]["validation"]["cosine"] > 0.95
+    sizes = {v: variants[v]["benchmark"]["size_bytes"] for v in variants}
+    assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.5 * sizes["fp32"], sizes
     artifacts = {a["variant"]: a for a in json.loads((workdir / "manifest.json").read_text())["artifacts"]}
     assert artifacts["int8"]["path"] == "ai-edge-quantizer"
     assert artifacts["int8"]["source_edits"]["signature_added"] == "serving_default"
+    assert artifacts["fp32"]["source_edits"]["fp16_weights_dequantized"] > 0
     report = (workdir / "report.md").read_text()
-    assert "- int8: ai-edge-quantizer" in report and "no-op-variant" in report
+    assert "- int8: ai-edge-quantizer" in report and "stores its weights as fp16" in report
 
 
 def test_sparse_weights_that_cannot_be_densified_are_refused_by_name(mediapipe_models, tmp_path):

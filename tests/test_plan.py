@@ -16,12 +16,13 @@ SOURCES = {
     "pytorch": {"file": "weights.pth", "torch": {"factory": "builder.models.efficientnet_lite:efficientnet_lite0"}},
     "onnx": {"file": "model.onnx"},
     "tflite": {"file": "model.tflite"},
+    "openvino": {"file": "model.xml"},
     "keras": {"keras": {"application": "MobileNetV2"}},
 }
 
 
 def recipe(tmp_path: Path, source: str = "onnx", **fields) -> Recipe:
-    for name in ("weights.pth", "model.onnx", "model.tflite"):
+    for name in ("weights.pth", "model.onnx", "model.tflite", "model.xml", "model.bin"):
         (tmp_path / name).touch()
     data = {"name": "m", "source": SOURCES[source], "input": {"shape": [1, 3, 32, 32], "layout": "NCHW"},
             "calibration": {"synthetic": 4}, "variants": ["fp32", "int8"], **fields}
@@ -73,9 +74,15 @@ def test_openvino_int8_quantizes_an_fp32_ir(tmp_path):
     assert maker.kind == "convert.openvino" and maker.params.get("compress_fp16", False) is False
 
 
-def test_tflite_source_fp32_is_copied(tmp_path):
-    plan = plan_for(tmp_path, "x86-tflite", "tflite")
+def test_a_source_in_the_targets_format_is_its_own_fp32(tmp_path):
+    plan = plan_for(tmp_path, "openvino", "openvino")
     assert chain_to(plan, plan.artifacts["fp32"]) == ["artifact.copy"]
+
+
+def test_tflite_source_fp32_goes_through_the_converter_that_reads_tflite(tmp_path):
+    """convert.tflite reads .tflite: fp16-stored or sparse weights become dense fp32 there."""
+    plan = plan_for(tmp_path, "x86-tflite", "tflite")
+    assert chain_to(plan, plan.artifacts["fp32"]) == ["convert.tflite"]
 
 
 def test_variants_a_target_cannot_make_are_skipped(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 from builder.errors import BuilderError, ConversionError
 from builder.steps.base import StepContext
 from builder.steps.layout import layout_of, samples_for
-from builder.util import remove
+from builder.util import atomic_copy, remove
 
 DIRECT = "ai-edge-quantizer"
 ROUND_TRIP = "tf2onnx+onnx2tf"
@@ -59,6 +59,19 @@ def _direct(ctx: StepContext, model: Path, out: Path, precision: str, samples) -
     return report | info
 
 
+def _fp32(model: Path, out: Path, source: dict) -> dict:
+    """The source as it is, or, if it stores fp16 or sparse weights, its dense fp32 form: the reference every
+    variant is compared with, and what an fp16 variant must differ from."""
+    from builder.convert import tflite_float
+
+    if not (source["fp16_weights"] or source["sparse_tensors"]):
+        atomic_copy(model, out)
+        return {"path": "source as is", "conversion": {"path": "source as is"}}
+    path = "source with its weights made dense fp32"
+    return {"path": path, "weights_stored_as": "fp16" if source["fp16_weights"] else "sparse",
+            "conversion": {"path": path, "prepared": tflite_float.float_model(model, out)}}
+
+
 def from_tflite(ctx: StepContext, precision: str) -> dict:
     """Make one precision of a .tflite source; the record names the path and what the source stores."""
     from builder.convert import tflite, tflite_float, tflite_quant, tflite_variant
@@ -72,8 +85,7 @@ def from_tflite(ctx: StepContext, precision: str) -> dict:
     record: dict = {"source": source}
     report = None
     if precision == "fp32":
-        raise ConversionError(f"{model} is already an fp32 .tflite", cause="no-op-variant",
-                              hint="the plan copies a .tflite source for fp32 (artifact.copy)")
+        return record | _fp32(model, out, source)
     if tflite_quant.can_do(precision, io_dtype):
         try:
             report = _direct(ctx, model, out, precision, samples) | {"path": DIRECT}
@@ -89,8 +101,7 @@ def from_tflite(ctx: StepContext, precision: str) -> dict:
         report = _round_trip(ctx, model, out, precision, io_dtype, samples) | {"path": ROUND_TRIP}
     built = tflite.tflite_ops(out)
     try:
-        tflite_variant.check_variant(precision, built, out.stat().st_size, tflite.tflite_ops(model),
-                                     model.stat().st_size, source_fp16_weights=source["fp16_weights"])
+        tflite_variant.check_variant(precision, built, out.stat().st_size, tflite.tflite_ops(model), model.stat().st_size)
     except ConversionError:
         remove(out)
         raise
