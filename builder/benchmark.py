@@ -1,19 +1,22 @@
 """Latency, throughput and memory of a runtime session, plus the vendors' own tools.
 
-`measure` times `Session.run_raw` (native dtypes, no conversions) in this
-process. `benchmark_model_tool` (TFLite) and `benchmark_app_tool` (OpenVINO)
-run the vendors' binaries and parse what they print, for comparison with
-numbers users already know.
+`measure` times the inference `Session.prepared` returns (native dtypes, inputs
+bound once, outputs left in the runtime's buffers) in this process.
+`benchmark_model_tool` (TFLite) and `benchmark_app_tool` (OpenVINO) run the
+vendors' binaries and parse what they print, for comparison with numbers users
+already know.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +72,26 @@ class PeakRSS:
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
+class OtherLoad:
+    """The share of the machine's CPU time (0 to 1) that other processes used while the `with` block ran:
+    what was left for the model explains a latency above a vendor tool's."""
+
+    def __enter__(self) -> OtherLoad:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        (machine0, own0, wall0), (machine1, own1, wall1) = self._start, self._sample()
+        spare = (wall1 - wall0) * (psutil.cpu_count() or 1)
+        self.share = min(1.0, max(0.0, (machine1 - machine0) - (own1 - own0)) / spare) if spare > 0 else 0.0
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        machine, own = psutil.cpu_times(), psutil.Process().cpu_times()
+        busy = machine.user + machine.nice + machine.system + getattr(machine, "irq", 0) + getattr(machine, "softirq", 0)
+        return busy, own.user + own.system, time.monotonic()
+
+
 def measure(
     session: Session,
     *,
@@ -78,13 +101,16 @@ def measure(
     inputs: list[np.ndarray] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Time `session.run_raw`: `warmup` uncounted runs, then at least `runs`
-    counted runs, continuing until `min_seconds` have passed.
+    """Time the inference `session.prepared(inputs)` runs: `warmup` uncounted runs,
+    then at least `runs` counted runs, continuing until `min_seconds` have passed.
+    Binding the inputs, reading the outputs and this loop's bookkeeping are not timed.
 
     `peak_rss_mb` is the peak resident memory of this whole process (model,
     runtime, Python) during warm-up and timed runs; `process_peak_rss_mb` is
     the process's lifetime peak, which includes loading and anything the
-    process did before. `progress(done, total)` is called after each counted run.
+    process did before. `other_cpu_load` is the share of the machine's CPU time that
+    other processes took during the timed runs (see OtherLoad). `progress(done, total)`
+    is called after each counted run.
     """
     if runs < 1 or warmup < 0 or min_seconds < 0:
         raise ConfigError(
@@ -92,17 +118,20 @@ def measure(
         )
     data = session.example_inputs() if inputs is None else inputs
     times: list[float] = []
+    clock = time.perf_counter
     with PeakRSS() as rss:
         try:
+            infer = session.prepared(data)
             for _ in range(warmup):
-                session.run_raw(data)
-            start = time.perf_counter()
-            while len(times) < runs or time.perf_counter() - start < min_seconds:
-                t0 = time.perf_counter()
-                session.run_raw(data)
-                times.append(time.perf_counter() - t0)
-                if progress:
-                    progress(len(times), max(runs, len(times)))
+                infer()
+            with OtherLoad() as load:
+                start = clock()
+                while len(times) < runs or clock() - start < min_seconds:
+                    t0 = clock()
+                    infer()
+                    times.append(clock() - t0)
+                    if progress:
+                        progress(len(times), max(runs, len(times)))
         except Exception as exc:  # each runtime raises its own types
             raise StepError(f"{session.runtime} inference failed during the benchmark: {exc}") from exc
     ms = np.asarray(times) * 1000.0
@@ -122,6 +151,7 @@ def measure(
         "throughput_fps": float(1000.0 / ms.mean()),
         "peak_rss_mb": round(rss.peak_mb, 2),
         "process_peak_rss_mb": round(PeakRSS.process_peak_mb(), 2),
+        "other_cpu_load": round(load.share, 3),
     }
 
 
@@ -208,11 +238,13 @@ def benchmark_app_tool(
     device: str = "CPU",
     precision: str | None = "f32",
     shape: str | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Run OpenVINO's benchmark_app and parse its report (see parse_benchmark_app).
 
     The binary is looked up on PATH, then beside this Python (an unactivated venv).
-    `shape` is benchmark_app's -shape value, e.g. "[1,3,48,192]", for dynamic models.
+    `shape` is benchmark_app's -shape value, e.g. "[1,3,48,192]", for dynamic models;
+    `threads` sets INFERENCE_NUM_THREADS, to compare with a session of that many threads.
     """
     binary = benchmark_app_binary()
     if binary is None:
@@ -222,7 +254,12 @@ def benchmark_app_tool(
         args += ["-infer_precision", precision]
     if shape:
         args += ["-shape", shape]
-    output = _run_tool(args, "benchmark_app", hint="run the same command by hand to see the full log")
+    with tempfile.TemporaryDirectory(prefix="benchmark-app-") as tmp:
+        if threads:  # its -nthreads needs -hint none; a config file keeps the hint, as `load` does
+            config = Path(tmp) / "config.json"
+            config.write_text(json.dumps({device: {"INFERENCE_NUM_THREADS": str(threads)}}))
+            args += ["-load_config", str(config)]
+        output = _run_tool(args, "benchmark_app", hint="run the same command by hand to see the full log")
     return {"tool": "benchmark_app", "hint": hint, "device": device, **parse_benchmark_app(output)}
 
 
@@ -299,6 +336,7 @@ _APP_FIELDS = {
     "throughput_fps": re.compile(rf"Throughput:\s+{_NUM} FPS"),
     "first_ms": re.compile(rf"First inference took {_TIME}"),
     "compile_ms": re.compile(rf"Compile model took {_TIME}"),
+    "threads": re.compile(r"INFERENCE_NUM_THREADS:\s+(\d+)"),
 }
 
 
@@ -311,7 +349,8 @@ def _value(match: re.Match | None) -> float | None:
 
 
 def parse_benchmark_app(output: str) -> dict:
-    """The statistics report benchmark_app prints at its last step (times in ms)."""
+    """The statistics report benchmark_app prints at its last step (times in ms), and the
+    INFERENCE_NUM_THREADS its compiled model used."""
     found = {key: pattern.search(output) for key, pattern in _APP_FIELDS.items()}
     if found["mean_ms"] is None or found["throughput_fps"] is None:
         raise StepError(
@@ -319,5 +358,6 @@ def parse_benchmark_app(output: str) -> dict:
             log_tail=output.strip().splitlines()[-TOOL_LOG_TAIL:],
         )
     result = {key: _value(m) for key, m in found.items()}
-    result["runs"] = int(result["runs"]) if result["runs"] is not None else None
+    for key in ("runs", "threads"):
+        result[key] = int(result[key]) if result[key] is not None else None
     return result

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from builder.config.loader import load_model, read_yaml, validation_problems
+from builder.config.loader import load_model, read_yaml, validate_data, validation_problems
 from builder.config.recipe import Recipe
 from builder.config.target import Target
 from builder.errors import ConfigError
@@ -66,15 +66,22 @@ def _merge(base: dict, override: dict) -> dict:
 def load_recipe(path: str | Path, target_id: str | None = None) -> Recipe:
     """Load a recipe; with a target id, its `targets.<id>` overrides are merged in."""
     path = Path(path)
+    return _recipe(path, _read_recipe(path), target_id)
+
+
+def _read_recipe(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"recipe not found: {path}", hint="give the path to a recipe YAML file (see `builder recipes`)")
-    recipe = load_model(path, Recipe)
+    return read_yaml(path)
+
+
+def _recipe(path: Path, data: dict, target_id: str | None = None) -> Recipe:
+    recipe = validate_data(path, data, Recipe)
     unknown = sorted(set(recipe.targets) - set(target_ids()))
     if unknown:
         raise ConfigError(f"{path}: targets.{unknown[0]}: unknown target", hint=f"known targets: {', '.join(target_ids())}")
     if target_id is None or target_id not in recipe.targets:
         return recipe
-    data = read_yaml(path)
     merged = _merge(data, data["targets"][target_id])
     try:
         return Recipe.model_validate(merged, context={"path": path})
@@ -84,18 +91,23 @@ def load_recipe(path: str | Path, target_id: str | None = None) -> Recipe:
 
 
 def validate_paths(paths: list[Path]) -> list[str]:
-    """Load every target and recipe given (folders are scanned); return every problem found."""
+    """Load every target and recipe given (folders are scanned); return every problem found.
+
+    A folder without YAML files is a problem too: "all valid" must mean something was checked.
+    """
     problems: list[str] = []
     for path in paths:
         files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        if not files:
+            problems.append(f"{path}: no *.yaml files to validate")
         for file in files:
             try:
                 if file.parent.name == "targets" or file.resolve().parent == targets_dir().resolve():
                     load_target(file)
                 else:
-                    recipe = load_recipe(file)
-                    for tid in recipe.targets:
-                        load_recipe(file, tid)
+                    data = _read_recipe(file)  # parsed once for the recipe and each target's overrides
+                    for tid in _recipe(file, data).targets:
+                        _recipe(file, data, tid)
             except ConfigError as exc:
-                problems.append(exc.message)
+                problems.append(exc.message + (f" (hint: {exc.hint})" if exc.hint else ""))
     return problems

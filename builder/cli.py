@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__, catalog
+from builder.config.common import kind_of
 from builder.devices import FLEET_ENV, HOST
 from builder.errors import BuilderError, ConfigError
 
@@ -20,6 +21,17 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages hold pat
 
 def _echo(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
+
+
+def _out_directory(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
+    """--out is (or will be) a folder: a file there or above it is refused before anything runs."""
+    for existing in [path, *path.parents] if path else []:
+        if existing.exists():
+            if not existing.is_dir():
+                raise click.BadParameter(f"{existing} is a {kind_of(existing.stat().st_mode)}, not a directory; "
+                                         "choose a folder", ctx, param)
+            break
+    return path
 
 
 def _targets_option(multiple: bool = False):
@@ -78,7 +90,7 @@ def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | Non
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_targets_option(multiple=True)
 @click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--variant", "variants", multiple=True, help="build only these variants (repeatable)")
 @click.option("--offline", is_flag=True, help="use only the download cache, never the network")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -109,7 +121,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
 @click.argument("recipe", type=click.Path(path_type=Path))
 @_targets_option()
 @click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--variant", "variants", multiple=True)
 @click.option("--offline", is_flag=True, help="use only the download cache, never the network")
 def bundle(recipe, target, runner, out, variants, offline) -> None:
@@ -138,7 +150,7 @@ def bundle(recipe, target, runner, out, variants, offline) -> None:
 
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 def collect(source, out) -> None:
     """Merge a bundle's device-stage results (its folder or results.tar.gz) into OUT and write the report."""
     from builder.bundle import collect as collect_bundle
@@ -197,10 +209,14 @@ def _health_table(health: list[dict]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
 def plan(recipe, target, variants, as_json) -> None:
     """Show the resolved steps, images and outputs without running anything."""
+    from builder import source_precision
     from builder.plan import make_plan
     from builder.plan_view import show_plan
 
-    resolved = make_plan(catalog.load_recipe(recipe, target), catalog.load_target(target), variants=list(variants) or None)
+    loaded = catalog.load_recipe(recipe, target)
+    local = loaded.source.file  # a local source can be inspected now; a download only once it is fetched
+    quantized = source_precision.inspect(local, loaded.source.resolved_format) if local else None
+    resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized)
     if as_json:
         click.echo(json.dumps(resolved.to_json(), indent=1))
     else:
@@ -209,7 +225,8 @@ def plan(recipe, target, variants, as_json) -> None:
 
 @cli.command()
 @_targets_option()
-@click.option("--out", type=click.Path(path_type=Path), help="write <stage>.Dockerfile files here instead of stdout")
+@click.option("--out", type=click.Path(path_type=Path), callback=_out_directory,
+              help="write <stage>.Dockerfile files here instead of stdout")
 def render(target, out) -> None:
     """Print the rendered Dockerfile(s) of a target."""
     from builder.images import render_target
@@ -267,12 +284,14 @@ def lock(names) -> None:
 
 @cli.command()
 @click.option("--ca-bundle", type=click.Path(path_type=Path))
-def doctor(ca_bundle) -> None:
-    """Check the engine, arm64 emulation, disk, proxy, CA and pip settings; print the fix for each problem."""
+@click.option("--target", "-t", "targets", multiple=True, metavar="ID",
+              help="a target whose device stage is to run on this engine: what it needs is checked (repeatable)")
+def doctor(ca_bundle, targets) -> None:
+    """Check the engine, arm64 emulation, disk, proxy, CA and pip indexes; print the fix for each problem."""
     from builder.doctor import checks
 
     problems = 0
-    for check in checks(ca_bundle):
+    for check in checks(ca_bundle, targets):
         mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
         console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
         if not check.ok:
@@ -332,7 +351,8 @@ def schema(kind) -> None:
 @click.argument("recipe", type=click.Path(path_type=Path))
 @_targets_option()
 @click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("build/verify"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build/verify"), show_default=True,
+              callback=_out_directory)
 @click.option("--variant", "variants", multiple=True)
 def verify(recipe, target, runner, out, variants) -> None:
     """Build twice from clean and compare every artifact's sha256 (reproducibility)."""

@@ -77,14 +77,25 @@ def _tail(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-LOG_TAIL:] if path.exists() else []
 
 
+def blocked_by_earlier_stages(plan: Plan, records: dict[str, dict], stage: str) -> dict[str, str]:
+    """Output path -> the step whose failure kept it from being built, for the other stages' steps
+    that did not finish (a skipped step passes on the step it waited for)."""
+    outputs = {call.id: call.outputs for call in plan.steps}
+    return {rel: rec.get("blocked_by") or rid for rid, rec in records.items()
+            if rec["status"] != "ok" and rec.get("stage") != stage for rel in outputs.get(rid, {}).values()}
+
+
 def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement, blocked: dict[str, str],
              echo: Callable[[str], None] | None = None) -> dict:
     record: dict = {"id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {}}
     missing = [rel for rel in call.inputs.values() if rel in blocked or not (workdir / rel).exists()]
     if missing:
-        cause = blocked.get(missing[0])
-        record |= {"status": "skipped", "seconds": 0.0, "blocked_by": cause,
-                   "error": f"input {missing[0]} was not built" + (f" ({cause} failed)" if cause else "")}
+        rel = next((rel for rel in missing if rel in blocked), missing[0])
+        root = blocked.get(rel)
+        record |= {"status": "skipped", "seconds": 0.0, "blocked_by": root,
+                   "error": f"input {rel} was not built" + (f" ({root} failed)" if root else "")}
+        for out in call.outputs.values():  # what this step would have made waits on the same root
+            blocked[out] = root or call.id
         return record
     log, handler = _logger(workdir, call, echo)
     started = time.perf_counter()
@@ -120,10 +131,10 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement,
 def run_stage(workdir: Path, stage: str, *, placement: Placement | None = None,
               echo: Callable[[str], None] | None = None) -> list[dict]:
     """Run every step of `stage`; return their records (also written to work/records/)."""
+    workdir = workdir.resolve()  # steps hand paths to tools that run in other folders (tf2onnx, onnx2tf)
     plan = load_plan(workdir)
     atomic_write_bytes(workdir / VERSIONS / f"{stage}.json", json.dumps(versions.collect(), indent=1).encode())
-    blocked = {rel: rid for rid, rec in read_records(workdir).items() if rec["status"] != "ok"
-               for rel in next((s.outputs for s in plan.steps if s.id == rid), {}).values()}
+    blocked = blocked_by_earlier_stages(plan, read_records(workdir), stage)
     records = []
     for call in plan.stage_steps(stage):
         if echo:

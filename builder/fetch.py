@@ -1,7 +1,9 @@
 """Downloads from ordered mirrors into a content-addressed cache.
 
 A file enters the cache (``cache/sha256/<hex>/<name>``) only by an atomic
-rename once it is complete and, when a sha256 is known, verified. Unfinished
+rename once it is complete and, when a sha256 is known, verified; beside it,
+``cache/sha256/<hex>.origin.json`` keeps the URL and time these bytes were
+first fetched from, so a cache hit still says where it came from. Unfinished
 downloads live in ``cache/partial/*.part`` and are resumed with HTTP Range,
 never trusted as they are. Small json files under ``cache/index/`` map URLs,
 archive members and pip packages to content hashes, so offline runs and runs
@@ -20,6 +22,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,12 +30,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from builder.archives import copy_member
 from builder.errors import ConfigError, FetchError
-from builder.fetch_http import HttpDownloader, MirrorFailed, Progress, sync
+from builder.fetch_http import HttpDownloader, MirrorFailed, Progress, sync, too_large
 from builder.util import atomic_write_bytes as write_atomic
 
 try:
@@ -47,13 +52,19 @@ _SHA = re.compile(r"[0-9a-f]{64}")
 _PIP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 _PIP_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 _HINTS = {
-    "blocked": "add the mirror's host to EDGE_BUILDER_ALLOWLIST (comma separated), or use an allowed mirror",
+    "blocked": "use a mirror whose host is in EDGE_BUILDER_ALLOWLIST, or ask its administrator to add the host "
+               "(comma separated): a recipe's allowlist can narrow that list, never widen it",
+    "narrowed": "add the host to the recipe's allowlist (only hosts EDGE_BUILDER_ALLOWLIST allows count), "
+                "or use a mirror it allows",
+    "proxy-auth": "the proxy wants credentials: set HTTPS_PROXY / HTTP_PROXY to http://user:password@proxy:port, "
+                  "or ask for the host to be added to the proxy's allowlist",
     "offline": "run once without --offline to fill the cache {cache}",
     "network": "check HTTPS_PROXY / HTTP_PROXY / NO_PROXY and that the host is reachable",
     "tls": "set SSL_CERT_FILE (or REQUESTS_CA_BUNDLE) to the CA bundle of your TLS-intercepting proxy",
     "sha": "the mirror serves other bytes than the recipe's sha256: check the sha256 or the mirror",
     "http": "check the URL, or add a mirror that serves the file",
     "local": "check the local path",
+    "size": "raise the file's `max_size_mb` in the recipe if it really is this large",
 }
 
 
@@ -62,7 +73,8 @@ class FetchResult:
     """A file in the cache and where it came from.
 
     For an archive member, `sha256`/`size` are the member's and
-    `archive_sha256` is the archive's (or the wheel's).
+    `archive_sha256` is the archive's (or the wheel's). On a cache hit, `url`
+    and `fetched_at` (UTC, ISO 8601) say where and when the bytes were first fetched.
     """
 
     path: Path
@@ -71,6 +83,7 @@ class FetchResult:
     size: int
     from_cache: bool
     archive_sha256: str | None = None
+    fetched_at: str | None = None
 
 
 def parse_allowlist(text: str) -> list[str]:
@@ -84,19 +97,29 @@ def host_allowed(host: str, allowlist: list[str]) -> bool:
     return not allowlist or any(host == d or host.endswith("." + d) for d in allowlist)
 
 
+def environment_allowlist() -> tuple[str, list[str]]:
+    """The administrator's allowlist and the variable it came from (the seed's DOMAIN_ALLOWLIST if no other)."""
+    var = "EDGE_BUILDER_ALLOWLIST" if "EDGE_BUILDER_ALLOWLIST" in os.environ else "DOMAIN_ALLOWLIST"
+    return var, parse_allowlist(os.environ.get(var, ""))
+
+
 class Fetcher:
-    """Fetches files from mirrors, archive members and pip packages into one cache."""
+    """Fetches files from mirrors, archive members and pip packages into one cache.
+
+    A host must be in the environment's allowlist (the administrator's policy)
+    and, when one is given, in `allowlist` (a recipe's): the second narrows the
+    first, never widens it.
+    """
 
     def __init__(self, cache_dir: Path, *, offline: bool = False, allowlist: list[str] | None = None,
                  retries: int = 3, backoff: float = 1.0, timeout: float = 30.0,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, max_bytes: int | None = None):
         self.cache_dir = Path(cache_dir)
         self.offline = offline
-        if allowlist is None:
-            env = "EDGE_BUILDER_ALLOWLIST" if "EDGE_BUILDER_ALLOWLIST" in os.environ else "DOMAIN_ALLOWLIST"
-            allowlist = parse_allowlist(os.environ.get(env, ""))
-        self.allowlist = parse_allowlist(",".join(allowlist))
+        self.policy_var, self.policy = environment_allowlist()
+        self.allowlist = parse_allowlist(",".join(allowlist or []))
         self.progress = progress
+        self.max_bytes = max_bytes  # per file written into the cache (a download, a copy, a member)
         self._http = HttpDownloader(timeout=timeout, retries=retries, backoff=backoff,
                                     check_url=self._check_host, progress=progress)
 
@@ -138,7 +161,7 @@ class Fetcher:
             if path is None:
                 return None
             url = next((u for u in urls if (self._index_get("url", u) or {}).get("sha256") == want), None)
-            return FetchResult(path, url, want, path.stat().st_size, True)
+            return self._hit(path, want, url)
         # Local files are copied afresh each time: they may have been edited.
         remote = [u for u in urls if urlsplit(u).scheme in ("http", "https")]
         return next((hit for u in remote if (hit := self._index_hit("url", u))), None)
@@ -172,7 +195,19 @@ class Fetcher:
         path = entry and self._lookup(entry["sha256"], entry["filename"])
         if not path:
             return None
-        return FetchResult(path, entry.get("url"), entry["sha256"], path.stat().st_size, True)
+        return self._hit(path, entry["sha256"], entry.get("url"))
+
+    def _hit(self, path: Path, sha: str, known_url: str | None) -> FetchResult:
+        """A cache hit, with the URL and time its bytes were first fetched (`known_url` in older caches)."""
+        try:
+            origin = json.loads(self._origin_path(sha).read_text())
+        except (FileNotFoundError, ValueError):
+            origin = {}
+        return FetchResult(path, origin.get("url", known_url), sha, path.stat().st_size, True,
+                           fetched_at=origin.get("fetched_at"))
+
+    def _origin_path(self, sha: str) -> Path:
+        return self.cache_dir / "sha256" / f"{sha}.origin.json"
 
     def _commit(self, src: Path, url: str | None, want: str | None, name: str, kind: str, key: str) -> FetchResult:
         """Verify `src` and move it into the store; record it in the index under (kind, key)."""
@@ -183,11 +218,15 @@ class Fetcher:
         folder = self.cache_dir / "sha256" / got
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / name
+        fetched_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        origin = self._origin_path(got)
+        if not origin.exists():  # the first fetch of these bytes; written before them, so they always have one
+            write_atomic(origin, json.dumps({"url": url, "fetched_at": fetched_at}).encode())
         os.replace(src, path)
         write_atomic(self._index_path(kind, key),
                      json.dumps({"key": key, "sha256": got, "filename": name, "url": url}).encode())
         log.info("OK   %s <- %s", name, url)
-        return FetchResult(path, url, got, path.stat().st_size, False)
+        return FetchResult(path, url, got, path.stat().st_size, False, fetched_at=fetched_at)
 
     @contextmanager
     def _temp_file(self) -> Iterator[Path]:
@@ -237,13 +276,15 @@ class Fetcher:
         raise MirrorFailed(f"unsupported URL scheme {parts.scheme!r}", "http")
 
     def _from_local(self, src: Path, url: str, want: str | None, name: str) -> FetchResult:
-        try:
-            reader = open(src, "rb")
+        try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+            reader = open(os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
         except OSError as exc:
             raise MirrorFailed(f"cannot read {src}: {exc.strerror or exc}", "local") from None
         with reader, self._temp_file() as tmp:
+            if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):  # a device or FIFO never ends
+                raise MirrorFailed(f"{src} is not a regular file", "local")
             with open(tmp, "wb") as out:
-                shutil.copyfileobj(reader, out, _CHUNK)
+                shutil.copyfileobj(reader, _Capped(out, self.max_bytes), _CHUNK)
                 sync(out)
             return self._commit(tmp, url, want, name, "url", url)
 
@@ -253,14 +294,14 @@ class Fetcher:
             hit = self._cached([url], want, name)  # another process may have finished it meanwhile
             if hit:
                 return hit
-            resumed = self._http.download(url, part)
+            resumed = self._http.download(url, part, max_bytes=self.max_bytes)
             try:
                 result = self._commit(part, url, want, name, "url", url)
             except MirrorFailed:
                 if not resumed:
                     raise
                 log.warning("sha256 mismatch after resuming %s; downloading it again from the start", url)
-                self._http.download(url, part)
+                self._http.download(url, part, max_bytes=self.max_bytes)
                 result = self._commit(part, url, want, name, "url", url)
             part.with_suffix(".json").unlink(missing_ok=True)
             return result
@@ -288,23 +329,53 @@ class Fetcher:
         if found is None:
             with self._temp_file() as tmp:
                 with open(tmp, "wb") as out:
-                    inner = copy_member(archive.path, member, out)
+                    try:
+                        inner = copy_member(archive.path, member, _Capped(out, self.max_bytes))
+                    except MirrorFailed as exc:
+                        raise FetchError(f"{member} of {archive.path.name}: {exc.reason}", hint=_HINTS["size"]) from None
                     sync(out)
                 found = self._commit(tmp, archive.url, None, posixpath.basename(inner), "member", key)
-        return replace(found, url=archive.url, from_cache=archive.from_cache, archive_sha256=archive.sha256)
+        return replace(found, url=archive.url, from_cache=archive.from_cache, archive_sha256=archive.sha256,
+                       fetched_at=archive.fetched_at)
 
     def _check_host(self, url: str) -> None:
         host = urlsplit(url).hostname or ""
-        if not host_allowed(host, self.allowlist):
-            log.warning("BLOCK (not in allowlist) %s -> %s", host, url)
-            raise MirrorFailed(f"blocked by allowlist (host {host} not in {','.join(self.allowlist)})", "blocked")
+        policy = f"{self.policy_var}={','.join(self.policy)}"
+        recipe = f"the recipe's allowlist {','.join(self.allowlist)}"
+        if not host_allowed(host, self.policy):
+            kind, reason = "blocked", f"host {host} not in {policy}"
+            if self.allowlist:
+                reason += f" ({recipe} can narrow that list, not widen it)"
+        elif not host_allowed(host, self.allowlist):
+            kind, reason = "narrowed", f"host {host} not in {recipe}"
+            if self.policy:
+                reason += f" (within {policy})"
+        else:
+            return
+        log.warning("BLOCK %s -> %s", reason, url)
+        raise MirrorFailed(f"blocked by allowlist: {reason}", kind)
+
+
+class _Capped:
+    """A binary file that refuses to grow past `limit` bytes (a zip bomb, a device behind a path)."""
+
+    def __init__(self, out: BinaryIO, limit: int | None):
+        self.out, self.limit, self.written = out, limit, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.limit is not None and self.written > self.limit:
+            raise MirrorFailed(too_large(self.limit), "size")
+        return self.out.write(data)
 
 
 def write_missing(path: Path, entries: list[tuple[str, list[str], str]]) -> None:
     """Write missing.txt: one `name<TAB>reason<TAB>mirror...` line per item (the seed's missing_tflite.txt)."""
 
     def one_line(text: str) -> str:
-        return "; ".join(line.strip() for line in text.splitlines() if line.strip()).replace("\t", " ")
+        """Every line, joined by "; " (after a heading's colon, by a space); tabs become spaces."""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return "; ".join(lines).replace(":; ", ": ").replace("\t", " ")
 
     rows = ["\t".join([one_line(name), one_line(reason), *map(one_line, urls)]) for name, urls, reason in entries]
     write_atomic(Path(path), "".join(row + "\n" for row in rows).encode())

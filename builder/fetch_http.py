@@ -53,12 +53,15 @@ class HttpDownloader:
         self._progress = progress
         self._opener: urllib.request.OpenerDirector | None = None
 
-    def download(self, url: str, part: Path) -> bool:
-        """Complete `part` from `url`, retrying transient failures; True if it kept earlier bytes."""
+    def download(self, url: str, part: Path, max_bytes: int | None = None) -> bool:
+        """Complete `part` from `url`, retrying transient failures; True if it kept earlier bytes.
+
+        A file larger than `max_bytes` fails (kind "size") and its partial file is dropped.
+        """
         attempt = 0
         while True:
             try:
-                return self._get(url, part)
+                return self._get(url, part, max_bytes)
             except Transient as exc:
                 if attempt >= self.retries:
                     raise MirrorFailed(f"{exc.reason} (after {attempt + 1} attempts)", exc.kind) from None
@@ -82,7 +85,7 @@ class HttpDownloader:
                 urllib.request.HTTPSHandler(context=context), _CheckedRedirects(self._check_url))
         return self._opener.open(request, timeout=self.timeout)
 
-    def _get(self, url: str, part: Path) -> bool:
+    def _get(self, url: str, part: Path, max_bytes: int | None) -> bool:
         """One GET, resuming `part` with Range when it exists; True if earlier bytes were kept."""
         meta = part.with_suffix(".json")
         offset = part.stat().st_size if part.exists() else 0
@@ -100,6 +103,8 @@ class HttpDownloader:
             if exc.code == 416 and offset:
                 part.unlink(missing_ok=True)
                 raise Transient("416 Range Not Satisfiable (partial file dropped)", "http") from None
+            if exc.code == 407:  # the proxy, not the server, refused (a plain http URL)
+                raise MirrorFailed(f"proxy authentication required ({exc.code} {exc.reason})", "proxy-auth") from None
             transient = exc.code >= 500 or exc.code in _RETRY_STATUS
             raise (Transient if transient else MirrorFailed)(
                 f"{exc.code} {exc.reason}", "http", _retry_after(exc.headers.get("Retry-After"))) from None
@@ -116,20 +121,25 @@ class HttpDownloader:
                 etag = response.headers.get("ETag") or ""
                 validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
                 atomic_write_bytes(meta, json.dumps({"url": url, "validator": validator}).encode())
-            self._receive(response, url, part, offset if resumed else 0)
+            self._receive(response, url, part, offset if resumed else 0, max_bytes)
             return resumed
 
-    def _receive(self, response: http.client.HTTPResponse, url: str, part: Path, offset: int) -> None:
+    def _receive(self, response: http.client.HTTPResponse, url: str, part: Path, offset: int,
+                 max_bytes: int | None) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         done = offset
         self._report(f"GET {url}", done, total)
         with open(part, "ab" if offset else "wb") as out:
-            while chunk := _read(response):
+            while (max_bytes is None or max(done, total or 0) <= max_bytes) and (chunk := _read(response)):
                 out.write(chunk)
                 done += len(chunk)
                 self._report(f"GET {url}", done, total)
             sync(out)
+        if max_bytes is not None and max(done, total or 0) > max_bytes:  # nothing worth resuming
+            part.unlink()
+            part.with_suffix(".json").unlink(missing_ok=True)
+            raise MirrorFailed(too_large(max_bytes), "size")
         if total is not None and done < total:
             raise Transient(f"connection closed after {done} of {total} bytes", "network")
 
@@ -150,6 +160,10 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def too_large(max_bytes: int) -> str:
+    return f"larger than {max_bytes / (1 << 20):g} MB (the file's max_size_mb)"
+
+
 def sync(out: BinaryIO) -> None:
     """Flush `out` to disk, so a rename after a crash never exposes an empty file."""
     out.flush()
@@ -167,6 +181,8 @@ def _network_failure(exc: BaseException) -> MirrorFailed:
     reason = exc.reason if isinstance(exc, URLError) else exc
     if isinstance(reason, ssl.SSLCertVerificationError):  # retrying cannot fix trust
         return MirrorFailed(f"TLS verification failed: {reason}", "tls")
+    if str(reason).startswith("Tunnel connection failed: 407"):  # the proxy refused CONNECT (an https URL)
+        return MirrorFailed(f"proxy authentication required ({reason})", "proxy-auth")
     if isinstance(reason, TimeoutError) or "timed out" in str(reason):
         return Transient("timed out", "network")
     return Transient(f"connection failed: {reason}", "network")

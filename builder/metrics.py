@@ -110,3 +110,64 @@ def _hit_rate(scores: np.ndarray, targets: np.ndarray, k: int) -> float:
         raise StepError("no samples to score")
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(top == targets[:, None], axis=1)))
+
+
+_LAYOUTS = ((0, 2, 3, 1), (0, 3, 1, 2), (0, 2, 1))  # NCHW->NHWC, NHWC->NCHW, (N, C, L)->(N, L, C)
+
+
+def align_outputs(reference: list[np.ndarray], candidate: list[np.ndarray]) -> list[tuple[int, tuple | None]]:
+    """For each reference output, (candidate output index, axes to transpose it by or None).
+
+    A converter may reorder outputs (TFLite orders them by name) and change their layout
+    (onnx2tf makes NCHW outputs NHWC); outputs are matched by shape, in order where
+    that fits, then through a layout transpose. One sample's outputs are enough to decide.
+    """
+    if len(reference) != len(candidate):
+        raise StepError(f"the source has {len(reference)} outputs, the artifact {len(candidate)}")
+    free = list(range(len(candidate)))
+    pairs = []
+    for i, ref in enumerate(reference):
+        shape = np.squeeze(ref).shape
+        order = ([i] if i in free else []) + [j for j in free if j != i]
+        match = next(((j, None) for j in order if np.squeeze(candidate[j]).shape == shape), None)
+        match = match or next(((j, axes) for j in order for axes in _LAYOUTS if candidate[j].ndim == len(axes)
+                               and np.squeeze(candidate[j].transpose(_inverse(axes))).shape == shape), None)
+        if match is None:
+            raise StepError(f"source output {i} {list(ref.shape)} matches no artifact output "
+                            f"({', '.join(str(list(candidate[j].shape)) for j in free)})")
+        free.remove(match[0])
+        pairs.append(match)
+    return pairs
+
+
+def _inverse(axes: tuple) -> tuple:
+    return tuple(int(a) for a in np.argsort(axes))
+
+
+def aligned(candidate: list[np.ndarray], pairs: list[tuple[int, tuple | None]]) -> list[np.ndarray]:
+    """The candidate's outputs in the reference's order and layout."""
+    return [candidate[j] if axes is None else np.ascontiguousarray(candidate[j].transpose(_inverse(axes)))
+            for j, axes in pairs]
+
+
+Z95 = 1.959964  # two-sided 95%
+
+
+def wilson_interval(rate: float, samples: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion measured on `samples` samples (sound near 0 and 1)."""
+    if samples <= 0:
+        return 0.0, 1.0
+    centre = (rate + z * z / (2 * samples)) / (1 + z * z / samples)
+    half = z * np.sqrt(rate * (1 - rate) / samples + z * z / (4 * samples * samples)) / (1 + z * z / samples)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def samples_to_decide(rate: float, threshold: float, z: float = Z95) -> int | None:
+    """About how many samples put the interval of `rate` clear of `threshold`; None if they are equal."""
+    if rate == threshold:
+        return None
+    variance = max(rate * (1 - rate), 1e-4)  # a rate of 1.0 still needs some samples to show it
+    n = int(np.ceil(z * z * variance / (rate - threshold) ** 2))  # the normal approximation, then Wilson's own
+    while n < 10**7 and wilson_interval(rate, n, z)[0] <= threshold <= wilson_interval(rate, n, z)[1]:
+        n = int(n * 1.05) + 1
+    return n

@@ -16,10 +16,12 @@ from pathlib import Path
 from builder.config.common import FORMAT_SUFFIXES
 from builder.config.recipe import Recipe, Source
 from builder.config.target import ChainStep, Target
+from builder.convert import source_run
 from builder.errors import ConfigError
+from builder.source_precision import SourcePrecision
 from builder.steps import registry
 from builder.steps.base import StepCall
-from builder.workdir import CALIBRATION, LABELS, SOURCE_DIR, VALIDATION
+from builder.workdir import CALIBRATION, LABELS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
 DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS}
 
@@ -84,7 +86,8 @@ class _Builder:
         step = registry.get(kind)
         stage = "device" if kind in self.plan.target.device_only else step.stage
         recipe = self.plan.recipe
-        needs = step.data_inputs(params or {})
+        params = {**step.recipe_params(recipe), **(params or {})}
+        needs = step.data_inputs(params)
         if "calibration" in needs and recipe.calibration is None:
             raise ConfigError(f"recipe {recipe.name}: variant {variant} needs calibration data for {kind}",
                               hint="add `calibration:` (files, folder or npy; synthetic: N for smoke tests only)")
@@ -176,16 +179,24 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
     return model
 
 
-def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None) -> Plan:
+def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None,
+              quantized: SourcePrecision | None = None) -> Plan:
+    """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found."""
     source = source or recipe.source
     wanted = variants or list(recipe.variants)
     unknown = [v for v in wanted if v not in recipe.variants]
     if unknown:
         raise ConfigError(f"recipe {recipe.name} has no variant {unknown[0]!r}", hint=f"variants: {', '.join(recipe.variants)}")
     plan = Plan(recipe=recipe, target=target, source=source, variants=[])
+    if quantized:
+        plan.notes.append(f"{quantized.describe()}: fp32 is the source's own precision"
+                          + (", and it is quantized again (source.requantize)" if source.requantize else ""))
     for v in wanted:
         precision = recipe.precision_of(v)
-        if precision in target.variants:
+        if quantized and precision != "fp32" and not source.requantize:
+            plan.skipped[v] = (f"{quantized.describe()}: quantizing it again is refused "
+                               "(set source.requantize: true to do it anyway)")
+        elif precision in target.variants:
             plan.variants.append(v)
         else:
             plan.skipped[v] = f"target {target.id} does not produce {precision} (it has {', '.join(target.precisions)})"
@@ -203,6 +214,7 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
         b.add("data.prepare", params={"dataset": "validation"}, outputs={"validation": VALIDATION, "labels": LABELS})
     source_fmt = source.resolved_format
     model = source_path(source)
+    source_outputs = _source_reference(b, model, source_fmt)
     for kind in _hygiene_steps(source_fmt):
         model = b.convert(kind, model, _intermediate(source_fmt))
 
@@ -223,8 +235,32 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     for v in plan.variants:
         b.add("benchmark", inputs={"model": plan.artifacts[v]}, variant=v)
     for v in plan.variants:
-        b.add("validate", inputs={"model": plan.artifacts[v], "reference": plan.artifacts[fp32]}, variant=v)
+        reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]}
+        b.add("validate", inputs=reference | ({"source_outputs": source_outputs} if source_outputs else {}),
+              params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs))}, variant=v)
     return plan
+
+
+def _gates(recipe: Recipe, variant: str, quantized: SourcePrecision | None, *, compared_with_source: bool) -> dict:
+    """The gates a variant's validation applies (shown by the plan); no source figures, no source gates."""
+    gates = recipe.gates_of(variant, quantized_source=quantized is not None).model_dump(exclude_none=True)
+    return {g: t for g, t in gates.items() if compared_with_source or not g.startswith("min_source_")}
+
+
+def _source_reference(b: _Builder, model: str, fmt: str) -> str | None:
+    """Plan the source's own run on the validation set; None (with a note) where that cannot be done."""
+    plan = b.plan
+    if plan.recipe.calibration is None and plan.recipe.validation is None:
+        return None
+    if saved := source_run.saved_as(fmt):  # e.g. a Keras model runs as the SavedModel it is saved to
+        kind, fmt = saved
+        model = b.convert(kind, model, _intermediate(fmt))
+    if not source_run.runnable(fmt):
+        plan.notes.append(f"a {fmt} source is not run here: variants are compared with the fp32 artifact only")
+        return None
+    b.add("reference.source", params={"format": fmt}, inputs={"model": model},
+          outputs={"outputs": SOURCE_OUTPUTS})
+    return SOURCE_OUTPUTS
 
 
 def _custom_steps(b: _Builder, model: str, fmt: str) -> None:

@@ -19,7 +19,8 @@ from builder.workdir import MANIFEST, VERSIONS
 CSV_FIELDS = (
     "variant", "status", "precision", "format", "io_dtype", "size_bytes", "runtime", "threads", "runs", "emulated",
     "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_fps", "init_ms", "peak_rss_mb",
-    "top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db", "gates", "cause",
+    "top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db",
+    "source_cosine", "source_top1_agreement", "source_snr_db", "gates", "cause",
 )
 
 
@@ -47,7 +48,8 @@ def variant_results(plan: Plan, records: dict) -> list[dict]:
             "artifact": plan.artifacts[v],
             "format": plan.target.format,
             "precision": plan.recipe.precision_of(v),
-            "io_dtype": plan.recipe.io_dtype_of(v),
+            "io_dtype": next((c["io_dtype"] for c in reversed(conversions) if "io_dtype" in c),  # what the artifact has
+                             plan.recipe.io_dtype_of(v)),
             "status": "failed" if any(r["status"] == "failed" for r in recs) else ("skipped" if failed else "ok"),
             "benchmark": bench,
             "validation": validation,
@@ -57,10 +59,13 @@ def variant_results(plan: Plan, records: dict) -> list[dict]:
         while first_failure and first_failure.get("blocked_by") in records:  # report the root cause, not the skip
             first_failure = records[first_failure["blocked_by"]]
         if first_failure:
-            cause, hint = classify(first_failure)
+            cause, hint = classify(first_failure, source_format=plan.source.resolved_format)
             entry["failure"] = {"step": first_failure["id"], "error": first_failure.get("error"), "cause": cause, "hint": hint}
-        if validation and any(not g["passed"] for g in validation.get("gates", [])):
-            entry["status"] = "gate-failed"
+            if first_failure["status"] == "failed":  # a step it needs failed, even one shared with other variants
+                entry["status"] = "failed"
+        outcomes = {g.get("outcome", "pass" if g["passed"] else "fail") for g in (validation or {}).get("gates", [])}
+        if entry["status"] == "ok" and outcomes - {"pass"}:
+            entry["status"] = "gate-failed" if "fail" in outcomes else "gate-undecided"
         out.append(entry)
     return out
 
@@ -126,9 +131,20 @@ def _csv_row(entry: dict) -> dict:
         "variant": entry["name"],
         **{k: bench.get(k) for k in CSV_FIELDS if k in bench},
         **{k: val.get(k) for k in ("top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db")},
+        **{f"source_{k}": (val.get("source") or {}).get(k) for k in ("cosine", "top1_agreement", "snr_db")},
         "gates": ("pass" if all(g["passed"] for g in gates) else "FAIL") if gates else "",
         "cause": (entry.get("failure") or {}).get("cause", ""),
     }
+
+
+def _interval(bounds: list[float]) -> str:
+    return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def _rate(figures: dict, name: str) -> str:
+    """A rate with its 95% interval: 0.920 [0.81, 0.97]."""
+    bounds = figures.get(f"{name}_interval")
+    return _fmt(figures.get(name)) + (f" {_interval(bounds)}" if bounds else "")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -149,6 +165,8 @@ def _other_measurements(results: list[dict]) -> list[str]:
             parts.append(f"async throughput {_fmt(b['async']['throughput_fps'], 1)} fps ({b['async']['requests']} requests)")
         for tool, figures in (b.get("tools") or {}).items():
             parts.append(f"{tool}: mean {_fmt(figures.get('mean_ms'))} ms, {_fmt(figures.get('throughput_fps'), 1)} fps")
+            if vs := (b.get("vs_tools") or {}).get(tool):  # ours within 5% of the tool, or why not
+                parts[-1] += f", our p50 / its {_fmt(vs['p50_ratio'])}" + (f" ({vs['why']})" if vs["why"] else "")
         if b.get("estimate"):
             parts.append("timings are Vela's estimate for the NPU, not a measurement")
         if parts:
@@ -196,15 +214,20 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
     lines += _device_lines(results)
     lines += ["## Variants", "",
               "| variant | status | measured on | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
-              "| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB | source cosine | source top-1 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, v = r.get("benchmark") or {}, r.get("validation") or {}
+        src = v.get("source") or {}
         lines.append("| " + " | ".join([
             r["name"], r["status"], measured_on(b), _fmt((b.get("size_bytes") or 0) / 1024, 1) if b else "-",
             _fmt(b.get("p50_ms")), _fmt(b.get("p90_ms")), _fmt(b.get("p99_ms")), _fmt(b.get("throughput_fps"), 1),
-            _fmt(b.get("peak_rss_mb"), 1), _fmt(v.get("top1_agreement")), _fmt(v.get("top5_agreement")),
-            _fmt(v.get("top1_accuracy")), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1)]) + " |")
+            _fmt(b.get("peak_rss_mb"), 1), _rate(v, "top1_agreement"), _rate(v, "top5_agreement"),
+            _rate(v, "top1_accuracy"), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1),
+            _fmt(src.get("cosine"), 5), _rate(src, "top1_agreement")]) + " |")
+    if any(v.get("source") for v in (r.get("validation") or {} for r in results)):
+        lines += ["", "Agreement and cosine compare each variant with the fp32 artifact; the source columns compare "
+                  "it with the source model run in its own framework."]
     extra = _other_measurements(results)
     if extra:
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
@@ -233,8 +256,11 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
             lines.append(f"- **{r['name']}**: `{f['cause']}` in {f['step']}: {f['error']}{hint}")
     gates = [(r["name"], g) for r in results for g in (r.get("validation") or {}).get("gates", []) if not g["passed"]]
     if gates:
-        lines += ["", "## Accuracy gates missed", ""]
-        lines += [f"- {name}: {g['metric']} = {_fmt(g['value'], 4)}, gate {g['gate']} {g['threshold']}" for name, g in gates]
+        lines += ["", "## Accuracy gates missed or undecided", ""]
+        lines += [f"- {name}: {g['metric']} = {_fmt(g['value'], 4)}, gate {g['gate']} {g['threshold']}"
+                  + (f": UNDECIDED, the 95% interval {_interval(g['interval'])} straddles it; about "
+                     f"{g['samples_needed'] or 'many'} validation samples would decide" if g.get("outcome") == "undecided"
+                     else "") for name, g in gates]
     if plan.skipped:
         lines += ["", "## Not built", ""] + [f"- {v}: {why}" for v, why in plan.skipped.items()]
     lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from builder import catalog, inputs, report
+from builder import catalog, inputs, report, source_precision
 from builder.devices import HOST, Device, DevicePool
 from builder.errors import DeviceError, EngineUnreachable, GateError, StepError
-from builder.plan import Plan, make_plan, recipe_hash
+from builder.plan import Plan, make_plan, recipe_hash, source_path
 from builder.progress import DownloadProgress
 from builder.util import atomic_write_bytes, remove
 from builder.workdir import PLAN, RECORDS, RUN
@@ -86,7 +86,8 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
     run["sources"], run["warnings"] = fetched.fetched, list(fetched.warnings)
     run["timings"]["fetch_s"] = round(time.perf_counter() - t0, 2)
 
-    plan = make_plan(recipe, target, variants=variants, source=fetched.source)
+    quantized = source_precision.inspect(workdir / source_path(fetched.source), fetched.source.resolved_format)
+    plan = make_plan(recipe, target, variants=variants, source=fetched.source, quantized=quantized)
     run["warnings"] += plan.notes
     atomic_write_bytes(workdir / PLAN, json.dumps(plan.to_json(), indent=1).encode())
     with pool.toolchain():
@@ -160,7 +161,8 @@ def verdict(outcomes: list[Outcome]) -> None:
         log = o.workdir / "logs" / f"{f.get('step')}.log"
         tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
         raise StepError(f"{len(failed)} variant(s) failed:\n  " + "\n  ".join(lines), hint=f.get("hint"), log_tail=tail)
-    missed = [(o, r, g) for o in outcomes for r in o.gate_failures for g in r["validation"]["gates"] if not g["passed"]]
+    missed = [(o, r, g) for o in outcomes for r in o.gate_failures for g in r["validation"]["gates"]
+              if not g["passed"] and g.get("outcome") != "undecided"]
     if missed:
         lines = []
         for o, r, g in missed:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def create_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new, empty hidden file next to `path`, opened for writing: (fd, its path).
+
+    Unlike mkstemp (always 0600), it is created with mode 0666 and the kernel applies the
+    user's umask (or the folder's default ACL), so the renamed result is as readable as any
+    file the user creates; reading the umask instead would race with other threads.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write through a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -31,17 +47,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())  # so a rename after a crash never exposes an empty file
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Like shutil.copytree, but new folders and files take the umask instead of the source's modes."""
+    for folder, _, files in os.walk(src, followlinks=True):
+        target = dst / Path(folder).relative_to(src)
+        target.mkdir()
+        for name in files:
+            shutil.copyfile(Path(folder, name), target / name)
+
+
 def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy a file or a directory tree atomically (temp sibling, then rename)."""
+    """Copy a file or a directory tree atomically (temp sibling, then rename).
+
+    The copy's modes come from the umask, not from `src` (often a 0600 temp file or 0700 temp dir).
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     remove(tmp)
     if src.is_dir():
-        shutil.copytree(src, tmp)
+        _copy_tree(src, tmp)
     else:
         shutil.copyfile(src, tmp)
     remove(dst)

@@ -11,4 +11,5 @@ LAYOUTS = "work/layouts.json"       # tensor layout of intermediates that differ
 CALIBRATION = "work/data/calibration.npy"
 VALIDATION = "work/data/validation.npy"
 LABELS = "work/data/validation_labels.json"
+SOURCE_OUTPUTS = "work/data/source_outputs.npz"  # the source model's own outputs on the validation samples
 RUN = "work/run.json"           # the run so far (sources, timings, images): what `builder collect` finishes from

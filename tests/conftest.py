@@ -233,3 +233,37 @@ def device_control(device_urls):
         yield control
     finally:
         control.restore()
+
+
+# --- Skips in CI -------------------------------------------------------------
+# In CI (CI=true) a skip hides a missing tool, engine or device; it fails instead, with its reason.
+
+CI_HINT = "CI must have everything the tests use: ./setup.sh installs the packages, .ci/run the engines and devices"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _fail_skip(report) -> None:
+    """Turn a skipped report into a failure that says what was missing."""
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI (CI={os.environ['CI']}), which is a failure here: {reason}\n  {CI_HINT}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if _in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        _fail_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield  # a module-level skip (pytest.importorskip at import time) is a collect report
+    if _in_ci() and report.skipped:
+        _fail_skip(report)
+    return report

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,10 +13,11 @@ import runtime_models as rm
 
 from builder import benchmark, runtimes
 from builder.errors import ConfigError, StepError
+from builder.steps.measure import vs_tool
 
 KEYS = {
     "runtime", "threads", "warmup", "runs", "mean_ms", "std_ms", "min_ms", "max_ms",
-    "p50_ms", "p90_ms", "p99_ms", "throughput_fps", "peak_rss_mb",
+    "p50_ms", "p90_ms", "p99_ms", "throughput_fps", "peak_rss_mb", "other_cpu_load",
 }  # fmt: skip
 
 
@@ -34,6 +38,35 @@ def test_measure_returns_sane_statistics(models):
     assert result["throughput_fps"] == pytest.approx(1000.0 / result["mean_ms"])
     # two samplers (psutil thread, ru_maxrss) of one peak: equal within their granularity
     assert 10 < result["peak_rss_mb"] <= result["process_peak_rss_mb"] * 1.01
+    assert 0 <= result["other_cpu_load"] <= 1
+
+
+def test_measure_times_the_prepared_inference_and_nothing_else(models, monkeypatch):
+    session = runtimes.load(models["xml"])
+    bind, calls = session.prepared, []
+
+    def slow_binding(inputs):  # fault injection: binding takes 0.3 s, none of which may be timed
+        time.sleep(0.3)
+        infer = bind(inputs)
+        return lambda: calls.append(1) or infer()
+
+    monkeypatch.setattr(session, "prepared", slow_binding)
+    result = benchmark.measure(session, warmup=2, runs=10)
+    assert len(calls) == 12 and result["runs"] == 10
+    assert result["max_ms"] < 300
+
+
+def test_other_load_sees_a_busy_process():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        with benchmark.OtherLoad() as load:
+            time.sleep(0.5)
+    finally:
+        busy.kill()
+        busy.wait()
+    # the busy process alone keeps one CPU busy, whatever else the machine runs
+    assert 0.8 / os.cpu_count() <= load.share <= 1
 
 
 def test_measure_keeps_running_until_min_seconds(models):
@@ -195,6 +228,7 @@ BENCHMARK_APP = """\
 [Step 8/11] Querying optimal runtime parameters
 [ INFO ]   OPTIMAL_NUMBER_OF_INFER_REQUESTS: 1
 [ INFO ]   INFERENCE_PRECISION_HINT: <Type: 'float32'>
+[ INFO ]   INFERENCE_NUM_THREADS: 2
 [Step 10/11] Measuring performance (Start inference synchronously, limits: 1000 ms duration)
 [ INFO ] Benchmarking in inference only mode (inputs filling are not included in measurement loop).
 [ INFO ] First inference took 3.46 ms
@@ -214,7 +248,7 @@ BENCHMARK_APP = """\
 def test_parse_benchmark_app_report():
     assert benchmark.parse_benchmark_app(BENCHMARK_APP) == {
         "runs": 719, "duration_ms": 1001.71, "p50_ms": 0.86, "mean_ms": 1.34, "min_ms": 0.53,
-        "max_ms": 56.20, "throughput_fps": 717.77, "first_ms": 3.46, "compile_ms": 286.35,
+        "max_ms": 56.20, "throughput_fps": 717.77, "first_ms": 3.46, "compile_ms": 286.35, "threads": 2,
     }  # fmt: skip
 
 
@@ -233,13 +267,14 @@ def test_parse_benchmark_app_converts_microseconds():
     assert (result["p50_ms"], result["mean_ms"], result["min_ms"], result["max_ms"]) == pytest.approx(
         (0.01872, 0.03237, 0.01424, 5.39064)
     )
-    assert result["duration_ms"] == 1000.34 and result["compile_ms"] is None
+    assert result["duration_ms"] == 1000.34 and result["compile_ms"] is None and result["threads"] is None
 
 
 @pytest.mark.slow
 def test_benchmark_app_runs_for_real(models):
-    result = benchmark.benchmark_app_tool(models["xml"], seconds=1, hint="latency")
+    result = benchmark.benchmark_app_tool(models["xml"], seconds=1, hint="latency", threads=1)
     assert result["tool"] == "benchmark_app" and result["runs"] > 0
+    assert result["threads"] == 1  # as its compiled model reports it, with the latency hint kept
     assert 0 < result["min_ms"] <= result["p50_ms"] <= result["max_ms"]
     assert result["throughput_fps"] > 0
 
@@ -248,3 +283,27 @@ def test_benchmark_app_failure_carries_its_log(tmp_path):
     with pytest.raises(StepError, match="benchmark_app exited") as caught:
         benchmark.benchmark_app_tool(tmp_path / "absent.xml", seconds=1)
     assert any("absent.xml" in line for line in caught.value.log_tail)
+
+
+# --- ours against the vendor tool ----------------------------------------------
+
+
+def test_vs_tool_within_five_percent_needs_no_reason():
+    assert vs_tool({"p50_ms": 2.09, "other_cpu_load": 0.7}, "benchmark_app", {"p50_ms": 2.0}) == {
+        "p50_ratio": 1.045, "tool_field": "p50_ms", "within_5pct": True, "why": None,
+    }  # fmt: skip
+
+
+def test_vs_tool_says_why_when_apart():
+    loaded = vs_tool({"p50_ms": 3.0, "other_cpu_load": 0.42}, "benchmark_model", {"p50_ms": 2.0})
+    assert (loaded["p50_ratio"], loaded["within_5pct"]) == (1.5, False)
+    assert loaded["why"] == "other processes used 42% of the CPUs while ours ran"
+    emulated = vs_tool({"p50_ms": 1.0, "emulated": True, "other_cpu_load": 0.0}, "benchmark_app", {"p50_ms": 2.0})
+    assert emulated["why"].startswith("emulated")
+    quiet = vs_tool({"p50_ms": 3.0, "other_cpu_load": 0.01}, "benchmark_app", {"p50_ms": 2.0})
+    assert quiet["why"] == "unexplained: other processes used only 1% of the CPUs"
+
+
+def test_vs_tool_compares_trtexec_gpu_compute_which_excludes_the_copies_we_do_not_time():
+    result = vs_tool({"p50_ms": 1.02, "other_cpu_load": 0.0}, "trtexec", {"p50_ms": 1.5, "gpu_compute_p50_ms": 1.0})
+    assert result["tool_field"] == "gpu_compute_p50_ms" and result["within_5pct"]

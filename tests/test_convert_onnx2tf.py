@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from click.testing import CliRunner
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
+from builder.causes import classify
+from builder.cli import cli
 from builder.convert.onnx import simplify_onnx, torch_to_onnx
 from builder.convert.onnx2tf import onnx_to_saved_model
-from builder.convert.tflite import representative_from_array, to_tflite
+from builder.convert.tflite import representative_from_array, tflite_ops, to_tflite
 from builder.errors import ConversionError
 from builder.runtimes import load
+from builder.steps.onnx import OnnxToSavedModel
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +74,77 @@ def test_failure_becomes_conversion_error_with_log_tail(tmp_path):
     assert err.value.cause == "invalid-onnx"
     assert err.value.log_tail
     assert not (tmp_path / "out").exists()
+
+
+# --- onnx2tf's own options, from a recipe's source.onnx2tf ---
+
+
+def _erf_of_scaled(path: Path) -> Path:
+    """y = Erf(x * c), c = 2: TFLite has no Erf; the Mul node `scale` reads the constant `c`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "c"], ["xc"], name="scale"), helper.make_node("Erf", ["xc"], ["y"], name="erf")],
+        "erf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [numpy_helper.from_array(np.array([2.0], np.float32), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_pseudo_operators_and_param_replacements_reach_onnx2tf(tmp_path):
+    from scipy.special import erf
+
+    source = _erf_of_scaled(tmp_path / "erf.onnx")
+    onnx_to_saved_model(source, tmp_path / "plain")
+    with pytest.raises(ConversionError) as err:  # as onnx2tf makes it, the SavedModel keeps TF's Erf
+        to_tflite(tmp_path / "plain", tmp_path / "plain.tflite", source_format="saved_model")
+    record = {"status": "failed", "kind": "convert.tflite", "error": err.value.message, "cause": err.value.cause,
+              "hint": err.value.hint}
+    assert classify(record, source_format="onnx") == (
+        "unsupported-op", "set source.onnx2tf.replace_to_pseudo_operators: [Erf]: onnx2tf then builds it from ops "
+        "TFLite has")
+
+    params = OnnxToSavedModel.Params(replace_to_pseudo_operators=["erf"], param_replacements=[
+        {"op_name": "scale", "param_target": "inputs", "param_name": "c", "values": [3.0]}])
+    onnx_to_saved_model(source, tmp_path / "pseudo", options=params.model_dump(exclude_defaults=True))
+    to_tflite(tmp_path / "pseudo", tmp_path / "pseudo.tflite", source_format="saved_model")
+    assert not tflite_ops(tmp_path / "pseudo.tflite")["custom_ops"]
+    x = np.linspace(-1.5, 1.5, 16, dtype=np.float32)[None]
+    got = load(tmp_path / "pseudo.tflite").run([x])[0]
+    np.testing.assert_allclose(got, erf(3.0 * x), atol=1e-3)  # c replaced by 3; Erf built from builtins
+
+
+def _onnx_recipe(tmp_path: Path, onnx2tf: dict, source: str = "model.onnx") -> Path:
+    (tmp_path / source).write_bytes(b"")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "m", "source": {"file": source, "onnx2tf": onnx2tf},
+                                      "input": {"shape": [1, 3, 32, 32], "layout": "NCHW"}, "variants": ["fp32"]}))
+    return recipe
+
+
+def test_source_onnx2tf_options_are_the_onnx2tf_steps_params_in_the_plan(tmp_path):
+    operation = {"op_name": "Transpose_1", "param_target": "attributes", "param_name": "perm", "values": [0, 2, 3, 1]}
+    (tmp_path / "replace.json").write_text(json.dumps({"format_version": 1, "operations": [operation]}))
+    recipe = _onnx_recipe(tmp_path, {"replace_to_pseudo_operators": ["erf", "GeLU"], "enable_rnn_unroll": True,
+                                     "param_replacement_file": "replace.json"})
+    result = CliRunner().invoke(cli, ["plan", str(recipe), "-t", "x86-tflite", "--json"])
+    assert result.exit_code == 0, result.output
+    steps = json.loads(result.output[result.output.index("{"):])["steps"]
+    (step,) = [s for s in steps if s["kind"] == "convert.onnx2tf"]
+    assert step["params"] == {"replace_to_pseudo_operators": ["Erf", "Gelu"], "enable_rnn_unroll": True,
+                              "param_replacements": [operation]}
+
+
+@pytest.mark.parametrize("onnx2tf, source, field", [
+    ({"replace_to_pseudo_operators": ["Softmax"]}, "model.onnx", "replace_to_pseudo_operators"),
+    ({"param_replacement_file": "replace.json"}, "model.onnx", "param_replacement_file"),
+    ({"keep_ncw_or_nchw_or_ncdhw_input_names": ["x"]}, "model.tflite", "onnx2tf never converts a tflite source"),
+])
+def test_onnx2tf_options_that_cannot_apply_are_refused_at_load(tmp_path, onnx2tf, source, field):
+    (tmp_path / "replace.json").write_text(json.dumps({"operations": [{"op_name": "a", "values": [1]}]}))
+    result = CliRunner().invoke(cli, ["plan", str(_onnx_recipe(tmp_path, onnx2tf, source)), "-t", "x86-tflite"])
+    assert result.exit_code == 2 and field in result.output and "Traceback" not in result.output, result.output

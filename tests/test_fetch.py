@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
 import os
 import shutil
 import ssl
@@ -14,11 +15,15 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from builder import inputs
+from builder.catalog import load_recipe
+from builder.causes import classify
 from builder.errors import ConfigError, FetchError
 from builder.fetch import Fetcher, host_allowed, parse_allowlist, write_missing
 
@@ -43,6 +48,8 @@ class Server:
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 server.requests.append((self.path, dict(self.headers)))
                 server.routes.get(self.path, status(404))(self)
+
+            do_CONNECT = do_GET  # as a proxy, a CONNECT is routed by its "host:port"
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -142,8 +149,8 @@ def fetcher(tmp_path: Path, **kwargs) -> Fetcher:
 
 
 def stored(tmp_path: Path) -> list[Path]:
-    """Every file in the trusted part of the cache."""
-    return sorted(p for p in (tmp_path / "cache" / "sha256").rglob("*") if p.is_file())
+    """Every file in the trusted part of the cache (not the origin records beside them)."""
+    return sorted(p for p in (tmp_path / "cache" / "sha256").glob("*/*") if p.is_file())
 
 
 # --- mirrors, retries, verification -----------------------------------------
@@ -166,6 +173,7 @@ def test_mirrors_are_tried_in_order_until_one_serves_the_right_bytes(server: Ser
 
     again = fetcher(tmp_path).fetch(urls, sha256=sha(BODY))
     assert (again.path, again.from_cache, again.url) == (result.path, True, urls[3])
+    assert again.fetched_at == result.fetched_at
     assert len(server.requests) == 6  # served from the cache
 
 
@@ -347,9 +355,55 @@ def test_blocked_host_is_never_contacted(server: Server, tmp_path: Path) -> None
     with pytest.raises(FetchError) as info:
         fetcher(tmp_path, allowlist=["example.com"]).fetch([server.url("/m.bin")])
 
-    assert "blocked by allowlist (host 127.0.0.1 not in example.com)" in info.value.message
-    assert "EDGE_BUILDER_ALLOWLIST" in info.value.hint
+    assert "blocked by allowlist: host 127.0.0.1 not in the recipe's allowlist example.com" in info.value.message
+    assert "recipe's allowlist" in info.value.hint
     assert server.requests == []
+
+
+def test_a_recipe_allowlist_narrows_the_environments_and_never_widens_it(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.routes["/m.bin"] = serve(BODY)
+    url = server.url("/m.bin")
+
+    monkeypatch.setenv("EDGE_BUILDER_ALLOWLIST", "example.com")
+    with pytest.raises(FetchError) as info:
+        fetcher(tmp_path, allowlist=["127.0.0.1"]).fetch([url])
+    assert ("blocked by allowlist: host 127.0.0.1 not in EDGE_BUILDER_ALLOWLIST=example.com "
+            "(the recipe's allowlist 127.0.0.1 can narrow that list, not widen it)") in info.value.message
+    assert "never widen" in info.value.hint
+    assert server.requests == []
+
+    monkeypatch.setenv("EDGE_BUILDER_ALLOWLIST", "127.0.0.1,localhost")
+    with pytest.raises(FetchError) as info:
+        fetcher(tmp_path, allowlist=["127.0.0.1"]).fetch([server.url("/m.bin", host="localhost")])
+    assert ("host localhost not in the recipe's allowlist 127.0.0.1 "
+            "(within EDGE_BUILDER_ALLOWLIST=127.0.0.1,localhost)") in info.value.message
+    assert server.requests == []
+    assert fetcher(tmp_path, allowlist=["127.0.0.1"]).fetch([url]).path.read_bytes() == BODY
+
+
+def test_a_recipe_cannot_widen_the_allowlist_through_builder_inputs(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case, end to end: every mirror's reason lands in missing.txt."""
+    server.routes["/m.tflite"] = serve(BODY)
+    monkeypatch.setenv("EDGE_BUILDER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGE_BUILDER_ALLOWLIST", "example.com")
+    recipe = tmp_path / "r.yaml"
+    urls = [server.url("/m.tflite"), server.url("/m.tflite", host="localhost")]
+    recipe.write_text(f"name: widen\nsource: {{download: {{urls: {json.dumps(urls)}, allowlist: [127.0.0.1]}}}}\n"
+                      "input: {shape: [1, 8, 8, 3]}\nvariants: [fp32]\n")
+
+    with pytest.raises(FetchError, match="not in EDGE_BUILDER_ALLOWLIST=example.com"):
+        inputs.materialize(load_recipe(recipe), tmp_path / "w")
+
+    assert server.requests == []
+    name, reason, *mirrors = (tmp_path / "w" / "missing.txt").read_text().rstrip("\n").split("\t")
+    assert (name, mirrors) == ("model:m.tflite", urls)
+    assert reason == (f"could not fetch m.tflite from any of 2 mirror(s): "
+                      f"{urls[0]}: blocked by allowlist: host 127.0.0.1 not in EDGE_BUILDER_ALLOWLIST=example.com "
+                      "(the recipe's allowlist 127.0.0.1 can narrow that list, not widen it); "
+                      f"{urls[1]}: blocked by allowlist: host localhost not in EDGE_BUILDER_ALLOWLIST=example.com "
+                      "(the recipe's allowlist 127.0.0.1 can narrow that list, not widen it)")
 
 
 def test_allowlist_comes_from_the_environment(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -363,14 +417,55 @@ def test_allowlist_comes_from_the_environment(server: Server, tmp_path: Path, mo
     assert fetcher(tmp_path).fetch([url]).path.read_bytes() == BODY
 
 
-def test_redirects_to_a_blocked_host_are_refused(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("environment, recipe, refused", [
+    (None, ["127.0.0.1"], "host localhost not in the recipe's allowlist 127.0.0.1"),
+    ("127.0.0.1", None, "host localhost not in EDGE_BUILDER_ALLOWLIST=127.0.0.1"),
+    ("127.0.0.1", ["127.0.0.1", "localhost"], "host localhost not in EDGE_BUILDER_ALLOWLIST=127.0.0.1 "
+                                              "(the recipe's allowlist 127.0.0.1,localhost can narrow"),
+], ids=["recipe", "environment", "recipe-cannot-widen"])
+def test_redirects_to_a_blocked_host_are_refused(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 environment: str | None, recipe: list[str] | None,
+                                                 refused: str) -> None:
     server.routes["/m.bin"] = serve(BODY)
     server.routes["/go"] = status(302, {"Location": server.url("/m.bin", host="localhost")})
+    if environment:
+        monkeypatch.setenv("EDGE_BUILDER_ALLOWLIST", environment)
 
-    with pytest.raises(FetchError, match="host localhost not in 127.0.0.1"):
-        fetcher(tmp_path, allowlist=["127.0.0.1"]).fetch([server.url("/go")], filename="m.bin")
+    with pytest.raises(FetchError) as info:
+        fetcher(tmp_path, allowlist=recipe).fetch([server.url("/go")], filename="m.bin")
 
-    assert server.hits("/m.bin") == []
+    assert refused in info.value.message
+    assert len(server.hits("/go")) == 1 and server.hits("/m.bin") == []
+
+
+# --- proxies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, proxied", [
+    ("http://models.example.com/m.bin", "http://models.example.com/m.bin"),  # the proxy answers the GET
+    ("https://models.example.com/m.bin", "models.example.com:443"),  # the proxy answers the CONNECT
+], ids=["http", "https"])
+def test_a_proxy_asking_for_credentials_gets_its_own_cause_and_hint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, proxied: str) -> None:
+    proxy = Server()
+    proxy.routes[proxied] = status(407, {"Proxy-Authenticate": 'Basic realm="corp"'})
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, proxy.url(""))
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        with pytest.raises(FetchError) as info:
+            fetcher(tmp_path).fetch([url])
+    finally:
+        proxy.stop()
+
+    assert f"{url}: proxy authentication required (" in info.value.message
+    assert "407 Proxy Authentication Required" in info.value.message
+    assert "HTTPS_PROXY" in info.value.hint and "user:password" in info.value.hint
+    assert "proxy's allowlist" in info.value.hint
+    assert [path for path, _ in proxy.requests] == [proxied]  # not retried: a retry brings no credentials
+    cause, hint = classify({"status": "failed", "error": info.value.message, "cause": "error"})
+    assert cause == "proxy-auth" and "user:password" in hint
 
 
 # --- archive members ------------------------------------------------------------
@@ -496,8 +591,41 @@ def test_offline_run_is_served_from_the_cache(tmp_path: Path) -> None:
     member = offline.fetch([zip_url], member="m.tflite")
 
     assert (by_url.url, by_url.from_cache, by_url.path.read_bytes()) == (urls[0], True, BODY)
-    assert (by_sha.url, by_sha.from_cache, by_sha.sha256) == (None, True, sha(BODY))
+    assert (by_sha.url, by_sha.from_cache, by_sha.sha256) == (urls[0], True, sha(BODY))  # where it came from
     assert (member.path.read_bytes(), member.from_cache, member.archive_sha256) == (MEMBER, True, sha(archive))
+    assert member.url == zip_url
+
+
+def test_a_cache_hit_says_where_and_when_the_bytes_were_first_fetched(server: Server, tmp_path: Path) -> None:
+    server.routes.update({"/a/m.bin": serve(BODY), "/b/m.bin": serve(BODY)})
+    first = fetcher(tmp_path).fetch([server.url("/a/m.bin")])
+    other = fetcher(tmp_path).fetch([server.url("/b/m.bin")])  # the same bytes again, from another mirror
+
+    hits = [fetcher(tmp_path, offline=True).fetch(["http://mirror.invalid/m.bin"], sha256=sha(BODY)),
+            fetcher(tmp_path, offline=True).fetch([server.url("/b/m.bin")])]
+
+    assert (first.from_cache, other.from_cache, other.url) == (False, False, server.url("/b/m.bin"))
+    assert datetime.fromisoformat(first.fetched_at).utcoffset().total_seconds() == 0
+    assert [(h.url, h.fetched_at, h.from_cache) for h in hits] == [(first.url, first.fetched_at, True)] * 2
+    origin = tmp_path / "cache" / "sha256" / f"{sha(BODY)}.origin.json"
+    assert json.loads(origin.read_text()) == {"url": first.url, "fetched_at": first.fetched_at}
+    assert sorted(p.name for p in origin.parent.iterdir()) == [sha(BODY), origin.name]  # no temp file left
+
+
+def test_builder_inputs_records_where_a_cache_hit_came_from(server: Server, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    server.routes["/m.tflite"] = serve(BODY)
+    monkeypatch.setenv("EDGE_BUILDER_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: hit\nsource: {{download: {{urls: ['{server.url('/m.tflite')}'], sha256: {sha(BODY)}}}}}\n"
+                      "input: {shape: [1, 8, 8, 3]}\nvariants: [fp32]\n")
+
+    (first,) = inputs.materialize(load_recipe(recipe), tmp_path / "w1").fetched
+    recipe.write_text(recipe.read_text().replace(server.url("/m.tflite"), "http://mirror.invalid/m.tflite"))
+    (hit,) = inputs.materialize(load_recipe(recipe), tmp_path / "w2", offline=True).fetched
+
+    assert (first["from_cache"], hit["from_cache"]) == (False, True)
+    assert (hit["url"], hit["fetched_at"]) == (server.url("/m.tflite"), first["fetched_at"]) != (None, None)
 
 
 def test_offline_miss_fails_without_network_and_is_written_to_missing(server: Server, tmp_path: Path) -> None:
@@ -516,8 +644,8 @@ def test_offline_miss_fails_without_network_and_is_written_to_missing(server: Se
     assert len(lines) == 2
     name, reason, *mirrors = lines[0].split("\t")
     assert (name, mirrors) == ("mobilenet_v2", urls)
-    assert reason.startswith("could not fetch m.tflite from any of 2 mirror(s):; ")
-    assert "\n" not in reason and reason.count("offline and not in cache") == 2
+    assert reason == (f"could not fetch m.tflite from any of 2 mirror(s): {urls[0]}: offline and not in cache; "
+                      f"{urls[1]}: offline and not in cache")
     assert lines[1].split("\t") == ["ssd", "404 gone", "http://x/ssd.zip"]
     assert [p.name for p in missing.parent.iterdir()] == ["missing.txt"]  # no temp file left
 

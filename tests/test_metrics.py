@@ -76,3 +76,49 @@ def test_accuracy_top1_and_top2():
     assert accuracy(CANDIDATE, labels, k=2) == 0.75
     with pytest.raises(StepError, match="4 samples of logits but 3 labels"):
         accuracy(CANDIDATE, labels[:3])
+
+
+def test_wilson_interval_of_the_quickstart_gate_on_50_samples_straddles_it():
+    from builder.metrics import samples_to_decide, wilson_interval
+
+    low, high = wilson_interval(0.92, 50)
+    assert 0.80 < low < 0.82 and 0.96 < high < 0.97  # 0.90 lies inside: 50 samples cannot tell
+    assert wilson_interval(1.0, 8)[0] > 0.6 and wilson_interval(1.0, 8)[1] == 1.0
+    needed = samples_to_decide(0.92, 0.90)
+    assert 600 < needed < 1000 and wilson_interval(0.92, needed)[0] > 0.9
+    assert samples_to_decide(0.9, 0.9) is None
+
+
+def test_a_gate_inside_the_interval_is_undecided_not_passed():
+    from builder.steps.measure import add_intervals, check_gates
+
+    result = {"samples": 50, "top1_agreement": 0.92, "cosine": 0.99}
+    add_intervals(result, 50)
+    gates = {g["gate"]: g for g in check_gates({"min_top1_agreement": 0.9, "min_cosine": 0.95}, result)}
+    assert gates["min_top1_agreement"]["outcome"] == "undecided" and not gates["min_top1_agreement"]["passed"]
+    assert 600 < gates["min_top1_agreement"]["samples_needed"] < 1000
+    assert gates["min_cosine"]["outcome"] == "pass"
+    add_intervals(result := {"top1_agreement": 0.99}, 2000)
+    assert check_gates({"min_top1_agreement": 0.9}, result)[0]["outcome"] == "pass"
+    add_intervals(result := {"top1_agreement": 0.5}, 2000)
+    assert check_gates({"min_top1_agreement": 0.9}, result)[0]["outcome"] == "fail"
+
+
+def test_nan_figures_fail_the_variant():
+    from builder.errors import StepError
+    from builder.steps.measure import check_finite
+
+    check_finite({"cosine": 0.9, "source": {"cosine": 1.0}})
+    with pytest.raises(StepError, match="cosine=nan"):
+        check_finite({"cosine": float("nan")})
+    with pytest.raises(StepError, match="source.max_abs_error=inf"):
+        check_finite({"cosine": 1.0, "source": {"max_abs_error": float("inf")}})
+
+
+def test_an_emulated_validation_subset_spans_every_image():
+    from builder.steps.measure import spread
+
+    chosen = spread(50, 10)  # 10 photos x 5 crops: every photo, not the crops of the first two
+    assert len(chosen) == 10 and chosen[0] == 0 and chosen[-1] == 49
+    assert {i // 5 for i in chosen} == set(range(10))
+    assert spread(4, 10) == (0, 1, 2, 3)

@@ -30,7 +30,7 @@ def test_all_four_variants_are_built_benchmarked_and_validated(quickstart):
     workdir, variants = quickstart
     assert set(variants) == {"fp32", "fp16", "dynamic", "int8"}
     for v in variants.values():
-        assert v["status"] == "ok" and (workdir / v["artifact"]).exists()
+        assert v["status"] in ("ok", "gate-undecided") and (workdir / v["artifact"]).exists()
         assert v["benchmark"]["p50_ms"] > 0 and v["validation"]["samples"] == 50
     sizes = {name: (workdir / v["artifact"]).stat().st_size for name, v in variants.items()}
     assert sizes["fp32"] > sizes["fp16"] > sizes["int8"]
@@ -39,9 +39,12 @@ def test_all_four_variants_are_built_benchmarked_and_validated(quickstart):
 def test_int8_agrees_with_fp32_and_the_gate_is_recorded(quickstart):
     _, variants = quickstart
     validation = variants["int8"]["validation"]
-    assert validation["top1_agreement"] >= 0.9 and validation["cosine"] > 0.98
-    assert validation["gates"] == [{"gate": "min_top1_agreement", "metric": "top1_agreement", "threshold": 0.9,
-                                    "value": validation["top1_agreement"], "passed": True}]
+    low, high = validation["top1_agreement_interval"]
+    assert low < validation["top1_agreement"] <= high and high >= 0.9 and validation["cosine"] > 0.98
+    gate, = validation["gates"]
+    assert gate["gate"] == "min_top1_agreement" and gate["value"] == validation["top1_agreement"]
+    # with 50 samples the interval straddles 0.90 unless agreement is far from it: undecided, not a lucky pass
+    assert gate["outcome"] == ("pass" if low >= 0.9 else "undecided") and gate["passed"] == (low >= 0.9)
 
 
 def test_fp32_recognises_the_packaged_photos(quickstart):

@@ -137,6 +137,43 @@ def test_openvino_rejects_bad_precision(onnx_models):
         runtimes.load(onnx_models["xml"], precision="f31")
 
 
+# --- prepared: the inference a benchmark times ---------------------------------
+
+
+def _prepared_leaves_caller_and_run_raw_alone(session) -> None:
+    (x,) = session.example_inputs(seed=1)
+    expected = session.run_raw([x])[0].copy()
+    bound = x.copy()
+    infer = session.prepared([x])
+    for _ in range(3):
+        infer()
+    other = session.example_inputs(seed=2)
+    assert not np.array_equal(session.run_raw(other)[0], expected)
+    np.testing.assert_array_equal(x, bound)  # the binding was a copy: running other inputs did not write into x
+    np.testing.assert_array_equal(session.run_raw([x])[0], expected)
+
+
+@pytest.mark.parametrize("key", ["onnx", "xml"])
+def test_prepared_runs_bound_copies_and_leaves_run_raw_alone(onnx_models, key):
+    _prepared_leaves_caller_and_run_raw_alone(runtimes.load(onnx_models[key]))
+
+
+def test_prepared_openvino_infers_on_the_bound_inputs(onnx_models):
+    session = runtimes.load(onnx_models["xml"])
+    (x,) = session.example_inputs(seed=4)
+    expected = session.run_raw([x])[0]
+    outputs = session.prepared([x])()  # share_outputs: views of the request's own output tensors
+    np.testing.assert_array_equal(outputs[0], expected)
+
+
+def test_prepared_onnxruntime_binds_outputs_of_the_model_s_shapes(onnx_models):
+    session = runtimes.load(onnx_models["onnx"])
+    infer = session.prepared(session.example_inputs())
+    infer()  # a preallocated output of another shape or dtype would make run_with_iobinding fail
+    with pytest.raises(Exception, match="(?i)invalid|dimension|shape"):
+        session.prepared([np.zeros((1, 3, 8, 8), np.float32)])
+
+
 # --- LiteRT --------------------------------------------------------------------
 
 
@@ -175,6 +212,13 @@ def test_nhwc_tflite_accepts_nchw_input_and_matches_onnx(tflite_models, onnx_mod
     np.testing.assert_array_equal(from_nchw, tflite.run([samples])[0])
     onnx_out = np.concatenate([runtimes.load(onnx_models["onnx"]).run([x[None]])[0] for x in nchw])
     assert np.max(np.abs(from_nchw - onnx_out)) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_litert_prepared_runs_bound_copies_and_leaves_run_raw_alone(tflite_models, variant):
+    session = runtimes.load(tflite_models[variant])
+    _prepared_leaves_caller_and_run_raw_alone(session)
 
 
 @pytest.mark.slow

@@ -266,7 +266,8 @@ def test_missing_cuda_python_names_the_package(monkeypatch):
 def test_cuda_errors_become_step_errors():
     """With cuda-python installed: an invalid free fails with a driver (cudaErrorInvalidValue)
     and without one (cuda-python cannot load libcuda); both are StepErrors naming the call."""
-    cudart = pytest.importorskip("cuda.bindings.runtime")
+    from cuda.bindings import runtime as cudart
+
     with pytest.raises(StepError, match="CUDA cudaFree failed"):
         trt_runtime.cuda_call(cudart, "cudaFree", 0xDEAD0)
 

@@ -16,8 +16,6 @@ from builder.steps import vela
 from builder.steps.base import StepContext
 from builder.workdir import PLAN
 
-pytest.importorskip("ethosu.vela")
-
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 
 pytestmark = pytest.mark.slow

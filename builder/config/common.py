@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +55,25 @@ FORMAT_SUFFIXES: dict[str, str] = {
 
 
 class Strict(BaseModel):
-    """Every config model: unknown keys are errors, not silent defaults."""
+    """Every config model: unknown keys are errors, not silent defaults; no NaN or infinity in numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_KINDS = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe (FIFO)"),
+          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def kind_of(mode: int) -> str:
+    """What an `os.stat` mode is, in words."""
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+def path_kind(path: Path) -> str | None:
+    """What `path` is (symlinks followed), or None if it does not exist; ValueError if it cannot be read."""
+    try:
+        return kind_of(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None

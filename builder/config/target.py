@@ -33,7 +33,7 @@ class ChainStep(Strict):
     """One step of the chain that turns a model into one precision of this target's format."""
 
     step: str
-    params: dict = {}
+    params: dict[str, object] = {}  # keys are keyword arguments of the step
 
     @model_validator(mode="after")
     def _step_known(self):
@@ -50,6 +50,18 @@ class Requires(Strict):
     note: str | None = None
 
 
+class OrtQuantization(Strict):
+    """What ONNX Runtime static int8 quantization (quantize.ort) makes for this target's runtime."""
+
+    activation_type: Literal["int8", "uint8"] = Field(
+        "uint8", description="uint8 for CPUs (ONNX Runtime's u8 x s8 kernels; s8 activations measured slower "
+        "than fp32 there, bench/ort_int8.py); int8 for TensorRT, whose explicit quantization takes s8 only")
+    reduce_range: bool = Field(
+        True, description="7-bit weights, so that the u8 x s8 kernels of x86 CPUs without VNNI (AVX2) cannot "
+        "saturate (static int8: cosine to fp32 0.989 -> 0.997 on the OCR detector); false keeps 8 bits where "
+        "no such kernel runs (TensorRT)")
+
+
 class Target(Strict):
     id: str = Field(pattern=ID_RE)
     name: str
@@ -62,6 +74,7 @@ class Target(Strict):
     images: Images
     device_only: list[str] = Field([], description="step kinds that must run on the device itself")
     requires: Requires = Requires()
+    ort_quantization: OrtQuantization = Field(OrtQuantization(), description="weights are int8 on every target")
 
     @field_validator("variants", mode="before")
     @classmethod

@@ -18,8 +18,9 @@ from typing import Literal
 
 import numpy as np
 
+from builder.causes import first_error, known_cause, strip_ansi
 from builder.errors import ConfigError, ConversionError
-from builder.util import atomic_copy, atomic_write_bytes
+from builder.util import atomic_copy, atomic_write_bytes, create_beside
 
 
 def _replace_atomically(tmp: Path, out: Path) -> None:
@@ -28,10 +29,9 @@ def _replace_atomically(tmp: Path, out: Path) -> None:
 
 
 def _tmp_beside(out: Path, suffix: str = ".onnx") -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
+    fd, tmp = create_beside(out, suffix)
     os.close(fd)
-    return Path(name)
+    return tmp
 
 
 def save_onnx(model, out: Path) -> None:
@@ -72,7 +72,7 @@ def load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def _load_torch_module(factory, state_dict, torchscript, exported_program, example):
+def load_torch_module(factory, state_dict, torchscript, exported_program, example):
     import torch
 
     given = [s for s in (factory, torchscript, exported_program) if s is not None]
@@ -116,7 +116,7 @@ def torch_to_onnx(
 
     torch.manual_seed(0)
     example = torch.randn(*input_shape)
-    module = _load_torch_module(factory, state_dict, torchscript, exported_program, example)
+    module = load_torch_module(factory, state_dict, torchscript, exported_program, example)
     tmp = _tmp_beside(out)
     try:
         with torch.no_grad():
@@ -136,14 +136,36 @@ def torch_to_onnx(
     return {"opset": opset, "exporter": "torchscript", "torch": torch.__version__}
 
 
-def _run_tf2onnx(args: list[str], log_dir: Path) -> None:
+def _tf2onnx_failure(source: Path, source_format: str, output: str, returncode: int) -> ConversionError:
+    """The first real error tf2onnx printed as the message; a .tflite's sparse weights named as the cause."""
+    first = first_error(output) or f"exit code {returncode}"
+    tail = strip_ansi(output).strip().splitlines()[-20:]
+    sparse = []
+    if source_format == "tflite":
+        from builder.convert.tflite_float import describe
+
+        try:
+            sparse = describe(source)["sparse_tensors"]
+        except Exception:  # not a flatbuffer either: tf2onnx's own error says so
+            pass
+    if sparse:
+        return ConversionError(
+            f"tf2onnx cannot read the sparse (DENSIFY) weights of {source.name}: "
+            f"{', '.join(sparse[:8])}{f' and {len(sparse) - 8} more' if len(sparse) > 8 else ''} ({first})",
+            cause="sparse-weights", log_tail=tail,
+            hint="tf2onnx reads dense weights only: give a dense export of the model, "
+            "or build for a target that reads .tflite directly")
+    return ConversionError(f"tf2onnx could not convert {source.name}: {first}",
+                           cause=known_cause(first) or "tf2onnx-failed", log_tail=tail,
+                           hint="see the log tail; unsupported TF ops may need a newer opset")
+
+
+def _run_tf2onnx(args: list[str], log_dir: Path, source: Path, source_format: str) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", *args], cwd=log_dir,
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-20:]
-        raise ConversionError("tf2onnx failed", cause="tf2onnx-failed", log_tail=tail,
-                              hint="see the log tail; unsupported TF ops may need a newer opset")
+        raise _tf2onnx_failure(source, source_format, proc.stdout + proc.stderr, proc.returncode)
 
 
 def tf_to_onnx(
@@ -169,7 +191,7 @@ def tf_to_onnx(
         args = [flag, str(source), "--output", str(tmp_out), "--opset", str(opset)]
         if nchw_inputs:  # transpose these NHWC inputs to NCHW, the layout onnx2tf and ONNX tools expect
             args += ["--inputs-as-nchw", ",".join(nchw_inputs)]
-        _run_tf2onnx(args, work)
+        _run_tf2onnx(args, work, source, source_format)
         atomic_copy(tmp_out, out)
     return {"opset": opset, "exporter": "tf2onnx", "tf2onnx": tf2onnx.__version__}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.causes import first_error, known_cause, strip_ansi
 from builder.errors import ConversionError
 from builder.util import atomic_copy
 
@@ -89,18 +90,51 @@ def _copy_with_scope_names(src: Path, dst: Path) -> int:
 
 def _log_tail(text: str, lines: int = 25) -> list[str]:
     noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following")
-    kept = [line for line in text.splitlines() if line.strip() and not line.startswith(noise)]
+    kept = [line for line in strip_ansi(text).splitlines() if line.strip() and not line.startswith(noise)]
     return kept[-lines:]
 
 
+def _failure(onnx_path: Path, output: str, returncode: int) -> ConversionError:
+    """The first real error onnx2tf printed (and the ONNX node it was converting) as the message."""
+    first = first_error(output)
+    node = re.search(r"^(?:ERROR: )?onnx_op_name: (\S+)", strip_ansi(output), re.MULTILINE)
+    detail = (first or f"exit code {returncode}") + (f" (ONNX node {node.group(1)})" if first and node else "")
+    cause = known_cause(first or "") or "onnx2tf-failed"
+    return ConversionError(f"onnx2tf could not convert {onnx_path.name}: {detail}", cause=cause,
+                           log_tail=_log_tail(output), hint="see the log tail for the ONNX node onnx2tf failed on")
+
+
+def _args(model: Path, saved: Path, work: Path, keep_nchw: bool, options: dict) -> dict:
+    """onnx2tf.convert's keyword arguments: ours, then the recipe's options (source.onnx2tf)."""
+    args: dict = {
+        "input_onnx_file_path": str(model),
+        "output_folder_path": str(saved),
+        "non_verbose": True,
+        "output_signaturedefs": True,
+        "not_use_onnxsim": True,  # simplify_onnx already ran; onnxsim is not installed
+    }
+    options = dict(options)
+    if keep_nchw:
+        options["keep_ncw_or_nchw_or_ncdhw_input_names"] = _graph_input_names(model)
+    if options.get("replace_to_pseudo_operators"):  # onnx2tf's CLI lowercases them, its Python API does not
+        options["replace_to_pseudo_operators"] = [op.lower() for op in options["replace_to_pseudo_operators"]]
+    if options.get("param_replacements"):
+        replacements = work / "param_replacement.json"
+        replacements.write_text(json.dumps({"format_version": 1, "operations": options.pop("param_replacements")}))
+        options["param_replacement_file"] = str(replacements)
+    return args | options
+
+
 def onnx_to_saved_model(
-    onnx_path: Path, out_dir: Path, *, calibration: np.ndarray | None = None, keep_nchw: bool = False
+    onnx_path: Path, out_dir: Path, *, calibration: np.ndarray | None = None, keep_nchw: bool = False,
+    options: dict | None = None,
 ) -> dict:
     """Convert `onnx_path` to a SavedModel directory `out_dir` (only the SavedModel is kept).
 
     `calibration` (N, C, H, W) float32 only seeds onnx2tf's internal output check;
-    quantization happens later in `builder.convert.tflite.to_tflite`.
-    Returns the serving signature (NHWC shapes unless `keep_nchw`) and timing.
+    quantization happens later in `builder.convert.tflite.to_tflite`. `options` are
+    onnx2tf.convert's own (`Onnx2tfOptions`, with `param_replacements` as a list).
+    Returns the serving signature (NHWC shapes unless the inputs keep NCHW) and timing.
     """
     import onnx2tf
 
@@ -112,15 +146,9 @@ def onnx_to_saved_model(
             log.info("renamed %d ONNX node(s) whose names TensorFlow rejects as scope names", renamed)
         np.save(work / _SAMPLE_FILE, _sample_data(calibration))
         saved = work / "saved_model"
-        args: dict = {
-            "input_onnx_file_path": str(model),
-            "output_folder_path": str(saved),
-            "non_verbose": True,
-            "output_signaturedefs": True,
-            "not_use_onnxsim": True,  # simplify_onnx already ran; onnxsim is not installed
-        }
-        if keep_nchw:
-            args["keep_ncw_or_nchw_or_ncdhw_input_names"] = _graph_input_names(model)
+        args = _args(model, saved, work, keep_nchw, options or {})
+        kept = set(args.get("keep_ncw_or_nchw_or_ncdhw_input_names") or ())
+        layout = "NCHW" if kept and kept >= set(_graph_input_names(model)) else "NHWC"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
         started = time.monotonic()
         proc = subprocess.run(
@@ -131,11 +159,7 @@ def onnx_to_saved_model(
         output = proc.stdout + proc.stderr
         log.debug("onnx2tf output:\n%s", output)
         if proc.returncode != 0 or not (saved / "saved_model.pb").is_file():
-            raise ConversionError(
-                f"onnx2tf could not convert {onnx_path.name} (exit code {proc.returncode})",
-                cause="onnx2tf-failed", log_tail=_log_tail(output),
-                hint="simplify the ONNX model with static input shapes first; see the log tail for the failing op",
-            )
+            raise _failure(onnx_path, output, proc.returncode)
         for entry in saved.iterdir():
             if entry.name not in _KEEP:  # float32/float16 .tflite side products
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -144,7 +168,7 @@ def onnx_to_saved_model(
     return {
         "tool": f"onnx2tf {onnx2tf.__version__}",
         "seconds": round(seconds, 2),
-        "layout": "NCHW" if keep_nchw else "NHWC",
+        "layout": layout,
         "signature": "serving_default",
         **signature,
     }

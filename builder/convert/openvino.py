@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from builder.causes import first_error, known_cause
 from builder.errors import ConfigError, ConversionError
 
 # OpenVINO 2026 frontends: "No translator found for Convolution2DTransposeBias node." (TFLite),
@@ -28,6 +29,8 @@ _OP_PATTERNS = [
     re.compile(r"[Uu]nsupported (?:operation|op)[:\s]+['\"]?([\w./:-]+)"),
     re.compile(r"(\w+) is not supported"),
 ]
+
+OverflowFixMode = Literal["enable", "first_layer_only", "disable"]  # NNCF: 7-bit weights in every layer, the first, none
 
 
 def _unsupported_op(message: str) -> str | None:
@@ -102,7 +105,9 @@ def to_openvino(
                 hint=f"{op} has no OpenVINO conversion rule; use another runtime for this model "
                 "or replace the op in the source model",
             ) from exc
-        raise ConversionError(f"OpenVINO could not convert {src.name}", cause="openvino-failed", log_tail=tail,
+        first = first_error(message, any_line=True) or type(exc).__name__
+        raise ConversionError(f"OpenVINO could not convert {src.name}: {first}",
+                              cause=known_cause(first) or "openvino-failed", log_tail=tail,
                               hint="check the input shapes; convert through ONNX if the source is TF") from exc
     fp32_weights = _weights_bytes(model) if compress_fp16 else None
     _save_ir(model, out_xml, compress_fp16=compress_fp16)
@@ -127,13 +132,15 @@ def _dataset(samples: np.ndarray):
 
 
 def _ptq_kwargs(preset: str, subset_size: int, fast_bias_correction: bool,
-                ignored_scope: list[str] | None, model_type: str | None) -> dict:
+                ignored_scope: list[str] | None, model_type: str | None, overflow_fix: str) -> dict:
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     kwargs: dict = {
         "preset": nncf.QuantizationPreset(preset),
         "subset_size": subset_size,
         "fast_bias_correction": fast_bias_correction,
+        "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix)),
     }
     if ignored_scope:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_scope))
@@ -170,12 +177,13 @@ def nncf_quantize(
     fast_bias_correction: bool = True,
     ignored_scope: list[str] | None = None,
     model_type: Literal["transformer"] | None = None,
+    overflow_fix: OverflowFixMode = "enable",
 ) -> dict:
     """NNCF post-training int8 quantization of an IR; `calibration` is (N, ...) without batch dim."""
     import nncf
 
     dataset = _dataset(calibration)
-    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type)
+    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type, overflow_fix)
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize(model, dataset, **kwargs))
     return {**report, "preset": preset, "samples": min(len(calibration), subset_size)}
 
@@ -197,6 +205,7 @@ def nncf_quantize_with_accuracy_control(
     fast_bias_correction: bool = True,
     ignored_scope: list[str] | None = None,
     model_type: Literal["transformer"] | None = None,
+    overflow_fix: OverflowFixMode = "enable",
 ) -> dict:
     """Int8 PTQ that reverts the most harmful layers to float until the metric drop is <= `max_drop`.
 
@@ -216,7 +225,8 @@ def nncf_quantize_with_accuracy_control(
         return float(validation_fn(compiled_model, validation[indices], indices))
 
     cal_dataset = _dataset(calibration)
-    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type)
+    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type, overflow_fix)
+    kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")  # this API's name for it
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize_with_accuracy_control(
         model, cal_dataset, val_dataset, metric, max_drop=max_drop, drop_type=nncf.DropType(drop_type), **kwargs))
     return {**report, "preset": preset, "max_drop": max_drop, "drop_type": drop_type}

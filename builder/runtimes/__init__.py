@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -47,6 +47,7 @@ class Session(Protocol):
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+    def prepared(self, inputs: list[np.ndarray]) -> Callable[[], object]: ...
     def example_inputs(self, seed: int = 0) -> list[np.ndarray]: ...
 
 
@@ -70,6 +71,12 @@ class BaseSession:
         self.threads = threads
 
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def prepared(self, inputs: list[np.ndarray]) -> Callable[[], object]:
+        """Bind native-dtype `inputs` (and output buffers where the runtime allows) once; the
+        returned callable runs one inference on them and nothing else: it is what a benchmark times.
+        Outputs stay in the runtime's buffers; the session must not be run otherwise meanwhile."""
         raise NotImplementedError
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

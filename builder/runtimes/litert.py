@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,16 @@ class LiteRTSession(BaseSession):
             return None
 
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        self._bind(inputs)
+        self._interp.invoke()
+        return [self._interp.get_tensor(i) for i in self._out]
+
+    def prepared(self, inputs: list[np.ndarray]) -> Callable[[], object]:
+        self._bind(inputs)
+        return self._interp.invoke
+
+    def _bind(self, inputs: list[np.ndarray]) -> None:
+        """Copy `inputs` into the interpreter's input tensors, resizing them first if their shapes changed."""
         resized = False
         for detail, x in zip(self._in, inputs, strict=True):
             if tuple(detail["shape"]) != x.shape:
@@ -112,8 +122,6 @@ class LiteRTSession(BaseSession):
             self._allocate()
         for detail, x in zip(self._in, inputs, strict=True):
             self._interp.set_tensor(detail["index"], x)
-        self._interp.invoke()
-        return [self._interp.get_tensor(i) for i in self._out]
 
 
 def _natural(name: str) -> list:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,16 @@ class OnnxRuntimeSession(BaseSession):
 
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self._session.run(None, dict(zip(self._names, inputs, strict=True)))
+
+    def prepared(self, inputs: list[np.ndarray]) -> Callable[[], object]:
+        """An IOBinding of ORT-owned copies of `inputs` and output buffers shaped by one untimed run."""
+        from onnxruntime import OrtValue
+
+        binding = self._session.io_binding()
+        for name, x in zip(self._names, map(np.ascontiguousarray, inputs), strict=True):
+            value = OrtValue.ortvalue_from_shape_and_type(x.shape, x.dtype.type)
+            value.update_inplace(x)
+            binding.bind_ortvalue_input(name, value)
+        for info, y in zip(self.outputs, self.run_raw(inputs), strict=True):
+            binding.bind_ortvalue_output(info.name, OrtValue.ortvalue_from_shape_and_type(y.shape, y.dtype.type))
+        return functools.partial(self._session.run_with_iobinding, binding)

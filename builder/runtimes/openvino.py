@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,10 @@ class OpenVINOSession(BaseSession):
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         results = self._request.infer(inputs)
         return [results[port] for port in self._compiled.outputs]
+
+    def prepared(self, inputs: list[np.ndarray]) -> Callable[[], object]:
+        ov = _ov()
+        for index, (_, x) in enumerate(zip(self.inputs, inputs, strict=True)):
+            # a tensor of its own: a later run_raw must not write into the caller's array
+            self._request.set_input_tensor(index, ov.Tensor(np.array(x)))
+        return functools.partial(self._request.infer, share_outputs=True)  # outputs stay in the request's tensors

@@ -8,7 +8,7 @@ CUDA calls go through cuda-python's runtime bindings (NVIDIA's own, as in Tensor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -118,27 +118,48 @@ class TensorRTSession(BaseSession):
         return pointer
 
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        kinds, stream = self._cudart.cudaMemcpyKind, self._stream
-        to_device, to_host = kinds.cudaMemcpyHostToDevice, kinds.cudaMemcpyDeviceToHost
+        to_host = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        outputs = [(np.empty(shape, dtype=info.dtype), pointer) for info, (shape, pointer) in
+                   zip(self.outputs, self._bind(inputs), strict=True)]
+        self._enqueue()
+        for host, pointer in outputs:
+            self._cuda("cudaMemcpyAsync", host.ctypes.data, pointer, host.nbytes, to_host, self._stream)
+        self._cuda("cudaStreamSynchronize", self._stream)
+        return [host for host, _ in outputs]
+
+    def prepared(self, inputs: list[np.ndarray]) -> Callable[[], object]:
+        """Inputs copied to the device once; each call enqueues the engine and waits, outputs stay on the device."""
+        self._bind(inputs)
+        self._cuda("cudaStreamSynchronize", self._stream)
+
+        def infer() -> None:
+            self._enqueue()
+            self._cuda("cudaStreamSynchronize", self._stream)
+
+        return infer
+
+    def _bind(self, inputs: list[np.ndarray]) -> list[tuple[tuple[int, ...], int]]:
+        """Copy `inputs` to their device buffers (async, on the stream) and point the context at
+        them and at output buffers; returns each output's (shape, device pointer)."""
+        to_device = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         for info, x in zip(self.inputs, inputs, strict=True):
             x = np.ascontiguousarray(x, dtype=info.dtype)
             if tuple(self._context.get_tensor_shape(info.name)) != x.shape:
                 self._context.set_input_shape(info.name, x.shape)
             pointer = self._device(info.name, x.nbytes)
-            self._cuda("cudaMemcpyAsync", pointer, x.ctypes.data, x.nbytes, to_device, stream)
+            self._cuda("cudaMemcpyAsync", pointer, x.ctypes.data, x.nbytes, to_device, self._stream)
             self._context.set_tensor_address(info.name, pointer)
         outputs = []
         for info in self.outputs:
-            host = np.empty(tuple(self._context.get_tensor_shape(info.name)), dtype=info.dtype)
-            pointer = self._device(info.name, host.nbytes)
+            shape = tuple(self._context.get_tensor_shape(info.name))
+            pointer = self._device(info.name, int(np.prod(shape)) * np.dtype(info.dtype).itemsize)
             self._context.set_tensor_address(info.name, pointer)
-            outputs.append((host, pointer))
-        if not self._context.execute_async_v3(int(stream)):
+            outputs.append((shape, pointer))
+        return outputs
+
+    def _enqueue(self) -> None:
+        if not self._context.execute_async_v3(int(self._stream)):
             raise StepError(f"TensorRT could not enqueue {self.path.name}", hint="see the TensorRT messages above")
-        for host, pointer in outputs:
-            self._cuda("cudaMemcpyAsync", host.ctypes.data, pointer, host.nbytes, to_host, stream)
-        self._cuda("cudaStreamSynchronize", stream)
-        return [host for host, _ in outputs]
 
     def close(self) -> None:
         """Free the device buffers and the stream (also done when the session is collected)."""

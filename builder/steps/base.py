@@ -82,6 +82,11 @@ class Step:
             _REGISTRY[cls.kind] = cls
 
     @classmethod
+    def recipe_params(cls, recipe: Recipe) -> dict:
+        """Params this step takes from the recipe, put in its calls at plan time (a call's own params win)."""
+        return {}
+
+    @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
         """Which prepared datasets ("calibration", "validation") this call reads."""
         return ()

@@ -1,4 +1,4 @@
-"""Device-stage steps: benchmark each artifact, validate it against the fp32 reference."""
+"""Device-stage steps: benchmark each artifact, validate it against the fp32 artifact and the source model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from builder import device_facts
 from builder.errors import StepError
@@ -16,14 +18,19 @@ from builder.steps import vela
 from builder.steps.base import Step, StepContext, StepParams
 from builder.workdir import LABELS, VALIDATION
 
-GATE_METRICS = {  # gate field -> (result field, passes(value, threshold))
+GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "source." fields compare with the source
     "min_top1_agreement": ("top1_agreement", lambda v, t: v >= t),
     "min_top5_agreement": ("top5_agreement", lambda v, t: v >= t),
     "min_accuracy": ("top1_accuracy", lambda v, t: v >= t),
     "min_cosine": ("cosine", lambda v, t: v >= t),
     "min_snr_db": ("snr_db", lambda v, t: v >= t),
     "max_abs_error": ("max_abs_error", lambda v, t: v <= t),
+    "min_source_cosine": ("source.cosine", lambda v, t: v >= t),
+    "min_source_top1_agreement": ("source.top1_agreement", lambda v, t: v >= t),
 }
+
+
+GateName = Literal[tuple(GATE_METRICS)]  # type: ignore[valid-type]
 
 
 def model_size(path: Path) -> int:
@@ -58,7 +65,8 @@ class Benchmark(Step):
         if session.runtime == "openvino" and cfg.throughput and not ctx.emulated:
             result["async"] = benchmark.openvino_throughput(model)
             if benchmark.benchmark_app_binary():
-                tools["benchmark_app"] = lambda: benchmark.benchmark_app_tool(model, seconds=5, shape=_shapes(session))
+                tools["benchmark_app"] = lambda: benchmark.benchmark_app_tool(
+                    model, seconds=5, shape=_shapes(session), threads=cfg.threads)
         binary = os.environ.get("BENCHMARK_MODEL_BIN")
         if session.runtime == "litert" and binary:
             tools["benchmark_model"] = lambda: benchmark.benchmark_model_tool(
@@ -70,9 +78,31 @@ class Benchmark(Step):
                 tools["trtexec"] = lambda: trtexec.trtexec_tool(model, binary=trtexec_binary, iterations=runs)
         if tools:
             result["tools"] = {name: _second_opinion(ctx, name, run) for name, run in tools.items()}
+            result["vs_tools"] = {name: vs_tool(result, name, figures) for name, figures in result["tools"].items()
+                                  if figures.get(_TOOL_P50.get(name, "p50_ms"))}
         ctx.log.info("p50 %.3f ms, %.1f fps%s", result["p50_ms"], result["throughput_fps"],
                      " (EMULATED: not device timings)" if ctx.emulated else "")
         return {"benchmark": result}
+
+
+# the tool's figure for what we time: trtexec's "Latency" adds the host<->device copies, which we do not time
+_TOOL_P50 = {"trtexec": "gpu_compute_p50_ms"}
+TOOL_TOLERANCE = 0.05  # our p50 within 5% of the vendor tool's
+
+
+def vs_tool(ours: dict, tool: str, theirs: dict) -> dict:
+    """Our p50 over the tool's on the same artifact; when they differ by more than 5%, why, as far as we can tell."""
+    key = _TOOL_P50.get(tool, "p50_ms")
+    ratio = ours["p50_ms"] / theirs[key]
+    why = None
+    if abs(ratio - 1) > TOOL_TOLERANCE:
+        if ours.get("emulated"):
+            why = "emulated: both timings are QEMU's, not the device's"
+        elif ours.get("other_cpu_load", 0) >= TOOL_TOLERANCE:
+            why = f"other processes used {ours['other_cpu_load']:.0%} of the CPUs while ours ran"
+        else:
+            why = f"unexplained: other processes used only {ours.get('other_cpu_load', 0):.0%} of the CPUs"
+    return {"p50_ratio": round(ratio, 3), "tool_field": key, "within_5pct": abs(ratio - 1) <= TOOL_TOLERANCE, "why": why}
 
 
 def _shapes(session) -> str:
@@ -99,13 +129,16 @@ def _top1_hits(logits: np.ndarray, labels: list) -> float | None:
 class Validate(Step):
     kind = "validate"
     stage = "device"
-    summary = "outputs vs the fp32 reference: top-1/top-5 agreement, accuracy, cosine, max abs error, SNR; gates"
+    summary = "outputs vs the fp32 artifact and vs the source model: top-1/top-5 agreement, accuracy, cosine, SNR; gates"
+
+    class Params(StepParams):
+        gates: dict[GateName, float] = Field({}, description="gate -> threshold, resolved by the plan from the recipe")
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
         return ("validation",)
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import metrics
         from builder.runtimes import load
 
@@ -113,51 +146,122 @@ class Validate(Step):
         if not samples_path.exists():
             ctx.log.warning("no validation data in the recipe: nothing to validate")
             return {"validation": None}
-        samples = np.load(samples_path)
-        if ctx.emulated:  # about a second per inference under QEMU: validate on a prefix
-            samples = samples[: ctx.recipe.benchmark.emulated_validation_samples]
+        everything = np.load(samples_path)
+        chosen = tuple(range(len(everything)))
+        if ctx.emulated:  # about a second per inference under QEMU: validate on a subset spread over every image
+            chosen = spread(len(everything), ctx.recipe.benchmark.emulated_validation_samples)
+        samples = everything[list(chosen)]
         model = ctx.input("model")
         if vela.is_vela(model):  # an NPU command stream: validate the int8 TFLite Vela compiled
             model = vela.validation_stand_in(ctx)
             ctx.log.info("validating %s, the int8 TFLite that Vela compiled (the NPU keeps its int8 arithmetic)", model.name)
-        ref_out = _reference_outputs(str(ctx.input("reference")), str(samples_path), len(samples))
-        candidate = load(model)
-        cand_out = [candidate.run([s]) for s in samples]
+        ref_out = _reference_outputs(str(ctx.input("reference")), str(samples_path), chosen)
+        if model == ctx.input("reference"):  # fp32 is its own reference: its real figure is against the source
+            cand_out = ref_out
+        else:
+            candidate = load(model)
+            cand_out = [candidate.run([s]) for s in samples]
         result = {"reference": ctx.input("reference").name, "samples": int(len(samples)), "emulated": ctx.emulated}
         if model != ctx.input("model"):
             result["validated"] = model.name
-        result |= metrics.compare([o for outs in ref_out for o in outs], [o for outs in cand_out for o in outs])
+        result |= _agreement(ctx.recipe.task, ref_out, cand_out)
+        if "source_outputs" in ctx.call.inputs:  # the source's own outputs: a wrong conversion shows here
+            from builder.steps.reference import load_source_outputs
+
+            source_out = load_source_outputs(ctx.input("source_outputs"), chosen)
+            pairs = metrics.align_outputs(source_out[0], cand_out[0])
+            result["source"] = _agreement(ctx.recipe.task, source_out, [metrics.aligned(c, pairs) for c in cand_out])
         if ctx.recipe.task == "classification":
-            ref_logits = np.stack([o[0].reshape(-1) for o in ref_out])
-            cand_logits = np.stack([o[0].reshape(-1) for o in cand_out])
-            result["top1_agreement"] = metrics.topk_agreement(ref_logits, cand_logits, k=1)
-            if ref_logits.shape[1] >= 5:  # a 2-class model has no top-5
-                result["top5_agreement"] = metrics.topk_agreement(ref_logits, cand_logits, k=5)
             labels = json.loads((ctx.workdir / LABELS).read_text()) if (ctx.workdir / LABELS).exists() else None
             if labels:
-                result["top1_accuracy"] = _top1_hits(cand_logits, labels)
-        result["gates"] = check_gates(ctx.recipe.gates_of(ctx.call.variant).model_dump(exclude_none=True), result)
+                result["top1_accuracy"] = _top1_hits(np.stack([o[0].reshape(-1) for o in cand_out]),
+                                                     [labels[i] for i in chosen])
+        check_finite(result)
+        add_intervals(result, len(samples))
+        result["gates"] = check_gates(params.gates, result)
         for gate in result["gates"]:
-            (ctx.log.info if gate["passed"] else ctx.log.error)(
-                "gate %s %s: %s (threshold %s)", gate["gate"], "passed" if gate["passed"] else "MISSED",
-                gate["value"], gate["threshold"])
+            log = {"pass": ctx.log.info, "undecided": ctx.log.warning, "fail": ctx.log.error}[gate["outcome"]]
+            log("gate %s %s: %s (threshold %s)", gate["gate"], gate["outcome"].upper(), gate["value"], gate["threshold"])
         return {"validation": result}
 
 
+def _agreement(task: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict:
+    """Output agreement over every sample; top-1/top-5 of the first output for a classifier."""
+    from builder import metrics
+
+    result = metrics.compare([o for outs in reference for o in outs], [o for outs in candidate for o in outs])
+    if task == "classification":
+        ref_logits = np.stack([o[0].reshape(-1) for o in reference])
+        cand_logits = np.stack([o[0].reshape(-1) for o in candidate])
+        result["top1_agreement"] = metrics.topk_agreement(ref_logits, cand_logits, k=1)
+        if ref_logits.shape[1] >= 5:  # a 2-class model has no top-5
+            result["top5_agreement"] = metrics.topk_agreement(ref_logits, cand_logits, k=5)
+    return result
+
+
 @functools.lru_cache(maxsize=1)
-def _reference_outputs(reference: str, samples: str, count: int) -> list[list[np.ndarray]]:
+def _reference_outputs(reference: str, samples: str, chosen: tuple[int, ...]) -> list[list[np.ndarray]]:
     """The fp32 reference's outputs, computed once per stage for all the variants validated against it."""
     from builder.runtimes import load
 
     session = load(Path(reference))
-    return [session.run([s]) for s in np.load(samples)[:count]]
+    return [session.run([s]) for s in np.load(samples)[list(chosen)]]
+
+
+def spread(total: int, count: int) -> tuple[int, ...]:
+    """`count` sample indices evenly over all `total` (samples come image by image, crops of one image together)."""
+    if count >= total:
+        return tuple(range(total))
+    return tuple(int(i) for i in np.unique(np.linspace(0, total - 1, count).round()))
+
+
+RATES = ("top1_agreement", "top5_agreement", "top1_accuracy")  # proportions of samples: they carry an interval
+
+
+def _figure(result: dict, field: str):
+    value = result
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def add_intervals(result: dict, samples: int) -> None:
+    """A 95% interval beside every rate (also the source's), from the number of samples it was measured on."""
+    from builder.metrics import wilson_interval
+
+    for figures in (result, result.get("source") or {}):
+        for rate in RATES:
+            if figures.get(rate) is not None:
+                figures[f"{rate}_interval"] = list(wilson_interval(figures[rate], samples))
+
+
+def check_finite(result: dict) -> None:
+    """A NaN or inf figure means nothing (e.g. outputs that overflow): it fails the variant."""
+    bad = [f"{prefix}{k}={v}" for prefix, figures in (("", result), ("source.", result.get("source") or {}))
+           for k, v in figures.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise StepError(f"validation figures are not numbers: {', '.join(bad)}",
+                        hint="the model's outputs hold NaN or inf on the validation samples; check the input "
+                             "normalisation (mean/std) and the conversion")
 
 
 def check_gates(gates: dict, result: dict) -> list[dict]:
+    """Each gate's outcome: pass, fail, or undecided when a rate's interval straddles the threshold
+    (with about how many samples would decide it)."""
+    from builder.metrics import samples_to_decide
+
     out = []
     for gate, threshold in gates.items():
         field, passes = GATE_METRICS[gate]
-        value = result.get(field)
-        out.append({"gate": gate, "metric": field, "threshold": threshold, "value": value,
-                    "passed": value is not None and passes(value, threshold)})
+        value = _figure(result, field)
+        interval = _figure(result, f"{field}_interval")
+        entry = {"gate": gate, "metric": field, "threshold": threshold, "value": value}
+        if value is None:
+            entry["outcome"] = "fail"
+        elif interval is not None and passes(interval[0], threshold) != passes(interval[1], threshold):
+            entry |= {"outcome": "undecided", "interval": interval,
+                      "samples_needed": samples_to_decide(value, threshold)}
+        else:
+            entry["outcome"] = "pass" if passes(value, threshold) else "fail"
+        out.append(entry | {"passed": entry["outcome"] == "pass"})
     return out

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from builder.config.onnx2tf import Onnx2tfOptions
+from builder.config.recipe import Recipe
 from builder.steps.base import Step, StepContext, StepParams
 from builder.steps.layout import layout_of, samples_for, set_layout
 from builder.util import remove
@@ -86,16 +88,23 @@ class OnnxToSavedModel(Step):
     kind = "convert.onnx2tf"
     consumes = ("onnx",)
     produces = "saved_model"
-    summary = "onnx2tf: ONNX (NCHW) -> TF SavedModel (NHWC)"
+    summary = "onnx2tf: ONNX (NCHW) -> TF SavedModel (NHWC); its options from source.onnx2tf"
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    class Params(Onnx2tfOptions, StepParams):
+        """onnx2tf's options, passed on."""
+
+    @classmethod
+    def recipe_params(cls, recipe: Recipe) -> dict:
+        return recipe.source.onnx2tf.step_params() if recipe.source.onnx2tf else {}
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx2tf
 
         out = ctx.output("model")
         remove(out)
-        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out)
-        if ctx.recipe.input.layout != "NHWC":
-            set_layout(ctx, out, "NHWC")
+        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out, options=params.model_dump(exclude_defaults=True))
+        if report["layout"] != ctx.recipe.input.layout:
+            set_layout(ctx, out, report["layout"])
         return {"onnx2tf": report}
 
 
@@ -103,12 +112,13 @@ class QuantizeOrt(Step):
     kind = "quantize.ort"
     consumes = ("onnx",)
     produces = "onnx"
-    summary = "ONNX Runtime quantization: dynamic, or static QDQ with calibration"
+    summary = ("ONNX Runtime quantization: dynamic, or static QDQ with calibration "
+               "(int8 weights; activations and weight range as the target's ort_quantization says)")
 
     class Params(StepParams):
         precision: Literal["dynamic", "int8"] = "int8"
         symmetric_activations: bool = Field(
-            False, description="int8 activations with zero point 0 (TensorRT's explicit quantization needs it)")
+            False, description="activations with zero point 0 (TensorRT's explicit quantization needs it)")
         quantize_bias: bool = Field(True, description="int32 biases behind DequantizeLinear; false keeps them float")
 
     @classmethod
@@ -122,13 +132,15 @@ class QuantizeOrt(Step):
         if params.precision == "dynamic":
             report = onnx_quant.ort_quantize_dynamic(ctx.input("model"), ctx.output("model"), per_channel=variant.per_channel)
         else:
-            activation_type = "uint8" if ctx.recipe.io_dtype_of(ctx.call.variant) == "uint8" else "int8"
-            if params.symmetric_activations and activation_type == "uint8":  # symmetric means int8, zero point 0
-                ctx.log.warning("io_dtype uint8 ignored: symmetric activations are int8 (the model's I/O stays float)")
-                activation_type = "int8"
+            target = ctx.target.ort_quantization
             report = onnx_quant.ort_quantize_static(
                 ctx.input("model"), ctx.output("model"), samples_for(ctx, ctx.input("model")),
-                method=variant.calibration_method, per_channel=variant.per_channel, activation_type=activation_type,
+                method=variant.calibration_method, per_channel=variant.per_channel,
+                activation_type=target.activation_type, reduce_range=target.reduce_range,
                 symmetric_activations=params.symmetric_activations, quantize_bias=params.quantize_bias,
             )
-        return {"quantization": report}
+        io_dtype = onnx_quant.input_dtype(ctx.output("model"))
+        if variant.io_dtype and variant.io_dtype != io_dtype:
+            ctx.log.warning("io_dtype %s not applied: ONNX Runtime quantization keeps the model's %s inputs",
+                            variant.io_dtype, io_dtype)
+        return {"quantization": report, "io_dtype": io_dtype}

@@ -39,7 +39,8 @@ class QuantizeNncf(Step):
 
         model = ctx.input("model")
         nncf = ctx.variant.nncf
-        options = nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type"})
+        options = nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type",
+                                      "overflow_fix"})
         calibration = samples_for(ctx, model)
         if nncf.max_accuracy_drop is None:
             report = openvino.nncf_quantize(model, ctx.output("model"), calibration, **options)
@@ -50,7 +51,7 @@ class QuantizeNncf(Step):
                 max_drop=nncf.max_accuracy_drop, **options,
             )
         copy_layout(ctx, model, ctx.output("model"))
-        return {"quantization": report}
+        return {"quantization": report, "io_dtype": "float32"}  # NNCF quantizes inside: the IR keeps float I/O
 
 
 def _top1_agreement_fn(validation, reference_xml):

@@ -93,12 +93,20 @@ def from_tflite(ctx: StepContext, precision: str) -> dict:
             if exc.cause == "sparse-weights":
                 raise
             ctx.log.warning("%s could not make %s (%s): trying %s", DIRECT, precision, exc.message, ROUND_TRIP)
-            record["direct_failure"] = {"cause": exc.cause, "error": exc.message}
+            record["direct_failure"] = {"cause": exc.cause, "error": exc.message, "hint": exc.hint}
     else:
         record["direct_failure"] = {"cause": "unsupported", "error": f"{DIRECT} does not make {precision} "
-                                    f"with {io_dtype} inputs/outputs"}
+                                    f"with {io_dtype} inputs/outputs", "hint": None}
     if report is None:
-        report = _round_trip(ctx, model, out, precision, io_dtype, samples) | {"path": ROUND_TRIP}
+        try:
+            report = _round_trip(ctx, model, out, precision, io_dtype, samples) | {"path": ROUND_TRIP}
+        except BuilderError as exc:
+            direct = record["direct_failure"]
+            if direct["cause"] == "unsupported":
+                raise
+            # the direct path's reason is the root cause; the round trip was only a second try
+            raise ConversionError(f"{direct['error']}; the {ROUND_TRIP} round trip failed too: {exc.message}",
+                                  cause=direct["cause"], hint=direct["hint"]) from exc
     built = tflite.tflite_ops(out)
     try:
         tflite_variant.check_variant(precision, built, out.stat().st_size, tflite.tflite_ops(model), model.stat().st_size)

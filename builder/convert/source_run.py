@@ -1,0 +1,91 @@
+"""Run a source model in the framework it came in, so every artifact can be compared with the source.
+
+ONNX runs in ONNX Runtime, TFLite in LiteRT, an OpenVINO IR in OpenVINO, a SavedModel
+(and so a Keras model, through the SavedModel `convert.keras` writes) in TensorFlow, and
+PyTorch files in PyTorch. Outputs come back as float32 arrays, one list per sample, in the
+model's own output order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from builder.config.recipe import Recipe
+from builder.errors import ConfigError
+
+Runner = Callable[[Path, Recipe], Callable[[np.ndarray], list[np.ndarray]]]
+_RUNNERS: dict[str, Runner] = {}
+
+
+def runner(*formats: str):
+    def register(fn: Runner) -> Runner:
+        _RUNNERS.update(dict.fromkeys(formats, fn))
+        return fn
+
+    return register
+
+
+def runnable(fmt: str) -> bool:
+    return fmt in _RUNNERS
+
+
+_SAVED_AS = {"keras": ("convert.keras", "saved_model")}  # format -> the step that saves it in a runnable one
+
+
+def saved_as(fmt: str) -> tuple[str, str] | None:
+    """(step kind, format) that makes a source of `fmt` runnable, when no runner takes it as it is."""
+    return _SAVED_AS.get(fmt)
+
+
+def run_source(path: Path, fmt: str, recipe: Recipe, samples: np.ndarray) -> Iterator[list[np.ndarray]]:
+    """Each sample's outputs, sample by sample (a batch of one, as the artifacts are run)."""
+    if fmt not in _RUNNERS:
+        raise ConfigError(f"no framework here runs a {fmt} source", hint=f"runnable: {', '.join(sorted(_RUNNERS))}")
+    call = _RUNNERS[fmt](path, recipe)
+    for sample in samples:
+        yield [np.asarray(o, np.float32) for o in call(sample[None])]
+
+
+@runner("onnx", "tflite", "openvino")
+def _runtime(path: Path, recipe: Recipe):
+    from builder.runtimes import load
+
+    session = load(path)
+    return lambda x: session.run([x])
+
+
+@runner("saved_model")
+def _saved_model(path: Path, recipe: Recipe):
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name, spec), = fn.structured_input_signature[1].items()
+
+    def call(x: np.ndarray) -> list[np.ndarray]:
+        outputs = fn(**{name: tf.constant(x, dtype=spec.dtype)})
+        return [outputs[k].numpy() for k in sorted(outputs)]  # as the TFLite converter orders them
+
+    return call
+
+
+@runner("pytorch_state_dict", "torchscript", "exported_program")
+def _torch(path: Path, recipe: Recipe):
+    import torch
+
+    from builder.convert.onnx import load_torch_module
+
+    fmt, cfg = recipe.source.resolved_format, recipe.source.torch
+    example = torch.zeros(recipe.input.shape)
+    module = load_torch_module(cfg.factory if cfg else None, path if fmt == "pytorch_state_dict" else None,
+                               path if fmt == "torchscript" else None, path if fmt == "exported_program" else None,
+                               example)
+
+    def call(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(torch.from_numpy(np.ascontiguousarray(x)))
+        return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else [out])]
+
+    return call

