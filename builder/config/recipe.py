@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from builder.config.common import PRECISIONS, SUFFIX_FORMATS, IoDtype, ModelFormat, Precision, Strict
+from builder.config.common import PRECISIONS, SUFFIX_FORMATS, IoDtype, ModelFormat, Precision, Strict, path_kind
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
 from builder.config.paths import DIRECTORY, FILE, loading, local_path, member_path, plain_name
 
