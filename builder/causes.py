@@ -84,9 +84,10 @@ def known_cause(text: str) -> str | None:
     return next((cause for pattern, cause, _ in KNOWN_CAUSES if re.search(pattern, text)), None)
 
 
-def unsupported_ops(text: str) -> list[str]:
+def unsupported_ops(text: str, patterns: tuple[re.Pattern[str], ...] = _OP_NAMES) -> list[str]:
+    """The op names a converter's message lists as unsupported, in order, once each."""
     found: dict[str, None] = {}
-    for pattern in _OP_NAMES:
+    for pattern in patterns:
         for match in pattern.finditer(text):
             found.update(dict.fromkeys(match.group(1).split(", ")))
     return list(found)

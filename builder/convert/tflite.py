@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from builder.causes import unsupported_ops
 from builder.convert.keras_sources import keras_application, load_keras_file, save_keras
 from builder.errors import ConfigError, ConversionError
 from builder.util import atomic_write_bytes
@@ -261,7 +262,7 @@ _KNOWN_CAUSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 
 def classify_failure(text: str) -> tuple[str, str | None]:
     """(cause, hint) for a converter error message; ("conversion-failed", None) if unknown."""
-    if _unsupported_ops(text):
+    if unsupported_ops(text, _UNSUPPORTED_OP_PATTERNS):
         return (
             "unsupported-op",
             "set allow_custom_ops: true if the target runtime registers these ops as custom ops "
@@ -274,21 +275,13 @@ def classify_failure(text: str) -> tuple[str, str | None]:
     return "conversion-failed", None
 
 
-def _unsupported_ops(text: str) -> list[str]:
-    found: dict[str, None] = {}
-    for pattern in _UNSUPPORTED_OP_PATTERNS:
-        for match in pattern.finditer(text):
-            found.update(dict.fromkeys(match.group(1).split(", ")))
-    return list(found)
-
-
 def _conversion_error(exc: Exception, source: Path) -> ConversionError:
     text = str(exc) or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     error_lines = [line for line in lines if "error" in line.lower()] or lines
     cause, hint = classify_failure(text)
     if cause == "unsupported-op":
-        detail = "ops not supported by TFLite builtins: " + ", ".join(_unsupported_ops(text))
+        detail = "ops not supported by TFLite builtins: " + ", ".join(unsupported_ops(text, _UNSUPPORTED_OP_PATTERNS))
     else:
         first = next((line for line in lines if "error:" in line), lines[0])
         detail = first.split("error:", 1)[-1].strip()
