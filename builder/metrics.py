@@ -159,7 +159,8 @@ def wilson_interval(rate: float, samples: int, z: float = Z95) -> tuple[float, f
         return 0.0, 1.0
     centre = (rate + z * z / (2 * samples)) / (1 + z * z / samples)
     half = z * np.sqrt(rate * (1 - rate) / samples + z * z / (4 * samples * samples)) / (1 + z * z / samples)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # the interval holds the rate; rounding alone put 1.0 just above 0.9999999999999999
+    return float(min(rate, max(0.0, centre - half))), float(max(rate, min(1.0, centre + half)))
 
 
 def samples_to_decide(rate: float, threshold: float, z: float = Z95) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -54,6 +55,14 @@ def test_measure_times_the_prepared_inference_and_nothing_else(models, monkeypat
     result = benchmark.measure(session, warmup=2, runs=10)
     assert len(calls) == 12 and result["runs"] == 10
     assert result["max_ms"] < 300
+
+
+def test_no_sampling_thread_runs_beside_the_timed_runs(models):
+    session = runtimes.load(models["xml"])
+    seen: list[set[str]] = []
+    result = benchmark.measure(session, warmup=3, runs=5, progress=lambda d, t: seen.append({t.name for t in threading.enumerate()}))
+    assert len(seen) == 5 and not any("peak-rss" in names for names in seen)
+    assert result["peak_rss_mb"] > 10  # sampled while warming up, and after
 
 
 def test_other_load_sees_a_busy_process():

@@ -84,6 +84,8 @@ def test_wilson_interval_of_the_quickstart_gate_on_50_samples_straddles_it():
     low, high = wilson_interval(0.92, 50)
     assert 0.80 < low < 0.82 and 0.96 < high < 0.97  # 0.90 lies inside: 50 samples cannot tell
     assert wilson_interval(1.0, 8)[0] > 0.6 and wilson_interval(1.0, 8)[1] == 1.0
+    for samples in range(1, 1001):  # the interval holds the rate, whatever rounding does at the ends
+        assert wilson_interval(1.0, samples)[1] == 1.0 and wilson_interval(0.0, samples)[0] == 0.0
     needed = samples_to_decide(0.92, 0.90)
     assert 600 < needed < 1000 and wilson_interval(0.92, needed)[0] > 0.9
     assert samples_to_decide(0.9, 0.9) is None
