@@ -26,17 +26,8 @@ answers() {  # answers HOST -> 0 if `docker info` works there
     DOCKER_HOST="$1" timeout 10 docker info >/dev/null 2>&1
 }
 
-apt_install() {  # install the given Debian packages that are not installed yet
-    local missing=()
-    for pkg in "$@"; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -q >/dev/null; APT_UPDATED=1; fi
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 ensure_arm64_emulation() {
     [ "$(id -u)" -eq 0 ] || { say "not root: skipping QEMU/binfmt setup"; return 0; }

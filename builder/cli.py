@@ -99,21 +99,29 @@ def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | Non
 @click.option("--install-from", type=click.Choice(["wheelhouse", "index"]), default="wheelhouse", show_default=True,
               help="how images get packages (docker): host-side wheelhouse, or pip in the build")
 @click.option("--ca-bundle", type=click.Path(path_type=Path), help="CA bundle trusted by pip and downloads")
+@click.option("--no-cache", is_flag=True, help="run every step (what runs is still kept in the step cache)")
+@click.option("--remeasure", is_flag=True, help="run benchmarks and validations again, reuse the other steps")
+@click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
 @_device_options
-def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, devices, fleet,
-        registry) -> None:
-    """Build, benchmark and validate RECIPES for the target(s)."""
+def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
+        verbose, devices, fleet, registry) -> None:
+    """Build, benchmark and validate RECIPES for the target(s).
+
+    Steps whose kind, params, inputs and environment are unchanged are taken from
+    the step cache (see `builder cache`) instead of running."""
     from builder.matrix import run_matrix
     from builder.run import verdict
     from builder.runners.select import select_runner
+    from builder.step_cache import CachePolicy, step_cache_dir
 
     chosen_devices, registry = _placement(fleet, devices, registry)
     if chosen_devices and runner == "local":
         raise ConfigError("--device/--fleet: the local runner runs on this machine only", hint="use --runner docker")
     chosen = select_runner("docker" if chosen_devices and runner == "auto" else runner, ca_bundle=ca_bundle,
-                           rebuild=rebuild, install_from=install_from, registry=registry, echo=_echo)
+                           rebuild=rebuild, install_from=install_from, registry=registry, verbose=verbose, echo=_echo)
+    cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
     outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out, variants=list(variants) or None,
-                          offline=offline, jobs=jobs, devices=chosen_devices, echo=_echo)
+                          offline=offline, jobs=jobs, devices=chosen_devices, cache=cache, echo=_echo)
     verdict(outcomes)
 
 
@@ -207,8 +215,14 @@ def _health_table(health: list[dict]) -> None:
 @_targets_option()
 @click.option("--variant", "variants", multiple=True)
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan(recipe, target, variants, as_json) -> None:
-    """Show the resolved steps, images and outputs without running anything."""
+@click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True,
+              help="the runner whose environment the cache is judged for")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
+@click.option("--no-cache", is_flag=True, help="as `run --no-cache` would")
+@click.option("--remeasure", is_flag=True, help="as `run --remeasure` would")
+def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure) -> None:
+    """Show the resolved steps, images and outputs without running anything, and, when OUT holds a
+    previous run, which steps a run would take from the step cache (judged with the inputs it fetched)."""
     from builder import source_precision
     from builder.plan import make_plan
     from builder.plan_view import show_plan
@@ -217,10 +231,23 @@ def plan(recipe, target, variants, as_json) -> None:
     local = loaded.source.file  # a local source can be inspected now; a download only once it is fetched
     quantized = source_precision.inspect(local, loaded.source.resolved_format) if local else None
     resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized)
+    previous = out / loaded.name / target
+    cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None
     if as_json:
-        click.echo(json.dumps(resolved.to_json(), indent=1))
+        click.echo(json.dumps(resolved.to_json() | ({"cache": cached} if cached else {}), indent=1))
     else:
-        show_plan(resolved, console)
+        show_plan(resolved, console, cached)
+
+
+def _forecast(plan, runner: str, previous: Path, no_cache: bool, remeasure: bool) -> dict[str, str]:
+    from builder.runners.select import select_runner
+    from builder.step_cache import StepCache, forecast, step_cache_dir
+    from builder.steps import registry
+
+    chosen = select_runner(runner, echo=lambda line: None)
+    identities = {stage: chosen.identity(plan, stage) for stage in ("toolchain", "device") if plan.stage_steps(stage)}
+    return forecast(plan.steps, identities, StepCache(step_cache_dir()), previous, f"{plan.recipe.name}\0{plan.target.id}",
+                    lambda kind: registry.get(kind).measures, reuse=not no_cache, remeasure=remeasure)
 
 
 @cli.command()
@@ -302,6 +329,44 @@ def doctor(ca_bundle, targets) -> None:
         raise SystemExit(1)
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="print the entries as JSON")
+@click.pass_context
+def cache(ctx, as_json) -> None:
+    """Show the step cache: its size and entries (`builder cache prune` empties it by age or size)."""
+    if ctx.invoked_subcommand:
+        return
+    from builder.step_cache import StepCache, step_cache_dir
+
+    store = StepCache(step_cache_dir())
+    entries = store.entries()
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in e.items() if k != "path"} for e in entries], indent=1))
+        return
+    table = Table("step kind", "entries", "size (MB)")
+    for kind in sorted({e["kind"] for e in entries}):
+        mine = [e for e in entries if e["kind"] == kind]
+        table.add_row(kind, str(len(mine)), f"{sum(e['size'] for e in mine) / 1e6:.1f}")
+    console.print(table)
+    _echo(f"{step_cache_dir()}: {len(entries)} entries, {store.size() / 1e6:.1f} MB of files")
+
+
+@cache.command()
+@click.option("--older-than", "days", type=click.FloatRange(0), metavar="DAYS",
+              help="drop entries no run has used for DAYS days")
+@click.option("--max-size", "max_mb", type=click.FloatRange(0), metavar="MB",
+              help="then drop the least recently used until the cache holds at most MB megabytes")
+def prune(days, max_mb) -> None:
+    """Drop old or least recently used entries, and the files no entry needs."""
+    from builder.step_cache import StepCache, step_cache_dir
+
+    if days is None and max_mb is None:
+        raise ConfigError("builder cache prune: nothing to do", hint="give --older-than DAYS and/or --max-size MB")
+    dropped, freed = StepCache(step_cache_dir()).prune(
+        older_than_s=None if days is None else days * 86400, max_bytes=None if max_mb is None else int(max_mb * 1e6))
+    _echo(f"dropped {dropped} entries, freed {freed / 1e6:.1f} MB")
+
+
 @cli.command()
 def targets() -> None:
     """List the shipped targets."""
@@ -348,6 +413,55 @@ def schema(kind) -> None:
 
 
 @cli.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--fail-on-regression", "pct", type=click.FloatRange(0), metavar="PCT",
+              help="exit 1 if a figure got worse by more than PCT percent beyond the benchmark's noise, or a variant "
+                   "that was ok is not")
+@click.option("--html", "html_file", type=click.Path(path_type=Path),
+              help="also write the comparison, with NEW's plots and OLD's p50s marked, as one self-contained page")
+@click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
+def compare(old, new, pct, html_file, as_json) -> None:
+    """Compare two runs, each a run folder, a matrix's --out folder or a results.json: p50, size and accuracy
+    per recipe/target/variant; changes within the benchmark's noise are marked ~."""
+    from builder import compare as comparison
+    from builder.util import atomic_write_bytes
+
+    old_runs, new_runs = comparison.load(old), comparison.load(new)
+    rows = comparison.compare(old_runs, new_runs, pct or 0.0)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        _comparison_table(rows)
+    if html_file:
+        from builder import html_report
+
+        page = html_report.comparison_page(rows, [(run, old_runs.get(key)) for key, run in new_runs.items()])
+        atomic_write_bytes(html_file, page.encode())
+        _echo(f"comparison page: {html_file}")
+    if pct is not None:
+        comparison.check(rows, pct)
+
+
+def _comparison_table(rows: list[dict]) -> None:
+    table = Table("recipe / target / variant", "figure", "old", "new", "change")
+    for r in rows:
+        label = escape(f"{r['recipe']} / {r['target']} / {r['variant']}")
+        if r["old_status"] != r["new_status"]:
+            table.add_row(label, "status", r["old_status"] or "-", r["new_status"] or "-", "")
+        changed = [f for f in r["figures"] if f["old"] != f["new"]]
+        if not changed and r["old_status"] == r["new_status"]:
+            table.add_row(label, "all", "", "", "unchanged")
+        for f in changed:
+            change = "" if f["change_pct"] is None else f"{f['change_pct']:+.1f}%" + (" ~noise" if f["noise"] else "")
+            table.add_row(label, f["name"], f"{f['old']:.4g}", f"{f['new']:.4g}",
+                          f"[red]{change}[/red]" if f["worse"] else change)
+        for why in r["regression"]:
+            table.add_row(label, "[red]REGRESSION[/red]", "", "", escape(why))
+    console.print(table)
+
+
+@cli.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @_targets_option()
 @click.option("--runner", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True)
@@ -361,6 +475,25 @@ def verify(recipe, target, runner, out, variants) -> None:
 
     chosen = select_runner(runner, echo=_echo)
     verify_twice(recipe, target, chosen, out=out, variants=list(variants) or None, echo=_echo)
+
+
+@cli.command("import")
+@click.argument("tsv", type=click.Path(path_type=Path))
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("recipes/imported"), show_default=True,
+              callback=_out_directory)
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="a folder of images to calibrate with (default: synthetic samples, said so in each recipe)")
+@click.option("--offline", is_flag=True, help="read the models' input specs from the download cache only")
+def import_(tsv, out_dir, calibration, offline) -> None:
+    """Turn a mirrors TSV (seed 000: family, model, filename, sha256, url1..urlN) into one recipe per model.
+
+    Each model is fetched into the download cache to read its input spec; run the recipes with
+    `builder run OUT_DIR/*.yaml -t TARGET`."""
+    from builder.importer import import_tsv
+
+    written = import_tsv(tsv, out_dir, calibration=calibration, offline=offline, echo=_echo,
+                         warn=lambda line: err.print(f"[yellow]warning:[/yellow] {escape(line)}"))
+    _echo(f"{len(written)} recipe(s) in {out_dir}")
 
 
 def _report(exc: BuilderError, debug: bool) -> None:

@@ -9,7 +9,6 @@ stop the others: steps whose inputs it should have made are skipped.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from builder import versions
@@ -24,8 +24,9 @@ from builder.errors import BuilderError
 from builder.placement import Placement
 from builder.plan import Plan
 from builder.steps import registry
+from builder.step_cache import tree_sha256
 from builder.steps.base import StepCall, StepContext
-from builder.util import atomic_write_bytes, sha256_file, tree_files
+from builder.util import atomic_write_bytes, tree_files
 from builder.workdir import LOGS, PLAN, RECORDS, VERSIONS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any step imports TensorFlow
@@ -45,19 +46,14 @@ def read_records(workdir: Path) -> dict[str, dict]:
 def describe_output(workdir: Path, rel: str) -> dict:
     """Path, sha256 and size of a file, or of a directory tree (sha over its files' hashes)."""
     path = workdir / rel
-    files = tree_files(path)
-    if path.is_file():
-        return {"path": rel, "sha256": sha256_file(path), "size": path.stat().st_size}
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
-    return {"path": rel, "sha256": digest.hexdigest(), "size": sum(f.stat().st_size for f in files)}
+    return {"path": rel, "sha256": tree_sha256(path), "size": sum(f.stat().st_size for f in tree_files(path))}
 
 
 def _logger(workdir: Path, call: StepCall, echo: Callable[[str], None] | None) -> tuple[logging.Logger, logging.Handler]:
     log_path = workdir / LOGS / f"{call.id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    log_path.write_bytes(b"")
+    handler = logging.FileHandler(log_path, mode="a", encoding="utf-8")  # appends, as the tools' output does
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log = logging.getLogger(f"edge_builder.step.{call.id}")
     log.setLevel(logging.INFO)
@@ -73,6 +69,27 @@ def _logger(workdir: Path, call: StepCall, echo: Callable[[str], None] | None) -
     return log, handler
 
 
+@contextmanager
+def tool_output_to(log_path: Path):
+    """Everything written to fds 1 and 2 (TensorFlow, absl, oneDNN and the other libraries' C++ and Python
+    output) goes to the step's log instead of the console."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
 def _tail(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-LOG_TAIL:] if path.exists() else []
 
@@ -85,8 +102,15 @@ def blocked_by_earlier_stages(plan: Plan, records: dict[str, dict], stage: str) 
             if rec["status"] != "ok" and rec.get("stage") != stage for rel in outputs.get(rid, {}).values()}
 
 
-def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement, blocked: dict[str, str],
-             echo: Callable[[str], None] | None = None) -> dict:
+def _run(workdir: Path, call: StepCall, log: logging.Logger, placement: Placement) -> dict:
+    params = registry.params_of(call.kind, call.params)
+    ctx = StepContext(workdir=workdir, call=call, log=log, placement=placement)
+    return registry.get(call.kind)().run(ctx, params)
+
+
+def run_step(workdir: Path, call: StepCall, *, placement: Placement, blocked: dict[str, str],
+             echo: Callable[[str], None] | None = None, quiet: bool = False) -> dict:
+    """Run one step; with `quiet`, the tools' own output goes to its log only."""
     record: dict = {"id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {}}
     missing = [rel for rel in call.inputs.values() if rel in blocked or not (workdir / rel).exists()]
     if missing:
@@ -100,11 +124,8 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement,
     log, handler = _logger(workdir, call, echo)
     started = time.perf_counter()
     try:
-        step = registry.get(call.kind)
-        params = registry.params_of(call.kind, call.params)
-        ctx = StepContext(workdir=workdir, recipe=plan.recipe, target=plan.target, call=call, log=log,
-                          placement=placement)
-        record["result"] = step().run(ctx, params)
+        with tool_output_to(workdir / LOGS / f"{call.id}.log") if quiet else nullcontext():
+            record["result"] = _run(workdir, call, log, placement)
         record["outputs"] = {name: describe_output(workdir, rel) for name, rel in call.outputs.items()}
         record["status"] = "ok"
     except Exception as exc:  # a failed step is recorded; the run goes on with what does not depend on it
@@ -122,6 +143,7 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement,
             blocked[rel] = call.id
     finally:
         record["seconds"] = round(time.perf_counter() - started, 3)
+        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         handler.close()
     if record["status"] == "failed":
         record["log_tail"] = _tail(workdir / LOGS / f"{call.id}.log")
@@ -129,17 +151,22 @@ def run_step(workdir: Path, plan: Plan, call: StepCall, *, placement: Placement,
 
 
 def run_stage(workdir: Path, stage: str, *, placement: Placement | None = None,
-              echo: Callable[[str], None] | None = None) -> list[dict]:
-    """Run every step of `stage`; return their records (also written to work/records/)."""
+              echo: Callable[[str], None] | None = None, quiet: bool = False) -> list[dict]:
+    """Run every step of `stage` that has no record yet (the cache placed those); return the records
+    of the steps run (also written to work/records/)."""
     workdir = workdir.resolve()  # steps hand paths to tools that run in other folders (tf2onnx, onnx2tf)
     plan = load_plan(workdir)
     atomic_write_bytes(workdir / VERSIONS / f"{stage}.json", json.dumps(versions.collect(), indent=1).encode())
-    blocked = blocked_by_earlier_stages(plan, read_records(workdir), stage)
+    done = read_records(workdir)
+    blocked = blocked_by_earlier_stages(plan, done, stage)
     records = []
     for call in plan.stage_steps(stage):
+        if call.id in done:
+            continue
         if echo:
             echo(f"  > {call.id}")
-        record = run_step(workdir, plan, call, placement=placement or Placement(), blocked=blocked, echo=echo)
+        record = run_step(workdir, call, placement=placement or Placement(), blocked=blocked, echo=echo,
+                          quiet=quiet)
         atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1, default=str).encode())
         records.append(record)
         if echo:
@@ -157,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="local", help="the engine the stage runs on, for the results")
     parser.add_argument("--emulated", action="store_true", help="timings are taken under emulation")
     parser.add_argument("--off-target", action="store_true", help="this machine is not of the target's platform")
+    parser.add_argument("--verbose", action="store_true", help="the tools' own output on the console too")
     args = parser.parse_args(argv)
     placement = Placement(device=args.device, engine=args.engine, emulated=args.emulated, on_target=not args.off_target)
-    records = run_stage(args.workdir, args.stage, placement=placement, echo=lambda line: print(line, flush=True))
+    console = os.fdopen(os.dup(1), "w", buffering=1)  # stays the console while a step's fds go to its log
+    records = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
+                        echo=lambda line: print(line, file=console, flush=True))
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

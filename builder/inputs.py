@@ -39,6 +39,7 @@ class InputFetcher:
         self.progress = progress
         self.fetched: list[dict] = []
         self.missing: list[tuple[str, list[str], str]] = []
+        self.unverified: list[str] = []
 
     def _fetcher(self, allowlist: list[str] | None = None, max_bytes: int | None = None) -> Fetcher:
         """A fetcher held to the environment's allowlist; a download's own `allowlist` only narrows it."""
@@ -64,6 +65,9 @@ class InputFetcher:
                 # every mirror's reason, and pip's last lines when pip failed
                 self.missing.append((f"{role}:{ref.name}", urls, "\n".join([exc.message, *exc.log_tail[-2:]])))
                 raise
+        if ref.download is not None and ref.download.sha256 is None:
+            self.unverified.append(f"{role} {ref.name}: no sha256 in the recipe, so its bytes were not verified; "
+                                   f"they are sha256 {result.sha256} (from {result.url}): set it to pin them")
         self.fetched.append({"role": role, "name": ref.name, "url": result.url, "sha256": result.sha256,
                              "size": result.size, "from_cache": result.from_cache, "fetched_at": result.fetched_at})
         return result.path
@@ -131,4 +135,5 @@ def materialize(recipe: Recipe, workdir: Path, *, offline: bool = False, progres
     finally:
         f.write_missing()
     out.fetched = f.fetched
+    out.warnings += f.unverified
     return out

@@ -6,15 +6,20 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from builder import html_report
 from builder.causes import classify
 from builder.devices import Device, DevicePool
 from builder.errors import BuilderError
 from builder.run import Outcome, run_recipe
+from builder.step_cache import CachePolicy
 from builder.util import atomic_write_bytes
+
+VERIFY_CSV = "verify_tflite.csv"  # seed 000's name for it
 
 
 def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, variants=None, offline=False,
-               jobs: int = 1, devices: list[Device] | None = None, echo=print) -> list[Outcome]:
+               jobs: int = 1, devices: list[Device] | None = None, cache: CachePolicy | None = None,
+               echo=print) -> list[Outcome]:
     """Every recipe x target. Up to `jobs` toolchain stages run at once on the build host; device stages
     take a free device of their target each, so one job's benchmark overlaps the next one's conversion."""
     pairs = [(r, t) for r in recipes for t in targets]
@@ -24,7 +29,7 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
         recipe, target = pair
         try:
             return run_recipe(recipe, target, runner, out=out, variants=variants, offline=offline, pool=pool,
-                              echo=echo)
+                              cache=cache, echo=echo)
         except BuilderError as exc:
             if exc.exit_code == 2 or len(pairs) == 1:
                 raise
@@ -46,12 +51,14 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
             raise
     if len(pairs) > 1:
         write_status(outcomes, out)
+        write_verification(outcomes, out)
         echo(f"status report: {out / 'status.md'}")
     return outcomes
 
 
 def write_status(outcomes: list[Outcome], out: Path) -> None:
-    """Which model/target/variant succeeded, which failed, why, and what to try (seed 002's report)."""
+    """Which model/target/variant succeeded, which failed, why, and what to try (seed 002's report);
+    status.html beside it holds the same as a recipe x target x variant grid with speed-ups."""
     rows = []
     for o in outcomes:
         if o.error:
@@ -73,3 +80,36 @@ def write_status(outcomes: list[Outcome], out: Path) -> None:
     lines += [f"- ❌ {r['recipe']} / {r['target']} / {r['variant']}: {r['status']}, cause `{r['cause']}`: {r['error']}"
               + (f"\n  - hint: {r['hint']}" if r["hint"] else "") for r in bad] or ["- none"]
     atomic_write_bytes(out / "status.md", ("\n".join(lines) + "\n").encode())
+    runs = [{"recipe": o.recipe, "target": o.target, "variants": o.results, "error": o.error,
+             "report": _report_link(o.workdir, out)} for o in outcomes]
+    atomic_write_bytes(out / "status.html", html_report.matrix_page(runs).encode())
+
+
+def _report_link(workdir: Path, out: Path) -> str | None:
+    page = workdir / "report.html"
+    return page.relative_to(out).as_posix() if page.is_file() and page.is_relative_to(out) else None
+
+
+def write_verification(outcomes: list[Outcome], out: Path) -> None:
+    """verify_tflite.csv: seed 000's `file,ok,avg_ms,notes`, one row per artifact (a run that failed before it
+    had any: its folder). OK as the exit code has it (an undecided gate is noted, not failed).
+
+    As the seed's script writes it: no quoting, commas in notes become ";", lines one line."""
+    def note(*parts) -> str:
+        return " ".join(": ".join(str(p) for p in parts if p).replace(",", ";").split())
+
+    rows = ["file,ok,avg_ms,notes"]
+    for o in outcomes:
+        if o.error and not o.results:
+            cause = o.cause or classify({"status": "failed", "error": o.error})[0]
+            rows.append(f"{out / o.recipe / o.target},FAIL,,{note(cause, o.error)}")
+        for r in o.results:
+            mean = (r.get("benchmark") or {}).get("mean_ms")
+            f = r.get("failure") or {}
+            missed = [f"{g['metric']} = {g['value']:.4g} vs {g['gate']} {g['threshold']}" if g["value"] is not None
+                      else f"{g['metric']} not measured" for g in (r.get("validation") or {}).get("gates", []) if not g["passed"]]
+            notes = "" if r["status"] == "ok" else note(r["status"], f.get("cause") or "; ".join(missed), f.get("error"))
+            ok = r["status"] in ("ok", "gate-undecided")
+            rows.append(f"{o.workdir / r['artifact']},{'OK' if ok else 'FAIL'},"
+                        f"{'' if mean is None else f'{mean:.3f}'},{notes}")
+    atomic_write_bytes(out / VERIFY_CSV, ("\n".join(rows) + "\n").encode())

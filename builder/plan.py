@@ -20,7 +20,7 @@ from builder.convert import source_run
 from builder.errors import ConfigError
 from builder.source_precision import SourcePrecision
 from builder.steps import registry
-from builder.steps.base import StepCall
+from builder.steps.base import PlanScope, StepCall
 from builder.workdir import CALIBRATION, LABELS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
 DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS}
@@ -66,6 +66,11 @@ class Plan:
         return [s for s in self.steps if s.stage == stage]
 
 
+def companions(name: str, path: str) -> dict[str, str]:
+    """Files that are part of the model at `path`, declared beside it: an OpenVINO IR's weights (.bin)."""
+    return {f"{name}_weights": path[: -len(".xml")] + ".bin"} if path.endswith(".xml") else {}
+
+
 def source_path(source: Source) -> str:
     return f"{SOURCE_DIR}/{source.name.replace(':', '_')}"
 
@@ -75,44 +80,74 @@ def recipe_hash(path: Path) -> str:
 
 
 class _Builder:
-    """Accumulates step calls, sharing identical intermediate steps."""
+    """Accumulates step calls with fully resolved params, sharing identical model-to-model steps."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, model: str, fmt: str):
         self.plan = plan
         self.seen: dict[str, str] = {}
+        self.models: dict[str, tuple[str | None, str | None]] = {model: (fmt, plan.recipe.input.layout)}
+        self.made_by: dict[str, StepCall] = {}
+
+    def _scope(self, variant: str | None, model: str | None) -> PlanScope:
+        fmt, layout = self.models.get(model, (None, None)) if model else (None, None)
+        return PlanScope(recipe=self.plan.recipe, target=self.plan.target, source=self.plan.source,
+                         variant=variant, format=fmt, layout=layout)
+
+    def _params(self, kind: str, params: dict | None, variant: str | None, model: str | None) -> dict:
+        """The call's own params over what its step resolves from the recipe, target and variant; every field."""
+        given = params or {}
+        resolved = {**registry.get(kind).resolve_params(self._scope(variant, model), given), **given}
+        return registry.params_of(kind, resolved).model_dump(mode="json")
 
     def add(self, kind: str, *, params: dict | None = None, inputs: dict | None = None, outputs: dict | None = None,
             variant: str | None = None) -> StepCall:
         step = registry.get(kind)
         stage = "device" if kind in self.plan.target.device_only else step.stage
         recipe = self.plan.recipe
-        params = {**step.recipe_params(recipe), **(params or {})}
+        model = (inputs or {}).get("model")
+        params = self._params(kind, params, variant, model)
         needs = step.data_inputs(params)
         if "calibration" in needs and recipe.calibration is None:
             raise ConfigError(f"recipe {recipe.name}: variant {variant} needs calibration data for {kind}",
                               hint="add `calibration:` (files, folder or npy; synthetic: N for smoke tests only)")
         has_data = recipe.calibration is not None or recipe.validation is not None
-        inputs = {**{name: DATA_FILES[name] for name in needs if has_data}, **(inputs or {})}
+        inputs = {**{name: DATA_FILES[name] for name in needs if has_data}, **step.file_inputs(params), **(inputs or {})}
+        inputs |= {k: v for name in ("model", "reference") if name in inputs for k, v in companions(name, inputs[name]).items()}
+        outputs = dict(outputs or {})
+        if "model" in outputs:
+            outputs |= step.side_outputs(outputs["model"]) | companions("model", outputs["model"])
         suffix = f"-{variant}" if variant else ""
-        call = StepCall(
-            id=f"{len(self.plan.steps) + 1:02d}-{kind}{suffix}",
-            kind=kind,
-            stage=stage,
-            variant=variant,
-            inputs=inputs or {},
-            outputs=outputs or {},
-            params=params or {},
-        )
+        call = StepCall(id=f"{len(self.plan.steps) + 1:02d}-{kind}{suffix}", kind=kind, stage=stage, variant=variant,
+                        inputs=inputs, outputs=outputs, params=params)
         self.plan.steps.append(call)
+        if "model" in outputs:
+            scope = self._scope(variant, model)
+            self.models[outputs["model"]] = (step.produces or scope.format, step.output_layout(params, scope))
+            self.made_by[outputs["model"]] = call
         return call
 
     def convert(self, kind: str, model: str, out: str, params: dict | None = None, variant: str | None = None) -> str:
-        """Add a model-to-model step once per identical (kind, input, params, variant)."""
-        key = json.dumps([kind, model, params or {}, variant], sort_keys=True)
+        """Add a model-to-model step once per identical (kind, input, resolved params): the params hold all
+        that a variant changes, so variants share a step they would run alike (the first one names it)."""
+        key = json.dumps([kind, model, self._params(kind, params, variant, model)], sort_keys=True)
         if key not in self.seen:
             self.add(kind, params=params, inputs={"model": model}, outputs={"model": out}, variant=variant)
             self.seen[key] = out
         return self.seen[key]
+
+    def artifact(self, kind: str, model: str, out: str, params: dict | None, variant: str) -> str:
+        """The variant's artifact at `out`: made by its last step, or copied from what an identical step made."""
+        made = self.convert(kind, model, out, params, variant)
+        if made != out:
+            self.add("artifact.copy", inputs={"model": made}, outputs={"model": out}, variant=variant)
+        return out
+
+    def measure_inputs(self, artifact: str) -> dict[str, str]:
+        """What measuring `artifact` reads besides it (e.g. Vela's estimate), from the step that made it."""
+        call = self.made_by.get(artifact)
+        while call is not None and call.kind == "artifact.copy":
+            call = self.made_by.get(call.inputs["model"])
+        return registry.get(call.kind).measure_inputs(call) if call else {}
 
 
 def _edges() -> list[tuple[str, str, str]]:
@@ -174,8 +209,10 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
     for i, link in enumerate(chain):
         fmt = registry.get(link.step).produces or plan.target.format
         last = i == len(chain) - 1
-        out = _artifact(plan.recipe, variant, fmt) if last else f"work/{variant}/{link.step}{FORMAT_SUFFIXES.get(fmt, '')}"
-        model = b.convert(link.step, model, out, params=link.params, variant=variant)
+        if last:
+            return b.artifact(link.step, model, _artifact(plan.recipe, variant, fmt), link.params, variant)
+        model = b.convert(link.step, model, f"work/{variant}/{link.step}{FORMAT_SUFFIXES.get(fmt, '')}",
+                          params=link.params, variant=variant)
     return model
 
 
@@ -207,13 +244,13 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     if not plan.variants:
         raise ConfigError(f"nothing to build for {recipe.name} on {target.id}: " + "; ".join(plan.skipped.values()))
 
-    b = _Builder(plan)
+    source_fmt = source.resolved_format
+    model = source_path(source)
+    b = _Builder(plan, model, source_fmt)
     if recipe.calibration:
         b.add("data.prepare", params={"dataset": "calibration"}, outputs={"calibration": CALIBRATION})
     if recipe.calibration or recipe.validation:
         b.add("data.prepare", params={"dataset": "validation"}, outputs={"validation": VALIDATION, "labels": LABELS})
-    source_fmt = source.resolved_format
-    model = source_path(source)
     source_outputs = _source_reference(b, model, source_fmt)
     for kind in _hygiene_steps(source_fmt):
         model = b.convert(kind, model, _intermediate(source_fmt))
@@ -221,21 +258,21 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     if recipe.steps:
         _custom_steps(b, model, source_fmt)
     else:
-        for v in plan.variants:
+        for v in sorted(plan.variants, key=lambda v: v != fp32):  # fp32 first: the variants sharing its steps
             precision = recipe.precision_of(v)
             chain = target.variants[precision]
             # a source already in the target's format is its own fp32, unless the chain reads that format
             # (a .tflite that stores fp16 or sparse weights is made dense fp32 by convert.tflite)
             if (precision == "fp32" and source_fmt == _produced_format(chain, target)
                     and source_fmt not in registry.get(chain[0].step).consumes):
-                plan.artifacts[v] = b.convert("artifact.copy", model, _artifact(recipe, v, source_fmt), variant=v)
+                plan.artifacts[v] = b.artifact("artifact.copy", model, _artifact(recipe, v, source_fmt), None, v)
             else:
                 plan.artifacts[v] = _chain(b, source_fmt, model, chain, v)
 
     for v in plan.variants:
-        b.add("benchmark", inputs={"model": plan.artifacts[v]}, variant=v)
+        b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]), variant=v)
     for v in plan.variants:
-        reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]}
+        reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]} | b.measure_inputs(plan.artifacts[v])
         b.add("validate", inputs=reference | ({"source_outputs": source_outputs} if source_outputs else {}),
               params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs))}, variant=v)
     return plan
@@ -274,11 +311,11 @@ def _custom_steps(b: _Builder, model: str, fmt: str) -> None:
                               f"but the model is {fmt} there", hint="put a step that converts it before this one")
         fmt = step.produces or fmt
         if spec.variant and last_of[spec.variant] == i:
-            out = _artifact(plan.recipe, spec.variant, fmt)
-            plan.artifacts[spec.variant] = out
+            model = b.artifact(spec.kind, model, _artifact(plan.recipe, spec.variant, fmt), spec.params, spec.variant)
+            plan.artifacts[spec.variant] = model
         else:
-            out = f"work/custom/{i:02d}-{spec.kind}{FORMAT_SUFFIXES.get(fmt, '')}"
-        model = b.convert(spec.kind, model, out, params=spec.params, variant=spec.variant)
+            model = b.convert(spec.kind, model, f"work/custom/{i:02d}-{spec.kind}{FORMAT_SUFFIXES.get(fmt, '')}",
+                              params=spec.params, variant=spec.variant)
     missing = [v for v in plan.variants if v not in plan.artifacts]
     if missing:
         raise ConfigError(f"recipe {plan.recipe.name}: steps: no step makes variant {missing[0]!r}",

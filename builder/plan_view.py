@@ -9,7 +9,7 @@ from builder.plan import Plan
 from builder.steps import registry
 
 
-def show_plan(plan: Plan, console: Console) -> None:
+def show_plan(plan: Plan, console: Console, cached: dict[str, str] | None = None) -> None:
     r, t = plan.recipe, plan.target
     console.print(f"[bold]{r.name}[/bold] on [bold]{t.id}[/bold]: {t.name}")
     source = f"{plan.source.name} ({plan.source.resolved_format})"
@@ -20,10 +20,11 @@ def show_plan(plan: Plan, console: Console) -> None:
                   f"device from {t.images.device.template} ({t.images.device.lock}) for {t.platform}", markup=False)
     if t.requires.nvidia_runtime:
         console.print(f"requires: NVIDIA container runtime on the device engine. {t.requires.note or ''}", markup=False)
-    table = Table("step", "stage", "reads -> writes")
+    table = Table("step", "stage", "reads -> writes", *(["step cache"] if cached else []))
     for s in plan.steps:
         stage = s.stage + (" (on device)" if s.kind in t.device_only else "")
-        table.add_row(s.id, stage, f"{', '.join(s.inputs.values()) or '-'} -> {', '.join(s.outputs.values()) or 'results'}")
+        table.add_row(s.id, stage, f"{', '.join(s.inputs.values()) or '-'} -> {', '.join(s.outputs.values()) or 'results'}",
+                      *([cached[s.id]] if cached else []))
     console.print(table)
     for kind in dict.fromkeys(s.kind for s in plan.steps):
         console.print(f"  {kind}: {registry.get(kind).summary}", markup=False)

@@ -1,4 +1,4 @@
-"""manifest.json, results.json, results.csv and report.md from a plan and its step records."""
+"""manifest.json, results.json, results.csv, report.md and report.html from a plan and its step records."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from builder import __version__
 from builder.causes import classify
+from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
 from builder.util import atomic_write_bytes
@@ -35,14 +36,32 @@ def _artifact_files(workdir: Path, rel: str) -> list[str]:
     return [f for f in files if (workdir / f).exists()]
 
 
+def _measured(record: dict, name: str) -> dict:
+    """A benchmark or validation result; one reused from the step cache says so, with the date it was taken."""
+    result = record["result"][name]
+    return result | {"cached": True, "measured": record.get("finished")} if record.get("cached") else result
+
+
+def made_by(plan: Plan, records: dict, variant: str) -> list[dict]:
+    """The records of the steps that made a variant's artifact, first to last: a step shared with another
+    variant, or an `artifact.copy` of another variant's model, is followed to where the model was made."""
+    producer = {rel: call for call in plan.steps for rel in call.outputs.values()}
+    chain, rel = [], plan.artifacts[variant]
+    while (call := producer.get(rel)) and call.id in records:
+        chain.append(records[call.id])
+        rel = call.inputs.get("model")
+    return chain[::-1]
+
+
 def variant_results(plan: Plan, records: dict) -> list[dict]:
     out = []
     for v in plan.variants:
         recs = _variant_records(records, v)
         failed = [r for r in recs if r["status"] != "ok"]
-        bench = next((r["result"]["benchmark"] for r in recs if r["kind"] == "benchmark" and r["status"] == "ok"), None)
-        validation = next((r["result"]["validation"] for r in recs if r["kind"] == "validate" and r["status"] == "ok"), None)
-        conversions = [r["result"] for r in recs if r["status"] == "ok" and r["kind"] not in ("benchmark", "validate")]
+        bench = next((_measured(r, "benchmark") for r in recs if r["kind"] == "benchmark" and r["status"] == "ok"), None)
+        validation = next((_measured(r, "validation") for r in recs if r["kind"] == "validate" and r["status"] == "ok"),
+                          None)
+        conversions = [r["result"] for r in made_by(plan, records, v) if r["status"] == "ok"]
         entry = {
             "name": v,
             "artifact": plan.artifacts[v],
@@ -92,7 +111,7 @@ def _made_by(recs: list[dict]) -> dict:
 def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
     artifacts = []
     for v in plan.variants:
-        made = _made_by(_variant_records(records, v))
+        made = _made_by(made_by(plan, records, v))
         for rel in _artifact_files(workdir, plan.artifacts[v]):
             artifacts.append(describe_output(workdir, rel) | {"variant": v, "format": plan.target.format,
                                                               "precision": plan.recipe.precision_of(v)} | made)
@@ -113,12 +132,13 @@ def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
         "sources": run.get("sources", []),
         "artifacts": artifacts,
         "steps": [{"id": r["id"], "name": r["kind"], "variant": r.get("variant"), "stage": r["stage"],
-                   "status": r["status"], "seconds": r["seconds"], **({"error": r["error"]} if r.get("error") else {})}
+                   "status": r["status"], "seconds": r["seconds"], **({"error": r["error"]} if r.get("error") else {}),
+                   **({"cached": True, "finished": r.get("finished")} if r.get("cached") else {})}
                   for r in records.values()],
         "timings": run.get("timings", {}),
         "started": run.get("started"),
         "finished": run.get("finished"),
-        "warnings": run.get("warnings", []) + _step_warnings(records),
+        "warnings": list(dict.fromkeys(run.get("warnings", []) + _step_warnings(records))),
     }
 
 
@@ -202,8 +222,69 @@ def _device_lines(results: list[dict]) -> list[str]:
     return lines + [""] if lines else []
 
 
-def markdown(plan: Plan, results: list[dict], man: dict) -> str:
-    lines = [f"# {plan.recipe.name} on {plan.target.id}", "", plan.recipe.description.strip(), "",
+def fp32_baseline(results: list[dict]) -> dict | None:
+    """The fp32 variant with a timing: what speed-ups and sizes are measured against."""
+    timed = [r for r in results if r["precision"] == "fp32" and (r.get("benchmark") or {}).get("p50_ms")]
+    return next((r for r in timed if r["name"] == "fp32"), timed[0] if timed else None)
+
+
+def _flags(r: dict, base: dict | None) -> list[str]:
+    p50 = (r.get("benchmark") or {}).get("p50_ms")
+    flags = {"failed": ["failed"], "skipped": ["not built"], "gate-failed": ["fails a gate"],
+             "gate-undecided": ["gate undecided"]}.get(r["status"], [])
+    if not p50 and r["status"] == "ok":
+        flags.append("not timed")
+    if base and r is not base and p50 and p50 > (fp32 := base["benchmark"]["p50_ms"]):
+        beyond_noise = p50 - fp32 > p50_noise(base["benchmark"], r["benchmark"])
+        flags.append(f"{'slower' if beyond_noise else 'maybe slower'} than fp32 (p50 {p50:.3f} ms vs {fp32:.3f} ms"
+                     + ("" if beyond_noise else ", within the benchmarks' noise") + ")")
+    return flags
+
+
+def recommendation(results: list[dict]) -> dict:
+    """The fastest variant that meets every gate on this target, with its speed-up and size against fp32;
+    every other variant that is slower than fp32 or misses a gate is flagged."""
+    base = fp32_baseline(results)
+    timed = [r for r in results if r["status"] == "ok" and (r.get("benchmark") or {}).get("p50_ms")]
+    best = min(timed, key=lambda r: r["benchmark"]["p50_ms"], default=None)
+    rec = {"variant": best and best["name"], "baseline": base and base["name"],
+           "flags": {r["name"]: f for r in results if (f := _flags(r, base))}}
+    if best:
+        b = best["benchmark"]
+        rec |= {"p50_ms": b["p50_ms"], "size_bytes": b.get("size_bytes"),
+                "gates_checked": len((best.get("validation") or {}).get("gates") or []),
+                "emulated": bool(b.get("emulated")), "estimate": bool(b.get("estimate"))}
+    if best and base:
+        bb = base["benchmark"]
+        rec["speedup_vs_fp32"] = bb["p50_ms"] / best["benchmark"]["p50_ms"]
+        if bb.get("size_bytes") and rec["size_bytes"]:
+            rec["size_vs_fp32"] = rec["size_bytes"] / bb["size_bytes"]
+    return rec
+
+
+def _recommendation_lines(rec: dict) -> list[str]:
+    lines = ["## Recommendation", ""]
+    if not rec["variant"]:
+        lines.append("**No variant is built, timed and within every gate on this target.**")
+    else:
+        kb = f", {rec['size_bytes'] / 1024:.1f} KB" if rec.get("size_bytes") else ""
+        line = f"**Ship `{rec['variant']}`**: p50 {rec['p50_ms']:.3f} ms{kb}"
+        if rec.get("speedup_vs_fp32") is not None:
+            line += f"; {rec['speedup_vs_fp32']:.2f}x the speed of {rec['baseline']}"
+            if rec.get("size_vs_fp32") is not None:
+                line += f", {rec['size_vs_fp32']:.2f}x its size"
+        lines.append(line + ".")
+        if not rec["gates_checked"]:
+            lines.append("The recipe sets no accuracy gate that this variant was checked against.")
+        if rec["emulated"] or rec["estimate"]:
+            lines.append("The timings it is chosen by are " + ("emulated." if rec["emulated"] else "an estimate."))
+    lines += [""] + [f"- {name}: **{', '.join(flags)}**" for name, flags in rec["flags"].items()]
+    return lines + [""]
+
+
+def markdown(plan: Plan, results: list[dict], man: dict, rec: dict) -> str:
+    lines = [f"# {plan.recipe.name} on {plan.target.id}", "", *_recommendation_lines(rec),
+             plan.recipe.description.strip(), "",
              f"- target: {plan.target.name} ({plan.target.platform}, {plan.target.format} via {plan.target.runtime})",
              f"- runner: {man['runner']}; source: {man['source']['name']} ({man['source']['format']})", ""]
     if man["warnings"]:
@@ -264,18 +345,23 @@ def markdown(plan: Plan, results: list[dict], man: dict) -> str:
     if plan.skipped:
         lines += ["", "## Not built", ""] + [f"- {v}: {why}" for v, why in plan.skipped.items()]
     lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
-    lines += [f"| {s['id']} | {s['status']} | {s['seconds']:.1f} |" for s in man["steps"]]
-    lines += ["", "Machine-readable: `manifest.json`, `results.json`, `results.csv`; per-step logs in `logs/`.", ""]
+    lines += [f"| {s['id']} | {s['status']}{' (cached, ran ' + s['finished'] + ')' if s.get('cached') else ''} "
+              f"| {s['seconds']:.1f} |" for s in man["steps"]]
+    lines += ["", "Plots: `report.html`. Machine-readable: `manifest.json`, `results.json`, `results.csv`; "
+              "per-step logs in `logs/`.", ""]
     return "\n".join(lines)
 
 
 def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
-    """Write the four report files; return the per-variant results."""
+    """Write the five report files; return the per-variant results."""
+    from builder import html_report  # it imports this module
+
     records = read_records(workdir)
     results = variant_results(plan, records)
     man = manifest(plan, workdir, records, run)
     atomic_write_bytes(workdir / MANIFEST, json.dumps(man, indent=2).encode())
-    payload = {"recipe": plan.recipe.name, "target": plan.target.id, "variants": results,
+    rec = recommendation(results)
+    payload = {"recipe": plan.recipe.name, "target": plan.target.id, "recommendation": rec, "variants": results,
                "skipped": plan.skipped, "warnings": man["warnings"]}
     atomic_write_bytes(workdir / "results.json", json.dumps(payload, indent=2).encode())
     buf = io.StringIO()
@@ -283,5 +369,6 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
     writer.writeheader()
     writer.writerows(_csv_row(r) for r in results)
     atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
-    atomic_write_bytes(workdir / "report.md", markdown(plan, results, man).encode())
+    atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec).encode())
+    atomic_write_bytes(workdir / "report.html", html_report.run_page(payload).encode())
     return results

@@ -15,8 +15,10 @@ from builder.devices import HOST, Device, DevicePool
 from builder.errors import DeviceError, EngineUnreachable, GateError, StepError
 from builder.plan import Plan, make_plan, recipe_hash, source_path
 from builder.progress import DownloadProgress
+from builder.step_cache import MADE_NOW, NEW, CachePolicy, StageIdentity
+from builder.steps import registry
 from builder.util import atomic_write_bytes, remove
-from builder.workdir import PLAN, RECORDS, RUN
+from builder.workdir import PLAN, RECORDS, RUN, VERSIONS
 
 Echo = Callable[[str], None]
 
@@ -24,8 +26,12 @@ Echo = Callable[[str], None]
 class Runner(Protocol):
     name: str
 
+    def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
+        """What the stage's steps run in and where, known without building or running anything."""
+
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo: Echo, device: Device = HOST) -> dict:
-        """Run one stage's steps (the device stage on `device`); return its image and placement."""
+        """Run one stage's steps (the device stage on `device`) that have no record yet; return its image
+        and placement."""
 
 
 @dataclass
@@ -52,13 +58,14 @@ def _now() -> str:
 
 
 def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
-               offline: bool = False, pool: DevicePool | None = None, echo: Echo = print) -> Outcome:
+               offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
+               echo: Echo = print) -> Outcome:
     """fetch -> plan -> toolchain stage (build host) -> device stage (a device of the target) -> report."""
     pool = pool or DevicePool([], echo=echo)
     plan, workdir, run = run_toolchain(recipe_path, target_id, runner, out=out, variants=variants, offline=offline,
-                                       pool=pool, echo=echo)
+                                       pool=pool, cache=cache, echo=echo)
     try:
-        _device_stage(runner, plan, workdir, pool, run, echo)
+        _device_stage(runner, plan, workdir, pool, run, cache, echo)
     except DeviceError as exc:
         if exc.cause == "device-needed":
             exc.hint = _finish_elsewhere(recipe_path, target_id, out, exc.hint)
@@ -68,7 +75,7 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
 
 
 def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
-                  offline: bool = False, pool: DevicePool | None = None,
+                  offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
                   echo: Echo = print) -> tuple[Plan, Path, dict]:
     """Everything up to the device stage, in a clean `out/<recipe>/<target>/`; `work/run.json` keeps the run."""
     pool = pool or DevicePool([], echo=echo)
@@ -91,29 +98,75 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
     run["warnings"] += plan.notes
     atomic_write_bytes(workdir / PLAN, json.dumps(plan.to_json(), indent=1).encode())
     with pool.toolchain():
-        _stage(runner, plan, workdir, "toolchain", HOST, run, echo)
+        _stage(runner, plan, workdir, "toolchain", HOST, run, cache, echo)
     atomic_write_bytes(workdir / RUN, json.dumps(run, indent=1).encode())
     return plan, workdir, run
 
 
-def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device, run: dict, echo: Echo) -> None:
+def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device, run: dict,
+           cache: CachePolicy | None, echo: Echo) -> None:
     t = time.perf_counter()
     where = "" if device.is_host else f" on {device.name}"
-    echo(f"[{plan.recipe.name} / {plan.target.id}] {stage} stage ({runner.name}{where})")
+    name = f"[{plan.recipe.name} / {plan.target.id}]"
+    echo(f"{name} {stage} stage ({runner.name}{where})")
     run["stages"][stage] = {"started": _now()}
-    info = runner.run_stage(plan, workdir, stage, echo, device)
-    if info.get("image"):
-        run["images"][stage] = info["image"]
-    run["stages"][stage] |= {"finished": _now(), "placement": info.get("placement")}
+    calls = plan.stage_steps(stage)
+    stage_cache = None
+    if cache and calls:
+        identity = runner.identity(plan, stage, device)
+        stage_cache = cache.stage(workdir, f"{plan.recipe.name}\0{plan.target.id}", identity,
+                                  warn=lambda line: echo(f"  warning: {line}"))
+        to_run = _restore(stage_cache, calls, workdir, echo)
+        run["stages"][stage] |= {"cached_steps": len(calls) - len(to_run), "placement": identity.placement}
+        calls = to_run
+    versions = workdir / VERSIONS / f"{stage}.json"
+    if calls or not (stage_cache and stage_cache.place_versions(versions)):
+        info = runner.run_stage(plan, workdir, stage, echo, device)
+        if info.get("image"):
+            run["images"][stage] = info["image"]
+        run["stages"][stage]["placement"] = info.get("placement")
+        if stage_cache:
+            stage_cache.keep_versions(versions)
+            for call in calls:
+                stage_cache.store(call, _record(workdir, call.id))
+    else:
+        if stage_cache.identity.image:
+            run["images"][stage] = {"tag": stage_cache.identity.image, "cached": True}
+        echo(f"{name} {stage} stage: every step cached, nothing to run")
+    run["stages"][stage] |= {"finished": _now(), "executed_steps": len(calls)}
     run["timings"][f"{stage}_s"] = round(time.perf_counter() - t, 2)
 
 
-def _device_stage(runner: Runner, plan: Plan, workdir: Path, pool: DevicePool, run: dict, echo: Echo) -> None:
+def _restore(stage_cache, calls: list, workdir: Path, echo: Echo) -> list:
+    """Place every step the cache holds (writing its record); return the calls that must run, saying why
+    when it is not simply new."""
+    to_run = []
+    for call in calls:
+        measures = registry.get(call.kind).measures
+        record = stage_cache.restore(call, measures)
+        if record is None:
+            why = stage_cache.why_it_runs(call, measures)
+            if why not in (NEW, MADE_NOW):
+                echo(f"  runs: {call.id} ({why})")
+            to_run.append(call)
+        else:
+            echo(f"  cached: {call.id} (ran {record.get('finished', 'before')})")
+            atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1).encode())
+    return to_run
+
+
+def _record(workdir: Path, step_id: str) -> dict:
+    path = workdir / RECORDS / f"{step_id}.json"
+    return json.loads(path.read_text()) if path.exists() else {"status": "missing"}
+
+
+def _device_stage(runner: Runner, plan: Plan, workdir: Path, pool: DevicePool, run: dict,
+                  cache: CachePolicy | None, echo: Echo) -> None:
     """Run the device stage on a device of the target; a device that stops answering hands the job on."""
     while True:
         with pool.device(plan.target.id) as device:
             try:
-                _stage(runner, plan, workdir, "device", device, run, echo)
+                _stage(runner, plan, workdir, "device", device, run, cache, echo)
                 return
             except EngineUnreachable as exc:
                 if device.is_host:

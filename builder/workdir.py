@@ -7,7 +7,6 @@ SOURCE_DIR = "work/source"          # the fetched model (and Keras weights)
 INPUTS = "work/inputs"              # fetched calibration/validation files, with index.json
 RECORDS = "work/records"            # one JSON record per executed step
 VERSIONS = "work/versions"          # tool versions per stage, read inside the image that ran it
-LAYOUTS = "work/layouts.json"       # tensor layout of intermediates that differ from the recipe's
 CALIBRATION = "work/data/calibration.npy"
 VALIDATION = "work/data/validation.npy"
 LABELS = "work/data/validation_labels.json"

@@ -267,3 +267,24 @@ def pytest_make_collect_report(collector):
     if _in_ci() and report.skipped:
         _fail_skip(report)
     return report
+
+
+# --- The step cache ----------------------------------------------------------
+# A run through the CLI reuses steps from the step cache. Each module (its
+# module-scoped runs) and each test gets its own, so no test sees another's
+# steps and nothing reaches the user's own cache.
+
+@pytest.fixture(scope="module", autouse=True)
+def module_step_cache(tmp_path_factory):
+    before = os.environ.get("EDGE_BUILDER_STEP_CACHE")
+    os.environ["EDGE_BUILDER_STEP_CACHE"] = str(tmp_path_factory.mktemp("module-step-cache"))
+    yield
+    if before is None:
+        os.environ.pop("EDGE_BUILDER_STEP_CACHE")
+    else:
+        os.environ["EDGE_BUILDER_STEP_CACHE"] = before
+
+
+@pytest.fixture(autouse=True)
+def own_step_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EDGE_BUILDER_STEP_CACHE", str(tmp_path_factory.mktemp("step-cache")))

@@ -135,8 +135,10 @@ def test_source_onnx2tf_options_are_the_onnx2tf_steps_params_in_the_plan(tmp_pat
     assert result.exit_code == 0, result.output
     steps = json.loads(result.output[result.output.index("{"):])["steps"]
     (step,) = [s for s in steps if s["kind"] == "convert.onnx2tf"]
-    assert step["params"] == {"replace_to_pseudo_operators": ["Erf", "Gelu"], "enable_rnn_unroll": True,
-                              "param_replacements": [operation]}
+    given = {"replace_to_pseudo_operators": ["Erf", "Gelu"], "enable_rnn_unroll": True, "param_replacements": [operation]}
+    assert {k: step["params"][k] for k in given} == given
+    assert step["params"]["output_layout"] == "NHWC"  # every option is shown, defaults too
+    assert step["params"]["disable_group_convolution"] is False
 
 
 @pytest.mark.parametrize("onnx2tf, source, field", [

@@ -159,7 +159,8 @@ def test_a_tflite_source_plans_no_round_trip_on_x86_tflite():
     kinds = [s.kind for s in plan.steps]
     assert "convert.tf_onnx" not in kinds and "convert.onnx2tf" not in kinds
     int8 = next(s for s in plan.steps if s.variant == "int8" and s.kind == "convert.tflite")
-    assert int8.inputs["model"].endswith("face_detection_short_range.tflite") and int8.params == {"precision": "int8"}
+    assert int8.inputs["model"].endswith("face_detection_short_range.tflite")
+    assert (int8.params["precision"], int8.params["io_dtype"], int8.params["layout"]) == ("int8", "int8", "NHWC")
 
 
 def test_local_run_of_a_mediapipe_model_builds_every_precision_and_says_how(tmp_path):

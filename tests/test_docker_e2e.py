@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import docker
@@ -55,14 +56,22 @@ def engine_ready(docker_engine, base_image):
 
 @pytest.fixture(scope="module")
 def x86_runs(engine_ready, tmp_path_factory):
-    """Two clean full runs on x86-tflite: (first run, second run), each (process, workdir)."""
-    return [quickstart(tmp_path_factory.mktemp(f"x86-{n}"), "x86-tflite") for n in ("a", "b")]
+    """Two clean full runs on x86-tflite (`--no-cache`): (first run, second run), each (process, workdir)."""
+    return [quickstart(tmp_path_factory.mktemp(f"x86-{n}"), "x86-tflite", "--no-cache") for n in ("a", "b")]
+
+
+@pytest.fixture(scope="module")
+def x86_warm_run(x86_runs, tmp_path_factory):
+    """A third run, with the step cache the clean runs filled: (process, workdir, engine time before, after)."""
+    before = int(time.time()) - 1
+    proc, workdir = quickstart(tmp_path_factory.mktemp("x86-warm"), "x86-tflite")
+    return proc, workdir, before, int(time.time()) + 1
 
 
 @pytest.fixture(scope="module")
 def rpi_run(engine_ready, base_image_arm64, device_urls, tmp_path_factory):
     """The quickstart on rpi: toolchain on the build engine, device stage on a device engine reached over SSH."""
-    return quickstart(tmp_path_factory.mktemp("rpi"), "rpi", "--device", device_urls[0])
+    return quickstart(tmp_path_factory.mktemp("rpi"), "rpi", "--device", device_urls[0], "--no-cache")
 
 
 # --- the output layout and the manifest -----------------------------------------------------------
@@ -134,6 +143,22 @@ def test_second_run_rebuilds_nothing(x86_runs):
     assert second.stdout.count("image up to date") == 2, second.stdout
     images = load(workdir, "manifest.json")["images"]
     assert [images[role]["built"] for role in ("toolchain", "device")] == [False, False]
+
+
+def test_a_warm_rerun_starts_no_container_and_gives_the_same_results(x86_runs, x86_warm_run, docker_engine):
+    proc, workdir, before, after = x86_warm_run
+    sdk = docker.DockerClient(base_url=docker_engine.url)
+    started = [e for e in sdk.events(since=before, until=after, decode=True, filters={"type": "container"})
+               if e.get("Action") in ("create", "start")]
+    assert started == [], started
+    stages = load(workdir, "manifest.json")["stages"]
+    assert [stages[s]["executed_steps"] for s in ("toolchain", "device")] == [0, 0], proc.stdout
+    clean = load(x86_runs[1][1], "results.json")["variants"]  # the newest result of each step is kept
+    warm = load(workdir, "results.json")["variants"]
+    assert [v["benchmark"]["p50_ms"] for v in warm] == [v["benchmark"]["p50_ms"] for v in clean]
+    assert all(v["benchmark"]["cached"] and v["validation"]["cached"] for v in warm)
+    artifacts = compare(load(x86_runs[1][1], "manifest.json"), load(workdir, "manifest.json"))
+    assert artifacts and all(e["identical"] for e in artifacts.values())
 
 
 def test_two_clean_runs_give_identical_artifacts(x86_runs):

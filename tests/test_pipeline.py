@@ -42,6 +42,14 @@ def test_every_variant_has_an_artifact_and_the_documented_files(tiny_run):
         assert (workdir / f"tiny-mobilenet_{variant}.tflite").stat().st_size > 100_000
 
 
+def test_the_console_shows_our_lines_and_the_tools_output_goes_to_the_step_logs(tiny_run):
+    workdir, output = tiny_run
+    noise = ("absl::InitializeLog", "cudart_stub", "oneDNN custom operations", "tensorflow/core", "WARNING: All log")
+    assert not [line for line in output.splitlines() if any(n in line for n in noise)], output
+    logs = "".join(p.read_text(errors="replace") for p in (workdir / "logs").glob("*.log"))
+    assert any(n in logs for n in noise), "TensorFlow said nothing: the check above proves nothing"
+
+
 def test_manifest_accounts_for_every_artifact(tiny_run):
     workdir, _ = tiny_run
     manifest = json.loads((workdir / "manifest.json").read_text())

@@ -39,8 +39,7 @@ def compiled(tmp_path_factory):
 def _ctx(workdir, plan, call) -> StepContext:
     import logging
 
-    return StepContext(workdir=workdir, recipe=plan.recipe, target=plan.target, call=call,
-                       log=logging.getLogger("test_vela"))
+    return StepContext(workdir=workdir, call=call, log=logging.getLogger("test_vela"))
 
 
 def test_vela_compiles_every_op_for_the_npu_and_estimates_it(compiled):
@@ -72,3 +71,15 @@ def test_validation_stands_in_the_int8_tflite_that_vela_compiled(compiled):
     assert session.inputs[0].dtype == "int8" and not vela.is_vela(stand_in)
     sample = np.load(workdir / "work" / "data" / "validation.npy")[0]
     assert session.run([sample])[0].shape[-1] == 1000
+
+
+def test_every_file_the_toolchain_steps_write_is_under_a_declared_output(compiled):
+    from builder.workdir import INPUTS, LOGS, RECORDS, SOURCE_DIR, VERSIONS
+
+    workdir, plan, _, _ = compiled
+    declared = [rel for call in plan.steps for rel in call.outputs.values()]
+    declared += [PLAN, LOGS, RECORDS, VERSIONS, SOURCE_DIR, INPUTS]  # the driver's, not the steps'
+    written = [str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file()]
+    stray = [rel for rel in written if not any(rel == d or rel.startswith(d + "/") for d in declared)]
+    assert stray == []
+    assert (workdir / "work/vela/tiny-mobilenet_int8_vela.estimate.json").is_file()

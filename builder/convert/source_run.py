@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.config.recipe import Recipe
 from builder.errors import ConfigError
 
-Runner = Callable[[Path, Recipe], Callable[[np.ndarray], list[np.ndarray]]]
+# (model path, the PyTorch factory or None, the example input's shape) -> a function of one batch
+Runner = Callable[[Path, str, str | None, list[int]], Callable[[np.ndarray], list[np.ndarray]]]
 _RUNNERS: dict[str, Runner] = {}
 
 
@@ -40,17 +40,19 @@ def saved_as(fmt: str) -> tuple[str, str] | None:
     return _SAVED_AS.get(fmt)
 
 
-def run_source(path: Path, fmt: str, recipe: Recipe, samples: np.ndarray) -> Iterator[list[np.ndarray]]:
-    """Each sample's outputs, sample by sample (a batch of one, as the artifacts are run)."""
+def run_source(path: Path, fmt: str, samples: np.ndarray, *, factory: str | None = None,
+               input_shape: list[int] | None = None) -> Iterator[list[np.ndarray]]:
+    """Each sample's outputs, sample by sample (a batch of one, as the artifacts are run). A PyTorch source
+    is built by `factory` (source.torch.factory) and traced with an input of `input_shape`."""
     if fmt not in _RUNNERS:
         raise ConfigError(f"no framework here runs a {fmt} source", hint=f"runnable: {', '.join(sorted(_RUNNERS))}")
-    call = _RUNNERS[fmt](path, recipe)
+    call = _RUNNERS[fmt](path, fmt, factory, input_shape or [1, *samples.shape[1:]])
     for sample in samples:
         yield [np.asarray(o, np.float32) for o in call(sample[None])]
 
 
 @runner("onnx", "tflite", "openvino")
-def _runtime(path: Path, recipe: Recipe):
+def _runtime(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
     from builder.runtimes import load
 
     session = load(path)
@@ -58,7 +60,7 @@ def _runtime(path: Path, recipe: Recipe):
 
 
 @runner("saved_model")
-def _saved_model(path: Path, recipe: Recipe):
+def _saved_model(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -72,14 +74,13 @@ def _saved_model(path: Path, recipe: Recipe):
 
 
 @runner("pytorch_state_dict", "torchscript", "exported_program")
-def _torch(path: Path, recipe: Recipe):
+def _torch(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
     import torch
 
     from builder.convert.onnx import load_torch_module
 
-    fmt, cfg = recipe.source.resolved_format, recipe.source.torch
-    example = torch.zeros(recipe.input.shape)
-    module = load_torch_module(cfg.factory if cfg else None, path if fmt == "pytorch_state_dict" else None,
+    example = torch.zeros(input_shape)
+    module = load_torch_module(factory, path if fmt == "pytorch_state_dict" else None,
                                path if fmt == "torchscript" else None, path if fmt == "exported_program" else None,
                                example)
 

@@ -21,14 +21,16 @@ from builder.errors import DeviceError, EngineError, StepError
 from builder.image_build import ImageBuilder
 from builder.placement import Placement
 from builder.plan import Plan
+from builder.step_cache import StageIdentity
 
 
 class DockerRunner:
     name = "docker"
 
     def __init__(self, engine: Engine, *, ca_bundle: Path | None = None, rebuild: bool = False,
-                 install_from: str = "wheelhouse", registry: str | None = None, echo=print):
+                 install_from: str = "wheelhouse", registry: str | None = None, verbose: bool = False, echo=print):
         self.engine = engine
+        self.verbose = verbose  # the tools' own output on the console too
         self.images = ImageBuilder(ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from,
                                    registry=registry, echo=echo)
         self._engines: dict[str, Engine] = {}
@@ -57,6 +59,18 @@ class DockerRunner:
             raise EngineError(f"device {device.name}: its engine at {display_url(engine.url)} has no NVIDIA runtime",
                               hint="install the NVIDIA container toolkit there (JetPack ships it) and restart Docker")
 
+    def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
+        """The stage's image (by content-hash tag, so nothing is built to know it) and placement."""
+        engine = self.engine if stage == "toolchain" else self.engine_of(device)
+        image = self.images.render(plan.target, stage, engine.platform)
+        return StageIdentity(image.tag, self._placement(plan, engine, device, image.platform).model_dump(), image.tag)
+
+    @staticmethod
+    def _placement(plan: Plan, engine: Engine, device: Device, image_platform: str) -> Placement:
+        emulated = image_platform != engine.platform
+        return Placement(device=device.name, engine=display_url(engine.url), emulated=emulated,
+                         on_target=not emulated and image_platform == plan.target.platform)
+
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
         """Run one stage's steps in a container; return its image and placement for the manifest."""
         if not plan.stage_steps(stage):
@@ -67,10 +81,9 @@ class DockerRunner:
 
         def image_and_container() -> dict:
             image = self.images.ensure_role(engine, plan.target, stage)
-            emulated = image["platform"] != engine.platform
-            placement = Placement(device=device.name, engine=display_url(engine.url), emulated=emulated,
-                                  on_target=not emulated and image["platform"] == plan.target.platform)
-            command = ["python", "-m", "builder.execute", "/work", "--stage", stage, *placement.args()]
+            placement = self._placement(plan, engine, device, image["platform"])
+            command = ["python", "-m", "builder.execute", "/work", "--stage", stage, *placement.args(),
+                       *(["--verbose"] if self.verbose else [])]
             gpu = stage == "device" and plan.target.requires.nvidia_runtime
             started = time.perf_counter()
             result = engine.run(

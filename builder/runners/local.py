@@ -9,17 +9,21 @@ measured here all the same, and marked as not on the target.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
-from builder import locks
+from builder import images, locks, versions
 from builder.devices import HOST, Device
 from builder.errors import ConfigError, DeviceError, StepError
 from builder.placement import Placement
 from builder.plan import Plan
+from builder.step_cache import StageIdentity
 
 
 def host_platform() -> str:
@@ -32,8 +36,23 @@ def has_nvidia_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/etc/nv_tegra_release").exists()
 
 
+@cache
+def environment() -> str:
+    """This Python's tool versions and the project's step code, as one digest."""
+    digest = hashlib.sha256(json.dumps(versions.collect(), sort_keys=True).encode())
+    for name, data in images.code_files().items():
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return f"local:{digest.hexdigest()}"
+
+
 class LocalRunner:
     name = "local"
+
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose  # the tools' own output on the console too
+
+    def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
+        return StageIdentity(environment(), Placement(on_target=host_platform() == plan.target.platform).model_dump())
 
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
         if not device.is_host:
@@ -43,7 +62,8 @@ class LocalRunner:
             raise DeviceError(f"target {plan.target.id} needs a device: this machine has no NVIDIA GPU",
                               cause="device-needed", hint=plan.target.requires.note)
         placement = Placement(on_target=host_platform() == plan.target.platform)
-        command = [sys.executable, "-m", "builder.execute", str(workdir), "--stage", stage, *placement.args()]
+        command = [sys.executable, "-m", "builder.execute", str(workdir), "--stage", stage, *placement.args(),
+                   *(["--verbose"] if self.verbose else [])]
         tail: list[str] = []
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
             for line in proc.stdout:

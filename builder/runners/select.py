@@ -8,22 +8,22 @@ from builder.errors import EngineError
 
 
 def select_runner(name: str, *, ca_bundle: Path | None = None, rebuild: bool = False, install_from: str = "wheelhouse",
-                  registry: str | None = None, echo=print):
+                  registry: str | None = None, verbose: bool = False, echo=print):
     from builder.docker_api import Engine
     from builder.runners.local import LocalRunner
 
     if name == "local":
         echo("runner: local (--runner local): steps run in this Python environment")
-        return LocalRunner()
+        return LocalRunner(verbose)
     ok, why = Engine.available()
     if not ok:
         if name == "docker":
             raise EngineError(f"--runner docker: {why}",
                               hint="start Docker, set DOCKER_HOST or `docker context use`, or use --runner local")
         echo(f"runner: local (no Docker engine: {why})")
-        return LocalRunner()
+        return LocalRunner(verbose)
     from builder.runners.docker import DockerRunner
 
     echo(f"runner: docker ({why})")
     return DockerRunner(Engine.connect(), ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from,
-                        registry=registry, echo=echo)
+                        registry=registry, verbose=verbose, echo=echo)

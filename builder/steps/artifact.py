@@ -1,4 +1,5 @@
-"""artifact.copy: a source already in the target's format becomes the fp32 artifact as it is."""
+"""artifact.copy: a model passed on as it is (a source already in the target's format, or what a step shared
+by several variants made), under the variant's artifact name."""
 
 from __future__ import annotations
 
@@ -11,5 +12,6 @@ class CopyArtifact(Step):
     summary = "pass a model through unchanged (e.g. a downloaded OpenVINO IR)"
 
     def run(self, ctx: StepContext, params: StepParams) -> dict:
-        atomic_copy(ctx.input("model"), ctx.output("model"))
+        for name in ctx.call.outputs:  # the model and the files that are part of it (an IR's weights)
+            atomic_copy(ctx.input(name), ctx.output(name))
         return {"passthrough": True}

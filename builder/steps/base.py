@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from builder.placement import Placement
 
 if TYPE_CHECKING:
-    from builder.config.recipe import Recipe
+    from builder.config.recipe import Recipe, Source, Variant
     from builder.config.target import Target
 
 _REGISTRY: dict[str, type[Step]] = {}
@@ -37,11 +37,27 @@ class StepCall:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class StepContext:
-    workdir: Path
+@dataclass(frozen=True)
+class PlanScope:
+    """What a call's params are resolved from at plan time: nothing else is read when it runs."""
+
     recipe: Recipe
     target: Target
+    source: Source  # the fetched source (the recipe's, or its fallback)
+    variant: str | None  # the variant whose chain asks for the call
+    format: str | None = None  # the call's input model: its format and tensor layout
+    layout: str | None = None
+
+    @property
+    def variant_spec(self) -> Variant | None:
+        return self.recipe.variants[self.variant] if self.variant else None
+
+
+@dataclass
+class StepContext:
+    """What a running step sees: its call (resolved params, declared inputs and outputs), not the recipe."""
+
+    workdir: Path
     call: StepCall
     log: logging.Logger
     placement: Placement = field(default_factory=Placement)
@@ -58,10 +74,6 @@ class StepContext:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    @property
-    def variant(self):
-        return self.recipe.variants[self.call.variant]
-
 
 class Step:
     """Subclass with a `kind` to add a step. `run` returns records for the manifest/results."""
@@ -71,6 +83,7 @@ class Step:
     consumes: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[str | None] = None
     cleans_source: ClassVar[bool] = False  # run on every source of its format before anything else
+    measures: ClassVar[bool] = False  # a measurement of the device it ran on: rerun by --remeasure
     summary: ClassVar[str] = ""
     Params: ClassVar[type[StepParams]] = StepParams
 
@@ -82,14 +95,34 @@ class Step:
             _REGISTRY[cls.kind] = cls
 
     @classmethod
-    def recipe_params(cls, recipe: Recipe) -> dict:
-        """Params this step takes from the recipe, put in its calls at plan time (a call's own params win)."""
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        """Params this call takes from the recipe, target or variant, given its own `params` (which win)."""
         return {}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
-        """Which prepared datasets ("calibration", "validation") this call reads."""
+        """Which prepared datasets ("calibration", "validation", "labels") this call reads."""
         return ()
+
+    @classmethod
+    def file_inputs(cls, params: dict) -> dict[str, str]:
+        """Other files this call reads besides its model: name -> path in the work directory."""
+        return {}
+
+    @classmethod
+    def side_outputs(cls, model: str) -> dict[str, str]:
+        """Files this step writes beside the model it makes at `model`: name -> path."""
+        return {}
+
+    @classmethod
+    def measure_inputs(cls, call: StepCall) -> dict[str, str]:
+        """Files the benchmark and validation of the model this call made read besides it."""
+        return {}
+
+    @classmethod
+    def output_layout(cls, params: dict, scope: PlanScope) -> str | None:
+        """The tensor layout of the model this call makes (by default, its input's)."""
+        return scope.layout
 
     def run(self, ctx: StepContext, params: StepParams) -> dict:
         raise NotImplementedError

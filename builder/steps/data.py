@@ -6,9 +6,11 @@ import json
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from builder import datasets
-from builder.steps.base import Step, StepContext, StepParams
+from builder.config.recipe import Dataset, InputSpec
+from builder.steps.base import PlanScope, Step, StepContext, StepParams
 from builder.util import atomic_write_bytes, npy_bytes
 from builder.workdir import INPUTS
 
@@ -20,14 +22,30 @@ class PrepareData(Step):
 
     class Params(StepParams):
         dataset: Literal["calibration", "validation"]
+        samples_from: Literal["calibration", "validation"] | None = Field(
+            None, description="the recipe's dataset read: without a validation set, validation reuses calibration's")
+        data: Dataset | None = Field(None, description="that dataset as the recipe gives it")
+        input: InputSpec | None = Field(None, description="the recipe's input spec: how images become tensors")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        recipe = scope.recipe
+        name = params.get("dataset")
+        source = name if getattr(recipe, name, None) is not None else "calibration"
+        dataset = getattr(recipe, source)
+        return {"samples_from": source, "data": dataset.model_dump(mode="json") if dataset else None,
+                "input": recipe.input.model_dump(mode="json")}
+
+    @classmethod
+    def file_inputs(cls, params: dict) -> dict[str, str]:
+        """The fetched files (with their index.json); synthetic samples read none."""
+        data = params.get("data") or {}
+        return {} if data.get("synthetic") else {"files": f"{INPUTS}/{params['samples_from']}"}
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        recipe = ctx.recipe
-        name = params.dataset
-        # Without a validation set, validation reuses the calibration samples (and says so).
-        source = name if getattr(recipe, name) is not None else "calibration"
-        dataset = getattr(recipe, source)
-        samples, labels, warning = datasets.build(dataset, ctx.workdir / INPUTS / source, recipe.input)
+        name, source = params.dataset, params.samples_from
+        files = ctx.input("files") if "files" in ctx.call.inputs else None
+        samples, labels, warning = datasets.build(params.data, files, params.input)
         atomic_write_bytes(ctx.output(name), npy_bytes(samples))
         if name == "validation":
             atomic_write_bytes(ctx.output("labels"), json.dumps(labels).encode())

@@ -1,48 +1,34 @@
-"""Which tensor layout each intermediate model expects (onnx2tf turns NCHW into NHWC).
-
-Kept in `work/layouts.json`, keyed by the model's path in the work directory, so
-that steps feeding calibration data to a model give it the layout it wants.
-"""
+"""Tensor layouts, decided by the plan: a model's input layout (onnx2tf turns NCHW into NHWC) and the
+layout the prepared samples have (the recipe's), so that calibration data reaches a model as it wants it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from builder.steps.base import StepContext
-from builder.util import atomic_write_bytes
-from builder.workdir import CALIBRATION, LAYOUTS
+from builder.steps.base import PlanScope, StepParams
 
-
-def _table(workdir: Path) -> dict:
-    path = workdir / LAYOUTS
-    return json.loads(path.read_text()) if path.exists() else {}
+Layout = Literal["NHWC", "NCHW", "other"]
 
 
-def _key(ctx: StepContext, model: Path) -> str:
-    return str(model.relative_to(ctx.workdir))
+class LayoutParams(StepParams):
+    layout: Layout = Field("NHWC", description="the input model's tensor layout (resolved by the plan)")
+    data_layout: Layout = Field("NHWC", description="the prepared samples' layout: the recipe's input.layout")
 
 
-def set_layout(ctx: StepContext, model: Path, layout: str) -> None:
-    table = _table(ctx.workdir) | {_key(ctx, model): layout}
-    atomic_write_bytes(ctx.workdir / LAYOUTS, json.dumps(table, indent=1, sort_keys=True).encode())
+def layout_params(scope: PlanScope) -> dict:
+    return {"layout": scope.layout or scope.recipe.input.layout, "data_layout": scope.recipe.input.layout}
 
 
-def layout_of(ctx: StepContext, model: Path) -> str:
-    return _table(ctx.workdir).get(_key(ctx, model), ctx.recipe.input.layout)
+_TRANSPOSE = {("NCHW", "NHWC"): (0, 2, 3, 1), ("NHWC", "NCHW"): (0, 3, 1, 2)}  # (samples', model's) -> axes
 
 
-def copy_layout(ctx: StepContext, src: Path, dst: Path) -> None:
-    layout = layout_of(ctx, src)
-    if layout != ctx.recipe.input.layout:
-        set_layout(ctx, dst, layout)
-
-
-def samples_for(ctx: StepContext, model: Path, which: str = CALIBRATION) -> np.ndarray:
-    """Preprocessed samples, transposed NCHW -> NHWC when the model wants that."""
-    samples = np.load(ctx.workdir / which)
-    if ctx.recipe.input.layout == "NCHW" and layout_of(ctx, model) == "NHWC":
-        samples = np.ascontiguousarray(samples.transpose(0, 2, 3, 1))
+def samples_for(path: Path, params: LayoutParams) -> np.ndarray:
+    """Preprocessed samples in the model's layout (e.g. NCHW -> NHWC for what onnx2tf made)."""
+    samples = np.load(path)
+    if axes := _TRANSPOSE.get((params.data_layout, params.layout)):
+        samples = np.ascontiguousarray(samples.transpose(*axes))
     return samples

@@ -13,10 +13,10 @@ import numpy as np
 from pydantic import Field
 
 from builder import device_facts
+from builder.config.recipe import Benchmark as Settings
 from builder.errors import StepError
 from builder.steps import vela
-from builder.steps.base import Step, StepContext, StepParams
-from builder.workdir import LABELS, VALIDATION
+from builder.steps.base import PlanScope, Step, StepContext, StepParams
 
 GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "source." fields compare with the source
     "min_top1_agreement": ("top1_agreement", lambda v, t: v >= t),
@@ -31,6 +31,7 @@ GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "sou
 
 
 GateName = Literal[tuple(GATE_METRICS)]  # type: ignore[valid-type]
+_DEFAULTS = Settings()  # a recipe's benchmark settings when it sets none
 
 
 def model_size(path: Path) -> int:
@@ -41,36 +42,50 @@ def model_size(path: Path) -> int:
 
 class Benchmark(Step):
     kind = "benchmark"
+    measures = True
     stage = "device"
     summary = "latency percentiles, throughput, init time, peak memory (and benchmark_model / benchmark_app if present)"
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    class Params(StepParams):
+        """The recipe's benchmark settings; the run picks the emulated ones when its placement is emulated."""
+
+        threads: int = _DEFAULTS.threads
+        warmup: int = _DEFAULTS.warmup
+        runs: int = _DEFAULTS.runs
+        min_seconds: float = _DEFAULTS.min_seconds
+        emulated_runs: int = _DEFAULTS.emulated_runs
+        throughput: bool = _DEFAULTS.throughput
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        return scope.recipe.benchmark.model_dump(include=set(cls.Params.model_fields))
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import benchmark
 
         if vela.is_vela(ctx.input("model")):  # runs only on the NPU: report Vela's estimate instead
             return {"benchmark": vela.estimate_benchmark(ctx)}
-        cfg = ctx.recipe.benchmark
         model = ctx.input("model")
-        runs = cfg.emulated_runs if ctx.emulated else cfg.runs
+        runs = params.emulated_runs if ctx.emulated else params.runs
         thermal_before = device_facts.thermal_state()
-        session, init_ms = benchmark.measure_load(model, threads=cfg.threads)
+        session, init_ms = benchmark.measure_load(model, threads=params.threads)
         ctx.log.info("%s loaded in %.1f ms; timing %d runs", model.name, init_ms, runs)
-        result = benchmark.measure(session, warmup=min(cfg.warmup, 1) if ctx.emulated else cfg.warmup, runs=runs,
-                                   min_seconds=0.0 if ctx.emulated else cfg.min_seconds)
+        result = benchmark.measure(session, warmup=min(params.warmup, 1) if ctx.emulated else params.warmup, runs=runs,
+                                   min_seconds=0.0 if ctx.emulated else params.min_seconds)
         result |= {"init_ms": init_ms, "emulated": ctx.emulated, "on_target": ctx.placement.on_target,
                    "size_bytes": model_size(model),
                    "device": {**ctx.placement.model_dump(), **device_facts.machine_facts(),
                               "thermal_before": thermal_before, "thermal_after": device_facts.thermal_state()}}
         tools: dict[str, Callable[[], dict]] = {}
-        if session.runtime == "openvino" and cfg.throughput and not ctx.emulated:
+        if session.runtime == "openvino" and params.throughput and not ctx.emulated:
             result["async"] = benchmark.openvino_throughput(model)
             if benchmark.benchmark_app_binary():
                 tools["benchmark_app"] = lambda: benchmark.benchmark_app_tool(
-                    model, seconds=5, shape=_shapes(session), threads=cfg.threads)
+                    model, seconds=5, shape=_shapes(session), threads=params.threads)
         binary = os.environ.get("BENCHMARK_MODEL_BIN")
         if session.runtime == "litert" and binary:
             tools["benchmark_model"] = lambda: benchmark.benchmark_model_tool(
-                Path(binary), model, threads=cfg.threads, runs=runs, warmup=cfg.warmup)
+                Path(binary), model, threads=params.threads, runs=runs, warmup=params.warmup)
         if session.runtime == "tensorrt":
             from builder import trtexec
 
@@ -128,28 +143,37 @@ def _top1_hits(logits: np.ndarray, labels: list) -> float | None:
 
 class Validate(Step):
     kind = "validate"
+    measures = True
     stage = "device"
     summary = "outputs vs the fp32 artifact and vs the source model: top-1/top-5 agreement, accuracy, cosine, SNR; gates"
 
     class Params(StepParams):
         gates: dict[GateName, float] = Field({}, description="gate -> threshold, resolved by the plan from the recipe")
+        task: Literal["classification", "detection", "segmentation", "generic"] = Field(
+            "generic", description="the recipe's task: a classifier also gets top-k agreement and accuracy")
+        emulated_samples: int = Field(_DEFAULTS.emulated_validation_samples,
+                                      description="samples validated under emulation (benchmark.emulated_validation_samples)")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        return {"task": scope.recipe.task, "emulated_samples": scope.recipe.benchmark.emulated_validation_samples}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
-        return ("validation",)
+        return ("validation", "labels") if params.get("task") == "classification" else ("validation",)
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import metrics
         from builder.runtimes import load
 
-        samples_path = ctx.workdir / VALIDATION
-        if not samples_path.exists():
+        if "validation" not in ctx.call.inputs:
             ctx.log.warning("no validation data in the recipe: nothing to validate")
             return {"validation": None}
+        samples_path = ctx.input("validation")
         everything = np.load(samples_path)
         chosen = tuple(range(len(everything)))
         if ctx.emulated:  # about a second per inference under QEMU: validate on a subset spread over every image
-            chosen = spread(len(everything), ctx.recipe.benchmark.emulated_validation_samples)
+            chosen = spread(len(everything), params.emulated_samples)
         samples = everything[list(chosen)]
         model = ctx.input("model")
         if vela.is_vela(model):  # an NPU command stream: validate the int8 TFLite Vela compiled
@@ -164,15 +188,15 @@ class Validate(Step):
         result = {"reference": ctx.input("reference").name, "samples": int(len(samples)), "emulated": ctx.emulated}
         if model != ctx.input("model"):
             result["validated"] = model.name
-        result |= _agreement(ctx.recipe.task, ref_out, cand_out)
+        result |= _agreement(params.task, ref_out, cand_out)
         if "source_outputs" in ctx.call.inputs:  # the source's own outputs: a wrong conversion shows here
             from builder.steps.reference import load_source_outputs
 
             source_out = load_source_outputs(ctx.input("source_outputs"), chosen)
             pairs = metrics.align_outputs(source_out[0], cand_out[0])
-            result["source"] = _agreement(ctx.recipe.task, source_out, [metrics.aligned(c, pairs) for c in cand_out])
-        if ctx.recipe.task == "classification":
-            labels = json.loads((ctx.workdir / LABELS).read_text()) if (ctx.workdir / LABELS).exists() else None
+            result["source"] = _agreement(params.task, source_out, [metrics.aligned(c, pairs) for c in cand_out])
+        if params.task == "classification":
+            labels = json.loads(ctx.input("labels").read_text())
             if labels:
                 result["top1_accuracy"] = _top1_hits(np.stack([o[0].reshape(-1) for o in cand_out]),
                                                      [labels[i] for i in chosen])

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from builder.config.onnx2tf import Onnx2tfOptions
-from builder.config.recipe import Recipe
-from builder.steps.base import Step, StepContext, StepParams
-from builder.steps.layout import layout_of, samples_for, set_layout
+from builder.config.recipe import TorchExport
+from builder.config.target import OrtQuantization
+from builder.errors import ConversionError
+from builder.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.steps.layout import Layout, LayoutParams, layout_params, samples_for
 from builder.util import remove
 
+TORCH_FORMATS = ("pytorch_state_dict", "torchscript", "exported_program")
 
-def _input_shapes(ctx: StepContext) -> dict[str, list[int]] | None:
-    spec = ctx.recipe.input
-    return {spec.name: spec.shape} if spec.name else None
+
+class ShapeParams(StepParams):
+    input_shapes: dict[str, list[int]] | None = Field(
+        None, description="input name -> static shape to fix (the recipe's input, when it names it)")
+
+
+def _input_shapes(scope: PlanScope) -> dict:
+    spec = scope.recipe.input
+    return {"input_shapes": {spec.name: spec.shape} if spec.name else None}
 
 
 class SimplifyOnnx(Step):
@@ -25,11 +36,18 @@ class SimplifyOnnx(Step):
     cleans_source = True
     summary = "check, simplify, fix static shapes; ONNX Runtime proves outputs unchanged"
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    Params = ShapeParams
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        return _input_shapes(scope)
+
+    def run(self, ctx: StepContext, params: ShapeParams) -> dict:
         from builder.convert import onnx as onnx_convert
 
         onnx_convert.check_onnx(ctx.input("model"))
-        return {"simplify": onnx_convert.simplify_onnx(ctx.input("model"), ctx.output("model"), input_shapes=_input_shapes(ctx))}
+        return {"simplify": onnx_convert.simplify_onnx(ctx.input("model"), ctx.output("model"),
+                                                       input_shapes=params.input_shapes)}
 
 
 class TorchToOnnx(Step):
@@ -38,25 +56,33 @@ class TorchToOnnx(Step):
     produces = "onnx"
     summary = "torch.onnx export (factory + state dict, TorchScript or ExportedProgram), then simplify"
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    class Params(ShapeParams):
+        format: Literal[TORCH_FORMATS] | None = Field(None, description="the source's format")  # type: ignore[valid-type]
+        input_shape: list[int] | None = Field(None, description="the example input's shape: the recipe's input.shape")
+        torch: TorchExport | None = Field(None, description="the source's export settings (source.torch)")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        return _input_shapes(scope) | {"format": scope.format, "input_shape": scope.recipe.input.shape,
+                                       "torch": scope.source.torch.model_dump(mode="json") if scope.source.torch else None}
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx as onnx_convert
 
-        source = ctx.recipe.source
-        torch_cfg = source.torch
-        fmt = source.resolved_format
-        model = ctx.input("model")
-        raw = ctx.output("model").with_name("exported.onnx")
-        export = onnx_convert.torch_to_onnx(
-            raw,
-            input_shape=ctx.recipe.input.shape,
-            factory=torch_cfg.factory if torch_cfg else None,
-            state_dict=model if fmt == "pytorch_state_dict" else None,
-            torchscript=model if fmt == "torchscript" else None,
-            exported_program=model if fmt == "exported_program" else None,
-            **(torch_cfg.model_dump(include={"opset", "input_names", "output_names", "dynamic_axes"}) if torch_cfg else {}),
-        )
-        simplify = onnx_convert.simplify_onnx(raw, ctx.output("model"), input_shapes=_input_shapes(ctx))
-        remove(raw)
+        torch_cfg, fmt, model = params.torch, params.format, ctx.input("model")
+        with tempfile.TemporaryDirectory(prefix="torch-onnx-") as tmp:
+            raw = Path(tmp) / "exported.onnx"
+            export = onnx_convert.torch_to_onnx(
+                raw,
+                input_shape=params.input_shape,
+                factory=torch_cfg.factory if torch_cfg else None,
+                state_dict=model if fmt == "pytorch_state_dict" else None,
+                torchscript=model if fmt == "torchscript" else None,
+                exported_program=model if fmt == "exported_program" else None,
+                **(torch_cfg.model_dump(include={"opset", "input_names", "output_names", "dynamic_axes"})
+                   if torch_cfg else {}),
+            )
+            simplify = onnx_convert.simplify_onnx(raw, ctx.output("model"), input_shapes=params.input_shapes)
         return {"export": export, "simplify": simplify}
 
 
@@ -68,6 +94,15 @@ class TfToOnnx(Step):
 
     class Params(StepParams):
         opset: int = 17
+        layout: Layout = Field("NHWC", description="the input model's tensor layout (resolved by the plan)")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        return {"layout": layout_params(scope)["layout"]}
+
+    @classmethod
+    def output_layout(cls, params: dict, scope: PlanScope) -> str | None:
+        return "NCHW" if scope.format == "tflite" and params["layout"] == "NHWC" else params["layout"]
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx as onnx_convert
@@ -76,9 +111,8 @@ class TfToOnnx(Step):
         model = ctx.input("model")
         fmt = "tflite" if model.suffix == ".tflite" else "saved_model"
         nchw = None
-        if fmt == "tflite" and layout_of(ctx, model) == "NHWC":  # hand ONNX the NCHW layout it is meant for
+        if fmt == "tflite" and params.layout == "NHWC":  # hand ONNX the NCHW layout it is meant for
             nchw = [t.name for t in load(model).inputs if len(t.shape) == 4]
-            set_layout(ctx, ctx.output("model"), "NCHW")
         report = onnx_convert.tf_to_onnx(model, ctx.output("model"), source_format=fmt, opset=params.opset,
                                          nchw_inputs=nchw)
         return {"tf2onnx": report}
@@ -93,18 +127,32 @@ class OnnxToSavedModel(Step):
     class Params(Onnx2tfOptions, StepParams):
         """onnx2tf's options, passed on."""
 
+        output_layout: Layout = Field("NHWC", description=(
+            "the SavedModel's input layout: NCHW when keep_ncw_or_nchw_or_ncdhw_input_names keeps the input"))
+
     @classmethod
-    def recipe_params(cls, recipe: Recipe) -> dict:
-        return recipe.source.onnx2tf.step_params() if recipe.source.onnx2tf else {}
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        options = scope.source.onnx2tf.step_params() if scope.source.onnx2tf else {}
+        kept = params.get("keep_ncw_or_nchw_or_ncdhw_input_names", options.get("keep_ncw_or_nchw_or_ncdhw_input_names"))
+        name = scope.recipe.input.name
+        return options | {"output_layout": "NCHW" if kept and (name is None or name in kept) else "NHWC"}
+
+    @classmethod
+    def output_layout(cls, params: dict, scope: PlanScope) -> str | None:
+        return params["output_layout"]
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx2tf
 
         out = ctx.output("model")
         remove(out)
-        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out, options=params.model_dump(exclude_defaults=True))
-        if report["layout"] != ctx.recipe.input.layout:
-            set_layout(ctx, out, report["layout"])
+        options = params.model_dump(exclude_defaults=True, exclude={"output_layout"})
+        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out, options=options)
+        if report["layout"] != params.output_layout:
+            remove(out)
+            raise ConversionError(f"onnx2tf made {report['layout']} inputs; the plan expected {params.output_layout}",
+                                  cause="conversion-failed", hint="name the model's input in input.name, and list "
+                                  "every input in source.onnx2tf.keep_ncw_or_nchw_or_ncdhw_input_names or none")
         return {"onnx2tf": report}
 
 
@@ -115,11 +163,26 @@ class QuantizeOrt(Step):
     summary = ("ONNX Runtime quantization: dynamic, or static QDQ with calibration "
                "(int8 weights; activations and weight range as the target's ort_quantization says)")
 
-    class Params(StepParams):
+    class Params(LayoutParams):
         precision: Literal["dynamic", "int8"] = "int8"
         symmetric_activations: bool = Field(
             False, description="activations with zero point 0 (TensorRT's explicit quantization needs it)")
         quantize_bias: bool = Field(True, description="int32 biases behind DequantizeLinear; false keeps them float")
+        per_channel: bool = Field(True, description="the variant's per_channel")
+        calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+            "minmax", description="the variant's calibration_method (int8)")
+        ort_quantization: OrtQuantization = Field(OrtQuantization(), description="the target's (int8)")
+        io_dtype: str | None = Field(None, description="the variant's io_dtype: not applied, only warned about")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        variant = scope.variant_spec
+        resolved = {"per_channel": variant.per_channel, "io_dtype": variant.io_dtype} if variant else {}
+        if params.get("precision", "int8") == "int8":
+            resolved |= layout_params(scope) | {"ort_quantization": scope.target.ort_quantization.model_dump(mode="json")}
+            if variant:
+                resolved["calibration_method"] = variant.calibration_method
+        return resolved
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
@@ -128,19 +191,18 @@ class QuantizeOrt(Step):
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx_quant
 
-        variant = ctx.variant
         if params.precision == "dynamic":
-            report = onnx_quant.ort_quantize_dynamic(ctx.input("model"), ctx.output("model"), per_channel=variant.per_channel)
+            report = onnx_quant.ort_quantize_dynamic(ctx.input("model"), ctx.output("model"), per_channel=params.per_channel)
         else:
-            target = ctx.target.ort_quantization
+            target = params.ort_quantization
             report = onnx_quant.ort_quantize_static(
-                ctx.input("model"), ctx.output("model"), samples_for(ctx, ctx.input("model")),
-                method=variant.calibration_method, per_channel=variant.per_channel,
+                ctx.input("model"), ctx.output("model"), samples_for(ctx.input("calibration"), params),
+                method=params.calibration_method, per_channel=params.per_channel,
                 activation_type=target.activation_type, reduce_range=target.reduce_range,
                 symmetric_activations=params.symmetric_activations, quantize_bias=params.quantize_bias,
             )
         io_dtype = onnx_quant.input_dtype(ctx.output("model"))
-        if variant.io_dtype and variant.io_dtype != io_dtype:
+        if params.io_dtype and params.io_dtype != io_dtype:
             ctx.log.warning("io_dtype %s not applied: ONNX Runtime quantization keeps the model's %s inputs",
-                            variant.io_dtype, io_dtype)
+                            params.io_dtype, io_dtype)
         return {"quantization": report, "io_dtype": io_dtype}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from builder.steps.base import Step, StepContext, StepParams
-from builder.steps.layout import copy_layout, samples_for
-from builder.workdir import VALIDATION
+from pydantic import Field
+
+from builder.config.recipe import Nncf
+from builder.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.steps.layout import LayoutParams, layout_params, samples_for
 
 
 class ToOpenvino(Step):
@@ -20,7 +22,6 @@ class ToOpenvino(Step):
         from builder.convert import openvino
 
         report = openvino.to_openvino(ctx.input("model"), ctx.output("model"), compress_fp16=params.compress_fp16)
-        copy_layout(ctx, ctx.input("model"), ctx.output("model"))
         return {"conversion": report}
 
 
@@ -30,27 +31,35 @@ class QuantizeNncf(Step):
     produces = "openvino"
     summary = "NNCF post-training int8 quantization (with accuracy control when the recipe sets max_accuracy_drop)"
 
+    class Params(LayoutParams):
+        nncf: Nncf = Field(Nncf(), description="the variant's nncf options")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        variant = scope.variant_spec
+        return layout_params(scope) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
+
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
-        return ("calibration",)
+        with_validation = (params.get("nncf") or {}).get("max_accuracy_drop") is not None
+        return ("calibration", "validation") if with_validation else ("calibration",)
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import openvino
 
         model = ctx.input("model")
-        nncf = ctx.variant.nncf
+        nncf = params.nncf
         options = nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type",
-                                      "overflow_fix"})
-        calibration = samples_for(ctx, model)
+                                           "overflow_fix"})
+        calibration = samples_for(ctx.input("calibration"), params)
         if nncf.max_accuracy_drop is None:
             report = openvino.nncf_quantize(model, ctx.output("model"), calibration, **options)
         else:
-            validation = samples_for(ctx, model, VALIDATION)
+            validation = samples_for(ctx.input("validation"), params)
             report = openvino.nncf_quantize_with_accuracy_control(
                 model, ctx.output("model"), calibration, validation, _top1_agreement_fn(validation, model),
                 max_drop=nncf.max_accuracy_drop, **options,
             )
-        copy_layout(ctx, model, ctx.output("model"))
         return {"quantization": report, "io_dtype": "float32"}  # NNCF quantizes inside: the IR keeps float I/O
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from pydantic import Field
 
-from builder.steps.base import Step, StepContext, StepParams
+from builder.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.steps.onnx import TORCH_FORMATS
 from builder.util import atomic_write_bytes
 
 
@@ -21,6 +23,15 @@ class SourceOutputs(Step):
 
     class Params(StepParams):
         format: str
+        factory: str | None = Field(None, description="a PyTorch source's source.torch.factory")
+        input_shape: list[int] | None = Field(None, description="a PyTorch source's example input: input.shape")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        if params.get("format") not in TORCH_FORMATS:
+            return {}
+        torch = scope.source.torch
+        return {"factory": torch.factory if torch else None, "input_shape": scope.recipe.input.shape}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
@@ -30,7 +41,8 @@ class SourceOutputs(Step):
         from builder.convert.source_run import run_source
 
         samples = np.load(ctx.input("validation"))
-        outputs = list(run_source(ctx.input("model"), params.format, ctx.recipe, samples))
+        outputs = list(run_source(ctx.input("model"), params.format, samples, factory=params.factory,
+                                  input_shape=params.input_shape))
         stacked = {f"output_{i}": np.stack([o[i] for o in outputs]) for i in range(len(outputs[0]))}
         buffer = io.BytesIO()
         np.savez(buffer, **stacked)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from builder.steps.base import Step, StepContext, StepParams
-from builder.steps.layout import copy_layout, samples_for
+from pydantic import Field
+
+from builder.config.common import IoDtype
+from builder.config.recipe import FrozenGraph
+from builder.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.steps.layout import LayoutParams, layout_params, samples_for
 from builder.util import remove
 from builder.workdir import SOURCE_DIR
+
+KERAS_WEIGHTS = f"{SOURCE_DIR}/weights.h5"
+QUANTIZED = ("int8", "int16x8")  # the precisions that read calibration data and take the variant's io options
 
 
 class KerasToSavedModel(Step):
@@ -16,25 +23,41 @@ class KerasToSavedModel(Step):
     produces = "saved_model"
     summary = "Keras application or .keras/.h5 file -> SavedModel"
 
-    def run(self, ctx: StepContext, params: StepParams) -> dict:
+    class Params(StepParams):
+        application: str | None = Field(None, description="the source's keras.applications model (else a file)")
+        alpha: float | None = None
+        input_shape: list[int] | None = Field(None, description="H, W, C: source.keras.input_shape or the input's")
+        weights: bool = Field(False, description="the application's weights file was fetched (else random weights)")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        app = scope.source.keras
+        if app is None:
+            return {}
+        return {"application": app.application, "alpha": app.alpha, "weights": app.weights != "none",
+                "input_shape": app.input_shape or scope.recipe.input.shape[1:]}
+
+    @classmethod
+    def file_inputs(cls, params: dict) -> dict[str, str]:
+        return {"weights": KERAS_WEIGHTS} if params.get("application") and params.get("weights") else {}
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import tflite
 
-        source = ctx.recipe.source if ctx.recipe.source.keras else None
-        app = source.keras if source else None
         out = ctx.output("model")
-        if app is not None:
-            weights_file = ctx.workdir / SOURCE_DIR / "weights.h5" if app.weights != "none" else None
-            shape = tuple(app.input_shape or ctx.recipe.input.shape[1:])
-            extra = {"alpha": app.alpha} if app.alpha else {}
-            model = tflite.keras_application(app.application, weights=None, weights_path=weights_file,
-                                             input_shape=shape, **extra)
-            if weights_file is None:
-                ctx.log.warning("Keras %s has RANDOM weights (weights: none): accuracy is not meaningful", app.application)
+        if params.application is not None:
+            extra = {"alpha": params.alpha} if params.alpha else {}
+            model = tflite.keras_application(params.application, weights=None,
+                                             weights_path=ctx.input("weights") if params.weights else None,
+                                             input_shape=tuple(params.input_shape), **extra)
+            if not params.weights:
+                ctx.log.warning("Keras %s has RANDOM weights (weights: none): accuracy is not meaningful",
+                                params.application)
         else:
             model = tflite.load_keras_file(ctx.input("model"))
         remove(out)
         tflite.save_keras(model, out)
-        return {"application": app.application if app else None, "random_weights": bool(app and app.weights == "none")}
+        return {"application": params.application, "random_weights": bool(params.application and not params.weights)}
 
 
 class ToTflite(Step):
@@ -44,12 +67,28 @@ class ToTflite(Step):
     summary = ("TFLiteConverter: fp32, fp16, dynamic range, full int8 (int8/uint8 io), int16x8; "
                "a .tflite input: ai-edge-quantizer, else the tf2onnx+onnx2tf round trip")
 
-    class Params(StepParams):
+    class Params(LayoutParams):
         precision: Literal["fp32", "fp16", "dynamic", "int8", "int16x8"] = "fp32"
+        io_dtype: IoDtype = Field(
+            "float32", description="the variant's input/output type (int8 and int16x8; float32 otherwise)")
+        require_full_int8: bool = Field(True, description="the variant's: refuse ops left in float (int8, int16x8)")
+        frozen_graph: FrozenGraph | None = Field(None, description="the source's frozen-graph arrays, for a .pb input")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        resolved: dict = {}
+        if scope.format == "frozen_graph":
+            resolved["frozen_graph"] = scope.source.frozen_graph.model_dump(mode="json")
+        if params.get("precision") in QUANTIZED:
+            resolved |= layout_params(scope)
+            if scope.variant:
+                resolved |= {"io_dtype": scope.recipe.io_dtype_of(scope.variant),
+                             "require_full_int8": scope.variant_spec.require_full_int8}
+        return resolved
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
-        return ("calibration",) if params.get("precision") in ("int8", "int16x8") else ()
+        return ("calibration",) if params.get("precision") in QUANTIZED else ()
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import tflite
@@ -58,26 +97,19 @@ class ToTflite(Step):
         if model.suffix == ".tflite":
             from builder.steps.tflite_source import from_tflite
 
-            return from_tflite(ctx, params.precision)
-        variant = ctx.variant if ctx.call.variant else None
-        io_dtype = ctx.recipe.io_dtype_of(ctx.call.variant) if variant else "float32"
-        if params.precision not in ("int8", "int16x8"):
-            io_dtype = "float32"
+            return from_tflite(ctx, params)
         representative = None
-        if params.precision in ("int8", "int16x8"):
-            representative = tflite.representative_from_array(samples_for(ctx, model))
+        if params.precision in QUANTIZED:
+            representative = tflite.representative_from_array(samples_for(ctx.input("calibration"), params))
         frozen = None
         source_format = "frozen_graph" if model.suffix == ".pb" else "saved_model"
         if source_format == "frozen_graph":
-            spec = ctx.recipe.source.frozen_graph
-            frozen = tflite.FrozenGraphSpec(**spec.model_dump())
+            frozen = tflite.FrozenGraphSpec(**params.frozen_graph.model_dump())
         report = tflite.to_tflite(
             model, ctx.output("model"), source_format=source_format, precision=params.precision,
-            representative=representative, io_dtype=io_dtype, frozen=frozen,
-            allow_custom_ops=bool(frozen and frozen.allow_custom_ops),
-            require_full_int8=variant.require_full_int8 if variant else True,
+            representative=representative, io_dtype=params.io_dtype, frozen=frozen,
+            allow_custom_ops=bool(frozen and frozen.allow_custom_ops), require_full_int8=params.require_full_int8,
         )
-        copy_layout(ctx, model, ctx.output("model"))
         if params.precision != "fp32":  # no float source to compare with: the tensor types must show it
             from builder.convert.tflite_variant import check_variant
 

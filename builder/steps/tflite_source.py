@@ -8,37 +8,40 @@ says which path made the artifact, and the artifact is checked to differ from fp
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import BuilderError, ConversionError
 from builder.steps.base import StepContext
-from builder.steps.layout import layout_of, samples_for
+from builder.steps.layout import samples_for
 from builder.util import atomic_copy, remove
+
+if TYPE_CHECKING:
+    from builder.steps.tflite import ToTflite
 
 DIRECT = "ai-edge-quantizer"
 ROUND_TRIP = "tf2onnx+onnx2tf"
 
 
-def _round_trip(ctx: StepContext, model: Path, out: Path, precision: str, io_dtype: str, samples) -> dict:
+def _round_trip(model: Path, out: Path, params: ToTflite.Params, samples) -> dict:
     from builder.convert import onnx as onnx_convert
     from builder.convert import onnx2tf, tflite
     from builder.runtimes import load
 
-    work = ctx.workdir / "work" / (ctx.call.variant or "tflite") / "roundtrip"
-    onnx_model, saved_model = work / "model.onnx", work / "saved_model"
-    # as convert.tf_onnx does: ONNX gets NCHW inputs, which onnx2tf turns back into the source's NHWC
-    nchw = [t.name for t in load(model).inputs if len(t.shape) == 4] if layout_of(ctx, model) == "NHWC" else None
-    onnx_convert.tf_to_onnx(model, onnx_model, source_format="tflite", opset=17, nchw_inputs=nchw)
-    remove(saved_model)
-    onnx2tf.onnx_to_saved_model(onnx_model, saved_model)
-    variant = ctx.variant if ctx.call.variant else None
-    representative = tflite.representative_from_array(samples) if samples is not None else None
-    return tflite.to_tflite(saved_model, out, source_format="saved_model", precision=precision,
-                            representative=representative, io_dtype=io_dtype,
-                            require_full_int8=variant.require_full_int8 if variant else True)
+    with tempfile.TemporaryDirectory(prefix="roundtrip-") as tmp:
+        onnx_model, saved_model = Path(tmp) / "model.onnx", Path(tmp) / "saved_model"
+        # as convert.tf_onnx does: ONNX gets NCHW inputs, which onnx2tf turns back into the source's NHWC
+        nchw = [t.name for t in load(model).inputs if len(t.shape) == 4] if params.layout == "NHWC" else None
+        onnx_convert.tf_to_onnx(model, onnx_model, source_format="tflite", opset=17, nchw_inputs=nchw)
+        onnx2tf.onnx_to_saved_model(onnx_model, saved_model)
+        representative = tflite.representative_from_array(samples) if samples is not None else None
+        return tflite.to_tflite(saved_model, out, source_format="saved_model", precision=params.precision,
+                                representative=representative, io_dtype=params.io_dtype,
+                                require_full_int8=params.require_full_int8)
 
 
-def _direct(ctx: StepContext, model: Path, out: Path, precision: str, samples) -> dict:
+def _direct(model: Path, out: Path, precision: str, require_full_int8: bool, samples) -> dict:
     from builder.convert import tflite, tflite_quant
     from builder.runtimes import load
 
@@ -50,8 +53,7 @@ def _direct(ctx: StepContext, model: Path, out: Path, precision: str, samples) -
         raise ConversionError(f"{DIRECT} made a {precision} model that LiteRT cannot load: {exc.message}",
                               cause="quantizer-failed") from exc
     info = tflite.tflite_ops(out)
-    variant = ctx.variant if ctx.call.variant else None
-    if precision in ("int8", "int16x8") and info["float_ops"] and (variant is None or variant.require_full_int8):
+    if precision in ("int8", "int16x8") and info["float_ops"] and require_full_int8:
         remove(out)
         raise ConversionError(f"{DIRECT} {precision} of {model} left ops computing in float: "
                               f"{', '.join(info['float_ops'])}", cause="not-fully-quantized",
@@ -72,15 +74,14 @@ def _fp32(model: Path, out: Path, source: dict) -> dict:
             "conversion": {"path": path, "prepared": tflite_float.float_model(model, out)}}
 
 
-def from_tflite(ctx: StepContext, precision: str) -> dict:
-    """Make one precision of a .tflite source; the record names the path and what the source stores."""
+def from_tflite(ctx: StepContext, params: ToTflite.Params) -> dict:
+    """Make one precision (convert.tflite's params) of a .tflite source; the record names the path and what
+    the source stores."""
     from builder.convert import tflite, tflite_float, tflite_quant, tflite_variant
 
     model, out = ctx.input("model"), ctx.output("model")
-    io_dtype = ctx.recipe.io_dtype_of(ctx.call.variant) if ctx.call.variant else "float32"
-    if precision not in ("int8", "int16x8"):
-        io_dtype = "float32"
-    samples = samples_for(ctx, model) if precision in ("int8", "int16x8") else None
+    precision, io_dtype = params.precision, params.io_dtype
+    samples = samples_for(ctx.input("calibration"), params) if precision in ("int8", "int16x8") else None
     source = tflite_float.describe(model)
     record: dict = {"source": source}
     report = None
@@ -88,7 +89,7 @@ def from_tflite(ctx: StepContext, precision: str) -> dict:
         return record | _fp32(model, out, source)
     if tflite_quant.can_do(precision, io_dtype):
         try:
-            report = _direct(ctx, model, out, precision, samples) | {"path": DIRECT}
+            report = _direct(model, out, precision, params.require_full_int8, samples) | {"path": DIRECT}
         except ConversionError as exc:
             if exc.cause == "sparse-weights":
                 raise
@@ -99,7 +100,7 @@ def from_tflite(ctx: StepContext, precision: str) -> dict:
                                     f"with {io_dtype} inputs/outputs", "hint": None}
     if report is None:
         try:
-            report = _round_trip(ctx, model, out, precision, io_dtype, samples) | {"path": ROUND_TRIP}
+            report = _round_trip(model, out, params, samples) | {"path": ROUND_TRIP}
         except BuilderError as exc:
             direct = record["direct_failure"]
             if direct["cause"] == "unsupported":

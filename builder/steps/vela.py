@@ -2,9 +2,9 @@
 
 A Vela-compiled model runs only on the NPU (its graph is one `ethos-u` custom
 op), so the device stage cannot time or run it on a CPU: `estimate_benchmark`
-reports Vela's estimate in the benchmark schema (`estimate: true`), and
-`validation_stand_in` names the int8 TFLite that Vela compiled, whose integer
-arithmetic the NPU reproduces, for validation.
+reports Vela's estimate (an output of compile.vela, an input of the benchmark) in the
+benchmark schema (`estimate: true`), and `validation_stand_in` is the int8 TFLite that
+Vela compiled, whose integer arithmetic the NPU reproduces, for validation.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 from builder.errors import ConversionError, StepError
-from builder.steps.base import Step, StepContext, StepParams
+from builder.steps.base import Step, StepCall, StepContext, StepParams
 from builder.util import atomic_copy, atomic_write_bytes
 
-ESTIMATE = "work/vela/{variant}/estimate.json"
+ESTIMATE = "work/vela/{stem}.estimate.json"
 # `python -m ethosu.vela.vela` imports the module and exits without compiling: call its main().
 _VELA_MAIN = "import sys; from ethosu.vela.vela import main; sys.exit(main(sys.argv[1:]))"
 _OPERATORS = re.compile(r"^(CPU|NPU) operators = (\d+)", re.MULTILINE)
@@ -68,41 +69,53 @@ class CompileVela(Step):
         system_config: str | None = None
         memory_mode: str | None = None
 
+    @classmethod
+    def side_outputs(cls, model: str) -> dict[str, str]:
+        return {"estimate": ESTIMATE.format(stem=Path(model).stem)}
+
+    @classmethod
+    def measure_inputs(cls, call: StepCall) -> dict[str, str]:
+        return {"estimate": call.outputs["estimate"], "compiled_from": call.inputs["model"]}
+
     def run(self, ctx: StepContext, params: Params) -> dict:
         model = ctx.input("model")
-        variant = ctx.call.variant or "model"
-        out_dir = ctx.workdir / "work" / "vela" / variant
-        command = [sys.executable, "-c", _VELA_MAIN, str(model), "--output-dir", str(out_dir),
-                   "--accelerator-config", params.accelerator, "--optimise", params.optimise]
-        if params.system_config:
-            command += ["--system-config", params.system_config]
-        if params.memory_mode:
-            command += ["--memory-mode", params.memory_mode]
-        ctx.log.info("running %s", " ".join(command))
-        proc = subprocess.run(command, capture_output=True, text=True)
-        ctx.log.info("%s", proc.stdout)
-        compiled = out_dir / f"{model.stem}_vela.tflite"
-        summaries = sorted(out_dir.glob(f"{model.stem}_summary_*.csv"))
-        if proc.returncode != 0 or not compiled.exists() or not summaries:
-            raise ConversionError(f"vela failed on {model.name} (exit {proc.returncode})", cause="vela-failed",
-                                  log_tail=(proc.stdout + proc.stderr).splitlines()[-30:],
-                                  hint="Vela needs a fully int8 (or int16x8) TFLite model; is ethos-u-vela installed?")
-        estimate = parse_summary(summaries[0], proc.stdout)
+        with tempfile.TemporaryDirectory(prefix="vela-") as tmp:
+            out_dir = Path(tmp)
+            command = [sys.executable, "-c", _VELA_MAIN, str(model), "--output-dir", str(out_dir),
+                       "--accelerator-config", params.accelerator, "--optimise", params.optimise]
+            if params.system_config:
+                command += ["--system-config", params.system_config]
+            if params.memory_mode:
+                command += ["--memory-mode", params.memory_mode]
+            ctx.log.info("running %s", " ".join(command))
+            proc = subprocess.run(command, capture_output=True, text=True)
+            ctx.log.info("%s", proc.stdout)
+            compiled = out_dir / f"{model.stem}_vela.tflite"
+            summaries = sorted(out_dir.glob(f"{model.stem}_summary_*.csv"))
+            if proc.returncode != 0 or not compiled.exists() or not summaries:
+                raise ConversionError(f"vela failed on {model.name} (exit {proc.returncode})", cause="vela-failed",
+                                      log_tail=(proc.stdout + proc.stderr).splitlines()[-30:],
+                                      hint="Vela needs a fully int8 (or int16x8) TFLite model; is ethos-u-vela installed?")
+            estimate = parse_summary(summaries[0], proc.stdout)
+            atomic_copy(compiled, ctx.output("model"))
         if estimate["cpu_operators"]:
             ctx.log.warning("%d operator(s) stay on the CPU: the estimate covers the NPU part only",
                             estimate["cpu_operators"])
-        atomic_copy(compiled, ctx.output("model"))
         record = {**estimate, "compiled_from": str(model.relative_to(ctx.workdir))}
-        atomic_write_bytes(ctx.workdir / ESTIMATE.format(variant=variant), json.dumps(record, indent=1).encode())
+        atomic_write_bytes(ctx.output("estimate"), json.dumps(record, indent=1).encode())
         return {"vela": record}
 
 
+def _from_compile(ctx: StepContext, name: str) -> Path:
+    """A file compile.vela made or read ("estimate", "compiled_from"), declared as this step's input."""
+    if name not in ctx.call.inputs:
+        raise StepError(f"no Vela {name} for {ctx.input('model').name}: the plan gives this step none",
+                        hint="measure the artifact of a compile.vela step")
+    return ctx.input(name)
+
+
 def _estimate(ctx: StepContext) -> dict:
-    path = ctx.workdir / ESTIMATE.format(variant=ctx.call.variant or "model")
-    if not path.exists():
-        raise StepError(f"no Vela estimate for {ctx.input('model').name} ({path.name} is missing)",
-                        hint="the compile.vela step of this variant writes it; run the whole plan")
-    return json.loads(path.read_text())
+    return json.loads(_from_compile(ctx, "estimate").read_text())
 
 
 def is_vela(model: Path) -> bool:
@@ -126,4 +139,4 @@ def estimate_benchmark(ctx: StepContext) -> dict:
 
 def validation_stand_in(ctx: StepContext) -> Path:
     """The int8 TFLite that Vela compiled: validated in its place (the NPU computes the same integers)."""
-    return ctx.workdir / _estimate(ctx)["compiled_from"]
+    return _from_compile(ctx, "compiled_from")

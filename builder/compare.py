@@ -1,0 +1,105 @@
+"""`builder compare OLD NEW`: per recipe/target/variant, how p50 latency, size and accuracy changed.
+
+Noise, for p50: the benchmark measures each run's spread of single inferences, p90 - p50 (about one standard
+deviation, a little more for the usual right-skewed latencies). The p50 of n inferences is uncertain by about
+spread / sqrt(n), so a change smaller than twice the combined uncertainty of the two p50s,
+2 * sqrt(s_old^2 / n_old + s_new^2 / n_new), is within the benchmark's own noise. (min/max was not used: one
+outlier sets it.) Accuracy and agreement: within noise when the new value lies inside the old run's 95% interval.
+Size has no noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from builder.errors import BuilderError, ConfigError
+
+LOWER_IS_BETTER = ("p50_ms", "size_bytes")
+HIGHER_IS_BETTER = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine")
+HINT = "give a run's folder (<out>/<recipe>/<target>/), a matrix's --out folder, or a results.json file"
+
+
+def load(path: Path) -> dict[tuple[str, str], dict]:
+    """Every run's results.json under PATH, by (recipe, target)."""
+    if path.is_file():
+        files = [path]
+    elif (path / "results.json").is_file():
+        files = [path / "results.json"]
+    elif path.is_dir():
+        files = sorted(path.glob("*/*/results.json"))
+    else:
+        raise ConfigError(f"{path}: no such file or folder", hint=HINT)
+    if not files:
+        raise ConfigError(f"{path} holds no results.json", hint=HINT)
+    runs = {}
+    for f in files:
+        try:
+            payload = json.loads(f.read_text())
+            if not all(isinstance(v, dict) and {"name", "status"} <= v.keys() for v in payload["variants"]):
+                raise TypeError("a variant without a name or status")
+            runs[(payload["recipe"], payload["target"])] = payload
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{f}: not a results.json written by `builder run` ({exc})", hint=HINT) from exc
+    return runs
+
+
+def p50_noise(old: dict, new: dict) -> float:
+    """How far apart two benchmarks' p50s can be by chance (see above)."""
+    terms = [((b.get("p90_ms") or b["p50_ms"]) - b["p50_ms"]) ** 2 / max(1, b.get("runs") or 1) for b in (old, new)]
+    return 2 * math.sqrt(sum(terms))
+
+
+def _figure(name: str, old_section: dict, new_section: dict) -> dict | None:
+    before, after = old_section.get(name), new_section.get(name)
+    if before is None or after is None:
+        return None
+    change = (after - before) / abs(before) * 100 if before else None
+    if name == "p50_ms":
+        noise = abs(after - before) <= p50_noise(old_section, new_section)
+    elif interval := old_section.get(f"{name}_interval"):
+        noise = interval[0] <= after <= interval[1]
+    else:
+        noise = after == before
+    worse = after > before if name in LOWER_IS_BETTER else after < before
+    return {"name": name, "old": before, "new": after, "change_pct": change, "noise": noise, "worse": worse and not noise}
+
+
+def compare_variant(old: dict | None, new: dict | None, pct: float) -> tuple[list[dict], list[str]]:
+    """The figures both sides of one variant have, and why it regressed, if it did: a figure worse by more than
+    `pct` percent beyond noise, or a status that was ok and is not."""
+    figures, why = [], []
+    if old and new:
+        sections = [(old.get("benchmark") or {}, new.get("benchmark") or {}),
+                    (old.get("validation") or {}, new.get("validation") or {})]
+        for name in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+            a, b = sections[0] if name in LOWER_IS_BETTER else sections[1]
+            if fig := _figure(name, a, b):
+                figures.append(fig)
+        why = [f"{f['name']} {f['change_pct']:+.1f}%" for f in figures
+               if f["worse"] and (f["change_pct"] is None or abs(f["change_pct"]) > pct)]
+    if old and old["status"] == "ok" and (new or {}).get("status", "missing") != "ok":
+        why.append(f"status ok -> {(new or {}).get('status', 'missing')}")
+    return figures, why
+
+
+def compare(old_runs: dict, new_runs: dict, pct: float = 0.0) -> list[dict]:
+    """One row per recipe/target/variant found in either side."""
+    rows = []
+    for key in dict.fromkeys([*old_runs, *new_runs]):
+        old = {v["name"]: v for v in (old_runs.get(key) or {}).get("variants", [])}
+        new = {v["name"]: v for v in (new_runs.get(key) or {}).get("variants", [])}
+        for name in dict.fromkeys([*old, *new]):
+            figures, why = compare_variant(old.get(name), new.get(name), pct)
+            rows.append({"recipe": key[0], "target": key[1], "variant": name,
+                         "old_status": (old.get(name) or {}).get("status"), "new_status": (new.get(name) or {}).get("status"),
+                         "figures": figures, "regression": why})
+    return rows
+
+
+def check(rows: list[dict], pct: float) -> None:
+    """--fail-on-regression: exit 1 naming every regression."""
+    bad = [f"{r['recipe']}/{r['target']}/{r['variant']}: {', '.join(r['regression'])}" for r in rows if r["regression"]]
+    if bad:
+        raise BuilderError(f"{len(bad)} regression(s) beyond {pct:g}% and the benchmark's noise: " + "; ".join(bad))
