@@ -9,12 +9,12 @@ from builder.errors import EngineError
 
 def select_runner(name: str, *, ca_bundle: Path | None = None, rebuild: bool = False, install_from: str = "wheelhouse",
                   registry: str | None = None, verbose: bool = False, echo=print):
-    from builder.docker_api import Engine
     from builder.runners.local import LocalRunner
 
     if name == "local":
         echo("runner: local (--runner local): steps run in this Python environment")
         return LocalRunner(verbose)
+    from builder.docker_api import Engine  # the Docker SDK takes a third of a second to import
     ok, why = Engine.available()
     if not ok:
         if name == "docker":
