@@ -131,7 +131,8 @@ def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device
                 stage_cache.store(call, _record(workdir, call.id))
     else:
         if stage_cache.identity.image:
-            run["images"][stage] = {"tag": stage_cache.identity.image, "cached": True}
+            run["images"][stage] = {"tag": stage_cache.identity.image, "engine": identity.placement["engine"],
+                                    "cached": True}
         echo(f"{name} {stage} stage: every step cached, nothing to run")
     run["stages"][stage] |= {"finished": _now(), "executed_steps": len(calls)}
     run["timings"][f"{stage}_s"] = round(time.perf_counter() - t, 2)

@@ -39,8 +39,8 @@ def builder(*args: str, env: dict | None = None, timeout: float = 1800) -> subpr
                           env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
 
 
-def quickstart(out: Path, target: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
-    proc = builder("run", str(RECIPE), "-t", target, "--runner", "docker", "--out", str(out), *extra)
+def quickstart(out: Path, target: str, *extra: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    proc = builder("run", str(RECIPE), "-t", target, "--runner", "docker", "--out", str(out), *extra, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc, out / "efficientnet-lite0" / target
 
@@ -55,16 +55,23 @@ def engine_ready(docker_engine, base_image):
 
 
 @pytest.fixture(scope="module")
-def x86_runs(engine_ready, tmp_path_factory):
-    """Two clean full runs on x86-tflite (`--no-cache`): (first run, second run), each (process, workdir)."""
-    return [quickstart(tmp_path_factory.mktemp(f"x86-{n}"), "x86-tflite", "--no-cache") for n in ("a", "b")]
+def x86_step_cache(tmp_path_factory) -> dict:
+    """The step cache the x86 runs share, named explicitly: a test may ask for them from its body."""
+    return {"EDGE_BUILDER_STEP_CACHE": str(tmp_path_factory.mktemp("x86-step-cache"))}
 
 
 @pytest.fixture(scope="module")
-def x86_warm_run(x86_runs, tmp_path_factory):
+def x86_runs(engine_ready, x86_step_cache, tmp_path_factory):
+    """Two clean full runs on x86-tflite (`--no-cache`): (first run, second run), each (process, workdir)."""
+    return [quickstart(tmp_path_factory.mktemp(f"x86-{n}"), "x86-tflite", "--no-cache", env=x86_step_cache)
+            for n in ("a", "b")]
+
+
+@pytest.fixture(scope="module")
+def x86_warm_run(x86_runs, x86_step_cache, tmp_path_factory):
     """A third run, with the step cache the clean runs filled: (process, workdir, engine time before, after)."""
     before = int(time.time()) - 1
-    proc, workdir = quickstart(tmp_path_factory.mktemp("x86-warm"), "x86-tflite")
+    proc, workdir = quickstart(tmp_path_factory.mktemp("x86-warm"), "x86-tflite", env=x86_step_cache)
     return proc, workdir, before, int(time.time()) + 1
 
 
