@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -288,3 +290,31 @@ def module_step_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def own_step_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDGE_BUILDER_STEP_CACHE", str(tmp_path_factory.mktemp("step-cache")))
+
+
+# --- Real-world .tflite files ------------------------------------------------
+# mediapipe 0.10.21's float models (no signature defs, fp16-stored or sparse weights).
+# mediapipe needs numpy<2, so the wheel is downloaded, not installed.
+
+MEDIAPIPE = "mediapipe==0.10.21"
+MEDIAPIPE_MODELS = {  # name -> member of the wheel, under mediapipe/modules/
+    "face_detection_short_range": "face_detection/face_detection_short_range.tflite",
+    "pose_detection": "pose_detection/pose_detection.tflite",
+    "selfie_segmentation": "selfie_segmentation/selfie_segmentation.tflite",
+    "face_detection_full_range_sparse": "face_detection/face_detection_full_range_sparse.tflite",
+}
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models(request) -> dict[str, Path]:
+    """The float models of the mediapipe wheel (downloaded once, kept in pytest's cache)."""
+    cache = Path(request.config.cache.mkdir("mediapipe-0.10.21-models"))
+    if not all((cache / f"{name}.tflite").exists() for name in MEDIAPIPE_MODELS):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.11", MEDIAPIPE, "-d", str(cache)], check=True, capture_output=True)
+        wheel = next(cache.glob("mediapipe-*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            for name, member in MEDIAPIPE_MODELS.items():
+                (cache / f"{name}.tflite").write_bytes(zf.read(f"mediapipe/modules/{member}"))
+        wheel.unlink()
+    return {name: cache / f"{name}.tflite" for name in MEDIAPIPE_MODELS}

@@ -4,9 +4,6 @@ fp16-stored weights, sparse weights (DENSIFY), a custom op, no signature defs.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,31 +19,15 @@ from builder.convert.tflite_variant import NO_OP, check_variant
 from builder.errors import ConversionError
 from builder.plan import make_plan
 
-MEDIAPIPE = "mediapipe==0.10.21"
-MODELS = {  # name -> (member of the wheel, input side, least cosine to the source on noise inputs)
-    "face_detection_short_range": ("face_detection/face_detection_short_range.tflite", 128, 0.95),
-    "pose_detection": ("pose_detection/pose_detection.tflite", 224, 0.95),
+MODELS = {  # mediapipe model (conftest.mediapipe_models) -> (input side, least cosine to the source on noise inputs)
+    "face_detection_short_range": (128, 0.95),
+    "pose_detection": (224, 0.95),
     # a mask of noise is near zero everywhere: int8 gives 0.76 here, 0.93 on photos
-    "selfie_segmentation": ("selfie_segmentation/selfie_segmentation.tflite", 256, 0.7),
-    "face_detection_full_range_sparse": ("face_detection/face_detection_full_range_sparse.tflite", 192, 0.95),
+    "selfie_segmentation": (256, 0.7),
+    "face_detection_full_range_sparse": (192, 0.95),
 }
 RECIPES = Path(__file__).parent.parent / "recipes"
 pytestmark = pytest.mark.slow  # real quantizers on real models (the mediapipe wheel is downloaded once)
-
-
-@pytest.fixture(scope="session")
-def mediapipe_models(request) -> dict[str, Path]:
-    """The float models of the mediapipe wheel (downloaded once, cached)."""
-    cache = Path(request.config.cache.mkdir("mediapipe-0.10.21-models"))
-    if not all((cache / f"{name}.tflite").exists() for name in MODELS):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.11", MEDIAPIPE, "-d", str(cache)], check=True, capture_output=True)
-        wheel = next(cache.glob("mediapipe-*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            for name, (member, _, _) in MODELS.items():
-                (cache / f"{name}.tflite").write_bytes(zf.read(f"mediapipe/modules/{member}"))
-        wheel.unlink()
-    return {name: cache / f"{name}.tflite" for name in MODELS}
 
 
 def _outputs(model: Path, x: np.ndarray) -> list[np.ndarray]:
@@ -83,7 +64,7 @@ def test_fp16_and_sparse_weights_fold_into_a_float_model_with_a_signature(mediap
 @pytest.mark.parametrize("name", list(MODELS)[:3])
 @pytest.mark.parametrize("precision", ["dynamic", "weight_only", "int8"])
 def test_ai_edge_quantizer_quantizes_real_mediapipe_models(mediapipe_models, tmp_path, name, precision):
-    source, side, least = mediapipe_models[name], MODELS[name][1], MODELS[name][2]
+    source, (side, least) = mediapipe_models[name], MODELS[name]
     out = tmp_path / f"{precision}.tflite"
     report = tflite_quant.quantize(source, out, precision=precision, samples=_samples(side))
     info = tflite_ops(out)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import threading
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,24 +16,7 @@ from builder.importer import input_spec
 from builder.matrix import write_verification
 from builder.run import Outcome
 
-MEDIAPIPE = "mediapipe==0.10.21"
-MODELS = {"face_detection_short_range": "face_detection/face_detection_short_range.tflite"}
 HEADER = "# family\tmodel\tfilename\tsha256\turl1\turl2\turl3\n"
-
-
-@pytest.fixture(scope="session")
-def mediapipe_models(request) -> dict[str, bytes]:
-    """A float model of the mediapipe wheel, cached where tests/test_convert_tflite_direct.py keeps them."""
-    cache = Path(request.config.cache.mkdir("mediapipe-0.10.21-models"))
-    if not all((cache / f"{name}.tflite").exists() for name in MODELS):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.11", MEDIAPIPE, "-d", str(cache)], check=True, capture_output=True)
-        wheel = next(cache.glob("mediapipe-*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            for name, member in MODELS.items():
-                (cache / f"{name}.tflite").write_bytes(zf.read(f"mediapipe/modules/{member}"))
-        wheel.unlink()
-    return {name: (cache / f"{name}.tflite").read_bytes() for name in MODELS}
 
 
 class Mirror:
@@ -121,8 +101,10 @@ def test_quantized_inputs_get_the_mean_and_std_that_map_pixels_onto_their_intege
     from ai_edge_litert import schema_py_generated as schema
     from flatbuffers import Builder
 
+    face = mediapipe_models["face_detection_short_range"].read_bytes()
+
     def with_input(dtype: int, scale: float, zero_point: int) -> bytes:
-        fb = schema.ModelT.InitFromPackedBuf(mediapipe_models["face_detection_short_range"], 0)
+        fb = schema.ModelT.InitFromPackedBuf(face, 0)
         tensor = fb.subgraphs[0].tensors[fb.subgraphs[0].inputs[0]]
         tensor.type = dtype
         tensor.quantization = schema.QuantizationParametersT()
@@ -138,7 +120,7 @@ def test_quantized_inputs_get_the_mean_and_std_that_map_pixels_onto_their_intege
     with pytest.raises(ValueError, match="not a .tflite model"):
         input_spec(b"<html>404</html>")
     with pytest.raises(ValueError, match="damaged"):
-        input_spec(mediapipe_models["face_detection_short_range"][:4096])
+        input_spec(face[:4096])
 
 
 def test_a_model_no_mirror_serves_gets_a_default_input_spec_that_says_so(tmp_path, mirror):
@@ -192,7 +174,7 @@ def _sha(data: bytes) -> str:
 @pytest.mark.slow
 def test_imported_recipes_run_as_a_matrix_and_write_seed_000s_verification_csv(tmp_path, mirror, mediapipe_models,
                                                                                 monkeypatch):
-    face = mediapipe_models["face_detection_short_range"]
+    face = mediapipe_models["face_detection_short_range"].read_bytes()
     mirror.files.update({"/m/face.tflite": face, "/n/blazeface.tflite": face})
     dead, good = mirror.url("/dead/face.tflite"), mirror.url("/m/face.tflite")
     rows = (f"# --- Detection ---\n"

@@ -52,7 +52,12 @@ class LocalRunner:
         self.verbose = verbose  # the tools' own output on the console too
 
     def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
-        return StageIdentity(environment(), Placement(on_target=host_platform() == plan.target.platform).model_dump())
+        return StageIdentity(environment(), self._placement(plan).model_dump())
+
+    @staticmethod
+    def _placement(plan: Plan) -> Placement:
+        """This machine, standing in for the target when it is of another platform."""
+        return Placement(on_target=host_platform() == plan.target.platform)
 
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
         if not device.is_host:
@@ -61,7 +66,7 @@ class LocalRunner:
         if stage == "device" and plan.target.requires.nvidia_runtime and not has_nvidia_gpu():
             raise DeviceError(f"target {plan.target.id} needs a device: this machine has no NVIDIA GPU",
                               cause="device-needed", hint=plan.target.requires.note)
-        placement = Placement(on_target=host_platform() == plan.target.platform)
+        placement = self._placement(plan)
         command = [sys.executable, "-m", "builder.execute", str(workdir), "--stage", stage, *placement.args(),
                    *(["--verbose"] if self.verbose else [])]
         tail: list[str] = []
