@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from builder import plugins
 from builder.config.loader import load_model, read_yaml, validate_data, validation_problems
 from builder.config.recipe import Recipe
 from builder.config.target import Target
@@ -31,17 +32,31 @@ def dockerfiles_dir() -> Path:
     return project_root() / "dockerfiles"
 
 
+def target_files() -> dict[str, Path]:
+    """Every target by id: the project's, then the installed plugins' (a plugin cannot replace one)."""
+    found = {p.stem: p for p in sorted(targets_dir().glob("*.yaml"))}
+    for plugin in plugins.load():
+        folder = plugin.targets_dir
+        for path in sorted(folder.glob("*.yaml")) if folder else ():
+            if path.stem in found:
+                raise ConfigError(f"plugin {plugin.name}: target {path.stem!r} ({path}) is already defined by "
+                                  f"{found[path.stem]}", hint="give the plugin's target another id")
+            found[path.stem] = path
+    return found
+
+
 def target_ids() -> list[str]:
-    return sorted(p.stem for p in targets_dir().glob("*.yaml"))
+    return sorted(target_files())
 
 
 def load_target(target: str | Path) -> Target:
-    """Load a target by id (targets/<id>.yaml) or by path."""
+    """Load a target by id (targets/<id>.yaml or a plugin's) or by path."""
     path = Path(target)
     if path.suffix not in (".yaml", ".yml"):
-        path = targets_dir() / f"{target}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown target {target!r}", hint=f"known targets: {', '.join(target_ids())}")
+        files = target_files()
+        if str(target) not in files:
+            raise ConfigError(f"unknown target {target!r}", hint=f"known targets: {', '.join(sorted(files))}")
+        path = files[str(target)]
     loaded = load_model(path, Target)
     if loaded.id != path.stem:
         raise ConfigError(f"{path}: id {loaded.id!r} must match the file name {path.stem!r}")

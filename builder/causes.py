@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from builder.config.onnx2tf import ONNX2TF_SOURCES, PSEUDO_OPS
+from builder.records import StepOutcome
 
 # (pattern in the error or log, cause, hint); the first match wins.
 KNOWN_CAUSES: tuple[tuple[str, str, str], ...] = (
@@ -121,14 +122,16 @@ def _onnx2tf_hint(source_format: str | None) -> str:
     return "see the log tail for the ONNX node onnx2tf failed on; build for a target that reads this source directly"
 
 
-def classify(record: dict, *, source_format: str | None = None) -> tuple[str, str | None]:
-    """(cause, hint) for a failed or skipped step record; `source_format` (the recipe's source)
-    keeps hints to options that source can set."""
-    if record.get("status") == "skipped":  # a dependency failed, or the stage never ran (device-needed ...)
-        return record.get("cause") or "dependency-failed", (
-            record.get("hint") or "an earlier step this one needs failed; see that step")
-    text = "\n".join([record.get("error") or ""] + (record.get("log_tail") or []))
-    cause, hint = record.get("cause"), record.get("hint")
+def classify(record: StepOutcome | dict, *, source_format: str | None = None) -> tuple[str, str | None]:
+    """(cause, hint) for a failed or skipped step record, or any failure given as its fields (a dict);
+    `source_format` (the recipe's source) keeps hints to options that source can set."""
+    if isinstance(record, dict):
+        record = StepOutcome.model_validate(record)
+    if record.status == "skipped":  # a dependency failed, or the stage never ran (device-needed ...)
+        return record.cause or "dependency-failed", (
+            record.hint or "an earlier step this one needs failed; see that step")
+    text = "\n".join([record.error or ""] + record.log_tail)
+    cause, hint = record.cause, record.hint
     if cause in (None, "error", "crash", "conversion-failed"):
         for pattern, known, known_hint in KNOWN_CAUSES:
             if re.search(pattern, text):
@@ -137,8 +140,8 @@ def classify(record: dict, *, source_format: str | None = None) -> tuple[str, st
         else:
             return cause or "error", hint
     if cause == "unsupported-op":
-        ops = unsupported_ops(record.get("error") or "") or unsupported_ops(text)
-        return cause, _unsupported_op_hint(ops, record.get("kind"), source_format)
+        ops = unsupported_ops(record.error or "") or unsupported_ops(text)
+        return cause, _unsupported_op_hint(ops, record.kind, source_format)
     if cause == "onnx2tf-failed":
         return cause, _onnx2tf_hint(source_format)
     return cause, hint

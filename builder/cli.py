@@ -109,19 +109,26 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
     the step cache (see `builder cache`) instead of running."""
+    from builder.console_view import ConsoleView
     from builder.matrix import run_matrix
-    from builder.run import verdict
+    from builder.run import summary, verdict
     from builder.runners.select import select_runner
     from builder.step_cache import CachePolicy, step_cache_dir
 
     chosen_devices, registry = _placement(fleet, devices, registry)
     if chosen_devices and runner == "local":
         raise ConfigError("--device/--fleet: the local runner runs on this machine only", hint="use --runner docker")
-    chosen = select_runner("docker" if chosen_devices and runner == "auto" else runner, ca_bundle=ca_bundle,
-                           rebuild=rebuild, install_from=install_from, registry=registry, verbose=verbose, echo=_echo)
-    cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
-    outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out, variants=list(variants) or None,
-                          offline=offline, jobs=jobs, devices=chosen_devices, cache=cache, echo=_echo)
+    with ConsoleView(console, verbose=verbose) as view:
+        chosen = select_runner("docker" if chosen_devices and runner == "auto" else runner, ca_bundle=ca_bundle,
+                               rebuild=rebuild, install_from=install_from, registry=registry, verbose=verbose,
+                               echo=view)
+        cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
+        outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
+                              variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
+                              cache=cache, echo=view)
+    _echo("")
+    for line in summary(outcomes):
+        _echo(line)
     verdict(outcomes)
 
 
@@ -377,6 +384,17 @@ def targets() -> None:
 
 
 @cli.command()
+def formats() -> None:
+    """List the model formats (the project's and the plugins'): suffix, companion files, runtime."""
+    from builder import formats as registry
+
+    table = Table("format", "suffix", "companions", "runtime")
+    for f in registry.all_formats().values():
+        table.add_row(f.name, f.suffix or "(folder)", ", ".join(f.companions.values()), f.runtime or "(source only)")
+    console.print(table)
+
+
+@cli.command()
 def recipes() -> None:
     """List the shipped recipes."""
     table = Table("recipe", "task", "source", "variants", "file")
@@ -401,14 +419,15 @@ def validate(paths) -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(["recipe", "target", "fleet"]))
+@click.argument("kind", type=click.Choice(["recipe", "target", "fleet", "results"]))
 def schema(kind) -> None:
-    """Print the JSON Schema of recipe, target or fleet files (for editors)."""
+    """Print the JSON Schema of recipe, target or fleet files (for editors), or of a run's results.json."""
     from builder.config.fleet import Fleet
     from builder.config.recipe import Recipe
     from builder.config.target import Target
+    from builder.records import Results
 
-    model = {"recipe": Recipe, "target": Target, "fleet": Fleet}[kind]
+    model = {"recipe": Recipe, "target": Target, "fleet": Fleet, "results": Results}[kind]
     click.echo(json.dumps(model.model_json_schema(), indent=1))
 
 

@@ -10,18 +10,20 @@ Size has no noise.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from builder.errors import BuilderError, ConfigError
+from builder.records import BenchmarkResult, Results, VariantResult, load_results
 
 LOWER_IS_BETTER = ("p50_ms", "size_bytes")
 HIGHER_IS_BETTER = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine")
 HINT = "give a run's folder (<out>/<recipe>/<target>/), a matrix's --out folder, or a results.json file"
 
 
-def load(path: Path) -> dict[tuple[str, str], dict]:
+def load(path: Path) -> dict[tuple[str, str], Results]:
     """Every run's results.json under PATH, by (recipe, target)."""
     if path.is_file():
         files = [path]
@@ -36,29 +38,28 @@ def load(path: Path) -> dict[tuple[str, str], dict]:
     runs = {}
     for f in files:
         try:
-            payload = json.loads(f.read_text())
-            if not all(isinstance(v, dict) and {"name", "status"} <= v.keys() for v in payload["variants"]):
-                raise TypeError("a variant without a name or status")
-            runs[(payload["recipe"], payload["target"])] = payload
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{f}: not a results.json written by `builder run` ({exc})", hint=HINT) from exc
+            results = load_results(f)
+        except BuilderError as exc:
+            raise ConfigError(f"{f}: not a results.json written by `builder run` ({exc.message})", hint=HINT) from None
+        runs[(results.recipe, results.target)] = results
     return runs
 
 
-def p50_noise(old: dict, new: dict) -> float:
+def p50_noise(old: BenchmarkResult, new: BenchmarkResult) -> float:
     """How far apart two benchmarks' p50s can be by chance (see above)."""
-    terms = [((b.get("p90_ms") or b["p50_ms"]) - b["p50_ms"]) ** 2 / max(1, b.get("runs") or 1) for b in (old, new)]
+    terms = [((b.p90_ms or b.p50_ms) - b.p50_ms) ** 2 / max(1, b.runs or 1) for b in (old, new)]
     return 2 * math.sqrt(sum(terms))
 
 
-def _figure(name: str, old_section: dict, new_section: dict) -> dict | None:
-    before, after = old_section.get(name), new_section.get(name)
+def _figure(name: str, old_section: BaseModel | None, new_section: BaseModel | None) -> dict | None:
+    """One figure of a benchmark or validation on both sides, if both have it."""
+    before, after = getattr(old_section, name, None), getattr(new_section, name, None)
     if before is None or after is None:
         return None
     change = (after - before) / abs(before) * 100 if before else None
     if name == "p50_ms":
         noise = abs(after - before) <= p50_noise(old_section, new_section)
-    elif interval := old_section.get(f"{name}_interval"):
+    elif interval := getattr(old_section, f"{name}_interval", None):
         noise = interval[0] <= after <= interval[1]
     else:
         noise = after == before
@@ -66,34 +67,38 @@ def _figure(name: str, old_section: dict, new_section: dict) -> dict | None:
     return {"name": name, "old": before, "new": after, "change_pct": change, "noise": noise, "worse": worse and not noise}
 
 
-def compare_variant(old: dict | None, new: dict | None, pct: float) -> tuple[list[dict], list[str]]:
+def compare_variant(old: VariantResult | None, new: VariantResult | None, pct: float) -> tuple[list[dict], list[str]]:
     """The figures both sides of one variant have, and why it regressed, if it did: a figure worse by more than
     `pct` percent beyond noise, or a status that was ok and is not."""
     figures, why = [], []
     if old and new:
-        sections = [(old.get("benchmark") or {}, new.get("benchmark") or {}),
-                    (old.get("validation") or {}, new.get("validation") or {})]
         for name in LOWER_IS_BETTER + HIGHER_IS_BETTER:
-            a, b = sections[0] if name in LOWER_IS_BETTER else sections[1]
-            if fig := _figure(name, a, b):
+            section = "benchmark" if name in LOWER_IS_BETTER else "validation"
+            if fig := _figure(name, getattr(old, section), getattr(new, section)):
                 figures.append(fig)
         why = [f"{f['name']} {f['change_pct']:+.1f}%" for f in figures
                if f["worse"] and (f["change_pct"] is None or abs(f["change_pct"]) > pct)]
-    if old and old["status"] == "ok" and (new or {}).get("status", "missing") != "ok":
-        why.append(f"status ok -> {(new or {}).get('status', 'missing')}")
+    new_status = new.status if new else "missing"
+    if old and old.status == "ok" and new_status != "ok":
+        why.append(f"status ok -> {new_status}")
     return figures, why
 
 
-def compare(old_runs: dict, new_runs: dict, pct: float = 0.0) -> list[dict]:
+def _variants(run: Results | None) -> dict[str, VariantResult]:
+    return {v.name: v for v in run.variants} if run else {}
+
+
+def compare(old_runs: dict[tuple[str, str], Results], new_runs: dict[tuple[str, str], Results],
+            pct: float = 0.0) -> list[dict]:
     """One row per recipe/target/variant found in either side."""
     rows = []
     for key in dict.fromkeys([*old_runs, *new_runs]):
-        old = {v["name"]: v for v in (old_runs.get(key) or {}).get("variants", [])}
-        new = {v["name"]: v for v in (new_runs.get(key) or {}).get("variants", [])}
+        old, new = _variants(old_runs.get(key)), _variants(new_runs.get(key))
         for name in dict.fromkeys([*old, *new]):
             figures, why = compare_variant(old.get(name), new.get(name), pct)
             rows.append({"recipe": key[0], "target": key[1], "variant": name,
-                         "old_status": (old.get(name) or {}).get("status"), "new_status": (new.get(name) or {}).get("status"),
+                         "old_status": old[name].status if name in old else None,
+                         "new_status": new[name].status if name in new else None,
                          "figures": figures, "regression": why})
     return rows
 

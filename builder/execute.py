@@ -19,10 +19,11 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from builder import versions
+from builder import records, versions
 from builder.errors import BuilderError
 from builder.placement import Placement
 from builder.plan import Plan
+from builder.records import StepRecord
 from builder.steps import registry
 from builder.step_cache import tree_sha256
 from builder.steps.base import StepCall, StepContext
@@ -38,9 +39,9 @@ def load_plan(workdir: Path) -> Plan:
     return Plan.from_json(json.loads((workdir / PLAN).read_text()))
 
 
-def read_records(workdir: Path) -> dict[str, dict]:
-    folder = workdir / RECORDS
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+def read_records(workdir: Path) -> dict[str, StepRecord]:
+    """The run's step records, validated, by step id."""
+    return records.read_records(workdir / RECORDS)
 
 
 def describe_output(workdir: Path, rel: str) -> dict:
@@ -94,12 +95,12 @@ def _tail(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-LOG_TAIL:] if path.exists() else []
 
 
-def blocked_by_earlier_stages(plan: Plan, records: dict[str, dict], stage: str) -> dict[str, str]:
+def blocked_by_earlier_stages(plan: Plan, done: dict[str, StepRecord], stage: str) -> dict[str, str]:
     """Output path -> the step whose failure kept it from being built, for the other stages' steps
     that did not finish (a skipped step passes on the step it waited for)."""
     outputs = {call.id: call.outputs for call in plan.steps}
-    return {rel: rec.get("blocked_by") or rid for rid, rec in records.items()
-            if rec["status"] != "ok" and rec.get("stage") != stage for rel in outputs.get(rid, {}).values()}
+    return {rel: rec.blocked_by or rid for rid, rec in done.items()
+            if rec.status != "ok" and rec.stage != stage for rel in outputs.get(rid, {}).values()}
 
 
 def _run(workdir: Path, call: StepCall, log: logging.Logger, placement: Placement) -> dict:
@@ -125,7 +126,9 @@ def run_step(workdir: Path, call: StepCall, *, placement: Placement, blocked: di
     started = time.perf_counter()
     try:
         with tool_output_to(workdir / LOGS / f"{call.id}.log") if quiet else nullcontext():
-            record["result"] = _run(workdir, call, log, placement)
+            result = _run(workdir, call, log, placement)
+        records.check_result(call.kind, result)  # a result its record cannot hold fails this step, not the report
+        record["result"] = result
         record["outputs"] = {name: describe_output(workdir, rel) for name, rel in call.outputs.items()}
         record["status"] = "ok"
     except Exception as exc:  # a failed step is recorded; the run goes on with what does not depend on it
@@ -153,13 +156,13 @@ def run_step(workdir: Path, call: StepCall, *, placement: Placement, blocked: di
 def run_stage(workdir: Path, stage: str, *, placement: Placement | None = None,
               echo: Callable[[str], None] | None = None, quiet: bool = False) -> list[dict]:
     """Run every step of `stage` that has no record yet (the cache placed those); return the records
-    of the steps run (also written to work/records/)."""
+    of the steps run, as written to work/records/."""
     workdir = workdir.resolve()  # steps hand paths to tools that run in other folders (tf2onnx, onnx2tf)
     plan = load_plan(workdir)
     atomic_write_bytes(workdir / VERSIONS / f"{stage}.json", json.dumps(versions.collect(), indent=1).encode())
     done = read_records(workdir)
     blocked = blocked_by_earlier_stages(plan, done, stage)
-    records = []
+    ran = []
     for call in plan.stage_steps(stage):
         if call.id in done:
             continue
@@ -167,13 +170,13 @@ def run_stage(workdir: Path, stage: str, *, placement: Placement | None = None,
             echo(f"  > {call.id}")
         record = run_step(workdir, call, placement=placement or Placement(), blocked=blocked, echo=echo,
                           quiet=quiet)
-        atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1, default=str).encode())
-        records.append(record)
+        records.write_record(workdir / RECORDS / f"{call.id}.json", record)
+        ran.append(record)
         if echo:
             mark = {"ok": "ok", "failed": "FAILED", "skipped": "skipped"}[record["status"]]
             detail = f": {record['error']}" if record.get("error") else ""
             echo(f"  < {call.id} {mark} ({record['seconds']:.1f} s){detail}")
-    return records
+    return ran
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     placement = Placement(device=args.device, engine=args.engine, emulated=args.emulated, on_target=not args.off_target)
     console = os.fdopen(os.dup(1), "w", buffering=1)  # stays the console while a step's fds go to its log
-    records = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
-                        echo=lambda line: print(line, file=console, flush=True))
-    return 0 if all(r["status"] == "ok" for r in records) else 1
+    ran = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
+                    echo=lambda line: print(line, file=console, flush=True))
+    return 0 if all(r["status"] == "ok" for r in ran) else 1
 
 
 if __name__ == "__main__":

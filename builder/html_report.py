@@ -20,6 +20,7 @@ import threading
 from html import escape
 from pathlib import Path
 
+from builder.records import BenchmarkResult, LayerErrors, Recommendation, Results, VariantResult
 from builder.report import fp32_baseline
 from builder.step_cache import step_cache_dir
 from builder.util import atomic_write_bytes
@@ -78,17 +79,17 @@ def _plot(title: str, kind: str, data) -> str:
     return f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{_svg(kind, data)}</figure>'
 
 
-def _timed(variants: list[dict]) -> list[dict]:
-    return [v for v in variants if (v.get("benchmark") or {}).get("p50_ms")]
+def _timed(variants: list[VariantResult]) -> list[VariantResult]:
+    return [v for v in variants if v.benchmark and v.benchmark.p50_ms]
 
 
-def latency_plot(variants: list[dict], baseline: dict[str, dict] | None = None) -> str:
+def latency_plot(variants: list[VariantResult], baseline: dict[str, BenchmarkResult] | None = None) -> str:
     """p50 bars per variant, a whisker up to p99 with p90 marked; the baseline's p50 as a cross, if given."""
     bars = []
     for v in _timed(variants):
-        b = v["benchmark"]
-        bars.append({"name": v["name"], "p50": b["p50_ms"], "p90": b.get("p90_ms") or b["p50_ms"],
-                     "p99": b.get("p99_ms") or b["p50_ms"], "baseline": (baseline or {}).get(v["name"], {}).get("p50_ms")})
+        b, old = v.benchmark, (baseline or {}).get(v.name)
+        bars.append({"name": v.name, "p50": b.p50_ms, "p90": b.p90_ms or b.p50_ms, "p99": b.p99_ms or b.p50_ms,
+                     "baseline": old.p50_ms if old else None})
     return _plot("Latency per variant: p50, with p90 and p99", "latency", bars)
 
 
@@ -109,9 +110,12 @@ def _draw_latency(bars: list[dict]):
     return fig
 
 
-def accuracy_figure(variants: list[dict]) -> str | None:
-    return next((k for k in ACCURACY_FIGURES if any((v.get("validation") or {}).get(k) is not None for v in variants)),
-                None)
+def _validated(variant: VariantResult, figure: str) -> float | None:
+    return getattr(variant.validation, figure) if variant.validation else None
+
+
+def accuracy_figure(variants: list[VariantResult]) -> str | None:
+    return next((k for k in ACCURACY_FIGURES if any(_validated(v, k) is not None for v in variants)), None)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -125,10 +129,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def scatter_plot(variants: list[dict], figure: str, cost: str, label: str) -> str:
+def scatter_plot(variants: list[VariantResult], figure: str, cost: str, label: str) -> str:
     """Accuracy against a cost (latency or size), the Pareto front drawn as a line through its points."""
-    rows = [(v["name"], cost_of(v, cost), v["validation"][figure]) for v in variants
-            if (v.get("validation") or {}).get(figure) is not None and cost_of(v, cost)]
+    rows = [(v.name, cost_of(v, cost), _validated(v, figure)) for v in variants
+            if _validated(v, figure) is not None and cost_of(v, cost)]
     if not rows:
         return ""
     data = {"rows": rows, "front": pareto_front([(c, a) for _, c, a in rows]), "x": label,
@@ -150,18 +154,20 @@ def _draw_scatter(data: dict):
     return fig
 
 
-def cost_of(variant: dict, cost: str) -> float | None:
-    b = variant.get("benchmark") or {}
-    return b.get("p50_ms") if cost == "latency" else (b.get("size_bytes") or 0) / 1024 or None
+def cost_of(variant: VariantResult, cost: str) -> float | None:
+    b = variant.benchmark
+    if b is None:
+        return None
+    return b.p50_ms if cost == "latency" else (b.size_bytes or 0) / 1024 or None
 
 
-def layer_plot(name: str, layer_errors: dict) -> str:
+def layer_plot(name: str, layer_errors: LayerErrors) -> str:
     """The layers with the largest quantization error, largest on top."""
-    layers = sorted(layer_errors["layers"], key=lambda x: x["value"], reverse=True)[:LAYERS_SHOWN]
-    shown = f"the {len(layers)} largest of {len(layer_errors['layers'])}" if len(layer_errors["layers"]) > len(layers) \
-        else "every layer"
+    every = layer_errors.layers
+    layers = sorted(every, key=lambda x: x.value, reverse=True)[:LAYERS_SHOWN]
+    shown = f"the {len(layers)} largest of {len(every)}" if len(every) > len(layers) else "every layer"
     return _plot(f"{name}: per-layer quantization error ({shown})", "layers",
-                 {"layers": [[x["name"], x["value"]] for x in layers], "metric": layer_errors["metric"]})
+                 {"layers": [[x.name, x.value] for x in layers], "metric": layer_errors.metric})
 
 
 def _draw_layers(data: dict):
@@ -180,29 +186,29 @@ def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else escape(str(value))
 
 
-def _recommendation(rec: dict) -> str:
-    if not rec.get("variant"):
+def _recommendation(rec: Recommendation) -> str:
+    if not rec.variant:
         body = "<b>No variant is built, timed and within every gate on this target.</b>"
     else:
-        body = f"<b>Ship <code>{escape(rec['variant'])}</code></b>: p50 {_num(rec['p50_ms'])} ms"
-        if rec.get("speedup_vs_fp32") is not None:
-            body += f", {rec['speedup_vs_fp32']:.2f}x the speed of {escape(rec['baseline'])}"
-        if rec.get("size_vs_fp32") is not None:
-            body += f", {rec['size_vs_fp32']:.2f}x its size"
-        if not rec.get("gates_checked"):
+        body = f"<b>Ship <code>{escape(rec.variant)}</code></b>: p50 {_num(rec.p50_ms)} ms"
+        if rec.speedup_vs_fp32 is not None:
+            body += f", {rec.speedup_vs_fp32:.2f}x the speed of {escape(rec.baseline or '')}"
+        if rec.size_vs_fp32 is not None:
+            body += f", {rec.size_vs_fp32:.2f}x its size"
+        if not rec.gates_checked:
             body += ". The recipe sets no accuracy gate it was checked against"
     flags = "".join(f"<li>{escape(n)}: <span class=flag>{escape(', '.join(f))}</span></li>"
-                    for n, f in rec["flags"].items())
+                    for n, f in rec.flags.items())
     return f'<div class="rec">{body}.{f"<ul>{flags}</ul>" if flags else ""}</div>'
 
 
-def _variants_table(variants: list[dict], figure: str | None) -> str:
+def _variants_table(variants: list[VariantResult], figure: str | None) -> str:
     head = ["variant", "status", "size KB", "p50 ms", "p90 ms", "p99 ms"] + ([figure] if figure else [])
     rows = []
     for v in variants:
-        b = v.get("benchmark") or {}
-        cells = [v["name"], v["status"], _num(cost_of(v, "size"), 1), _num(b.get("p50_ms")), _num(b.get("p90_ms")),
-                 _num(b.get("p99_ms"))] + ([_num((v.get("validation") or {}).get(figure), 4)] if figure else [])
+        b = v.benchmark
+        cells = [v.name, v.status, _num(cost_of(v, "size"), 1), _num(b and b.p50_ms), _num(b and b.p90_ms),
+                 _num(b and b.p99_ms)] + ([_num(_validated(v, figure), 4)] if figure else [])
         rows.append("<tr>" + "".join(f"<td>{escape(str(c)) if i < 2 else c}</td>" for i, c in enumerate(cells)) + "</tr>")
     return _table(head, rows)
 
@@ -211,21 +217,21 @@ def _table(head: list[str], rows: list[str]) -> str:
     return "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
-def run_sections(payload: dict, baseline: dict | None = None) -> list[str]:
+def run_sections(payload: Results, baseline: Results | None = None) -> list[str]:
     """A run's recommendation, table and plots; with a baseline run, its p50s are marked on the latency plot."""
-    variants = payload["variants"]
+    variants = payload.variants
     figure = accuracy_figure(variants)
-    parts = [f"<h2>{escape(payload['recipe'])} on {escape(payload['target'])}</h2>"]
-    if payload.get("recommendation"):
-        parts.append(_recommendation(payload["recommendation"]))
+    parts = [f"<h2>{escape(payload.recipe)} on {escape(payload.target)}</h2>"]
+    if payload.recommendation.model_fields_set:  # an older results.json may hold an empty one
+        parts.append(_recommendation(payload.recommendation))
     parts.append(_variants_table(variants, figure))
     if _timed(variants):
-        old = {v["name"]: v.get("benchmark") or {} for v in (baseline or {}).get("variants", [])}
+        old = {v.name: v.benchmark for v in (baseline.variants if baseline else []) if v.benchmark}
         parts.append(latency_plot(variants, old))
     if figure:
         parts += [scatter_plot(variants, figure, "latency", "p50 latency (ms)"),
                   scatter_plot(variants, figure, "size", "size (KB)")]
-    parts += [layer_plot(v["name"], v["layer_errors"]) for v in variants if (v.get("layer_errors") or {}).get("layers")]
+    parts += [layer_plot(v.name, v.layer_errors) for v in variants if v.layer_errors and v.layer_errors.layers]
     return parts
 
 
@@ -234,18 +240,19 @@ def page(title: str, sections: list[str]) -> str:
             f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>\n")
 
 
-def run_page(payload: dict) -> str:
-    return page(f"{payload['recipe']} on {payload['target']}", run_sections(payload)[1:])
+def run_page(payload: Results) -> str:
+    return page(f"{payload.recipe} on {payload.target}", run_sections(payload)[1:])
 
 
 def matrix_page(runs: list[dict]) -> str:
     """A recipe x target x variant grid of status and speed-up against fp32, each run linked to its report.html.
-    `runs`: {"recipe", "target", "variants" (results), "error", "report" (a relative link or None)}."""
-    names = list(dict.fromkeys(v["name"] for r in runs for v in r["variants"]))
+    `runs`: {"recipe", "target", "variants" (VariantResults), "error", "report" (a relative link or None)}."""
+    names = list(dict.fromkeys(v.name for r in runs for v in r["variants"]))
     rows = []
     for r in runs:
-        base = (fp32_baseline(r["variants"]) or {}).get("benchmark") or {}
-        by_name = {v["name"]: v for v in r["variants"]}
+        base = fp32_baseline(r["variants"])
+        base_p50 = base.benchmark.p50_ms if base else None
+        by_name = {v.name: v for v in r["variants"]}
         label = escape(f"{r['recipe']} / {r['target']}")
         cells = [f'<td><a href="{escape(r["report"])}">{label}</a></td>' if r.get("report") else f"<td>{label}</td>"]
         for name in names:
@@ -254,10 +261,10 @@ def matrix_page(runs: list[dict]) -> str:
                 status = "failed" if r.get("error") else None
                 cells.append(f'<td style="background:{STATUS_COLOURS["failed"]}">failed</td>' if status else "<td></td>")
                 continue
-            p50 = (v.get("benchmark") or {}).get("p50_ms")
-            speed = f"<br>{base['p50_ms'] / p50:.2f}x" if p50 and base.get("p50_ms") else ""
-            cells.append(f'<td style="background:{STATUS_COLOURS.get(v["status"], "#fff")}">'
-                         f"{escape(v['status'])}{speed}</td>")
+            p50 = v.benchmark.p50_ms if v.benchmark else None
+            speed = f"<br>{base_p50 / p50:.2f}x" if p50 and base_p50 else ""
+            cells.append(f'<td style="background:{STATUS_COLOURS.get(v.status, "#fff")}">'
+                         f"{escape(v.status)}{speed}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     note = "<p>Each cell: the variant's status and its speed against the run's fp32 variant (p50).</p>"
     errors = [f"<li>{escape(r['recipe'])} / {escape(r['target'])}: {escape(r['error'])}</li>" for r in runs if r.get("error")]
@@ -273,7 +280,7 @@ def _change(figure: dict) -> str:
     return f'<td class="{css}">{figure["change_pct"]:+.1f}%{noise}</td>'
 
 
-def comparison_page(rows: list[dict], runs: list[tuple[dict, dict | None]]) -> str:
+def comparison_page(rows: list[dict], runs: list[tuple[Results, Results | None]]) -> str:
     """`builder compare --html`: the deltas per recipe/target/variant, then each new run's plots with the old p50s."""
     figures = list(dict.fromkeys(f["name"] for r in rows for f in r["figures"]))
     body = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from builder import catalog, locks
+from builder import catalog, locks, plugins
 from builder.config.target import ImageSpec, Target
 from builder.errors import ConfigError
 
@@ -100,10 +100,12 @@ def lock_path(lock: str) -> Path:
 
 
 def code_files() -> dict[str, bytes]:
-    """The project's step code as it goes into images (sorted, .py only)."""
+    """The project's step code as it goes into images (sorted, .py only), and the installed plugins'
+    under plugins/."""
     package = Path(__file__).resolve().parent
-    return {f"builder/{p.relative_to(package).as_posix()}": p.read_bytes()
-            for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts}
+    own = {f"builder/{p.relative_to(package).as_posix()}": p.read_bytes()
+           for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts}
+    return own | {f"plugins/{rel}": data for rel, data in plugins.code_files().items()}
 
 
 def image_platform(target: Target, role: str, engine_platform: str) -> str:
@@ -127,6 +129,7 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
             wheelhouse=wheelhouse, ca_bundle=ca_bundle, install_platform=engine_platform,
             install_base=resolve_base(spec.base, engine_platform), pip_platform=locks.platform_args(spec.lock),
             python=locks.python_of(spec.lock), system_site_packages=spec.system_site_packages,
+            plugins=bool(plugins.load()),
         )
     except jinja2.TemplateNotFound:
         raise ConfigError(f"target {target.id}: images.{role}.template: "

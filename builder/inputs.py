@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import formats
 from builder.config.recipe import Dataset, FileRef, Recipe, Source
 from builder.datasets import IMAGE_SUFFIXES
 from builder.errors import FetchError
@@ -86,8 +87,9 @@ def _materialize_source(f: InputFetcher, source: Source) -> None:
         return
     fetched = f.get(source, "model")
     atomic_copy(fetched, dest)
-    if source.resolved_format == "openvino":
-        atomic_copy(fetched.with_suffix(".bin"), dest.with_suffix(".bin"))
+    fmt = formats.get(source.resolved_format)
+    for part, dest_part in zip(fmt.files(fetched)[1:], fmt.files(dest)[1:], strict=True):  # e.g. an IR's weights
+        atomic_copy(part, dest_part)
 
 
 def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:

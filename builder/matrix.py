@@ -10,6 +10,7 @@ from builder import html_report
 from builder.causes import classify
 from builder.devices import Device, DevicePool
 from builder.errors import BuilderError
+from builder.records import StepOutcome, VariantResult
 from builder.run import Outcome, run_recipe
 from builder.step_cache import CachePolicy
 from builder.util import atomic_write_bytes
@@ -56,21 +57,34 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
     return outcomes
 
 
+def _results(outcome: Outcome) -> list[VariantResult]:
+    """A run's per-variant results (the Outcome holds them as results.json does)."""
+    return [VariantResult.model_validate(r) for r in outcome.results]
+
+
+def _run_failure(outcome: Outcome) -> tuple[str, str | None]:
+    """(cause, hint) of a run that failed as a whole."""
+    if outcome.cause:
+        return outcome.cause, outcome.hint
+    return classify(StepOutcome(status="failed", error=outcome.error))
+
+
 def write_status(outcomes: list[Outcome], out: Path) -> None:
     """Which model/target/variant succeeded, which failed, why, and what to try (seed 002's report);
     status.html beside it holds the same as a recipe x target x variant grid with speed-ups."""
     rows = []
-    for o in outcomes:
+    parsed = [(o, _results(o)) for o in outcomes]
+    for o, results in parsed:
         if o.error:
-            cause, hint = (o.cause, o.hint) if o.cause else classify({"status": "failed", "error": o.error})
+            cause, hint = _run_failure(o)
             rows.append({"recipe": o.recipe, "target": o.target, "variant": "*", "status": "failed",
                          "cause": cause, "error": o.error, "hint": hint})
-        for r in o.results:
-            f = r.get("failure") or {}
-            rows.append({"recipe": o.recipe, "target": o.target, "variant": r["name"], "status": r["status"],
-                         "cause": f.get("cause"), "error": f.get("error"), "hint": f.get("hint"),
-                         "p50_ms": (r.get("benchmark") or {}).get("p50_ms"),
-                         "top1_agreement": (r.get("validation") or {}).get("top1_agreement")})
+        for r in results:
+            f = r.failure
+            rows.append({"recipe": o.recipe, "target": o.target, "variant": r.name, "status": r.status,
+                         "cause": f and f.cause, "error": f and f.error, "hint": f and f.hint,
+                         "p50_ms": r.benchmark.p50_ms if r.benchmark else None,
+                         "top1_agreement": r.validation.top1_agreement if r.validation else None})
     atomic_write_bytes(out / "status.json", json.dumps(rows, indent=2).encode())
     ok = [r for r in rows if r["status"] == "ok"]
     bad = [r for r in rows if r["status"] != "ok"]
@@ -80,8 +94,8 @@ def write_status(outcomes: list[Outcome], out: Path) -> None:
     lines += [f"- ❌ {r['recipe']} / {r['target']} / {r['variant']}: {r['status']}, cause `{r['cause']}`: {r['error']}"
               + (f"\n  - hint: {r['hint']}" if r["hint"] else "") for r in bad] or ["- none"]
     atomic_write_bytes(out / "status.md", ("\n".join(lines) + "\n").encode())
-    runs = [{"recipe": o.recipe, "target": o.target, "variants": o.results, "error": o.error,
-             "report": _report_link(o.workdir, out)} for o in outcomes]
+    runs = [{"recipe": o.recipe, "target": o.target, "variants": results, "error": o.error,
+             "report": _report_link(o.workdir, out)} for o, results in parsed]
     atomic_write_bytes(out / "status.html", html_report.matrix_page(runs).encode())
 
 
@@ -101,15 +115,14 @@ def write_verification(outcomes: list[Outcome], out: Path) -> None:
     rows = ["file,ok,avg_ms,notes"]
     for o in outcomes:
         if o.error and not o.results:
-            cause = o.cause or classify({"status": "failed", "error": o.error})[0]
-            rows.append(f"{out / o.recipe / o.target},FAIL,,{note(cause, o.error)}")
-        for r in o.results:
-            mean = (r.get("benchmark") or {}).get("mean_ms")
-            f = r.get("failure") or {}
-            missed = [f"{g['metric']} = {g['value']:.4g} vs {g['gate']} {g['threshold']}" if g["value"] is not None
-                      else f"{g['metric']} not measured" for g in (r.get("validation") or {}).get("gates", []) if not g["passed"]]
-            notes = "" if r["status"] == "ok" else note(r["status"], f.get("cause") or "; ".join(missed), f.get("error"))
-            ok = r["status"] in ("ok", "gate-undecided")
-            rows.append(f"{o.workdir / r['artifact']},{'OK' if ok else 'FAIL'},"
+            rows.append(f"{out / o.recipe / o.target},FAIL,,{note(_run_failure(o)[0], o.error)}")
+        for r in _results(o):
+            mean = r.benchmark.mean_ms if r.benchmark else None
+            f = r.failure
+            missed = [f"{g.metric} = {g.value:.4g} vs {g.gate} {g.threshold}" if g.value is not None
+                      else f"{g.metric} not measured" for g in (r.validation.gates if r.validation else []) if not g.passed]
+            notes = "" if r.status == "ok" else note(r.status, (f and f.cause) or "; ".join(missed), f and f.error)
+            ok = r.status in ("ok", "gate-undecided")
+            rows.append(f"{o.workdir / r.artifact},{'OK' if ok else 'FAIL'},"
                         f"{'' if mean is None else f'{mean:.3f}'},{notes}")
     atomic_write_bytes(out / VERIFY_CSV, ("\n".join(rows) + "\n").encode())

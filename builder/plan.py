@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.config.common import FORMAT_SUFFIXES
+from builder import formats
 from builder.config.recipe import Recipe, Source
 from builder.config.target import ChainStep, Target
 from builder.convert import source_run
@@ -67,8 +67,9 @@ class Plan:
 
 
 def companions(name: str, path: str) -> dict[str, str]:
-    """Files that are part of the model at `path`, declared beside it: an OpenVINO IR's weights (.bin)."""
-    return {f"{name}_weights": path[: -len(".xml")] + ".bin"} if path.endswith(".xml") else {}
+    """Files that are part of the model at `path`, declared beside it (an OpenVINO IR's weights)."""
+    fmt = formats.of_file(path)
+    return fmt.companion_paths(name, path) if fmt else {}
 
 
 def source_path(source: Source) -> str:
@@ -185,12 +186,12 @@ def _produced_format(chain: list[ChainStep], target: Target) -> str:
 
 
 def _intermediate(fmt: str) -> str:
-    suffix = FORMAT_SUFFIXES.get(fmt, "")
+    suffix = formats.suffix_of(fmt)
     return f"work/{fmt}/model{suffix}" if suffix else f"work/{fmt}/model"
 
 
 def _artifact(recipe: Recipe, variant: str, fmt: str) -> str:
-    return f"{recipe.name}_{variant}{FORMAT_SUFFIXES.get(fmt, '.bin')}"
+    return f"{recipe.name}_{variant}{formats.suffix_of(fmt)}"
 
 
 def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainStep], variant: str) -> str:
@@ -211,7 +212,7 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
         last = i == len(chain) - 1
         if last:
             return b.artifact(link.step, model, _artifact(plan.recipe, variant, fmt), link.params, variant)
-        model = b.convert(link.step, model, f"work/{variant}/{link.step}{FORMAT_SUFFIXES.get(fmt, '')}",
+        model = b.convert(link.step, model, f"work/{variant}/{link.step}{formats.suffix_of(fmt)}",
                           params=link.params, variant=variant)
     return model
 
@@ -314,7 +315,7 @@ def _custom_steps(b: _Builder, model: str, fmt: str) -> None:
             model = b.artifact(spec.kind, model, _artifact(plan.recipe, spec.variant, fmt), spec.params, spec.variant)
             plan.artifacts[spec.variant] = model
         else:
-            model = b.convert(spec.kind, model, f"work/custom/{i:02d}-{spec.kind}{FORMAT_SUFFIXES.get(fmt, '')}",
+            model = b.convert(spec.kind, model, f"work/custom/{i:02d}-{spec.kind}{formats.suffix_of(fmt)}",
                               params=spec.params, variant=spec.variant)
     missing = [v for v in plan.variants if v not in plan.artifacts]
     if missing:

@@ -22,3 +22,9 @@ class DownloadProgress:
         self.last[message] = now
         size = f"{done / 2**20:.1f}" + (f"/{total / 2**20:.1f} MB ({100 * done // max(total, 1)}%)" if total else " MB")
         self.echo(f"    {message}: {size}" if done or total else f"    {message}")
+
+
+def download_progress(echo):
+    """The fetch progress callback for `echo`: its own where it draws downloads (the console view's
+    echo of a recipe/target), else throttled lines."""
+    return getattr(echo, "download", None) or DownloadProgress(echo)

@@ -8,12 +8,17 @@ import json
 import platform
 import socket
 from pathlib import Path
+from typing import TypeVar
 
-from builder import __version__
+from pydantic import BaseModel
+
+from builder import __version__, formats
 from builder.causes import classify
 from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
+from builder.records import (BenchmarkRecord, BenchmarkResult, Failure, Recommendation, Results, StepRecord,
+                             ValidateRecord, ValidationResult, VariantResult, as_json, write_results)
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
 
@@ -23,26 +28,27 @@ CSV_FIELDS = (
     "top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db",
     "source_cosine", "source_top1_agreement", "source_snr_db", "gates", "cause",
 )
+M = TypeVar("M", BenchmarkResult, ValidationResult)
 
 
-def _variant_records(records: dict, variant: str) -> list[dict]:
-    return [r for r in records.values() if r.get("variant") == variant]
+def _variant_records(records: dict[str, StepRecord], variant: str) -> list[StepRecord]:
+    return [r for r in records.values() if r.variant == variant]
 
 
 def _artifact_files(workdir: Path, rel: str) -> list[str]:
-    files = [rel]
-    if rel.endswith(".xml"):
-        files.append(rel[:-4] + ".bin")
+    fmt = formats.of_file(rel)
+    files = [rel, *(fmt.companion_files(rel).values() if fmt else ())]  # an IR's weights with its .xml
     return [f for f in files if (workdir / f).exists()]
 
 
-def _measured(record: dict, name: str) -> dict:
+def _measured(result: M | None, record: StepRecord) -> M | None:
     """A benchmark or validation result; one reused from the step cache says so, with the date it was taken."""
-    result = record["result"][name]
-    return result | {"cached": True, "measured": record.get("finished")} if record.get("cached") else result
+    if result is None or not record.cached:
+        return result
+    return result.model_copy(update={"cached": True, "measured": record.finished})
 
 
-def made_by(plan: Plan, records: dict, variant: str) -> list[dict]:
+def made_by(plan: Plan, records: dict[str, StepRecord], variant: str) -> list[StepRecord]:
     """The records of the steps that made a variant's artifact, first to last: a step shared with another
     variant, or an `artifact.copy` of another variant's model, is followed to where the model was made."""
     producer = {rel: call for call in plan.steps for rel in call.outputs.values()}
@@ -53,39 +59,35 @@ def made_by(plan: Plan, records: dict, variant: str) -> list[dict]:
     return chain[::-1]
 
 
-def variant_results(plan: Plan, records: dict) -> list[dict]:
+def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantResult]:
     out = []
     for v in plan.variants:
         recs = _variant_records(records, v)
-        failed = [r for r in recs if r["status"] != "ok"]
-        bench = next((_measured(r, "benchmark") for r in recs if r["kind"] == "benchmark" and r["status"] == "ok"), None)
-        validation = next((_measured(r, "validation") for r in recs if r["kind"] == "validate" and r["status"] == "ok"),
-                          None)
-        conversions = [r["result"] for r in made_by(plan, records, v) if r["status"] == "ok"]
-        entry = {
-            "name": v,
-            "artifact": plan.artifacts[v],
-            "format": plan.target.format,
-            "precision": plan.recipe.precision_of(v),
-            "io_dtype": next((c["io_dtype"] for c in reversed(conversions) if "io_dtype" in c),  # what the artifact has
-                             plan.recipe.io_dtype_of(v)),
-            "status": "failed" if any(r["status"] == "failed" for r in recs) else ("skipped" if failed else "ok"),
-            "benchmark": bench,
-            "validation": validation,
-            "conversion": conversions[-1] if conversions else None,
-        }
-        first_failure = next((r for r in recs if r["status"] == "failed"), None) or (failed[0] if failed else None)
-        while first_failure and first_failure.get("blocked_by") in records:  # report the root cause, not the skip
-            first_failure = records[first_failure["blocked_by"]]
+        failed = [r for r in recs if r.status != "ok"]
+        bench = next((_measured(r.result.benchmark, r) for r in recs
+                      if isinstance(r, BenchmarkRecord) and r.status == "ok" and r.result), None)
+        validation = next((_measured(r.result.validation, r) for r in recs
+                           if isinstance(r, ValidateRecord) and r.status == "ok" and r.result), None)
+        conversions = [r.result for r in made_by(plan, records, v) if r.status == "ok" and r.result is not None]
+        status = "failed" if any(r.status == "failed" for r in recs) else ("skipped" if failed else "ok")
+        failure = None
+        first_failure = next((r for r in recs if r.status == "failed"), None) or (failed[0] if failed else None)
+        while first_failure and first_failure.blocked_by in records:  # report the root cause, not the skip
+            first_failure = records[first_failure.blocked_by]
         if first_failure:
             cause, hint = classify(first_failure, source_format=plan.source.resolved_format)
-            entry["failure"] = {"step": first_failure["id"], "error": first_failure.get("error"), "cause": cause, "hint": hint}
-            if first_failure["status"] == "failed":  # a step it needs failed, even one shared with other variants
-                entry["status"] = "failed"
-        outcomes = {g.get("outcome", "pass" if g["passed"] else "fail") for g in (validation or {}).get("gates", [])}
-        if entry["status"] == "ok" and outcomes - {"pass"}:
-            entry["status"] = "gate-failed" if "fail" in outcomes else "gate-undecided"
-        out.append(entry)
+            failure = Failure(step=first_failure.id, error=first_failure.error, cause=cause, hint=hint)
+            if first_failure.status == "failed":  # a step it needs failed, even one shared with other variants
+                status = "failed"
+        outcomes = {g.outcome for g in (validation.gates if validation else [])}
+        if status == "ok" and outcomes - {"pass"}:
+            status = "gate-failed" if "fail" in outcomes else "gate-undecided"
+        out.append(VariantResult(
+            name=v, artifact=plan.artifacts[v], format=plan.target.format, precision=plan.recipe.precision_of(v),
+            io_dtype=next((c["io_dtype"] for c in reversed(conversions) if "io_dtype" in c),  # what the artifact has
+                          plan.recipe.io_dtype_of(v)),
+            status=status, benchmark=bench, validation=validation, conversion=conversions[-1] if conversions else None,
+            **({"failure": failure} if failure else {})))  # a variant that built has no `failure` key
     return out
 
 
@@ -94,21 +96,22 @@ def _versions(workdir: Path) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
 
 
-def _step_warnings(records: dict) -> list[str]:
-    return [w for r in records.values() for w in (r.get("result") or {}).get("warnings", [])]
+def _step_warnings(records: dict[str, StepRecord]) -> list[str]:
+    """What the steps warn of (a measuring step's typed result has no warnings)."""
+    return [w for r in records.values() if isinstance(r.result, dict) for w in r.result.get("warnings", [])]
 
 
-def _made_by(recs: list[dict]) -> dict:
+def _made_by(recs: list[StepRecord]) -> dict:
     """Which conversion path made a TFLite artifact, and the edits made to its source (e.g. a signature added)."""
-    conv = next((r["result"].get("conversion") or {} for r in reversed(recs)
-                 if r["status"] == "ok" and r["kind"] == "convert.tflite"), {})
+    conv = next(((r.result or {}).get("conversion") or {} for r in reversed(recs)
+                 if r.status == "ok" and r.kind == "convert.tflite"), {})
     made = {"path": conv["path"]} if conv.get("path") else {}
     if conv.get("prepared"):
         made["source_edits"] = conv["prepared"]
     return made
 
 
-def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
+def manifest(plan: Plan, workdir: Path, records: dict[str, StepRecord], run: dict) -> dict:
     artifacts = []
     for v in plan.variants:
         made = _made_by(made_by(plan, records, v))
@@ -131,9 +134,9 @@ def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
         "source": {"name": plan.source.name, "format": plan.source.resolved_format},
         "sources": run.get("sources", []),
         "artifacts": artifacts,
-        "steps": [{"id": r["id"], "name": r["kind"], "variant": r.get("variant"), "stage": r["stage"],
-                   "status": r["status"], "seconds": r["seconds"], **({"error": r["error"]} if r.get("error") else {}),
-                   **({"cached": True, "finished": r.get("finished")} if r.get("cached") else {})}
+        "steps": [{"id": r.id, "name": r.kind, "variant": r.variant, "stage": r.stage, "status": r.status,
+                   "seconds": r.seconds, **({"error": r.error} if r.error else {}),
+                   **({"cached": True, "finished": r.finished} if r.cached else {})}
                   for r in records.values()],
         "timings": run.get("timings", {}),
         "started": run.get("started"),
@@ -142,29 +145,33 @@ def manifest(plan: Plan, workdir: Path, records: dict, run: dict) -> dict:
     }
 
 
-def _csv_row(entry: dict) -> dict:
-    bench = entry.get("benchmark") or {}
-    val = entry.get("validation") or {}
-    gates = val.get("gates") or []
+def _of(model: BaseModel | None, name: str):
+    """A figure of a result that may be missing (not built, not validated), or None."""
+    return getattr(model, name, None) if model is not None else None
+
+
+def _csv_row(entry: VariantResult) -> dict:
+    bench, val = entry.benchmark, entry.validation
+    gates = val.gates if val else []
     return {
-        **{k: entry.get(k) for k in ("status", "precision", "format", "io_dtype")},
-        "variant": entry["name"],
-        **{k: bench.get(k) for k in CSV_FIELDS if k in bench},
-        **{k: val.get(k) for k in ("top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db")},
-        **{f"source_{k}": (val.get("source") or {}).get(k) for k in ("cosine", "top1_agreement", "snr_db")},
-        "gates": ("pass" if all(g["passed"] for g in gates) else "FAIL") if gates else "",
-        "cause": (entry.get("failure") or {}).get("cause", ""),
+        **{k: getattr(entry, k) for k in ("status", "precision", "format", "io_dtype")},
+        "variant": entry.name,
+        **{k: _of(bench, k) for k in CSV_FIELDS if k in BenchmarkResult.model_fields},
+        **{k: _of(val, k) for k in ("top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db")},
+        **{f"source_{k}": _of(_of(val, "source"), k) for k in ("cosine", "top1_agreement", "snr_db")},
+        "gates": ("pass" if all(g.passed for g in gates) else "FAIL") if gates else "",
+        "cause": entry.failure.cause if entry.failure else "",
     }
 
 
-def _interval(bounds: list[float]) -> str:
+def _interval(bounds: tuple[float, float]) -> str:
     return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
 
 
-def _rate(figures: dict, name: str) -> str:
+def _rate(figures: BaseModel | None, name: str) -> str:
     """A rate with its 95% interval: 0.920 [0.81, 0.97]."""
-    bounds = figures.get(f"{name}_interval")
-    return _fmt(figures.get(name)) + (f" {_interval(bounds)}" if bounds else "")
+    bounds = _of(figures, f"{name}_interval")
+    return _fmt(_of(figures, name)) + (f" {_interval(bounds)}" if bounds else "")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -175,138 +182,142 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
-def _other_measurements(results: list[dict]) -> list[str]:
+def _other_measurements(results: list[VariantResult]) -> list[str]:
     """Async throughput and external tools (benchmark_app, benchmark_model, Vela's estimate) per variant."""
     lines = []
     for r in results:
-        b = r.get("benchmark") or {}
+        b = r.benchmark
+        if b is None:
+            continue
         parts = []
-        if b.get("async"):
-            parts.append(f"async throughput {_fmt(b['async']['throughput_fps'], 1)} fps ({b['async']['requests']} requests)")
-        for tool, figures in (b.get("tools") or {}).items():
+        if b.async_:
+            parts.append(f"async throughput {_fmt(b.async_.throughput_fps, 1)} fps ({b.async_.requests} requests)")
+        for tool, figures in (b.tools or {}).items():  # a tool's own figures, as it reports them
             parts.append(f"{tool}: mean {_fmt(figures.get('mean_ms'))} ms, {_fmt(figures.get('throughput_fps'), 1)} fps")
-            if vs := (b.get("vs_tools") or {}).get(tool):  # ours within 5% of the tool, or why not
-                parts[-1] += f", our p50 / its {_fmt(vs['p50_ratio'])}" + (f" ({vs['why']})" if vs["why"] else "")
-        if b.get("estimate"):
+            if vs := (b.vs_tools or {}).get(tool):  # ours within 5% of the tool, or why not
+                parts[-1] += f", our p50 / its {_fmt(vs.p50_ratio)}" + (f" ({vs.why})" if vs.why else "")
+        if b.estimate:
             parts.append("timings are Vela's estimate for the NPU, not a measurement")
         if parts:
-            lines.append(f"- {r['name']}: " + "; ".join(parts))
+            lines.append(f"- {r.name}: " + "; ".join(parts))
     return lines
 
 
-def measured_on(bench: dict) -> str:
+def measured_on(bench: BenchmarkResult | None) -> str:
     """Where a benchmark's figures come from, for the variants table."""
     if not bench:
         return "-"
-    if bench.get("estimate"):
+    if bench.estimate:
         return "estimate (not measured)"
-    device = (bench.get("device") or {}).get("device", "host")
-    if bench.get("emulated"):
+    device = bench.device.device if bench.device else "host"
+    if bench.emulated:
         return f"{device}, emulated"
-    return device if bench.get("on_target", True) else f"{device}, not the target"
+    return device if bench.on_target else f"{device}, not the target"
 
 
-def _device_lines(results: list[dict]) -> list[str]:
+def _device_lines(results: list[VariantResult]) -> list[str]:
     """One line per machine the benchmarks ran on: name, engine, CPU, cores, memory, OS, board."""
-    seen: dict[str, dict] = {}
+    seen = {}
     for r in results:
-        d = (r.get("benchmark") or {}).get("device")
-        if d:
-            seen.setdefault(d["device"], d)
+        if r.benchmark and (d := r.benchmark.device):
+            seen.setdefault(d.device, d)
     lines = []
     for name, d in seen.items():
-        facts = [d.get("board_model"), d.get("cpu_model"), f"{d['logical_cores']} cores" if d.get("logical_cores") else None,
-                 f"{d['memory_total_bytes'] / 2**30:.1f} GiB" if d.get("memory_total_bytes") else None,
-                 d.get("os"), d.get("kernel"), d.get("l4t") and f"L4T {d['l4t']}", d.get("jetson_power_mode")]
-        lines.append(f"- device `{name}` via {d.get('engine')}: " + ", ".join(f for f in facts if f))
+        facts = [d.board_model, d.cpu_model, f"{d.logical_cores} cores" if d.logical_cores else None,
+                 f"{d.memory_total_bytes / 2**30:.1f} GiB" if d.memory_total_bytes else None,
+                 d.os, d.kernel, d.l4t and f"L4T {d.l4t}", d.jetson_power_mode]
+        lines.append(f"- device `{name}` via {d.engine}: " + ", ".join(f for f in facts if f))
     return lines + [""] if lines else []
 
 
-def fp32_baseline(results: list[dict]) -> dict | None:
+def _p50(r: VariantResult) -> float | None:
+    return r.benchmark.p50_ms if r.benchmark else None
+
+
+def fp32_baseline(results: list[VariantResult]) -> VariantResult | None:
     """The fp32 variant with a timing: what speed-ups and sizes are measured against."""
-    timed = [r for r in results if r["precision"] == "fp32" and (r.get("benchmark") or {}).get("p50_ms")]
-    return next((r for r in timed if r["name"] == "fp32"), timed[0] if timed else None)
+    timed = [r for r in results if r.precision == "fp32" and _p50(r)]
+    return next((r for r in timed if r.name == "fp32"), timed[0] if timed else None)
 
 
-def _flags(r: dict, base: dict | None) -> list[str]:
-    p50 = (r.get("benchmark") or {}).get("p50_ms")
+def _flags(r: VariantResult, base: VariantResult | None) -> list[str]:
+    p50 = _p50(r)
     flags = {"failed": ["failed"], "skipped": ["not built"], "gate-failed": ["fails a gate"],
-             "gate-undecided": ["gate undecided"]}.get(r["status"], [])
-    if not p50 and r["status"] == "ok":
+             "gate-undecided": ["gate undecided"]}.get(r.status, [])
+    if not p50 and r.status == "ok":
         flags.append("not timed")
-    if base and r is not base and p50 and p50 > (fp32 := base["benchmark"]["p50_ms"]):
-        beyond_noise = p50 - fp32 > p50_noise(base["benchmark"], r["benchmark"])
+    if base and r is not base and p50 and p50 > (fp32 := base.benchmark.p50_ms):
+        beyond_noise = p50 - fp32 > p50_noise(base.benchmark, r.benchmark)
         flags.append(f"{'slower' if beyond_noise else 'maybe slower'} than fp32 (p50 {p50:.3f} ms vs {fp32:.3f} ms"
                      + ("" if beyond_noise else ", within the benchmarks' noise") + ")")
     return flags
 
 
-def recommendation(results: list[dict]) -> dict:
+def recommendation(results: list[VariantResult]) -> Recommendation:
     """The fastest variant that meets every gate on this target, with its speed-up and size against fp32;
     every other variant that is slower than fp32 or misses a gate is flagged."""
     base = fp32_baseline(results)
-    timed = [r for r in results if r["status"] == "ok" and (r.get("benchmark") or {}).get("p50_ms")]
-    best = min(timed, key=lambda r: r["benchmark"]["p50_ms"], default=None)
-    rec = {"variant": best and best["name"], "baseline": base and base["name"],
-           "flags": {r["name"]: f for r in results if (f := _flags(r, base))}}
+    timed = [r for r in results if r.status == "ok" and _p50(r)]
+    best = min(timed, key=_p50, default=None)
+    rec = {"variant": best and best.name, "baseline": base and base.name,
+           "flags": {r.name: f for r in results if (f := _flags(r, base))}}
     if best:
-        b = best["benchmark"]
-        rec |= {"p50_ms": b["p50_ms"], "size_bytes": b.get("size_bytes"),
-                "gates_checked": len((best.get("validation") or {}).get("gates") or []),
-                "emulated": bool(b.get("emulated")), "estimate": bool(b.get("estimate"))}
+        b = best.benchmark
+        rec |= {"p50_ms": b.p50_ms, "size_bytes": b.size_bytes,
+                "gates_checked": len(best.validation.gates) if best.validation else 0,
+                "emulated": b.emulated, "estimate": b.estimate}
     if best and base:
-        bb = base["benchmark"]
-        rec["speedup_vs_fp32"] = bb["p50_ms"] / best["benchmark"]["p50_ms"]
-        if bb.get("size_bytes") and rec["size_bytes"]:
-            rec["size_vs_fp32"] = rec["size_bytes"] / bb["size_bytes"]
-    return rec
+        bb = base.benchmark
+        rec["speedup_vs_fp32"] = bb.p50_ms / best.benchmark.p50_ms
+        if bb.size_bytes and rec["size_bytes"]:
+            rec["size_vs_fp32"] = rec["size_bytes"] / bb.size_bytes
+    return Recommendation(**rec)
 
 
-def _recommendation_lines(rec: dict) -> list[str]:
+def _recommendation_lines(rec: Recommendation) -> list[str]:
     lines = ["## Recommendation", ""]
-    if not rec["variant"]:
+    if not rec.variant:
         lines.append("**No variant is built, timed and within every gate on this target.**")
     else:
-        kb = f", {rec['size_bytes'] / 1024:.1f} KB" if rec.get("size_bytes") else ""
-        line = f"**Ship `{rec['variant']}`**: p50 {rec['p50_ms']:.3f} ms{kb}"
-        if rec.get("speedup_vs_fp32") is not None:
-            line += f"; {rec['speedup_vs_fp32']:.2f}x the speed of {rec['baseline']}"
-            if rec.get("size_vs_fp32") is not None:
-                line += f", {rec['size_vs_fp32']:.2f}x its size"
+        kb = f", {rec.size_bytes / 1024:.1f} KB" if rec.size_bytes else ""
+        line = f"**Ship `{rec.variant}`**: p50 {rec.p50_ms:.3f} ms{kb}"
+        if rec.speedup_vs_fp32 is not None:
+            line += f"; {rec.speedup_vs_fp32:.2f}x the speed of {rec.baseline}"
+            if rec.size_vs_fp32 is not None:
+                line += f", {rec.size_vs_fp32:.2f}x its size"
         lines.append(line + ".")
-        if not rec["gates_checked"]:
+        if not rec.gates_checked:
             lines.append("The recipe sets no accuracy gate that this variant was checked against.")
-        if rec["emulated"] or rec["estimate"]:
-            lines.append("The timings it is chosen by are " + ("emulated." if rec["emulated"] else "an estimate."))
-    lines += [""] + [f"- {name}: **{', '.join(flags)}**" for name, flags in rec["flags"].items()]
+        if rec.emulated or rec.estimate:
+            lines.append("The timings it is chosen by are " + ("emulated." if rec.emulated else "an estimate."))
+    lines += [""] + [f"- {name}: **{', '.join(flags)}**" for name, flags in rec.flags.items()]
     return lines + [""]
 
 
-def markdown(plan: Plan, results: list[dict], man: dict, rec: dict) -> str:
+def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommendation) -> str:
     lines = [f"# {plan.recipe.name} on {plan.target.id}", "", *_recommendation_lines(rec),
              plan.recipe.description.strip(), "",
              f"- target: {plan.target.name} ({plan.target.platform}, {plan.target.format} via {plan.target.runtime})",
              f"- runner: {man['runner']}; source: {man['source']['name']} ({man['source']['format']})", ""]
     if man["warnings"]:
         lines += ["## Warnings", ""] + [f"- **{w}**" for w in man["warnings"]] + [""]
-    emulated = any((r.get("benchmark") or {}).get("emulated") for r in results)
-    off_target = any(b and not b.get("estimate") and not b.get("emulated") and b.get("on_target") is False
-                     for b in (r.get("benchmark") for r in results))
+    emulated = any(r.benchmark and r.benchmark.emulated for r in results)
+    off_target = any(b and not b.estimate and not b.emulated and not b.on_target for b in (r.benchmark for r in results))
     lines += _device_lines(results)
     lines += ["## Variants", "",
               "| variant | status | measured on | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
               "| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB | source cosine | source top-1 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        b, v = r.get("benchmark") or {}, r.get("validation") or {}
-        src = v.get("source") or {}
+        b, v = r.benchmark, r.validation
+        src = _of(v, "source")
         lines.append("| " + " | ".join([
-            r["name"], r["status"], measured_on(b), _fmt((b.get("size_bytes") or 0) / 1024, 1) if b else "-",
-            _fmt(b.get("p50_ms")), _fmt(b.get("p90_ms")), _fmt(b.get("p99_ms")), _fmt(b.get("throughput_fps"), 1),
-            _fmt(b.get("peak_rss_mb"), 1), _rate(v, "top1_agreement"), _rate(v, "top5_agreement"),
-            _rate(v, "top1_accuracy"), _fmt(v.get("cosine"), 5), _fmt(v.get("snr_db"), 1),
-            _fmt(src.get("cosine"), 5), _rate(src, "top1_agreement")]) + " |")
-    if any(v.get("source") for v in (r.get("validation") or {} for r in results)):
+            r.name, r.status, measured_on(b), _fmt((b.size_bytes or 0) / 1024, 1) if b else "-",
+            _fmt(_of(b, "p50_ms")), _fmt(_of(b, "p90_ms")), _fmt(_of(b, "p99_ms")), _fmt(_of(b, "throughput_fps"), 1),
+            _fmt(_of(b, "peak_rss_mb"), 1), _rate(v, "top1_agreement"), _rate(v, "top5_agreement"),
+            _rate(v, "top1_accuracy"), _fmt(_of(v, "cosine"), 5), _fmt(_of(v, "snr_db"), 1),
+            _fmt(_of(src, "cosine"), 5), _rate(src, "top1_agreement")]) + " |")
+    if any(r.validation and r.validation.source for r in results):
         lines += ["", "Agreement and cosine compare each variant with the fp32 artifact; the source columns compare "
                   "it with the source model run in its own framework."]
     extra = _other_measurements(results)
@@ -317,30 +328,29 @@ def markdown(plan: Plan, results: list[dict], man: dict, rec: dict) -> str:
     if off_target:
         lines += ["", f"**Timings marked `not the target` were taken on a machine that is not a {plan.target.platform} "
                   f"device: they are not comparable with the target's own figures or estimates.**"]
-    fallbacks = [(r["name"], ops) for r in results if r["precision"] in ("int8", "int16x8")
-                 and (ops := ((r.get("conversion") or {}).get("conversion") or {}).get("float_ops"))]
+    fallbacks = [(r.name, ops) for r in results if r.precision in ("int8", "int16x8")  # a converter's own report
+                 and (ops := ((r.conversion or {}).get("conversion") or {}).get("float_ops"))]
     if fallbacks:
         lines += ["", "## Not fully quantized", ""]
         lines += [f"- {name}: ops left in float: {', '.join(ops)}" for name, ops in fallbacks]
-    paths = [(r["name"], conv["path"]) for r in results if (conv := r.get("conversion") or {}).get("path")]
+    paths = [(r.name, conv["path"]) for r in results if (conv := r.conversion or {}).get("path")]
     if paths:
         lines += ["", "## How each variant was made", ""] + [f"- {name}: {path}" for name, path in paths]
-    stored = [(r["name"], kind) for r in results if (kind := (r.get("conversion") or {}).get("weights_stored_as"))]
+    stored = [(r.name, kind) for r in results if (kind := (r.conversion or {}).get("weights_stored_as"))]
     lines += [f"- {name}: the source stores its weights as {kind}; this artifact has them as dense fp32"
               for name, kind in stored]
-    failures = [r for r in results if r.get("failure")]
+    failures = [(r.name, r.failure) for r in results if r.failure]
     if failures:
         lines += ["", "## Failures", ""]
-        for r in failures:
-            f = r["failure"]
-            hint = f" Hint: {f['hint']}" if f["hint"] else ""
-            lines.append(f"- **{r['name']}**: `{f['cause']}` in {f['step']}: {f['error']}{hint}")
-    gates = [(r["name"], g) for r in results for g in (r.get("validation") or {}).get("gates", []) if not g["passed"]]
+        for name, f in failures:
+            hint = f" Hint: {f.hint}" if f.hint else ""
+            lines.append(f"- **{name}**: `{f.cause}` in {f.step}: {f.error}{hint}")
+    gates = [(r.name, g) for r in results for g in (r.validation.gates if r.validation else []) if not g.passed]
     if gates:
         lines += ["", "## Accuracy gates missed or undecided", ""]
-        lines += [f"- {name}: {g['metric']} = {_fmt(g['value'], 4)}, gate {g['gate']} {g['threshold']}"
-                  + (f": UNDECIDED, the 95% interval {_interval(g['interval'])} straddles it; about "
-                     f"{g['samples_needed'] or 'many'} validation samples would decide" if g.get("outcome") == "undecided"
+        lines += [f"- {name}: {g.metric} = {_fmt(g.value, 4)}, gate {g.gate} {g.threshold}"
+                  + (f": UNDECIDED, the 95% interval {_interval(g.interval)} straddles it; about "
+                     f"{g.samples_needed or 'many'} validation samples would decide" if g.outcome == "undecided"
                      else "") for name, g in gates]
     if plan.skipped:
         lines += ["", "## Not built", ""] + [f"- {v}: {why}" for v, why in plan.skipped.items()]
@@ -353,7 +363,7 @@ def markdown(plan: Plan, results: list[dict], man: dict, rec: dict) -> str:
 
 
 def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
-    """Write the five report files; return the per-variant results."""
+    """Write the five report files; return the per-variant results as results.json holds them."""
     from builder import html_report  # it imports this module
 
     records = read_records(workdir)
@@ -361,9 +371,9 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
     man = manifest(plan, workdir, records, run)
     atomic_write_bytes(workdir / MANIFEST, json.dumps(man, indent=2).encode())
     rec = recommendation(results)
-    payload = {"recipe": plan.recipe.name, "target": plan.target.id, "recommendation": rec, "variants": results,
-               "skipped": plan.skipped, "warnings": man["warnings"]}
-    atomic_write_bytes(workdir / "results.json", json.dumps(payload, indent=2).encode())
+    payload = Results(recipe=plan.recipe.name, target=plan.target.id, recommendation=rec, variants=results,
+                      skipped=plan.skipped, warnings=man["warnings"])
+    write_results(workdir / "results.json", payload)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -371,4 +381,4 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
     atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
     atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec).encode())
     atomic_write_bytes(workdir / "report.html", html_report.run_page(payload).encode())
-    return results
+    return [as_json(r) for r in results]

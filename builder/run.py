@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from builder import catalog, inputs, report, source_precision
+from builder import catalog, inputs, records, report, source_precision
 from builder.devices import HOST, Device, DevicePool
 from builder.errors import DeviceError, EngineUnreachable, GateError, StepError
 from builder.plan import Plan, make_plan, recipe_hash, source_path
-from builder.progress import DownloadProgress
+from builder.progress import download_progress
 from builder.step_cache import MADE_NOW, NEW, CachePolicy, StageIdentity
 from builder.steps import registry
 from builder.util import atomic_write_bytes, remove
-from builder.workdir import PLAN, RECORDS, RUN, VERSIONS
+from builder.workdir import MANIFEST, PLAN, RECORDS, RUN, VERSIONS
 
 Echo = Callable[[str], None]
 
@@ -64,6 +65,7 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
     pool = pool or DevicePool([], echo=echo)
     plan, workdir, run = run_toolchain(recipe_path, target_id, runner, out=out, variants=variants, offline=offline,
                                        pool=pool, cache=cache, echo=echo)
+    echo = _lines_of(echo, plan.recipe.name, plan.target.id)
     try:
         _device_stage(runner, plan, workdir, pool, run, cache, echo)
     except DeviceError as exc:
@@ -82,6 +84,7 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
     recipe = catalog.load_recipe(recipe_path, target_id)
     target = catalog.load_target(target_id)
     make_plan(recipe, target, variants=variants)  # fail on bad input before fetching anything
+    echo = _lines_of(echo, recipe.name, target.id)
     workdir = out / recipe.name / target.id
     remove(workdir)  # a run never trusts a previous run's files
     workdir.mkdir(parents=True)
@@ -89,7 +92,7 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
                  "started": _now(), "timings": {}, "images": {}, "stages": {}}
     t0 = time.perf_counter()
     echo(f"[{recipe.name} / {target.id}] fetching inputs")
-    fetched = inputs.materialize(recipe, workdir, offline=offline, progress=DownloadProgress(echo))
+    fetched = inputs.materialize(recipe, workdir, offline=offline, progress=download_progress(echo))
     run["sources"], run["warnings"] = fetched.fetched, list(fetched.warnings)
     run["timings"]["fetch_s"] = round(time.perf_counter() - t0, 2)
 
@@ -101,6 +104,13 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
         _stage(runner, plan, workdir, "toolchain", HOST, run, cache, echo)
     atomic_write_bytes(workdir / RUN, json.dumps(run, indent=1).encode())
     return plan, workdir, run
+
+
+def _lines_of(echo: Echo, recipe: str, target: str) -> Echo:
+    """The echo of one recipe/target's lines: a console view (builder.console_view) tells overlapping
+    runs apart by it, as the step lines carry no name."""
+    of = getattr(echo, "of", None)
+    return of(recipe, target) if of else echo
 
 
 def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device, run: dict,
@@ -198,6 +208,43 @@ def finish(plan: Plan, workdir: Path, run: dict, echo: Echo) -> Outcome:
     results = report.write(plan, workdir, run)
     echo(f"[{plan.recipe.name} / {plan.target.id}] report: {workdir / 'report.md'}")
     return Outcome(recipe=plan.recipe.name, target=plan.target.id, workdir=workdir, results=results)
+
+
+def summary(outcomes: list[Outcome]) -> list[str]:
+    """A few lines per recipe/target for the end of a run: its steps, its time, the recommendation, the report."""
+    lines = []
+    for o in outcomes:
+        name = f"{o.recipe} / {o.target}"
+        manifest = o.workdir / MANIFEST
+        if not manifest.is_file():  # it failed before it had a report
+            lines.append(f"{name}: FAILED: {o.cause + ': ' if o.cause else ''}{o.error}")
+            continue
+        man = json.loads(manifest.read_text())
+        counts = Counter("cached" if s.get("cached") else s["status"] for s in man["steps"])
+        skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+        lines.append(f"{name}: {len(man['steps'])} steps: {counts['ok']} ran, {counts['cached']} cached, "
+                     f"{counts['failed']} failed{skipped}; {man['timings']['total_s']:.1f} s")
+        if o.error:
+            lines.append(f"  not finished: {o.cause + ': ' if o.cause else ''}{o.error}")
+        rec = records.load_results(o.workdir / "results.json").recommendation
+        lines.append(f"  recommendation: {_recommendation_line(rec)}")
+        lines.append(f"  report: {o.workdir / 'report.md'} (and report.html)")
+    return lines
+
+
+def _recommendation_line(rec: records.Recommendation) -> str:
+    """results.json's recommendation in one plain line."""
+    if not rec.variant:
+        return "none: no variant is built, timed and within every gate on this target"
+    kb = f", {rec.size_bytes / 1024:.1f} KB" if rec.size_bytes else ""
+    line = f"ship {rec.variant}: p50 {rec.p50_ms:.3f} ms{kb}"
+    if rec.speedup_vs_fp32 is not None and rec.variant != rec.baseline:
+        line += f"; {rec.speedup_vs_fp32:.2f}x the speed of {rec.baseline}"
+        if rec.size_vs_fp32 is not None:
+            line += f", {rec.size_vs_fp32:.2f}x its size"
+    if rec.emulated or rec.estimate:
+        line += " (timings " + ("emulated)" if rec.emulated else "estimated)")
+    return line
 
 
 def verdict(outcomes: list[Outcome]) -> None:

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from builder.cli import cli
 from builder.compare import compare, load
+from builder.records import Results
 
 
 def variant(name: str, p50: float, *, precision: str = "fp32", size: int = 6_684_500, top1: float = 1.0,
@@ -91,7 +92,7 @@ def test_a_change_within_the_benchmarks_noise_is_marked_and_not_a_regression():
 
 
 def load_payload(payload: dict) -> dict:
-    return {(payload["recipe"], payload["target"]): payload}
+    return {(payload["recipe"], payload["target"]): Results.model_validate(payload)}
 
 
 def test_accuracy_outside_the_old_interval_regresses_and_inside_it_is_noise():

@@ -136,11 +136,12 @@ def test_a_cpu_target_gets_u8_activations_and_s8_weights(cpu_int8):
 
 
 def test_the_results_give_the_artifacts_float_inputs_not_the_precision(cpu_int8):
+    from builder.execute import read_records
     from builder.report import variant_results
 
-    plan, _, records = cpu_int8
+    plan, workdir, _ = cpu_int8
     assert plan.recipe.io_dtype_of("int8") == "int8"  # what the recipe alone would have claimed
-    io = {v["name"]: v["io_dtype"] for v in variant_results(plan, records)}
+    io = {v.name: v.io_dtype for v in variant_results(plan, read_records(workdir))}
     assert io == {"fp32": "float32", "int8": "float32"}
 
 

@@ -14,6 +14,7 @@ from test_compare import results, slower, variant, write_run
 from builder import html_report
 from builder.cli import cli
 from builder.matrix import write_status
+from builder.records import Results, VariantResult
 from builder.report import recommendation
 from builder.run import Outcome
 
@@ -99,26 +100,26 @@ def test_recommendation_picks_the_fastest_variant_within_every_gate_and_flags_th
                 variant("dynamic", 19.6, precision="dynamic", size=1_800_000), gate_failed,
                 variant("int8-bad", 1.0, precision="int8", status="failed")]
     variants[-1]["benchmark"] = None
-    rec = recommendation(variants)
-    assert rec["variant"] == "fp16" and rec["speedup_vs_fp32"] == pytest.approx(10 / 6)
-    assert rec["size_vs_fp32"] == pytest.approx(3_300_000 / 6_684_500)
-    assert rec["flags"] == {"dynamic": ["slower than fp32 (p50 19.600 ms vs 10.000 ms)"], "int8": ["fails a gate"],
+    rec = recommendation([VariantResult.model_validate(v) for v in variants])
+    assert rec.variant == "fp16" and rec.speedup_vs_fp32 == pytest.approx(10 / 6)
+    assert rec.size_vs_fp32 == pytest.approx(3_300_000 / 6_684_500)
+    assert rec.flags == {"dynamic": ["slower than fp32 (p50 19.600 ms vs 10.000 ms)"], "int8": ["fails a gate"],
                             "int8-bad": ["failed"]}
 
 
 def test_slower_within_the_benchmarks_noise_is_said_so_and_nothing_passing_is_said_too():
     noisy = [variant("fp32", 10.0, spread=5.0, runs=10), variant("dynamic", 11.0, spread=5.0, runs=10, status="gate-failed")]
-    rec = recommendation(noisy[1:] + [noisy[0] | {"status": "gate-failed"}])
-    assert rec["variant"] is None and "speedup_vs_fp32" not in rec
-    assert rec["flags"]["dynamic"] == ["fails a gate",
+    rec = recommendation([VariantResult.model_validate(v) for v in noisy[1:] + [noisy[0] | {"status": "gate-failed"}]])
+    assert rec.variant is None and "speedup_vs_fp32" not in rec.model_fields_set
+    assert rec.flags["dynamic"] == ["fails a gate",
                                        "maybe slower than fp32 (p50 11.000 ms vs 10.000 ms, within the benchmarks' noise)"]
 
 
 def test_per_layer_error_is_plotted_for_the_variants_that_have_it(tmp_path, browser):
     int8 = variant("int8", 4.0, precision="int8", size=1_886_880, top1=0.97)
     int8["layer_errors"] = {"metric": "rmse", "layers": [{"name": f"conv_{i}", "value": i / 40} for i in range(40)]}
-    payload = results(variant("fp32", 10.0), int8)
-    payload["recommendation"] = recommendation(payload["variants"])
+    payload = Results.model_validate(results(variant("fp32", 10.0), int8))
+    payload.recommendation = recommendation(payload.variants)
     page_file = tmp_path / "report.html"
     page_file.write_text(html_report.run_page(payload))
     page, errors, outside = open_page(browser, page_file)
@@ -133,7 +134,7 @@ def test_per_layer_error_is_plotted_for_the_variants_that_have_it(tmp_path, brow
 
 def test_a_matrix_writes_status_html_a_grid_of_status_and_speed_up(tmp_path, browser):
     tflite = write_run(tmp_path, results(variant("fp32", 10.0), variant("int8", 4.0, precision="int8")))
-    (tflite / "report.html").write_text(html_report.run_page(json.loads((tflite / "results.json").read_text())))
+    (tflite / "report.html").write_text(html_report.run_page(Results.model_validate_json((tflite / "results.json").read_text())))
     outcomes = [Outcome(recipe="tiny-mobilenet", target="x86-tflite", workdir=tflite,
                         results=json.loads((tflite / "results.json").read_text())["variants"]),
                 Outcome(recipe="tiny-mobilenet", target="x86-onnx", workdir=tmp_path / "tiny-mobilenet" / "x86-onnx",

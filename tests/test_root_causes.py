@@ -43,19 +43,19 @@ def test_every_skip_names_the_step_that_failed_however_deep_and_across_stages(tm
     run_stage(workdir, "device")  # reads the toolchain stage's records
     records = read_records(workdir)
 
-    failed = [r for r in records.values() if r["status"] == "failed"]
-    assert [r["kind"] for r in failed] == ["onnx.simplify"] and failed[0]["cause"] == "invalid-onnx"
-    root = failed[0]["id"]
-    skipped = [r for r in records.values() if r["status"] == "skipped"]
+    failed = [r for r in records.values() if r.status == "failed"]
+    assert [r.kind for r in failed] == ["onnx.simplify"] and failed[0].cause == "invalid-onnx"
+    root = failed[0].id
+    skipped = [r for r in records.values() if r.status == "skipped"]
     # onnx2tf reads simplify's output, convert.tflite onnx2tf's, benchmark and validate convert.tflite's
-    assert {r["kind"] for r in skipped} == {"convert.onnx2tf", "convert.tflite", "benchmark", "validate"}
-    assert {r["stage"] for r in skipped} == {"toolchain", "device"}
-    assert all(r["blocked_by"] == root and f"({root} failed)" in r["error"] for r in skipped)
+    assert {r.kind for r in skipped} == {"convert.onnx2tf", "convert.tflite", "benchmark", "validate"}
+    assert {r.stage for r in skipped} == {"toolchain", "device"}
+    assert all(r.blocked_by == root and f"({root} failed)" in r.error for r in skipped)
 
     for result in variant_results(plan, records):
-        assert result["status"] == "failed"
-        assert result["failure"]["step"] == root and result["failure"]["cause"] == "invalid-onnx"
-        assert result["failure"]["error"] == failed[0]["error"]
+        assert result.status == "failed"
+        assert result.failure.step == root and result.failure.cause == "invalid-onnx"
+        assert result.failure.error == failed[0].error
 
 
 def _dynamically_quantized_lstm(path: Path) -> Path:
@@ -100,8 +100,8 @@ def test_an_op_onnx2tf_lacks_is_the_message_and_the_root_of_every_later_skip(tmp
     assert failure["error"] == "onnx2tf could not convert model.onnx: DynamicQuantizeLSTM OP is not yet implemented."
     assert failure["cause"] == "unsupported-op" and "give the float model" in failure["hint"]
     records = read_records(workdir)
-    benchmark = next(r for r in records.values() if r["kind"] == "benchmark")
-    assert benchmark["stage"] == "device" and benchmark["blocked_by"] == failure["step"]
+    benchmark = next(r for r in records.values() if r.kind == "benchmark")
+    assert benchmark.stage == "device" and benchmark.blocked_by == failure["step"]
 
 
 def _sparse_tflite(path: Path) -> Path:

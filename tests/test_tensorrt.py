@@ -224,6 +224,22 @@ def test_trtexec_tool_runs_the_binary_with_load_engine_and_parses_it(tmp_path):
     assert result["tool"] == "trtexec" and result["p50_ms"] == 1.2041 and result["runs"] == 2622
 
 
+def test_vs_tool_compares_trtexec_gpu_compute_which_excludes_the_copies_we_do_not_time(tmp_path, monkeypatch):
+    """The TensorRT runtime's second opinion (a stand-in trtexec printing NVIDIA's recorded log) names the
+    figure to compare with: GPU compute, not trtexec's latency with the copies."""
+    from builder.runtimes import Timing, runtime_class
+    from builder.steps.measure import vs_tool
+
+    (tmp_path / "log.txt").write_text(TRTEXEC_10_3)
+    binary = _executable(tmp_path / "trtexec", f'#!/bin/sh\ncat "{tmp_path}/log.txt"\n')
+    monkeypatch.setenv("TRTEXEC_BIN", str(binary))
+    tools = runtime_class("tensorrt").second_opinions(tmp_path / "m.engine", None, Timing(
+        threads=1, runs=10, warmup=1, throughput=False, emulated=False))
+    figures = tools["trtexec"]()
+    result = vs_tool({"p50_ms": figures["gpu_compute_p50_ms"] * 1.02, "other_cpu_load": 0.0}, figures)
+    assert result["tool_field"] == "gpu_compute_p50_ms" and result["within_5pct"]
+
+
 def test_trtexec_failure_carries_its_log(tmp_path):
     binary = _executable(tmp_path / "trtexec", "#!/bin/sh\necho '[E] Error[1]: Cannot deserialize engine'\nexit 1\n")
     with pytest.raises(StepError, match="trtexec exited with code 1") as caught:

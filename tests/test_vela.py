@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builder import execute, inputs
+from builder import execute, formats, inputs
 from builder.catalog import load_recipe, load_target
 from builder.plan import make_plan
-from builder.steps import vela
-from builder.steps.base import StepContext
+from builder.runtimes import runtime_class
 from builder.workdir import PLAN
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
@@ -36,10 +35,8 @@ def compiled(tmp_path_factory):
     return workdir, plan, record, call
 
 
-def _ctx(workdir, plan, call) -> StepContext:
-    import logging
-
-    return StepContext(workdir=workdir, call=call, log=logging.getLogger("test_vela"))
+def _files(workdir, call) -> dict[str, Path]:
+    return {name: workdir / rel for name, rel in call.inputs.items()}
 
 
 def test_vela_compiles_every_op_for_the_npu_and_estimates_it(compiled):
@@ -50,13 +47,14 @@ def test_vela_compiles_every_op_for_the_npu_and_estimates_it(compiled):
     assert 0 < estimate["inference_ms"] < 1000 and estimate["cycles_total"] > 0 and estimate["macs"] > 0
     assert estimate["inferences_per_second"] == pytest.approx(1000.0 / estimate["inference_ms"], rel=1e-6)
     artifact = workdir / plan.artifacts["int8"]
-    assert artifact.name.endswith("_vela.tflite") and vela.is_vela(artifact)
+    assert artifact.name.endswith("_vela.tflite") and formats.of_file(artifact.name).name == "vela"
     assert b"ethos-u" in artifact.read_bytes()  # the NPU command stream is one custom op
 
 
 def test_the_benchmark_of_a_vela_artifact_is_the_marked_estimate(compiled):
     workdir, plan, record, call = compiled
-    result = vela.estimate_benchmark(_ctx(workdir, plan, call))
+    assert call.params["runtime"] == "ethos-u"  # the target's runtime, for its own format
+    result = runtime_class("ethos-u").estimate(_files(workdir, call))
     assert result["estimate"] is True and result["runtime"] == "vela-estimate"
     assert result["p50_ms"] == pytest.approx(record["result"]["vela"]["inference_ms"])
     assert result["size_bytes"] == (workdir / plan.artifacts["int8"]).stat().st_size
@@ -66,9 +64,9 @@ def test_validation_stands_in_the_int8_tflite_that_vela_compiled(compiled):
     from builder.runtimes import load
 
     workdir, plan, _, call = compiled
-    stand_in = vela.validation_stand_in(_ctx(workdir, plan, call))
+    stand_in = runtime_class("ethos-u").stand_in(_files(workdir, call))
     session = load(stand_in)
-    assert session.inputs[0].dtype == "int8" and not vela.is_vela(stand_in)
+    assert session.inputs[0].dtype == "int8" and formats.of_file(stand_in.name).name == "tflite"
     sample = np.load(workdir / "work" / "data" / "validation.npy")[0]
     assert session.run([sample])[0].shape[-1] == 1000
 

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from builder.config.common import PRECISIONS, SUFFIX_FORMATS, IoDtype, ModelFormat, Precision, Strict, path_kind
+from builder import formats
+from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, path_kind
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
 from builder.config.paths import DIRECTORY, FILE, loading, local_path, member_path, plain_name
 
@@ -146,7 +147,8 @@ class Source(FileRef):
     pip: PipMember | None = None
     file: Path | None = None
     keras: KerasApp | None = None
-    format: ModelFormat | None = Field(None, description="default: from the file suffix")
+    format: str | None = Field(None, description="a registered model format (`builder formats`); default: from "
+                               "the file suffix")
     frozen_graph: FrozenGraph | None = None
     torch: TorchExport | None = None
     onnx2tf: Onnx2tfSource | None = Field(
@@ -155,6 +157,13 @@ class Source(FileRef):
     requantize: bool = Field(False, description="quantize a source that is already quantized (refused by default)")
 
     _file_exists = field_validator("file")(local_path(FILE, DIRECTORY))
+
+    @field_validator("format")
+    @classmethod
+    def _format_known(cls, name: str | None) -> str | None:
+        if name is not None and name not in formats.all_formats():
+            raise ValueError(f"unknown format {name!r}; known: {', '.join(sorted(formats.all_formats()))}")
+        return name
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -180,15 +189,17 @@ class Source(FileRef):
 
     @model_validator(mode="after")
     def _file_kind(self, info: ValidationInfo):
-        """A SavedModel is a folder; every other format is one file (OpenVINO's .xml with its .bin)."""
+        """A SavedModel is a folder; every other format is one file, with its companions beside it (an
+        OpenVINO IR's .bin)."""
         if not loading(info) or self.file is None:
             return self
-        want = DIRECTORY if self.resolved_format == "saved_model" else FILE
+        fmt = formats.get(self.resolved_format)
+        want = DIRECTORY if fmt.is_folder else FILE
         if path_kind(self.file) != want:
-            raise ValueError(f"file {self.file} is a {path_kind(self.file)}; format {self.resolved_format} needs a {want}")
-        weights = self.file.with_suffix(".bin")
-        if self.resolved_format == "openvino" and path_kind(weights) != FILE:
-            raise ValueError(f"file {self.file}: its weights {weights.name} are not beside it")
+            raise ValueError(f"file {self.file} is a {path_kind(self.file)}; format {fmt.name} needs a {want}")
+        for role, part in fmt.companion_files(str(self.file)).items():
+            if path_kind(Path(part)) != FILE:
+                raise ValueError(f"file {self.file}: its {role} {Path(part).name} are not beside it")
         return self
 
     @property
@@ -201,7 +212,8 @@ class Source(FileRef):
             return self.format
         if self.keras:
             return "keras"
-        return SUFFIX_FORMATS.get(Path(self.name).suffix.lower())
+        fmt = formats.of_file(Path(self.name).name)
+        return fmt.name if fmt else None
 
 
 class InputSpec(Strict):

@@ -68,13 +68,31 @@ class Target(Strict):
     description: str = ""
     platform: Platform
     accelerator: Literal["cpu", "gpu", "npu"] = "cpu"
-    format: Literal["tflite", "onnx", "openvino", "tensorrt", "vela"]
-    runtime: Literal["litert", "onnxruntime", "openvino", "tensorrt", "vela"]
+    format: str = Field(description="the model format it ships (`builder formats`)")
+    runtime: str = Field(description="the runtime that runs its format on the device")
     variants: dict[Precision, list[ChainStep]] = Field(min_length=1, description="precision -> steps producing it")
     images: Images
     device_only: list[str] = Field([], description="step kinds that must run on the device itself")
     requires: Requires = Requires()
     ort_quantization: OrtQuantization = Field(OrtQuantization(), description="weights are int8 on every target")
+
+    @field_validator("format")
+    @classmethod
+    def _format_known(cls, name: str) -> str:
+        from builder import formats
+
+        if name not in formats.all_formats():
+            raise ValueError(f"unknown format {name!r}; known: {', '.join(sorted(formats.all_formats()))}")
+        return name
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime_known(cls, name: str) -> str:
+        from builder import runtimes
+
+        if name not in runtimes.names():
+            raise ValueError(f"unknown runtime {name!r}; known: {', '.join(runtimes.names())}")
+        return name
 
     @field_validator("variants", mode="before")
     @classmethod

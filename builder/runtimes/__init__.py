@@ -1,9 +1,12 @@
 """Load a model file into a runtime session and run it on numpy arrays.
 
 One registry: each runtime module defines one `BaseSession` subclass that
-registers itself with its `runtime` name and file `suffixes`. The runtime
-modules import their heavy library lazily, so importing this package costs
-only numpy (device images are small, and arm64 ones run under QEMU).
+registers itself with its `runtime` name; a model format (`builder.formats`)
+names the runtime that loads it. A runtime also says how the benchmark step
+measures its models beyond timing them (`extra_figures`, `second_opinions`), or,
+for an accelerator that cannot run here, what stands in (`estimate`, `stand_in`).
+The runtime modules import their heavy library lazily, so importing this
+package costs only numpy (device images are small, and arm64 ones run under QEMU).
 
 A shape in `TensorInfo` uses -1 for a dynamic dimension; pass
 `input_shapes={"name": (1, 3, 48, 192)}` to `load()` to fix them.
@@ -54,15 +57,47 @@ class Session(Protocol):
 _REGISTRY: dict[str, type[BaseSession]] = {}
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How the benchmark step times a model: a runtime's own tools time it alike."""
+
+    threads: int
+    runs: int
+    warmup: int
+    throughput: bool  # also the runtime's asynchronous throughput, where it has one
+    emulated: bool  # under QEMU: slow, and not the device's figures
+
+
 class BaseSession:
     """Float conversions shared by every runtime; subclasses implement `run_raw`."""
 
     runtime: ClassVar[str]
-    suffixes: ClassVar[tuple[str, ...]]
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _REGISTRY[cls.runtime] = cls
+
+    @classmethod
+    def estimate(cls, files: Mapping[str, Path]) -> dict | None:
+        """A benchmark record this runtime reports instead of timing the model (an accelerator that is not
+        here), from the benchmark step's declared input `files`; None: time it."""
+        return None
+
+    @classmethod
+    def stand_in(cls, files: Mapping[str, Path]) -> Path | None:
+        """A model validated in this one's place, when this runtime cannot run it here; None: itself."""
+        return None
+
+    @classmethod
+    def extra_figures(cls, model: Path, session: Session, timing: Timing) -> dict:
+        """Figures beside the latency (e.g. an asynchronous throughput), merged into the benchmark record:
+        fields of `records.BenchmarkResult`, which refuses others."""
+        return {}
+
+    @classmethod
+    def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
+        """The vendor's own benchmark tools that are installed, by name: each returns its parsed figures."""
+        return {}
 
     def __init__(self, path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], threads: int):
         self.path = path
@@ -93,23 +128,39 @@ class BaseSession:
         return random_inputs(self.inputs, seed, origin=self.path.name)
 
 
+def names() -> list[str]:
+    """Every registered runtime (a plugin's too)."""
+    from builder import plugins
+
+    plugins.load()
+    return sorted(_REGISTRY)
+
+
+def runtime_class(name: str) -> type[BaseSession]:
+    """The registered runtime `name` (a plugin's too)."""
+    if name not in names():
+        raise ConfigError(f"unknown runtime {name!r}", hint=f"choose one of {', '.join(names())}")
+    return _REGISTRY[name]
+
+
 def load(path: Path, *, threads: int = 2, runtime: str | None = None, **options) -> Session:
-    """Open `path` in the runtime its suffix names (.tflite, .onnx, .xml, .engine) or `runtime`.
+    """Open `path` in `runtime`, or in the runtime of the format its name says (.tflite, .onnx, .xml, .engine).
 
     Options go to the runtime: `input_shapes` for all; `providers` and
     `graph_optimization_level` for onnxruntime; `device`, `precision`
     (default "f32") and `performance_hint` for OpenVINO; `xnnpack` for LiteRT;
     `dla_core` for TensorRT (.engine).
     """
+    from builder import formats
+
     path = Path(path)
     if runtime is None:
-        runtime = next((name for name, cls in _REGISTRY.items() if path.suffix.lower() in cls.suffixes), None)
-        if runtime is None:
-            known = ", ".join(s for cls in _REGISTRY.values() for s in cls.suffixes)
+        fmt = formats.of_file(path.name)
+        if fmt is None or fmt.runtime is None:
+            known = ", ".join(f.suffix for f in formats.all_formats().values() if f.runtime)
             raise ConfigError(f"no runtime for model file {path.name}", hint=f"use one of {known} or pass runtime=")
-    if runtime not in _REGISTRY:
-        raise ConfigError(f"unknown runtime {runtime!r}", hint=f"choose one of {', '.join(sorted(_REGISTRY))}")
-    session_cls = _REGISTRY[runtime]
+        runtime = fmt.runtime
+    session_cls = runtime_class(runtime)
     accepted = set(inspect.signature(session_cls.__init__).parameters) - {"self", "path", "threads"}
     if set(options) - accepted:
         raise ConfigError(
@@ -229,4 +280,4 @@ def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, *, origin: str = "
 
 
 # Registration: these modules import their runtime library only when a model is loaded.
-from builder.runtimes import litert, onnxruntime, openvino, tensorrt  # noqa: E402,F401
+from builder.runtimes import ethos_u, litert, onnxruntime, openvino, tensorrt  # noqa: E402,F401

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import ConfigError, StepError
-from builder.runtimes import BaseSession, TensorInfo, with_shapes
+from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,16 @@ class LiteRTSession(BaseSession):
     """
 
     runtime = "litert"
-    suffixes = (".tflite",)
+
+    @classmethod
+    def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
+        from builder import benchmark
+
+        binary = benchmark.benchmark_model_binary()
+        if binary is None:
+            return {}
+        return {"benchmark_model": lambda: benchmark.benchmark_model_tool(
+            binary, model, threads=timing.threads, runs=timing.runs, warmup=timing.warmup)}
 
     def __init__(
         self,

@@ -30,7 +30,6 @@ class OnnxRuntimeSession(BaseSession):
     """An InferenceSession with `threads` intra-op threads (CPU provider unless `providers` says)."""
 
     runtime = "onnxruntime"
-    suffixes = (".onnx",)
 
     def __init__(
         self,

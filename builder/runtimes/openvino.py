@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import ConfigError, StepError
-from builder.runtimes import BaseSession, TensorInfo, with_shapes
+from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
 
 def _ov():
@@ -71,7 +71,25 @@ class OpenVINOSession(BaseSession):
     """A compiled model with one infer request; f32 precision and LATENCY hint by default."""
 
     runtime = "openvino"
-    suffixes = (".xml",)
+
+    @classmethod
+    def extra_figures(cls, model: Path, session: Session, timing: Timing) -> dict:
+        if not timing.throughput or timing.emulated:
+            return {}
+        from builder import benchmark
+
+        return {"async": benchmark.openvino_throughput(model)}
+
+    @classmethod
+    def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
+        from builder import benchmark
+
+        if not timing.throughput or timing.emulated or not benchmark.benchmark_app_binary():
+            return {}
+        # benchmark_app's -shape for the session's inputs, dynamic dims (the batch) as 1
+        shape = ",".join(f"{t.name}[{','.join(str(d if d > 0 else 1) for d in t.shape)}]" for t in session.inputs)
+        return {"benchmark_app": lambda: benchmark.benchmark_app_tool(model, seconds=5, shape=shape,
+                                                                       threads=timing.threads)}
 
     def __init__(
         self,

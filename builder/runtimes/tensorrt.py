@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import ConfigError, StepError
-from builder.runtimes import BaseSession, TensorInfo, with_shapes
+from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
 
 def _trt():
@@ -63,7 +63,17 @@ class TensorRTSession(BaseSession):
     """
 
     runtime = "tensorrt"
-    suffixes = (".engine",)
+
+    @classmethod
+    def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
+        from builder import trtexec
+
+        binary = trtexec.trtexec_binary()
+        if binary is None:
+            return {}
+        # trtexec's "Latency" adds the host<->device copies, which the benchmark does not time
+        return {"trtexec": lambda: {**trtexec.trtexec_tool(model, binary=binary, iterations=timing.runs),
+                                    "compared_field": "gpu_compute_p50_ms"}}
 
     def __init__(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -12,10 +11,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from builder import device_facts
+from builder import device_facts, formats
 from builder.config.recipe import Benchmark as Settings
 from builder.errors import StepError
-from builder.steps import vela
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
 
 GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "source." fields compare with the source
@@ -35,9 +33,24 @@ _DEFAULTS = Settings()  # a recipe's benchmark settings when it sets none
 
 
 def model_size(path: Path) -> int:
-    """Bytes on disk; an OpenVINO IR counts its .bin too."""
-    files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
-    return sum(f.stat().st_size for f in files if f.exists())
+    """Bytes on disk, the model's companions (an OpenVINO IR's weights) included."""
+    fmt = formats.of_file(path.name)
+    return sum(f.stat().st_size for f in (fmt.files(path) if fmt else [path]) if f.exists())
+
+
+def runtime_for(scope: PlanScope, fmt: str | None) -> str:
+    """The runtime that measures a model of `fmt` on this target: the target's for its own format, else the
+    format's."""
+    if fmt == scope.target.format:
+        return scope.target.runtime
+    runtime = formats.get(fmt).runtime if fmt else None
+    if runtime is None:
+        raise StepError(f"no runtime runs {fmt} models", hint="measure a model in a format a runtime loads")
+    return runtime
+
+
+def _files(ctx: StepContext) -> dict[str, Path]:
+    return {name: ctx.input(name) for name in ctx.call.inputs}
 
 
 class Benchmark(Step):
@@ -55,20 +68,25 @@ class Benchmark(Step):
         min_seconds: float = _DEFAULTS.min_seconds
         emulated_runs: int = _DEFAULTS.emulated_runs
         throughput: bool = _DEFAULTS.throughput
+        runtime: str = Field(description="the runtime that loads the model: the target's for its format, "
+                                         "else the format's")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        return scope.recipe.benchmark.model_dump(include=set(cls.Params.model_fields))
+        return (scope.recipe.benchmark.model_dump(include=set(cls.Params.model_fields))
+                | {"runtime": runtime_for(scope, scope.format)})
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import benchmark
+        from builder.runtimes import Timing, runtime_class
 
-        if vela.is_vela(ctx.input("model")):  # runs only on the NPU: report Vela's estimate instead
-            return {"benchmark": vela.estimate_benchmark(ctx)}
+        runtime = runtime_class(params.runtime)
+        if (estimate := runtime.estimate(_files(ctx))) is not None:  # an accelerator that is not here
+            return {"benchmark": estimate}
         model = ctx.input("model")
         runs = params.emulated_runs if ctx.emulated else params.runs
         thermal_before = device_facts.thermal_state()
-        session, init_ms = benchmark.measure_load(model, threads=params.threads)
+        session, init_ms = benchmark.measure_load(model, threads=params.threads, runtime=params.runtime)
         ctx.log.info("%s loaded in %.1f ms; timing %d runs", model.name, init_ms, runs)
         result = benchmark.measure(session, warmup=min(params.warmup, 1) if ctx.emulated else params.warmup, runs=runs,
                                    min_seconds=0.0 if ctx.emulated else params.min_seconds)
@@ -76,38 +94,25 @@ class Benchmark(Step):
                    "size_bytes": model_size(model),
                    "device": {**ctx.placement.model_dump(), **device_facts.machine_facts(),
                               "thermal_before": thermal_before, "thermal_after": device_facts.thermal_state()}}
-        tools: dict[str, Callable[[], dict]] = {}
-        if session.runtime == "openvino" and params.throughput and not ctx.emulated:
-            result["async"] = benchmark.openvino_throughput(model)
-            if benchmark.benchmark_app_binary():
-                tools["benchmark_app"] = lambda: benchmark.benchmark_app_tool(
-                    model, seconds=5, shape=_shapes(session), threads=params.threads)
-        binary = os.environ.get("BENCHMARK_MODEL_BIN")
-        if session.runtime == "litert" and binary:
-            tools["benchmark_model"] = lambda: benchmark.benchmark_model_tool(
-                Path(binary), model, threads=params.threads, runs=runs, warmup=params.warmup)
-        if session.runtime == "tensorrt":
-            from builder import trtexec
-
-            if trtexec_binary := trtexec.trtexec_binary():
-                tools["trtexec"] = lambda: trtexec.trtexec_tool(model, binary=trtexec_binary, iterations=runs)
-        if tools:
+        timing = Timing(threads=params.threads, runs=runs, warmup=params.warmup, throughput=params.throughput,
+                        emulated=ctx.emulated)
+        result |= runtime.extra_figures(model, session, timing)
+        if tools := runtime.second_opinions(model, session, timing):
             result["tools"] = {name: _second_opinion(ctx, name, run) for name, run in tools.items()}
-            result["vs_tools"] = {name: vs_tool(result, name, figures) for name, figures in result["tools"].items()
-                                  if figures.get(_TOOL_P50.get(name, "p50_ms"))}
+            result["vs_tools"] = {name: vs_tool(result, figures) for name, figures in result["tools"].items()
+                                  if figures.get(figures.get("compared_field", "p50_ms"))}
         ctx.log.info("p50 %.3f ms, %.1f fps%s", result["p50_ms"], result["throughput_fps"],
                      " (EMULATED: not device timings)" if ctx.emulated else "")
         return {"benchmark": result}
 
 
-# the tool's figure for what we time: trtexec's "Latency" adds the host<->device copies, which we do not time
-_TOOL_P50 = {"trtexec": "gpu_compute_p50_ms"}
 TOOL_TOLERANCE = 0.05  # our p50 within 5% of the vendor tool's
 
 
-def vs_tool(ours: dict, tool: str, theirs: dict) -> dict:
-    """Our p50 over the tool's on the same artifact; when they differ by more than 5%, why, as far as we can tell."""
-    key = _TOOL_P50.get(tool, "p50_ms")
+def vs_tool(ours: dict, theirs: dict) -> dict:
+    """Our p50 over the tool's on the same artifact (its `compared_field` when its p50 times something else);
+    when they differ by more than 5%, why, as far as we can tell."""
+    key = theirs.get("compared_field", "p50_ms")
     ratio = ours["p50_ms"] / theirs[key]
     why = None
     if abs(ratio - 1) > TOOL_TOLERANCE:
@@ -118,11 +123,6 @@ def vs_tool(ours: dict, tool: str, theirs: dict) -> dict:
         else:
             why = f"unexplained: other processes used only {ours.get('other_cpu_load', 0):.0%} of the CPUs"
     return {"p50_ratio": round(ratio, 3), "tool_field": key, "within_5pct": abs(ratio - 1) <= TOOL_TOLERANCE, "why": why}
-
-
-def _shapes(session) -> str:
-    """benchmark_app's -shape for the session's inputs, dynamic dims (the batch) as 1."""
-    return ",".join(f"{t.name}[{','.join(str(d if d > 0 else 1) for d in t.shape)}]" for t in session.inputs)
 
 
 def _second_opinion(ctx: StepContext, name: str, run: Callable[[], dict]) -> dict:
@@ -153,10 +153,17 @@ class Validate(Step):
             "generic", description="the recipe's task: a classifier also gets top-k agreement and accuracy")
         emulated_samples: int = Field(_DEFAULTS.emulated_validation_samples,
                                       description="samples validated under emulation (benchmark.emulated_validation_samples)")
+        runtime: str = Field(description="the runtime that loads the model")
+        reference_runtime: str = Field(description="the runtime that loads the reference (the fp32 artifact)")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        return {"task": scope.recipe.task, "emulated_samples": scope.recipe.benchmark.emulated_validation_samples}
+        from builder.steps import registry
+
+        fp32_chain = scope.target.variants["fp32"]
+        reference_format = registry.get(fp32_chain[-1].step).produces or scope.target.format
+        return {"task": scope.recipe.task, "emulated_samples": scope.recipe.benchmark.emulated_validation_samples,
+                "runtime": runtime_for(scope, scope.format), "reference_runtime": runtime_for(scope, reference_format)}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
@@ -164,7 +171,7 @@ class Validate(Step):
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import metrics
-        from builder.runtimes import load
+        from builder.runtimes import load, runtime_class
 
         if "validation" not in ctx.call.inputs:
             ctx.log.warning("no validation data in the recipe: nothing to validate")
@@ -175,15 +182,16 @@ class Validate(Step):
         if ctx.emulated:  # about a second per inference under QEMU: validate on a subset spread over every image
             chosen = spread(len(everything), params.emulated_samples)
         samples = everything[list(chosen)]
-        model = ctx.input("model")
-        if vela.is_vela(model):  # an NPU command stream: validate the int8 TFLite Vela compiled
-            model = vela.validation_stand_in(ctx)
-            ctx.log.info("validating %s, the int8 TFLite that Vela compiled (the NPU keeps its int8 arithmetic)", model.name)
-        ref_out = _reference_outputs(str(ctx.input("reference")), str(samples_path), chosen)
+        model, runtime = ctx.input("model"), params.runtime
+        if stand_in := runtime_class(runtime).stand_in(_files(ctx)):  # a model only an accelerator runs
+            model, runtime = stand_in, None
+            ctx.log.info("validating %s in its place (%s runs only on its accelerator)",
+                         model.name, ctx.input("model").name)
+        ref_out = _reference_outputs(str(ctx.input("reference")), params.reference_runtime, str(samples_path), chosen)
         if model == ctx.input("reference"):  # fp32 is its own reference: its real figure is against the source
             cand_out = ref_out
         else:
-            candidate = load(model)
+            candidate = load(model, runtime=runtime)
             cand_out = [candidate.run([s]) for s in samples]
         result = {"reference": ctx.input("reference").name, "samples": int(len(samples)), "emulated": ctx.emulated}
         if model != ctx.input("model"):
@@ -224,11 +232,11 @@ def _agreement(task: str, reference: list[list[np.ndarray]], candidate: list[lis
 
 
 @functools.lru_cache(maxsize=1)
-def _reference_outputs(reference: str, samples: str, chosen: tuple[int, ...]) -> list[list[np.ndarray]]:
+def _reference_outputs(reference: str, runtime: str, samples: str, chosen: tuple[int, ...]) -> list[list[np.ndarray]]:
     """The fp32 reference's outputs, computed once per stage for all the variants validated against it."""
     from builder.runtimes import load
 
-    session = load(Path(reference))
+    session = load(Path(reference), runtime=runtime)
     return [session.run([s]) for s in np.load(samples)[list(chosen)]]
 
 

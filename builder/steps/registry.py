@@ -8,9 +8,16 @@ from builder.errors import ConfigError
 from builder.steps.base import _REGISTRY, Step
 
 
-def get(kind: str) -> type[Step]:
-    import builder.steps  # noqa: F401  (make sure every step module is loaded)
+def _load_all() -> None:
+    """Every step module of the project and of the installed plugins (classes register on import)."""
+    import builder.steps  # noqa: F401
+    from builder import plugins
 
+    plugins.load()
+
+
+def get(kind: str) -> type[Step]:
+    _load_all()
     try:
         return _REGISTRY[kind]
     except KeyError:
@@ -18,8 +25,7 @@ def get(kind: str) -> type[Step]:
 
 
 def all_steps() -> dict[str, type[Step]]:
-    import builder.steps  # noqa: F401
-
+    _load_all()
     return dict(sorted(_REGISTRY.items()))
 
 

@@ -1,10 +1,9 @@
 """compile.vela: full-int8 TFLite -> Ethos-U NPU command stream, with Vela's performance estimate.
 
-A Vela-compiled model runs only on the NPU (its graph is one `ethos-u` custom
-op), so the device stage cannot time or run it on a CPU: `estimate_benchmark`
-reports Vela's estimate (an output of compile.vela, an input of the benchmark) in the
-benchmark schema (`estimate: true`), and `validation_stand_in` is the int8 TFLite that
-Vela compiled, whose integer arithmetic the NPU reproduces, for validation.
+A Vela-compiled model runs only on the NPU, so the device stage cannot time or run
+it on a CPU: the `ethos-u` runtime (builder/runtimes/ethos_u.py) reports Vela's estimate
+(an output of compile.vela, an input of the benchmark) and validates the int8 TFLite
+that Vela compiled in its place.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from builder.errors import ConversionError, StepError
+from builder.errors import ConversionError
 from builder.steps.base import Step, StepCall, StepContext, StepParams
 from builder.util import atomic_copy, atomic_write_bytes
 
@@ -104,39 +103,3 @@ class CompileVela(Step):
         record = {**estimate, "compiled_from": str(model.relative_to(ctx.workdir))}
         atomic_write_bytes(ctx.output("estimate"), json.dumps(record, indent=1).encode())
         return {"vela": record}
-
-
-def _from_compile(ctx: StepContext, name: str) -> Path:
-    """A file compile.vela made or read ("estimate", "compiled_from"), declared as this step's input."""
-    if name not in ctx.call.inputs:
-        raise StepError(f"no Vela {name} for {ctx.input('model').name}: the plan gives this step none",
-                        hint="measure the artifact of a compile.vela step")
-    return ctx.input(name)
-
-
-def _estimate(ctx: StepContext) -> dict:
-    return json.loads(_from_compile(ctx, "estimate").read_text())
-
-
-def is_vela(model: Path) -> bool:
-    return model.name.endswith("_vela.tflite")
-
-
-def estimate_benchmark(ctx: StepContext) -> dict:
-    """The benchmark record of a Vela artifact: Vela's estimate, not a measurement (`estimate: true`)."""
-    est = _estimate(ctx)
-    ctx.log.info("Vela estimate for %s on %s: %.3f ms, %.1f inferences/s (not measured)",
-                 ctx.input("model").name, est["accelerator"], est["inference_ms"], est["inferences_per_second"])
-    return {
-        "runtime": "vela-estimate", "estimate": True, "emulated": False, "threads": None, "runs": None,
-        "mean_ms": est["inference_ms"], "p50_ms": est["inference_ms"], "min_ms": est["inference_ms"],
-        "throughput_fps": est["inferences_per_second"],
-        "accelerator": est["accelerator"], "system_config": est["system_config"], "memory_mode": est["memory_mode"],
-        "cycles_total": est["cycles_total"], "npu_operators": est["npu_operators"], "cpu_operators": est["cpu_operators"],
-        "size_bytes": ctx.input("model").stat().st_size,
-    }
-
-
-def validation_stand_in(ctx: StepContext) -> Path:
-    """The int8 TFLite that Vela compiled: validated in its place (the NPU computes the same integers)."""
-    return _from_compile(ctx, "compiled_from")

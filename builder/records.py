@@ -1,0 +1,360 @@
+"""The records a run writes and reads, typed: a step's record (`work/records/<id>.json`), the benchmark and
+validation results in it, and `results.json` (a VariantResult per variant, and the recommendation).
+
+They are written and read here, through these models, and nowhere else. Every model whose producer is this
+project forbids unknown keys; only a vendor tool's parsed figures and a converter's own report stay open
+dicts. A model dumps only the fields its producer set, so the files keep the keys they always had.
+`builder schema results` prints the JSON Schema of results.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+
+from builder.errors import BuilderError, StepError
+from builder.placement import Placement
+from builder.util import atomic_write_bytes
+
+Interval = tuple[float, float]  # a rate's 95% interval (Wilson), written as a two-item list
+
+
+class Strict(BaseModel):
+    """Our own producer, fixed keys: an unknown one is an error, not a silent extra."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+# --- a benchmark ------------------------------------------------------------------------------------------
+
+class Thermal(Strict):
+    """Whether the machine was in a state to give good numbers (device_facts.thermal_state)."""
+
+    cpu_governor: str | dict[str, str] | None = Field(None, description="one governor, or one per cpufreq policy")
+    cpu_freq_mhz: dict[str, dict[str, int]] | None = Field(None, description="policy -> cur/min/max MHz")
+    temperatures_c: dict[str, float] | None = None
+    throttled: dict[str, str | bool] | None = Field(None, description="a Raspberry Pi's get_throttled bits")
+
+
+class DeviceFacts(Placement):
+    """Where a benchmark ran (its placement) and what that machine reported of itself (device_facts)."""
+
+    cpu_model: str | None = None
+    cpu_flags: list[str] | None = None
+    logical_cores: int | None = None
+    cpus_allowed: int | None = None
+    cgroup_cpu_quota: float | None = None
+    kernel: str | None = None
+    arch: str | None = None
+    memory_total_bytes: int | None = None
+    cgroup_memory_limit_bytes: int | None = None
+    os: str | None = None
+    board_model: str | None = None
+    l4t: str | None = None
+    jetpack: str | None = None
+    tensorrt: str | None = None
+    jetson_power_mode: str | None = None
+    jetson_power_mode_id: int | None = None
+    cuda: str | None = None
+    thermal_before: Thermal | None = None
+    thermal_after: Thermal | None = None
+
+
+class AsyncThroughput(Strict):
+    """OpenVINO's asynchronous throughput (THROUGHPUT hint, every optimal infer request kept busy)."""
+
+    mode: str
+    device: str
+    requests: int
+    infers: int
+    seconds: float
+    throughput_fps: float
+
+
+class ToolComparison(Strict):
+    """Our p50 over a vendor tool's on the same artifact, and why they differ by more than 5%."""
+
+    p50_ratio: float
+    tool_field: str = Field(description="the tool's figure compared with our p50")
+    within_5pct: bool
+    why: str | None = None
+
+
+class BenchmarkResult(Strict):
+    """A variant's timings: measured by the benchmark step, or Vela's estimate for an NPU (`estimate`)."""
+
+    runtime: str
+    threads: int | None = None
+    warmup: int | None = None
+    runs: int | None = None
+    mean_ms: float
+    std_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    p50_ms: float
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    throughput_fps: float | None = None
+    peak_rss_mb: float | None = Field(None, description="this process's peak resident memory around the timed runs")
+    process_peak_rss_mb: float | None = None
+    other_cpu_load: float | None = Field(None, description="share of the CPUs other processes used meanwhile")
+    init_ms: float | None = None
+    emulated: bool = Field(False, description="timed under QEMU: not device timings")
+    on_target: bool = Field(True, description="timed on a machine of the target's platform")
+    size_bytes: int | None = None
+    device: DeviceFacts | None = None
+    async_: AsyncThroughput | None = Field(None, alias="async")
+    tools: dict[str, dict[str, Any]] | None = Field(
+        None, description="a vendor tool's own figures (benchmark_model, benchmark_app, trtexec), as it reports them")
+    vs_tools: dict[str, ToolComparison] | None = None
+    estimate: bool = Field(False, description="Vela's estimate for the NPU, not a measurement")
+    accelerator: str | None = None
+    system_config: str | None = None
+    memory_mode: str | None = None
+    cycles_total: int | None = None
+    npu_operators: int | None = None
+    cpu_operators: int | None = None
+    cached: bool = Field(False, description="reused from the step cache, measured when `measured` says")
+    measured: str | None = None
+
+
+# --- a validation -----------------------------------------------------------------------------------------
+
+class Agreement(Strict):
+    """A candidate's outputs against a reference's (metrics.compare); rates with their 95% interval."""
+
+    cosine: float | None = None
+    cosine_min: float | None = None
+    max_abs_error: float | None = None
+    mean_abs_error: float | None = None
+    snr_db: float | None = None
+    top1_agreement: float | None = None
+    top1_agreement_interval: Interval | None = None
+    top5_agreement: float | None = None
+    top5_agreement_interval: Interval | None = None
+
+
+class Gate(Strict):
+    """One accuracy gate of the recipe and its outcome: undecided when the interval straddles the threshold."""
+
+    gate: str
+    metric: str
+    threshold: float
+    value: float | None
+    outcome: Literal["pass", "fail", "undecided"]
+    passed: bool
+    interval: Interval | None = None
+    samples_needed: int | None = None
+
+
+class ValidationResult(Agreement):
+    """A variant against the fp32 artifact (the figures at the top) and against the source model (`source`)."""
+
+    reference: str
+    samples: int
+    emulated: bool = False
+    validated: str | None = Field(None, description="the model validated in the artifact's place (Vela's int8 TFLite)")
+    top1_accuracy: float | None = None
+    top1_accuracy_interval: Interval | None = None
+    source: Agreement | None = None
+    gates: list[Gate] = []
+    cached: bool = False
+    measured: str | None = None
+
+
+# --- a step's record --------------------------------------------------------------------------------------
+
+class OutputFile(Strict):
+    path: str
+    sha256: str = Field(description="a file's, or a folder's over its files' paths and hashes")
+    size: int
+
+
+class StepOutcome(Strict):
+    """How a step ended, and why when it did not finish: what causes.classify reads."""
+
+    status: Literal["ok", "failed", "skipped"]
+    kind: str | None = None
+    error: str | None = None
+    cause: str | None = None
+    hint: str | None = None
+    log_tail: list[str] = []
+
+
+class StepRecord(StepOutcome):
+    """`work/records/<id>.json`: one step of a run, as it ran or was taken from the step cache (`cached`,
+    `finished` then the date it really ran)."""
+
+    id: str
+    kind: str
+    stage: Literal["toolchain", "device"]
+    variant: str | None = None
+    outputs: dict[str, OutputFile] = {}
+    seconds: float
+    finished: str | None = None
+    blocked_by: str | None = Field(None, description="the failed step a skipped one waited for")
+    result: dict[str, Any] | None = Field(None, description="the step's own report, as its kind makes it")
+    cached: bool = False
+
+
+class BenchmarkOutput(Strict):
+    benchmark: BenchmarkResult
+
+
+class ValidationOutput(Strict):
+    validation: ValidationResult | None = Field(description="None: the recipe has no validation data")
+
+
+class BenchmarkRecord(StepRecord):
+    result: BenchmarkOutput | None = None  # type: ignore[assignment]
+
+
+class ValidateRecord(StepRecord):
+    result: ValidationOutput | None = None  # type: ignore[assignment]
+
+
+MEASURED = {"benchmark": BenchmarkOutput, "validate": ValidationOutput}  # step kind -> its result's model
+
+
+def _record_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in MEASURED else "other"
+
+
+_STEP_RECORD = TypeAdapter(Annotated[
+    Annotated[BenchmarkRecord, Tag("benchmark")] | Annotated[ValidateRecord, Tag("validate")]
+    | Annotated[StepRecord, Tag("other")], Discriminator(_record_kind)])
+
+
+# --- results.json -----------------------------------------------------------------------------------------
+
+class Failure(Strict):
+    """The step whose failure kept a variant from being built, classified (causes.classify)."""
+
+    step: str
+    error: str | None
+    cause: str
+    hint: str | None
+
+
+class LayerError(Strict):
+    name: str
+    value: float
+
+
+class LayerErrors(Strict):
+    metric: str
+    layers: list[LayerError]
+
+
+class VariantResult(Strict):
+    """One variant of a run: its artifact, how it ended, its benchmark and validation."""
+
+    name: str
+    artifact: str
+    format: str
+    precision: str
+    io_dtype: str = Field(description="the artifact's input/output dtype")
+    status: Literal["ok", "failed", "skipped", "gate-failed", "gate-undecided"]
+    benchmark: BenchmarkResult | None = None
+    validation: ValidationResult | None = None
+    conversion: dict[str, Any] | None = Field(
+        None, description="the report of the last step that made the artifact, as that converter gives it")
+    failure: Failure | None = None
+    layer_errors: LayerErrors | None = Field(None, description="per-layer quantization error, where a run has it")
+
+
+class Recommendation(Strict):
+    """The fastest variant within every gate, with its speed-up and size against the fp32 baseline;
+    the other variants' flags (slower than fp32, a gate missed, not built)."""
+
+    variant: str | None = None
+    baseline: str | None = None
+    flags: dict[str, list[str]] = {}
+    p50_ms: float | None = None
+    size_bytes: int | None = None
+    gates_checked: int | None = None
+    emulated: bool | None = None
+    estimate: bool | None = None
+    speedup_vs_fp32: float | None = None
+    size_vs_fp32: float | None = None
+
+
+class Results(Strict):
+    """results.json: a run of one recipe on one target."""
+
+    model_config = ConfigDict(title="results.json")
+
+    recipe: str
+    target: str
+    recommendation: Recommendation = Field(default_factory=Recommendation)
+    variants: list[VariantResult]
+    skipped: dict[str, str] = Field({}, description="variant -> why the plan does not build it")
+    warnings: list[str] = []
+
+
+# --- writing and reading ----------------------------------------------------------------------------------
+
+def as_json(model: BaseModel) -> dict:
+    """A model as its file holds it: the keys its producer set, `async` by its name."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _problems(exc: ValidationError, skip: int = 0) -> str:
+    """Each problem as `field.path: message`, on one line."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][skip:]) or '(top level)'}: {e['msg']}"
+                     for e in exc.errors(include_url=False))
+
+
+def _parse(path: Path, text: str | bytes, parse, skip: int = 0) -> Any:
+    try:
+        return parse(text)
+    except ValidationError as exc:
+        raise BuilderError(f"{path}: not a valid {path.name}: {_problems(exc, skip)}") from None
+
+
+def check_result(kind: str, result: dict) -> None:
+    """A measuring step's result against its model, as the record will hold it: a wrong figure fails the
+    step that made it, not the report that reads it."""
+    if kind in MEASURED:
+        try:
+            MEASURED[kind].model_validate_json(json.dumps(result, default=str))
+        except ValidationError as exc:
+            raise StepError(f"the {kind} result does not match its record: {_problems(exc)}",
+                            hint="a bug in the step: report it with this message") from None
+
+
+def write_record(path: Path, record: dict) -> StepRecord:
+    """Write a step's record (validated: a record that does not match its model is never written)."""
+    text = json.dumps(record, indent=1, default=str)
+    model = _parse(path, text, _STEP_RECORD.validate_json, skip=1)
+    atomic_write_bytes(path, text.encode())
+    return model
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BuilderError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def read_record(path: Path) -> StepRecord:
+    return _parse(path, _read(path), _STEP_RECORD.validate_json, skip=1)  # loc[0]: the record's kind
+
+
+def read_records(folder: Path) -> dict[str, StepRecord]:
+    """Every step record in `folder`, by step id (its file name)."""
+    return {p.stem: read_record(p) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+
+
+def write_results(path: Path, results: Results) -> None:
+    atomic_write_bytes(path, json.dumps(as_json(results), indent=2).encode())
+
+
+def load_results(path: Path) -> Results:
+    """A results.json, validated; a file that is not one raises BuilderError naming the field."""
+    return _parse(path, _read(path), Results.model_validate_json)

@@ -1,0 +1,97 @@
+"""A plugin from outside the project: tests/plugin_ort, installed with pip as its own package (into a
+folder on PYTHONPATH, so this venv stays as it was), adds a format, a runtime, a step kind and a target
+that builds and measures for real through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN = Path(__file__).parent / "plugin_ort"
+TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
+BUILDER = Path(sys.executable).parent / "builder"
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of a shell where edge-builder-ort is installed."""
+    root = tmp_path_factory.mktemp("plugin")
+    source = shutil.copytree(PLUGIN, root / "src")  # setuptools writes build/ beside the sources
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(root / "site"), str(source)], check=True, capture_output=True)
+    return os.environ | {"PYTHONPATH": str(root / "site")}
+
+
+def _builder(env: dict, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BUILDER), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_without_the_plugin_its_target_is_unknown(tmp_path):
+    proc = _builder(dict(os.environ), "plan", str(TINY), "-t", "x86-ort", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown target 'x86-ort'" in proc.stderr
+
+
+def test_the_plugin_adds_its_target_step_format_and_runtime(plugin_env, tmp_path):
+    listed = _builder(plugin_env, "targets", cwd=tmp_path)
+    assert listed.returncode == 0 and "x86-ort" in listed.stdout
+    listed = _builder(plugin_env, "formats", cwd=tmp_path)
+    assert listed.returncode == 0 and "ort-format" in listed.stdout and ".ort" in listed.stdout
+    proc = _builder(plugin_env, "plan", str(TINY), "-t", "x86-ort", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["artifacts"]["int8"].endswith(".ort")
+    kinds = [s["kind"] for s in plan["steps"] if s["variant"] == "int8"]
+    assert kinds[:2] == ["quantize.ort", "convert.ort"]
+    measured = [s for s in plan["steps"] if s["kind"] in ("benchmark", "validate")]
+    assert measured and all(s["params"]["runtime"] == "ort-format" for s in measured)
+    convert = next(s for s in plan["steps"] if s["kind"] == "convert.ort")
+    assert convert["params"] == {"optimization": "basic"}  # every param the step reads, its default included
+
+
+def test_a_run_on_the_plugin_target_converts_benchmarks_and_validates(plugin_env, tmp_path):
+    proc = _builder(plugin_env, "run", str(TINY), "-t", "x86-ort", "--runner", "local", "--variant", "fp32", "--variant", "int8",
+                    "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    workdir = tmp_path / "out" / "tiny-mobilenet" / "x86-ort"
+    results = {v["name"]: v for v in json.loads((workdir / "results.json").read_text())["variants"]}
+    for name in ("fp32", "int8"):
+        variant = results[name]
+        assert variant["status"] == "ok" and variant["artifact"].endswith(".ort")
+        assert (workdir / variant["artifact"]).read_bytes()[4:8] == b"ORTM"  # the ORT flatbuffer's identifier
+        assert variant["benchmark"]["runtime"] == "ort-format" and variant["benchmark"]["p50_ms"] > 0
+        assert variant["validation"]["samples"] == 8
+    assert results["fp32"]["validation"]["source"]["cosine"] > 0.999  # the .ort computes what the Keras model does
+    assert results["int8"]["benchmark"]["size_bytes"] < results["fp32"]["benchmark"]["size_bytes"] / 2
+
+
+def test_the_plugin_goes_into_the_images_with_its_entry_point(plugin_env, tmp_path):
+    """Rendered as the docker runner renders it: the plugin's files and metadata under plugins/, copied to
+    the images' PYTHONPATH, where its entry point is found as it is here."""
+    script = ("import json; from builder import catalog, images; "
+              "image = images.render_image(catalog.load_target('x86-ort'), 'device'); "
+              "print(json.dumps({'dockerfile': image.dockerfile, 'files': sorted(image.context)}))")
+    proc = subprocess.run([sys.executable, "-c", script], env=plugin_env, cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+    rendered = json.loads(proc.stdout)
+    assert "COPY plugins/ /opt/edge-builder/" in rendered["dockerfile"]
+    assert "python -m builder.smoke onnxruntime numpy psutil edge_builder_ort" in rendered["dockerfile"]
+    files = rendered["files"]
+    assert {"plugins/edge_builder_ort/__init__.py", "plugins/edge_builder_ort/step.py",
+            "plugins/edge_builder_ort/targets/x86-ort.yaml"} <= set(files)
+    assert any(f.startswith("plugins/edge_builder_ort-") and f.endswith(".dist-info/entry_points.txt") for f in files)
+
+
+def test_a_broken_plugin_is_a_clear_error(plugin_env, tmp_path):
+    broken = tmp_path / "site"
+    shutil.copytree(plugin_env["PYTHONPATH"], broken)
+    (broken / "edge_builder_ort" / "runtime.py").write_text("raise ImportError('no onnxruntime here')\n")
+    proc = _builder(plugin_env | {"PYTHONPATH": str(broken)}, "targets", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "plugin ort (edge_builder_ort) failed to load: ImportError: no onnxruntime here" in proc.stderr
+    assert "edge-builder-ort" in proc.stderr  # the package to fix or uninstall

@@ -1,0 +1,187 @@
+"""Typed records: a real run's results.json is what `builder schema results` says, step records are read through
+their models, and a record that does not match its model is a clear error, never a KeyError in the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_compare import results, variant
+
+from builder.cli import cli
+from builder.errors import BuilderError, StepError
+from builder.execute import read_records
+from builder.records import (BenchmarkRecord, Results, StepRecord, ValidateRecord, VariantResult, as_json, check_result,
+                             load_results, write_record)
+from builder.workdir import RECORDS
+
+TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = CliRunner().invoke(cli, ["run", str(TINY), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out / "tiny-mobilenet" / "x86-tflite"
+
+
+def results_schema() -> dict:
+    result = CliRunner().invoke(cli, ["schema", "results"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def schema_problems(value, schema: dict, defs: dict, where: str = "") -> list[str]:
+    """Where `value` breaks `schema`: types, required keys, keys it does not declare (jsonschema is not a
+    dependency; this checks the parts of the draft pydantic writes)."""
+    if "$ref" in schema:
+        return schema_problems(value, defs[schema["$ref"].rsplit("/", 1)[1]], defs, where)
+    if "anyOf" in schema:
+        tries = [schema_problems(value, option, defs, where) for option in schema["anyOf"]]
+        return [] if [] in tries else min(tries, key=len)
+    kinds = {"object": dict, "array": (list, tuple), "string": str, "integer": int, "number": (int, float),
+             "boolean": bool, "null": type(None)}
+    if "type" in schema and not isinstance(value, kinds[schema["type"]]) or (
+            isinstance(value, bool) and schema.get("type") in ("integer", "number")):
+        return [f"{where or 'top'}: {value!r} is not {schema['type']}"]
+    if "const" in schema and value != schema["const"] or "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} is not allowed"]
+    problems = []
+    if isinstance(value, dict):
+        problems += [f"{where}.{k}: required" for k in schema.get("required", []) if k not in value]
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties", True))
+            if sub is False:
+                problems.append(f"{where}.{key}: not in the schema")
+            elif isinstance(sub, dict):
+                problems += schema_problems(item, sub, defs, f"{where}.{key}")
+    if isinstance(value, list):
+        items = schema.get("prefixItems") or [schema.get("items", {})] * len(value)
+        for i, (item, sub) in enumerate(zip(value, items)):
+            problems += schema_problems(item, sub, defs, f"{where}[{i}]")
+    return problems
+
+
+def test_the_schema_command_prints_the_json_schema_of_results_json():
+    schema = results_schema()
+    assert schema["title"] == "results.json" and schema["type"] == "object"
+    assert set(schema["required"]) == {"recipe", "target", "variants"}
+    defs = schema["$defs"]
+    assert {"VariantResult", "BenchmarkResult", "ValidationResult", "Gate", "Recommendation"} <= set(defs)
+    assert defs["VariantResult"]["additionalProperties"] is False  # our own records: a new key is a schema change
+    assert "async" in defs["BenchmarkResult"]["properties"]  # the file's key, not the Python name
+    tools = defs["BenchmarkResult"]["properties"]["tools"]["anyOf"][0]
+    assert tools["additionalProperties"] == {"additionalProperties": True, "type": "object"}  # a vendor tool's own
+    assert schema_problems(results(variant("fp32", 10.0)), schema, defs) == []
+    assert schema_problems({"recipe": "r", "target": "t", "variants": [{"name": "fp32", "status": "done"}]},
+                           schema, defs)  # the checker itself finds problems
+
+
+@pytest.mark.slow
+def test_a_real_runs_results_json_is_what_the_schema_says(tiny_run):
+    payload = json.loads((tiny_run / "results.json").read_text())
+    schema = results_schema()
+    assert schema_problems(payload, schema, schema["$defs"]) == []
+    loaded = load_results(tiny_run / "results.json")
+    assert as_json(loaded) == payload  # read and written back: the same keys and values
+    assert {"fp32", "int8"} <= {v.name for v in loaded.variants}
+    assert all(v.benchmark.p50_ms > 0 and v.validation.samples > 0 for v in loaded.variants if v.status == "ok")
+    assert loaded.recommendation.variant in {v.name for v in loaded.variants}
+
+
+@pytest.mark.slow
+def test_a_real_runs_step_records_are_read_as_their_models(tiny_run):
+    records = read_records(tiny_run)
+    kinds = {type(r) for r in records.values()}
+    assert kinds == {StepRecord, BenchmarkRecord, ValidateRecord}
+    bench = next(r for r in records.values() if isinstance(r, BenchmarkRecord))
+    assert bench.status == "ok" and bench.result.benchmark.device.device == "host"
+    for step_id, record in records.items():  # what was written is what the model reads, key for key
+        assert as_json(record) == json.loads((tiny_run / RECORDS / f"{step_id}.json").read_text()), step_id
+
+
+def _benchmark_record(**benchmark) -> dict:
+    figures = variant("fp32", 10.0)["benchmark"] | benchmark
+    return {"id": "07-benchmark-fp32", "kind": "benchmark", "stage": "device", "variant": "fp32", "outputs": {},
+            "result": {"benchmark": figures}, "status": "ok", "seconds": 0.1, "finished": "2026-01-01T00:00:00Z"}
+
+
+def test_a_bad_record_read_from_disk_names_the_file_and_the_field(tmp_path):
+    folder = tmp_path / RECORDS
+    folder.mkdir(parents=True)
+    good = folder / "07-benchmark-fp32.json"
+    good.write_text(json.dumps(_benchmark_record()))
+    assert read_records(tmp_path)["07-benchmark-fp32"].result.benchmark.p50_ms == 10.0
+    good.write_text(json.dumps(_benchmark_record(p50_ms="fast")))
+    with pytest.raises(BuilderError) as err:
+        read_records(tmp_path)
+    assert err.value.message == (f"{good}: not a valid 07-benchmark-fp32.json: result.benchmark.p50_ms: "
+                                 "Input should be a valid number, unable to parse string as a number")
+    good.write_text(json.dumps(_benchmark_record(p05_ms=1.0)))
+    with pytest.raises(BuilderError, match=r"result\.benchmark\.p05_ms: Extra inputs are not permitted"):
+        read_records(tmp_path)
+    good.write_text('{"id": "07-benchmark-fp32", ')
+    with pytest.raises(BuilderError, match="Invalid JSON"):
+        read_records(tmp_path)
+
+
+def test_a_record_that_does_not_match_its_model_is_never_written(tmp_path):
+    path = tmp_path / "r.json"
+    with pytest.raises(BuilderError, match=r"stage: Input should be 'toolchain' or 'device'"):
+        write_record(path, _benchmark_record() | {"stage": "later"})
+    assert not path.exists()
+    assert write_record(path, _benchmark_record()).result.benchmark.runtime == "litert" and path.exists()
+
+
+def test_a_measurement_its_record_cannot_hold_fails_the_step_that_made_it():
+    check_result("benchmark", _benchmark_record()["result"])
+    check_result("convert.tflite", {"anything": "a converter reports"})  # other steps' reports stay open
+    with pytest.raises(StepError, match=r"the validate result does not match its record: validation\.samples: Field"):
+        check_result("validate", {"validation": {"reference": "m.tflite", "emulated": False}})
+
+
+def test_variant_results_keep_exactly_the_keys_they_were_written_with():
+    written = variant("int8", 4.0, precision="int8") | {"status": "failed", "benchmark": None, "validation": None,
+                                                          "failure": {"step": "06-convert.tflite-int8", "error": "boom",
+                                                                      "cause": "error", "hint": None}}
+    assert as_json(VariantResult.model_validate(written)) == written
+    older = results(variant("fp32", 10.0))  # an empty recommendation, as a results.json may hold
+    assert as_json(Results.model_validate(older)) == older
+
+
+def test_compare_names_the_field_of_a_results_json_it_cannot_read(tmp_path):
+    payload = results(variant("fp32", 10.0))
+    payload["variants"][0]["benchmark"]["runs"] = "fifty"
+    (tmp_path / "results.json").write_text(json.dumps(payload))
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path), str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a results.json written by `builder run`" in result.output
+    assert "variants.0.benchmark.runs: Input should be a valid integer" in result.output
+
+
+def test_the_report_reads_a_benchmarks_other_figures_through_their_types():
+    from builder.report import _other_measurements, measured_on
+
+    openvino = variant("fp32", 10.0)
+    openvino["benchmark"] |= {
+        "runtime": "openvino",
+        "async": {"mode": "throughput", "device": "CPU", "requests": 4, "infers": 300, "seconds": 3.0,
+                  "throughput_fps": 100.0},
+        "tools": {"benchmark_app": {"tool": "benchmark_app", "mean_ms": 9.0, "throughput_fps": 111.0}},
+        "vs_tools": {"benchmark_app": {"p50_ratio": 1.2, "tool_field": "p50_ms", "within_5pct": False,
+                                       "why": "unexplained: other processes used only 0% of the CPUs"}}}
+    npu = variant("int8", 1.0, precision="int8")
+    npu["benchmark"] = {"runtime": "vela-estimate", "estimate": True, "emulated": False, "threads": None, "runs": None,
+                        "mean_ms": 1.0, "p50_ms": 1.0, "min_ms": 1.0, "throughput_fps": 1000.0,
+                        "accelerator": "Ethos_U55_256", "cycles_total": 500000, "npu_operators": 64, "cpu_operators": 0,
+                        "size_bytes": 1_000_000}
+    ov, vela = (VariantResult.model_validate(v) for v in (openvino, npu))
+    assert _other_measurements([ov, vela]) == [
+        "- fp32: async throughput 100.0 fps (4 requests); benchmark_app: mean 9.000 ms, 111.0 fps, our p50 / its "
+        "1.200 (unexplained: other processes used only 0% of the CPUs)",
+        "- int8: timings are Vela's estimate for the NPU, not a measurement"]
+    assert [measured_on(v.benchmark) for v in (ov, vela)] == ["host", "estimate (not measured)"]
+    assert as_json(ov) == openvino  # `async` keeps its name in the file
