@@ -145,14 +145,19 @@ def test_a_calibration_folder_replaces_the_synthetic_samples(tmp_path, mirror):
 
 def test_the_verification_csv_says_why_an_artifact_is_not_ok(tmp_path):
     gate = {"gate": "min_cosine", "metric": "cosine", "threshold": 0.9, "value": 0.8512, "outcome": "fail", "passed": False}
+
+    def variant(name: str, status: str, mean_ms: float | None, **more) -> dict:
+        timed = {"benchmark": {"runtime": "litert", "p50_ms": mean_ms, "mean_ms": mean_ms}} if mean_ms else {}
+        return {"name": name, "artifact": f"m_{name}.tflite", "format": "tflite", "precision": name.split("-")[0],
+                "io_dtype": "float32", "status": status, **timed, **more}
+
     results = [
-        {"name": "fp32", "artifact": "m_fp32.tflite", "status": "ok", "benchmark": {"mean_ms": 1.23456}},
-        {"name": "int8", "artifact": "m_int8.tflite", "status": "gate-failed", "benchmark": {"mean_ms": 0.5},
-         "validation": {"gates": [gate]}},
-        {"name": "fp16", "artifact": "m_fp16.tflite", "status": "gate-undecided", "benchmark": {"mean_ms": 0.9},
-         "validation": {"gates": [gate | {"value": 0.9, "outcome": "undecided"}]}},
-        {"name": "dynamic", "artifact": "m_dynamic.tflite", "status": "failed", "benchmark": None,
-         "failure": {"cause": "unsupported-op", "error": "ops A, B\nnot supported"}},
+        variant("fp32", "ok", 1.23456),
+        variant("int8", "gate-failed", 0.5, validation={"reference": "m_fp32.tflite", "samples": 50, "gates": [gate]}),
+        variant("fp16", "gate-undecided", 0.9, validation={"reference": "m_fp32.tflite", "samples": 50,
+                                                        "gates": [gate | {"value": 0.9, "outcome": "undecided"}]}),
+        variant("dynamic", "failed", None, failure={"step": "03-convert.tflite-dynamic", "cause": "unsupported-op",
+                                               "error": "ops A, B\nnot supported", "hint": None}),
     ]
     write_verification([Outcome("m", "x86-tflite", tmp_path / "m" / "x86-tflite", results),
                         Outcome("gone", "x86-tflite", tmp_path, error="no mirror", cause="network")], tmp_path)
