@@ -21,6 +21,7 @@ from builder.errors import ConfigError
 from builder.source_precision import SourcePrecision
 from builder.steps import registry
 from builder.steps.base import PlanScope, StepCall
+from builder.steps.measure import runtime_for
 from builder.workdir import CALIBRATION, LABELS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
 DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS}
@@ -272,10 +273,12 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
 
     for v in plan.variants:
         b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]), variant=v)
+    reference_runtime = runtime_for(b._scope(fp32, plan.artifacts[fp32]))  # of the fp32 artifact, whatever made it
     for v in plan.variants:
         reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]} | b.measure_inputs(plan.artifacts[v])
         b.add("validate", inputs=reference | ({"source_outputs": source_outputs} if source_outputs else {}),
-              params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs))}, variant=v)
+              params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs)),
+                      "reference_runtime": reference_runtime}, variant=v)
     return plan
 
 

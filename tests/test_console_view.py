@@ -275,7 +275,8 @@ def test_the_summary_counts_the_steps_and_says_what_to_ship(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"steps": steps, "timings": {"total_s": 61.24}}))
     rec = {"variant": "int8", "baseline": "fp32", "flags": {}, "p50_ms": 1.5, "size_bytes": 2048, "gates_checked": 1,
            "emulated": True, "estimate": False, "speedup_vs_fp32": 3.0, "size_vs_fp32": 0.25}
-    (tmp_path / "results.json").write_text(json.dumps({"recommendation": rec}))
+    (tmp_path / "results.json").write_text(json.dumps({"recipe": "m", "target": "rpi", "recommendation": rec,
+                                                       "variants": []}))
     outcome = Outcome(recipe="m", target="rpi", workdir=tmp_path, cause="device-needed",
                       error="target rpi needs a device")
     assert summary([outcome]) == [

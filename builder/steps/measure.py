@@ -38,9 +38,10 @@ def model_size(path: Path) -> int:
     return sum(f.stat().st_size for f in (fmt.files(path) if fmt else [path]) if f.exists())
 
 
-def runtime_for(scope: PlanScope, fmt: str | None) -> str:
-    """The runtime that measures a model of `fmt` on this target: the target's for its own format, else the
-    format's."""
+def runtime_for(scope: PlanScope) -> str:
+    """The runtime that measures the scope's model on this target: the target's for its own format, else
+    the format's."""
+    fmt = scope.format
     if fmt == scope.target.format:
         return scope.target.runtime
     runtime = formats.get(fmt).runtime if fmt else None
@@ -74,7 +75,7 @@ class Benchmark(Step):
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         return (scope.recipe.benchmark.model_dump(include=set(cls.Params.model_fields))
-                | {"runtime": runtime_for(scope, scope.format)})
+                | {"runtime": runtime_for(scope)})
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import benchmark
@@ -154,16 +155,13 @@ class Validate(Step):
         emulated_samples: int = Field(_DEFAULTS.emulated_validation_samples,
                                       description="samples validated under emulation (benchmark.emulated_validation_samples)")
         runtime: str = Field(description="the runtime that loads the model")
-        reference_runtime: str = Field(description="the runtime that loads the reference (the fp32 artifact)")
+        reference_runtime: str = Field(description="the runtime that loads the reference (the fp32 artifact), "
+                                                   "resolved by the plan from the reference's format")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        from builder.steps import registry
-
-        fp32_chain = scope.target.variants["fp32"]
-        reference_format = registry.get(fp32_chain[-1].step).produces or scope.target.format
         return {"task": scope.recipe.task, "emulated_samples": scope.recipe.benchmark.emulated_validation_samples,
-                "runtime": runtime_for(scope, scope.format), "reference_runtime": runtime_for(scope, reference_format)}
+                "runtime": runtime_for(scope)}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
