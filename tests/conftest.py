@@ -318,3 +318,20 @@ def mediapipe_models(request) -> dict[str, Path]:
                 (cache / f"{name}.tflite").write_bytes(zf.read(f"mediapipe/modules/{member}"))
         wheel.unlink()
     return {name: cache / f"{name}.tflite" for name in MEDIAPIPE_MODELS}
+
+
+# --- a real local run shared by a module's tests ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_x86_tflite_run(tmp_path_factory) -> Path:
+    """The tiny-mobilenet test recipe run on x86-tflite by the local runner, through the CLI: its work dir."""
+    from click.testing import CliRunner
+
+    from builder.cli import cli
+
+    out = tmp_path_factory.mktemp("out")
+    recipe = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
+    result = CliRunner().invoke(cli, ["run", str(recipe), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out / "tiny-mobilenet" / "x86-tflite"

@@ -4,7 +4,6 @@ their models, and a record that does not match its model is a clear error, never
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,15 +16,6 @@ from builder.records import (BenchmarkRecord, Results, StepRecord, ValidateRecor
                              load_results, write_record)
 from builder.workdir import RECORDS
 
-TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("out")
-    result = CliRunner().invoke(cli, ["run", str(TINY), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out / "tiny-mobilenet" / "x86-tflite"
 
 
 def results_schema() -> dict:
@@ -81,11 +71,11 @@ def test_the_schema_command_prints_the_json_schema_of_results_json():
 
 
 @pytest.mark.slow
-def test_a_real_runs_results_json_is_what_the_schema_says(tiny_run):
-    payload = json.loads((tiny_run / "results.json").read_text())
+def test_a_real_runs_results_json_is_what_the_schema_says(tiny_x86_tflite_run):
+    payload = json.loads((tiny_x86_tflite_run / "results.json").read_text())
     schema = results_schema()
     assert schema_problems(payload, schema, schema["$defs"]) == []
-    loaded = load_results(tiny_run / "results.json")
+    loaded = load_results(tiny_x86_tflite_run / "results.json")
     assert as_json(loaded) == payload  # read and written back: the same keys and values
     assert {"fp32", "int8"} <= {v.name for v in loaded.variants}
     assert all(v.benchmark.p50_ms > 0 and v.validation.samples > 0 for v in loaded.variants if v.status == "ok")
@@ -93,14 +83,14 @@ def test_a_real_runs_results_json_is_what_the_schema_says(tiny_run):
 
 
 @pytest.mark.slow
-def test_a_real_runs_step_records_are_read_as_their_models(tiny_run):
-    records = read_records(tiny_run)
+def test_a_real_runs_step_records_are_read_as_their_models(tiny_x86_tflite_run):
+    records = read_records(tiny_x86_tflite_run)
     kinds = {type(r) for r in records.values()}
     assert kinds == {StepRecord, BenchmarkRecord, ValidateRecord}
     bench = next(r for r in records.values() if isinstance(r, BenchmarkRecord))
     assert bench.status == "ok" and bench.result.benchmark.device.device == "host"
     for step_id, record in records.items():  # what was written is what the model reads, key for key
-        assert as_json(record) == json.loads((tiny_run / RECORDS / f"{step_id}.json").read_text()), step_id
+        assert as_json(record) == json.loads((tiny_x86_tflite_run / RECORDS / f"{step_id}.json").read_text()), step_id
 
 
 def _benchmark_record(**benchmark) -> dict:

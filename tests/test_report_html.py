@@ -18,7 +18,6 @@ from builder.records import Results, VariantResult
 from builder.report import recommendation
 from builder.run import Outcome
 
-TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (apt-get install chromium); Playwright's own download is not used
 
 
@@ -59,17 +58,9 @@ def assert_clean(errors: list[str], outside: list[str]) -> None:
     assert outside == [], f"the page fetched {outside}: it must open with no network"
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("out")
-    result = CliRunner().invoke(cli, ["run", str(TINY), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out / "tiny-mobilenet" / "x86-tflite"
-
-
 @pytest.mark.slow
-def test_a_run_writes_report_html_beside_report_md_with_every_plot_drawn(tiny_run, browser):
-    page, errors, outside = open_page(browser, tiny_run / "report.html")
+def test_a_run_writes_report_html_beside_report_md_with_every_plot_drawn(tiny_x86_tflite_run, browser):
+    page, errors, outside = open_page(browser, tiny_x86_tflite_run / "report.html")
     assert_clean(errors, outside)
     plots = drawn_plots(page)
     assert [p["caption"] for p in plots] == ["Latency per variant: p50, with p90 and p99",
@@ -83,13 +74,13 @@ def test_a_run_writes_report_html_beside_report_md_with_every_plot_drawn(tiny_ru
 
 
 @pytest.mark.slow
-def test_the_report_opens_with_the_recommendation_also_in_results_json(tiny_run):
-    payload = json.loads((tiny_run / "results.json").read_text())
+def test_the_report_opens_with_the_recommendation_also_in_results_json(tiny_x86_tflite_run):
+    payload = json.loads((tiny_x86_tflite_run / "results.json").read_text())
     rec = payload["recommendation"]
     timed = {v["name"]: v["benchmark"]["p50_ms"] for v in payload["variants"]}
     assert rec["variant"] == min(timed, key=timed.get) and rec["baseline"] == "fp32"
     assert rec["speedup_vs_fp32"] == pytest.approx(timed["fp32"] / timed[rec["variant"]])
-    report = (tiny_run / "report.md").read_text()
+    report = (tiny_x86_tflite_run / "report.md").read_text()
     assert report.split("\n")[2:5] == ["## Recommendation", "", report.split("\n")[4]]
     assert report.split("\n")[4].startswith(f"**Ship `{rec['variant']}`**: p50 ")
 
