@@ -52,10 +52,10 @@ def fp32_model(recipe: Path, out: Path, member: str | None, shape: list[int] | N
     derived.write_text(yaml.safe_dump(data, sort_keys=False))
     outcome = run_matrix([derived], ["x86-tflite"], select_runner("local", echo=lambda line: None), out=out,
                          echo=lambda line: None)[0]
-    fp32 = next(r for r in outcome.results if r["name"] == "fp32")
-    if not (outcome.workdir / fp32["artifact"]).exists():
-        raise SystemExit(f"fp32 build failed: {fp32.get('failure')}")
-    return outcome.workdir / fp32["artifact"], outcome.workdir
+    fp32 = next(r for r in outcome.results if r.name == "fp32")
+    if not (outcome.workdir / fp32.artifact).exists():
+        raise SystemExit(f"fp32 build failed: {fp32.failure}")
+    return outcome.workdir / fp32.artifact, outcome.workdir
 
 
 def session(path: Path, threads: int):

@@ -25,7 +25,7 @@ def one(args, jobs: int) -> tuple[float, dict]:
     started = time.perf_counter()
     outcomes = run_matrix([args.recipe], args.targets, runner, out=args.out / f"j{jobs}", jobs=jobs,
                           echo=lambda line: None)
-    p50 = {(o.target, r["name"]): r["benchmark"]["p50_ms"] for o in outcomes for r in o.results if r.get("benchmark")}
+    p50 = {(o.target, r.name): r.benchmark.p50_ms for o in outcomes for r in o.results if r.benchmark}
     return time.perf_counter() - started, p50
 
 

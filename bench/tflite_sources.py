@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from builder.matrix import run_matrix
+from builder.records import VariantResult
 from builder.runners.select import select_runner
 
 PHOTOS = [
@@ -72,12 +73,12 @@ def _recipe(folder: Path, name: str, source: dict, side: int) -> Path:
     return path
 
 
-def _row(recipe: str, r: dict) -> dict:
-    bench, val, conv = r.get("benchmark") or {}, r.get("validation") or {}, r.get("conversion") or {}
-    failure = r.get("failure") or {}
-    return {"model": recipe, "variant": r["name"], "status": r["status"], "path": conv.get("path"),
-            "p50_ms": bench.get("p50_ms"), "size_kb": round(bench["size_bytes"] / 1024) if bench else None,
-            "cosine": (val.get("source") or val).get("cosine"), "cause": failure.get("cause"), "error": (failure.get("error") or "")[:160]}
+def _row(recipe: str, r: VariantResult) -> dict:
+    bench, val, failure = r.benchmark, r.validation, r.failure
+    return {"model": recipe, "variant": r.name, "status": r.status, "path": (r.conversion or {}).get("path"),
+            "p50_ms": bench.p50_ms if bench else None, "size_kb": round(bench.size_bytes / 1024) if bench else None,
+            "cosine": (val.source or val).cosine if val else None, "cause": failure.cause if failure else None,
+            "error": ((failure.error if failure else None) or "")[:160]}
 
 
 def main() -> None:

@@ -15,28 +15,29 @@ import json
 from pathlib import Path
 
 from builder.matrix import run_matrix
+from builder.records import VariantResult
 from builder.runners.select import select_runner
 
 
-def ratios(results: list[dict]) -> list[dict]:
-    by_name = {v["name"]: v for v in results if v.get("benchmark")}
-    base = by_name["fp32"]["benchmark"]
+def ratios(results: list[VariantResult]) -> list[dict]:
+    by_name = {v.name: v for v in results if v.benchmark}
+    base = by_name["fp32"].benchmark
     rows = []
     for name, v in by_name.items():
-        b = v["benchmark"]
+        b = v.benchmark
         row = {
             "variant": name,
-            "status": v["status"],
-            "p50_ms": round(b["p50_ms"], 3),
-            "p50_vs_fp32": round(b["p50_ms"] / base["p50_ms"], 3),
-            "fps_vs_fp32": round(b["throughput_fps"] / base["throughput_fps"], 3),
-            "size_vs_fp32": round(b["size_bytes"] / base["size_bytes"], 3),
-            "top1_agreement": (v.get("validation") or {}).get("top1_agreement"),
-            "emulated": b["emulated"],
+            "status": v.status,
+            "p50_ms": round(b.p50_ms, 3),
+            "p50_vs_fp32": round(b.p50_ms / base.p50_ms, 3),
+            "fps_vs_fp32": round(b.throughput_fps / base.throughput_fps, 3),
+            "size_vs_fp32": round(b.size_bytes / base.size_bytes, 3),
+            "top1_agreement": v.validation.top1_agreement if v.validation else None,
+            "emulated": b.emulated,
         }
-        if b.get("async") and base.get("async"):
-            row["async_fps"] = round(b["async"]["throughput_fps"], 1)
-            row["async_fps_vs_fp32"] = round(b["async"]["throughput_fps"] / base["async"]["throughput_fps"], 3)
+        if b.async_ and base.async_:
+            row["async_fps"] = round(b.async_.throughput_fps, 1)
+            row["async_fps_vs_fp32"] = round(b.async_.throughput_fps / base.async_.throughput_fps, 3)
         rows.append(row)
     return rows
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from builder import plugins
-from builder.config.loader import load_model, read_yaml, validate_data, validation_problems
+from builder.config.loader import problems_error, read_yaml, validate_data, validation_problems
 from builder.config.recipe import Recipe
 from builder.config.target import Target
 from builder.errors import ConfigError
+from builder.registry_refs import recipe_problems, target_problems
 
 
 def project_root() -> Path:
@@ -57,7 +58,11 @@ def load_target(target: str | Path) -> Target:
         if str(target) not in files:
             raise ConfigError(f"unknown target {target!r}", hint=f"known targets: {', '.join(sorted(files))}")
         path = files[str(target)]
-    loaded = load_model(path, Target)
+    data = read_yaml(path)
+    loaded = validate_data(path, data, Target)
+    problems = target_problems(path, data, loaded)
+    if problems:
+        raise problems_error(path, problems)
     if loaded.id != path.stem:
         raise ConfigError(f"{path}: id {loaded.id!r} must match the file name {path.stem!r}")
     return loaded
@@ -92,6 +97,9 @@ def _read_recipe(path: Path) -> dict:
 
 def _recipe(path: Path, data: dict, target_id: str | None = None) -> Recipe:
     recipe = validate_data(path, data, Recipe)
+    problems = recipe_problems(path, data, recipe)
+    if problems:
+        raise problems_error(path, problems)
     unknown = sorted(set(recipe.targets) - set(target_ids()))
     if unknown:
         raise ConfigError(f"{path}: targets.{unknown[0]}: unknown target", hint=f"known targets: {', '.join(target_ids())}")
@@ -99,10 +107,14 @@ def _recipe(path: Path, data: dict, target_id: str | None = None) -> Recipe:
         return recipe
     merged = _merge(data, data["targets"][target_id])
     try:
-        return Recipe.model_validate(merged, context={"path": path})
+        recipe = Recipe.model_validate(merged, context={"path": path})
     except ValidationError as exc:
         problems = validation_problems(path, merged, exc)
-        raise ConfigError(f"with targets.{target_id} overrides: " + "; ".join(problems)) from None
+    else:
+        problems = recipe_problems(path, merged, recipe)
+    if problems:
+        raise ConfigError(f"with targets.{target_id} overrides: " + "; ".join(problems))
+    return recipe
 
 
 def validate_paths(paths: list[Path]) -> list[str]:

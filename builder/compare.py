@@ -18,8 +18,9 @@ from pydantic import BaseModel
 from builder.errors import BuilderError, ConfigError
 from builder.records import BenchmarkResult, Results, VariantResult, load_results
 
-LOWER_IS_BETTER = ("p50_ms", "size_bytes")
-HIGHER_IS_BETTER = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine")
+BENCHMARK = ("p50_ms", "size_bytes")
+VALIDATION = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine", "detection_f1", "miou", "psnr_db", "cer")
+LOWER_IS_BETTER = ("p50_ms", "size_bytes", "cer")
 HINT = "give a run's folder (<out>/<recipe>/<target>/), a matrix's --out folder, or a results.json file"
 
 
@@ -72,8 +73,8 @@ def compare_variant(old: VariantResult | None, new: VariantResult | None, pct: f
     `pct` percent beyond noise, or a status that was ok and is not."""
     figures, why = [], []
     if old and new:
-        for name in LOWER_IS_BETTER + HIGHER_IS_BETTER:
-            section = "benchmark" if name in LOWER_IS_BETTER else "validation"
+        for name in BENCHMARK + VALIDATION:
+            section = "benchmark" if name in BENCHMARK else "validation"
             if fig := _figure(name, getattr(old, section), getattr(new, section)):
                 figures.append(fig)
         why = [f"{f['name']} {f['change_pct']:+.1f}%" for f in figures

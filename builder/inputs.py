@@ -12,10 +12,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from builder import formats
+from builder.config.labels import read_labels
 from builder.config.recipe import Dataset, FileRef, Recipe, Source
 from builder.datasets import IMAGE_SUFFIXES
-from builder.errors import FetchError
+from builder.errors import ConfigError, FetchError
 from builder.fetch import Fetcher, FetchResult, write_missing
 from builder.plan import source_path
 from builder.util import atomic_copy, atomic_write_bytes, sha256_file
@@ -92,6 +95,19 @@ def _materialize_source(f: InputFetcher, source: Source) -> None:
         atomic_copy(part, dest_part)
 
 
+def _folder_images(dataset: Dataset, labels: dict) -> list[Path]:
+    """A folder's images in name order, or `sample` of them drawn with `seed` (the same ones every run)."""
+    images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    names = {p.relative_to(dataset.folder).as_posix() for p in images}
+    if missing := sorted(set(labels) - names):
+        raise ConfigError(f"{dataset.labels}: labels {len(missing)} image(s) not in {dataset.folder}: "
+                          f"{', '.join(missing[:3])}", hint="give paths relative to the folder, with /")
+    if dataset.sample and dataset.sample < len(images):
+        chosen = np.random.default_rng(dataset.seed).choice(len(images), size=dataset.sample, replace=False)
+        images = [images[i] for i in sorted(chosen)]
+    return images
+
+
 def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
     folder = f.workdir / INPUTS / name
     index = []
@@ -101,11 +117,12 @@ def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
             atomic_copy(f.get(entry, name), folder / target)
             index.append({"file": target, "label": entry.label})
     elif dataset.folder:
-        images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        labels = read_labels(dataset.labels) if dataset.labels else {}
+        images = _folder_images(dataset, labels)
         for i, image in enumerate(images):
             target = f"{i:04d}_{image.name}"
             atomic_copy(image, folder / target)
-            index.append({"file": target, "label": None})
+            index.append({"file": target, "label": labels.get(image.relative_to(dataset.folder).as_posix())})
     elif dataset.npy:
         atomic_copy(dataset.npy, folder / "samples.npy")
         index.append({"file": "samples.npy"})

@@ -10,7 +10,7 @@ from builder import html_report
 from builder.causes import classify
 from builder.devices import Device, DevicePool
 from builder.errors import BuilderError
-from builder.records import StepOutcome, VariantResult
+from builder.records import StepOutcome
 from builder.run import Outcome, run_recipe
 from builder.step_cache import CachePolicy
 from builder.util import atomic_write_bytes
@@ -57,11 +57,6 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
     return outcomes
 
 
-def _results(outcome: Outcome) -> list[VariantResult]:
-    """A run's per-variant results (the Outcome holds them as results.json does)."""
-    return [VariantResult.model_validate(r) for r in outcome.results]
-
-
 def _run_failure(outcome: Outcome) -> tuple[str, str | None]:
     """(cause, hint) of a run that failed as a whole."""
     if outcome.cause:
@@ -73,13 +68,12 @@ def write_status(outcomes: list[Outcome], out: Path) -> None:
     """Which model/target/variant succeeded, which failed, why, and what to try (seed 002's report);
     status.html beside it holds the same as a recipe x target x variant grid with speed-ups."""
     rows = []
-    parsed = [(o, _results(o)) for o in outcomes]
-    for o, results in parsed:
+    for o in outcomes:
         if o.error:
             cause, hint = _run_failure(o)
             rows.append({"recipe": o.recipe, "target": o.target, "variant": "*", "status": "failed",
                          "cause": cause, "error": o.error, "hint": hint})
-        for r in results:
+        for r in o.results:
             f = r.failure
             rows.append({"recipe": o.recipe, "target": o.target, "variant": r.name, "status": r.status,
                          "cause": f and f.cause, "error": f and f.error, "hint": f and f.hint,
@@ -94,8 +88,8 @@ def write_status(outcomes: list[Outcome], out: Path) -> None:
     lines += [f"- ❌ {r['recipe']} / {r['target']} / {r['variant']}: {r['status']}, cause `{r['cause']}`: {r['error']}"
               + (f"\n  - hint: {r['hint']}" if r["hint"] else "") for r in bad] or ["- none"]
     atomic_write_bytes(out / "status.md", ("\n".join(lines) + "\n").encode())
-    runs = [{"recipe": o.recipe, "target": o.target, "variants": results, "error": o.error,
-             "report": _report_link(o.workdir, out)} for o, results in parsed]
+    runs = [{"recipe": o.recipe, "target": o.target, "variants": o.results, "error": o.error,
+             "report": _report_link(o.workdir, out)} for o in outcomes]
     atomic_write_bytes(out / "status.html", html_report.matrix_page(runs).encode())
 
 
@@ -116,7 +110,7 @@ def write_verification(outcomes: list[Outcome], out: Path) -> None:
     for o in outcomes:
         if o.error and not o.results:
             rows.append(f"{out / o.recipe / o.target},FAIL,,{note(_run_failure(o)[0], o.error)}")
-        for r in _results(o):
+        for r in o.results:
             mean = r.benchmark.mean_ms if r.benchmark else None
             f = r.failure
             missed = [f"{g.metric} = {g.value:.4g} vs {g.gate} {g.threshold}" if g.value is not None

@@ -135,6 +135,11 @@ class Agreement(Strict):
     top1_agreement_interval: Interval | None = None
     top5_agreement: float | None = None
     top5_agreement_interval: Interval | None = None
+    detection_f1: float | None = Field(None, description="detection: F1 of the detections both outputs find")
+    box_iou: float | None = Field(None, description="detection: mean IoU of the boxes of those detections")
+    miou: float | None = Field(None, description="segmentation: mIoU of the class masks")
+    psnr_db: float | None = Field(None, description="super_resolution: PSNR, the reference's range as peak")
+    cer: float | None = Field(None, description="ocr: character error rate of the greedy CTC decodes")
 
 
 class Gate(Strict):
@@ -250,6 +255,33 @@ class LayerErrors(Strict):
     layers: list[LayerError]
 
 
+class SearchCandidate(Strict):
+    """One artifact an accuracy-aware search built and measured (quant_search)."""
+
+    name: str
+    description: str
+    fallback: bool = Field(description="tried after the int8 ladder: fastest passing one wins")
+    kept_float: list[str] = Field([], description="layers left in float")
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    passed: bool = False
+    p50_ms: float | None = Field(None, description="a short timing in the search's own stage, to order candidates")
+    size_bytes: int | None = None
+    agreement: Agreement | None = Field(None, description="against the fp32 model on the validation samples")
+    gates: list[Gate] = []
+    seconds: float
+
+
+class SearchResult(Strict):
+    """Every candidate an accuracy-aware variant tried, the one it kept, and why."""
+
+    candidates: list[SearchCandidate]
+    chosen: str | None
+    why: str
+    max_candidates: int
+    max_minutes: float
+
+
 class VariantResult(Strict):
     """One variant of a run: its artifact, how it ended, its benchmark and validation."""
 
@@ -265,6 +297,7 @@ class VariantResult(Strict):
         None, description="the report of the last step that made the artifact, as that converter gives it")
     failure: Failure | None = None
     layer_errors: LayerErrors | None = Field(None, description="per-layer quantization error, where a run has it")
+    search: SearchResult | None = Field(None, description="an accuracy-aware variant's candidates")
 
 
 class Recommendation(Strict):

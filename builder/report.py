@@ -18,7 +18,7 @@ from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
 from builder.records import (BenchmarkRecord, BenchmarkResult, Failure, Recommendation, Results, StepRecord,
-                             ValidateRecord, ValidationResult, VariantResult, as_json, write_results)
+                             ValidateRecord, ValidationResult, VariantResult, write_results)
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
 
@@ -87,8 +87,36 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
             io_dtype=next((c["io_dtype"] for c in reversed(conversions) if "io_dtype" in c),  # what the artifact has
                           plan.recipe.io_dtype_of(v)),
             status=status, benchmark=bench, validation=validation, conversion=conversions[-1] if conversions else None,
+            layer_errors=_last(conversions, "layer_errors"), search=_last(conversions, "search"),
             **({"failure": failure} if failure else {})))  # a variant that built has no `failure` key
     return out
+
+
+TASK_FIGURES = {"detection_f1": "detection F1", "miou": "mIoU", "psnr_db": "PSNR dB", "cer": "CER"}  # a task's own figure (task_metrics), its column
+
+
+def _last(conversions: list[dict], key: str):
+    """What the last step that reported `key` (a search's candidates, per-layer errors) said."""
+    return next((c[key] for c in reversed(conversions) if c.get(key)), None)
+
+
+def _search_lines(results: list[VariantResult]) -> list[str]:
+    lines = []
+    for r in results:
+        if not r.search:
+            continue
+        lines += ["", f"## How `{r.name}` was chosen", "", f"{r.search.why}.", "",
+                  "| candidate | built | p50 ms (quick) | size KB | top-1 agr. | cosine | gates | kept in float |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in r.search.candidates:
+            a = c.agreement
+            gates = ", ".join(f"{g.gate} {g.outcome}" for g in c.gates) or "-"
+            kept = f"{len(c.kept_float)} layer(s)" if c.kept_float else "-"
+            lines.append("| " + " | ".join([
+                f"**{c.name}**" if c.name == r.search.chosen else c.name, c.status if c.status == "ok" else c.error or "",
+                _fmt(c.p50_ms), _fmt((c.size_bytes or 0) / 1024, 1) if c.size_bytes else "-", _rate(a, "top1_agreement"),
+                _fmt(_of(a, "cosine"), 5), gates, kept]) + " |")
+    return lines
 
 
 def _versions(workdir: Path) -> dict:
@@ -304,10 +332,12 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     emulated = any(r.benchmark and r.benchmark.emulated for r in results)
     off_target = any(b and not b.estimate and not b.emulated and not b.on_target for b in (r.benchmark for r in results))
     lines += _device_lines(results)
+    task = next((f for f in TASK_FIGURES if any(_of(r.validation, f) is not None for r in results)), None)
+    task_columns = f" | {TASK_FIGURES[task]} | source {TASK_FIGURES[task]}" if task else ""
     lines += ["## Variants", "",
               "| variant | status | measured on | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
-              "| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB | source cosine | source top-1 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB | source cosine | source top-1{task_columns} |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if task else "")]
     for r in results:
         b, v = r.benchmark, r.validation
         src = _of(v, "source")
@@ -316,10 +346,12 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
             _fmt(_of(b, "p50_ms")), _fmt(_of(b, "p90_ms")), _fmt(_of(b, "p99_ms")), _fmt(_of(b, "throughput_fps"), 1),
             _fmt(_of(b, "peak_rss_mb"), 1), _rate(v, "top1_agreement"), _rate(v, "top5_agreement"),
             _rate(v, "top1_accuracy"), _fmt(_of(v, "cosine"), 5), _fmt(_of(v, "snr_db"), 1),
-            _fmt(_of(src, "cosine"), 5), _rate(src, "top1_agreement")]) + " |")
+            _fmt(_of(src, "cosine"), 5), _rate(src, "top1_agreement"),
+            *([_fmt(_of(v, task), 4), _fmt(_of(src, task), 4)] if task else [])]) + " |")
     if any(r.validation and r.validation.source for r in results):
         lines += ["", "Agreement and cosine compare each variant with the fp32 artifact; the source columns compare "
                   "it with the source model run in its own framework."]
+    lines += _search_lines(results)
     extra = _other_measurements(results)
     if extra:
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
@@ -362,8 +394,8 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     return "\n".join(lines)
 
 
-def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
-    """Write the five report files; return the per-variant results as results.json holds them."""
+def write(plan: Plan, workdir: Path, run: dict) -> list[VariantResult]:
+    """Write the five report files; return the per-variant results (results.json's `variants`)."""
     from builder import html_report  # it imports this module
 
     records = read_records(workdir)
@@ -381,4 +413,4 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[dict]:
     atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
     atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec).encode())
     atomic_write_bytes(workdir / "report.html", html_report.run_page(payload).encode())
-    return [as_json(r) for r in results]
+    return results

@@ -13,9 +13,10 @@ from typing import Protocol
 
 from builder import catalog, inputs, records, report, source_precision
 from builder.devices import HOST, Device, DevicePool
-from builder.errors import DeviceError, EngineUnreachable, GateError, StepError
+from builder.errors import BuilderError, DeviceError, EngineUnreachable, GateError, StepError
 from builder.plan import Plan, make_plan, recipe_hash, source_path
 from builder.progress import download_progress
+from builder.records import VariantResult
 from builder.step_cache import MADE_NOW, NEW, CachePolicy, StageIdentity
 from builder.steps import registry
 from builder.util import atomic_write_bytes, remove
@@ -40,18 +41,18 @@ class Outcome:
     recipe: str
     target: str
     workdir: Path
-    results: list[dict] = field(default_factory=list)
+    results: list[VariantResult] = field(default_factory=list)
     error: str | None = None
     cause: str | None = None
     hint: str | None = None
 
     @property
-    def failed(self) -> list[dict]:
-        return [r for r in self.results if r["status"] in ("failed", "skipped")]
+    def failed(self) -> list[VariantResult]:
+        return [r for r in self.results if r.status in ("failed", "skipped")]
 
     @property
-    def gate_failures(self) -> list[dict]:
-        return [r for r in self.results if r["status"] == "gate-failed"]
+    def gate_failures(self) -> list[VariantResult]:
+        return [r for r in self.results if r.status == "gate-failed"]
 
 
 def _now() -> str:
@@ -138,7 +139,9 @@ def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device
         if stage_cache:
             stage_cache.keep_versions(versions)
             for call in calls:
-                stage_cache.store(call, _record(workdir, call.id))
+                path = _record_path(workdir, call.id)
+                if path.exists():  # a runner that stopped midway wrote no record
+                    stage_cache.store(call, records.read_record(path))
     else:
         if stage_cache.identity.image:
             run["images"][stage] = {"tag": stage_cache.identity.image, "engine": identity.placement["engine"],
@@ -154,21 +157,25 @@ def _restore(stage_cache, calls: list, workdir: Path, echo: Echo) -> list:
     to_run = []
     for call in calls:
         measures = registry.get(call.kind).measures
-        record = stage_cache.restore(call, measures)
-        if record is None:
+        cached = stage_cache.restore(call, measures)
+        if cached is None:
             why = stage_cache.why_it_runs(call, measures)
             if why not in (NEW, MADE_NOW):
                 echo(f"  runs: {call.id} ({why})")
             to_run.append(call)
-        else:
-            echo(f"  cached: {call.id} (ran {record.get('finished', 'before')})")
-            atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1).encode())
+            continue
+        try:
+            record = records.write_record(_record_path(workdir, call.id), cached)
+        except BuilderError as exc:  # an entry kept before the record's model changed: the step runs again
+            echo(f"  warning: step cache: {exc.message}; it runs")
+            to_run.append(call)
+            continue
+        echo(f"  cached: {call.id} (ran {record.finished or 'before'})")
     return to_run
 
 
-def _record(workdir: Path, step_id: str) -> dict:
-    path = workdir / RECORDS / f"{step_id}.json"
-    return json.loads(path.read_text()) if path.exists() else {"status": "missing"}
+def _record_path(workdir: Path, step_id: str) -> Path:
+    return workdir / RECORDS / f"{step_id}.json"
 
 
 def _device_stage(runner: Runner, plan: Plan, workdir: Path, pool: DevicePool, run: dict,
@@ -197,9 +204,9 @@ def _finish_elsewhere(recipe_path: Path, target_id: str, out: Path, hint: str | 
 def _skip_stage(plan: Plan, workdir: Path, stage: str, exc: DeviceError) -> None:
     """Record every step of a stage that could not run, with the classified cause (never as ok)."""
     for call in plan.stage_steps(stage):
-        record = {"id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {},
-                  "status": "skipped", "seconds": 0.0, "cause": exc.cause, "error": exc.message, "hint": exc.hint}
-        atomic_write_bytes(workdir / RECORDS / f"{call.id}.json", json.dumps(record, indent=1).encode())
+        records.write_record(_record_path(workdir, call.id), {
+            "id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {},
+            "status": "skipped", "seconds": 0.0, "cause": exc.cause, "error": exc.message, "hint": exc.hint})
 
 
 def finish(plan: Plan, workdir: Path, run: dict, echo: Echo) -> Outcome:
@@ -256,18 +263,18 @@ def verdict(outcomes: list[Outcome]) -> None:
             hint=next((o.hint for o in broken if o.hint), None))
     failed = [(o, r) for o in outcomes for r in o.failed]
     if failed:
-        o, r = failed[0]
-        f = r.get("failure") or {}
-        lines = [f"{o.recipe}/{o.target}/{r['name']}: {f.get('cause')}: {f.get('error')}" for o, r in failed]
-        log = o.workdir / "logs" / f"{f.get('step')}.log"
-        tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
-        raise StepError(f"{len(failed)} variant(s) failed:\n  " + "\n  ".join(lines), hint=f.get("hint"), log_tail=tail)
-    missed = [(o, r, g) for o in outcomes for r in o.gate_failures for g in r["validation"]["gates"]
-              if not g["passed"] and g.get("outcome") != "undecided"]
+        lines = [f"{o.recipe}/{o.target}/{r.name}: {r.failure and r.failure.cause}: {r.failure and r.failure.error}"
+                 for o, r in failed]
+        o, first = failed[0]
+        log = o.workdir / "logs" / f"{first.failure.step}.log" if first.failure else None
+        tail = log.read_text(errors="replace").splitlines()[-30:] if log and log.exists() else []
+        raise StepError(f"{len(failed)} variant(s) failed:\n  " + "\n  ".join(lines),
+                        hint=first.failure and first.failure.hint, log_tail=tail)
+    missed = [(o, r, g) for o in outcomes for r in o.gate_failures for g in (r.validation.gates if r.validation else [])
+              if g.outcome == "fail"]
     if missed:
         lines = []
         for o, r, g in missed:
-            value = g["value"]
-            gap = f" (missed by {abs(value - g['threshold']):.4f})" if value is not None else ""
-            lines.append(f"{o.recipe}/{o.target}/{r['name']}: {g['metric']} = {value} vs {g['gate']} {g['threshold']}{gap}")
+            gap = f" (missed by {abs(g.value - g.threshold):.4f})" if g.value is not None else ""
+            lines.append(f"{o.recipe}/{o.target}/{r.name}: {g.metric} = {g.value} vs {g.gate} {g.threshold}{gap}")
         raise GateError("accuracy gate(s) missed:\n  " + "\n  ".join(lines))

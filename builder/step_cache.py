@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.inputs import cache_dir
+from builder.records import StepRecord, as_json
 from builder.steps.base import StepCall
 from builder.util import atomic_write_bytes, create_beside, remove, sha256_file
 from builder.workdir import LOGS
@@ -268,8 +269,8 @@ class StageCache:
         return {name: self._hashes[rel] for name, rel in call.inputs.items()}
 
     def restore(self, call: StepCall, measures: bool) -> dict | None:
-        """The step's record if the cache holds its result (now placed in the run), else None.
-        The record keeps the date it `finished` when it really ran."""
+        """The step's record, for records.write_record, if the cache holds its result (now placed in the run),
+        else None. The record keeps the date it `finished` when it really ran."""
         if not self.reuse or (measures and self.remeasure):
             return None
         inputs = self._input_hashes(call)
@@ -314,13 +315,13 @@ class StageCache:
         except FileNotFoundError:
             return False
 
-    def store(self, call: StepCall, record: dict) -> None:
+    def store(self, call: StepCall, record: StepRecord) -> None:
         """Keep a step that ran and succeeded (its inputs are still in the run, unchanged): the newest result."""
         inputs = self._input_hashes(call)
-        if record["status"] != "ok" or record.get("cached") or inputs is None:
+        if record.status != "ok" or record.cached or inputs is None:
             return
         parts = key_parts(call, inputs, self.identity)  # a step run again (--remeasure) replaces its entry
-        self.cache.store(_digest(parts), parts, step_scope(self.scope, call), self.workdir, call, record)
+        self.cache.store(_digest(parts), parts, step_scope(self.scope, call), self.workdir, call, as_json(record))
 
 
 def tree_sha256(path: Path) -> str:

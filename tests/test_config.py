@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,25 @@ def test_unknown_step_kind_in_recipe_steps(tmp_path):
     assert "recipe.yaml:10: steps[0]: unknown step kind 'convert.magic'" in out
 
 
+def test_bad_step_params_in_recipe_steps(tmp_path):
+    out = plan_error(tmp_path, GOOD + "steps:\n  - {kind: convert.openvino, params: {fp16: true}}\n")
+    assert "recipe.yaml:10: steps[0]: params: bad params for step 'convert.openvino': fp16: Extra inputs" in out
+
+
+def test_every_bad_step_of_a_recipe_is_listed(tmp_path):
+    out = plan_error(tmp_path, GOOD + "steps:\n  - {kind: convert.magic, variant: fp32}\n"
+                     "  - {kind: convert.openvino, params: {fp16: true}}\n")
+    assert "2 problems" in out
+    assert "steps[0]: unknown step kind 'convert.magic'" in out and "steps[1]: params: bad params" in out
+
+
+def test_bad_step_in_overrides_names_the_target(tmp_path):
+    recipe = write(tmp_path, "recipe.yaml", GOOD + "targets:\n  rpi: {steps: [{kind: convert.magic}]}\n")
+    out = config_error(invoke("plan", str(recipe), "-t", "rpi"))
+    assert "with targets.rpi overrides" in out and "steps[0]: unknown step kind 'convert.magic'" in out
+    assert invoke("plan", str(recipe), "-t", "x86-tflite").exit_code == 0
+
+
 def test_source_with_two_kinds(tmp_path):
     write(tmp_path, "m.onnx", "")
     out = plan_error(tmp_path, GOOD.replace("alpha: 0.35}", "alpha: 0.35}\n  file: m.onnx"))
@@ -204,6 +225,30 @@ def test_bad_step_params_in_target(tmp_path):
     assert "variants.fp32" in out and "bad params for step 'convert.tflite'" in out and "precision" in out
 
 
+def line_of_key(text: str, key: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if line.startswith(f"{key}:"))
+
+
+@pytest.mark.parametrize(("field", "known"), [("format", "tflite"), ("runtime", "litert")])
+def test_unknown_format_or_runtime_in_target(tmp_path, field, known):
+    text = shipped_target(**{field: "nope"})
+    out = validate_target(tmp_path, "x86-tflite", text)
+    assert f"x86-tflite.yaml:{line_of_key(text, field)}: {field}: unknown {field} 'nope'; known: " in out
+    assert known in out
+
+
+def test_unknown_device_only_step_in_target(tmp_path):
+    out = validate_target(tmp_path, "x86-tflite", shipped_target(device_only=["benchmark", "nope.x"]))
+    assert "device_only[1]: unknown step kind 'nope.x'" in out
+
+
+def test_every_unknown_name_of_a_target_is_listed(tmp_path):
+    out = validate_target(tmp_path, "x86-tflite", shipped_target(
+        format="nope", runtime="nope", variants={"fp32": {"step": "convert.magic"}}))
+    assert "3 problems" in out
+    assert "format: unknown format" in out and "runtime: unknown runtime" in out and "variants.fp32[0]" in out
+
+
 def test_target_id_must_match_file_name(tmp_path):
     out = validate_target(tmp_path, "x86", shipped_target())
     assert "id 'x86-tflite' must match the file name 'x86'" in out
@@ -212,6 +257,19 @@ def test_target_id_must_match_file_name(tmp_path):
 def test_target_needs_fp32(tmp_path):
     out = validate_target(tmp_path, "x86-tflite", shipped_target(variants={"int8": {"step": "convert.tflite"}}))
     assert "fp32 rule" in out
+
+
+def test_config_models_validate_without_the_registries(tmp_path):
+    """config/ is data validation: the step and runtime registries import it, never the other way (issue 8)."""
+    target = write(tmp_path, "x86-tflite.yaml", shipped_target())
+    recipe = write(tmp_path, "recipe.yaml", GOOD + "steps:\n  - {kind: convert.magic, variant: fp32}\n")
+    code = ("import sys, yaml; from pathlib import Path\n"
+            "from builder.config.recipe import Recipe\nfrom builder.config.target import Target\n"
+            f"Target.model_validate(yaml.safe_load(Path({str(target)!r}).read_text()))\n"
+            f"Recipe.model_validate(yaml.safe_load(Path({str(recipe)!r}).read_text()))\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('builder.steps', 'builder.runtimes'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --- builder validate ----------------------------------------------------------------

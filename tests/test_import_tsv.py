@@ -14,6 +14,7 @@ from builder.catalog import load_recipe
 from builder.cli import cli
 from builder.importer import input_spec
 from builder.matrix import write_verification
+from builder.records import VariantResult
 from builder.run import Outcome
 
 HEADER = "# family\tmodel\tfilename\tsha256\turl1\turl2\turl3\n"
@@ -151,14 +152,14 @@ def test_the_verification_csv_says_why_an_artifact_is_not_ok(tmp_path):
         return {"name": name, "artifact": f"m_{name}.tflite", "format": "tflite", "precision": name.split("-")[0],
                 "io_dtype": "float32", "status": status, **timed, **more}
 
-    results = [
+    results = [VariantResult.model_validate(v) for v in (
         variant("fp32", "ok", 1.23456),
         variant("int8", "gate-failed", 0.5, validation={"reference": "m_fp32.tflite", "samples": 50, "gates": [gate]}),
         variant("fp16", "gate-undecided", 0.9, validation={"reference": "m_fp32.tflite", "samples": 50,
                                                         "gates": [gate | {"value": 0.9, "outcome": "undecided"}]}),
         variant("dynamic", "failed", None, failure={"step": "03-convert.tflite-dynamic", "cause": "unsupported-op",
                                                "error": "ops A, B\nnot supported", "hint": None}),
-    ]
+    )]
     write_verification([Outcome("m", "x86-tflite", tmp_path / "m" / "x86-tflite", results),
                         Outcome("gone", "x86-tflite", tmp_path, error="no mirror", cause="network")], tmp_path)
     w = tmp_path / "m" / "x86-tflite"

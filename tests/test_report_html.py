@@ -14,7 +14,7 @@ from test_compare import results, slower, variant, write_run
 from builder import html_report
 from builder.cli import cli
 from builder.matrix import write_status
-from builder.records import Results, VariantResult
+from builder.records import Results, VariantResult, load_results
 from builder.report import recommendation
 from builder.run import Outcome
 
@@ -126,10 +126,11 @@ def test_per_layer_error_is_plotted_for_the_variants_that_have_it(tmp_path, brow
 def test_a_matrix_writes_status_html_a_grid_of_status_and_speed_up(tmp_path, browser):
     tflite = write_run(tmp_path, results(variant("fp32", 10.0), variant("int8", 4.0, precision="int8")))
     (tflite / "report.html").write_text(html_report.run_page(Results.model_validate_json((tflite / "results.json").read_text())))
+    onnx = [variant("fp32", 8.0), variant("int8", 16.0, precision="int8", status="gate-failed")]
     outcomes = [Outcome(recipe="tiny-mobilenet", target="x86-tflite", workdir=tflite,
-                        results=json.loads((tflite / "results.json").read_text())["variants"]),
+                        results=load_results(tflite / "results.json").variants),
                 Outcome(recipe="tiny-mobilenet", target="x86-onnx", workdir=tmp_path / "tiny-mobilenet" / "x86-onnx",
-                        results=[variant("fp32", 8.0), variant("int8", 16.0, precision="int8", status="gate-failed")]),
+                        results=[VariantResult.model_validate(v) for v in onnx]),
                 Outcome(recipe="other", target="x86-tflite", workdir=tmp_path, error="the model could not be fetched")]
     write_status(outcomes, tmp_path)
     page, errors, outside = open_page(browser, tmp_path / "status.html")

@@ -49,7 +49,7 @@ def cold(tmp_path_factory):
         env.setenv("EDGE_BUILDER_STEP_CACHE", str(root / "cache" / "steps"))
         outcome = run_recipe(recipe, TARGET, LocalRunner(), out=root / "out",
                              cache=CachePolicy(root / "cache" / "steps"), echo=lambda line: None)
-    assert [v["status"] for v in outcome.results] == ["ok", "ok"], outcome.results
+    assert [v.status for v in outcome.results] == ["ok", "ok"], outcome.results
     return root, outcome
 
 
@@ -99,7 +99,7 @@ def test_a_rerun_with_nothing_changed_runs_no_step_loads_no_framework_and_writes
     assert after["tool_versions"] == before["tool_versions"]
     results = json.loads((workdir / "results.json").read_text())["variants"]
     for old, new in zip(outcome.results, results):
-        assert new["benchmark"]["p50_ms"] == old["benchmark"]["p50_ms"] and new["benchmark"]["cached"] is True
+        assert new["benchmark"]["p50_ms"] == old.benchmark.p50_ms and new["benchmark"]["cached"] is True
         assert new["validation"]["cached"] is True and new["validation"]["measured"]
     assert "(cached, ran " in (workdir / "report.md").read_text()
     assert sorted(p.name for p in (workdir / "logs").iterdir()) == sorted(p.name for p in (outcome.workdir / "logs").iterdir())
@@ -151,6 +151,25 @@ def test_a_corrupted_entry_is_detected_and_rebuilt(cold, tmp_path):
                        cache=policy, echo=lines.append)
     stages = _manifest(third.workdir)["stages"]
     assert stages["toolchain"]["executed_steps"] == 0 and stages["device"]["executed_steps"] == 0
+
+
+def test_an_entry_whose_record_no_longer_matches_its_model_runs_again(cold, tmp_path):
+    root, _ = cold
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    stale = next(p for p in (tmp_path / "cache" / "steps" / "entries").glob("*/*.json")
+                 if json.loads(p.read_text())["record"]["kind"] == "benchmark")
+    entry = json.loads(stale.read_text())
+    entry["record"]["retired_field"] = 1  # as kept by a version whose record had a key this one's has not
+    stale.write_text(json.dumps(entry))
+    lines: list[str] = []
+    outcome = run_recipe(root / "recipe" / "tiny-mobilenet.yaml", TARGET, LocalRunner(), out=tmp_path / "out",
+                         cache=CachePolicy(tmp_path / "cache" / "steps"), echo=lines.append)
+    step = entry["record"]["id"]
+    assert any(f"warning: step cache: {outcome.workdir}" in line and "retired_field" in line and "it runs" in line
+               for line in lines), lines
+    records = {p.stem: json.loads(p.read_text()) for p in (outcome.workdir / "work" / "records").glob("*.json")}
+    assert _ran(records) == {step}
+    assert [v.status for v in outcome.results] == ["ok", "ok"]
 
 
 def test_plan_shows_what_is_cached_and_why_the_rest_runs(cold, tmp_path, monkeypatch):

@@ -8,8 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Precision = Literal["fp32", "fp16", "dynamic", "int8", "int16x8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+# auto: the fastest artifact that meets the variant's gates (an accuracy-aware search, quant_search)
+Precision = Literal["fp32", "fp16", "dynamic", "int8", "int16x8", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "dynamic", "int8", "int16x8", "auto")
+Task = Literal["classification", "detection", "segmentation", "super_resolution", "ocr", "generic"]
 IoDtype = Literal["float32", "int8", "uint8"]
 Platform = Literal["linux/amd64", "linux/arm64"]
 

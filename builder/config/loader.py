@@ -191,16 +191,27 @@ def _fix_for(error: dict) -> str:
     return "fix the value"
 
 
+def problem_at(path: Path, data: dict, loc: tuple, message: str, fix: str = "fix the value") -> str:
+    """One problem as `file:line: field: message (fix)`, the line found from `loc` in the data read."""
+    line = line_of(data, loc)
+    where = f"{path}:{line}" if line else str(path)
+    return f"{where}: {_field_path(loc)}: {message} ({fix})"
+
+
 def validation_problems(path: Path, data: dict, exc: ValidationError) -> list[str]:
     """One line per problem: `file:line: field: message (fix)`."""
     problems = []
     for error in exc.errors():
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        line = line_of(data, loc)
-        where = f"{path}:{line}" if line else str(path)
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {_field_path(loc)}: {message} ({_fix_for(error)})")
+        problems.append(problem_at(path, data, loc, error["msg"].removeprefix("Value error, "), _fix_for(error)))
     return problems
+
+
+def problems_error(path: Path, problems: list[str]) -> ConfigError:
+    """One ConfigError listing every problem found in `path`."""
+    if len(problems) == 1:
+        return ConfigError(problems[0])
+    return ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems))
 
 
 def load_model(path: Path, model: type[M], context: dict | None = None) -> M:
@@ -213,7 +224,4 @@ def validate_data(path: Path, data: dict, model: type[M], context: dict | None =
     try:
         return model.model_validate(data, context={"path": path, **(context or {})})
     except ValidationError as exc:
-        problems = validation_problems(path, data, exc)
-        if len(problems) == 1:
-            raise ConfigError(problems[0]) from None
-        raise ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems)) from None
+        raise problems_error(path, validation_problems(path, data, exc)) from None

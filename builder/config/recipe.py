@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from builder import formats
-from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, path_kind
+from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, Task, path_kind
+from builder.config.labels import read_labels
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
 from builder.config.paths import DIRECTORY, FILE, loading, local_path, member_path, plain_name
+from builder.errors import ConfigError
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 
@@ -277,17 +279,35 @@ class Dataset(Strict):
     folder: Path | None = None
     npy: Path | None = None
     synthetic: int | None = Field(None, ge=1, le=10_000, description="N seeded random samples: NOT meaningful for accuracy")
+    labels: Path | None = Field(None, description="with folder: a text file, one image per line: its path in the "
+                                                  "folder, then its class id(s) (config/labels.py)")
+    sample: int | None = Field(None, ge=1, description="with folder: this many of its images, drawn at random with "
+                                                       "`seed`: the same ones every run")
+    seed: int = Field(0, ge=0)
     augment: Augment = Augment()
     limit: int | None = Field(None, ge=1)
 
     _folder_exists = field_validator("folder")(local_path(DIRECTORY))
     _npy_exists = field_validator("npy")(local_path(FILE))
+    _labels_exist = field_validator("labels")(local_path(FILE))
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and loading(info):  # a bad line is refused when the recipe is loaded
+            try:
+                read_labels(value)
+            except ConfigError as exc:
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self):
         given = [k for k in ("files", "folder", "npy", "synthetic") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of files, folder, npy, synthetic (got {', '.join(given) or 'none'})")
+        if self.folder is None and (self.labels or self.sample):
+            raise ValueError("labels and sample go with folder (files take a label each)")
         return self
 
 
@@ -309,6 +329,10 @@ class Gates(Strict):
     min_source_cosine: float | None = Field(None, ge=-1, le=1, description=(
         f"cosine to the source model's own outputs; fp32 default {FP32_SOURCE_COSINE}: a wrong conversion fails it"))
     min_source_top1_agreement: float | None = Field(None, ge=0, le=1)
+    min_detection_f1: float | None = Field(None, ge=0, le=1, description="detection: F1 of the detections found")
+    min_miou: float | None = Field(None, ge=0, le=1, description="segmentation: mIoU of the class masks")
+    min_psnr_db: float | None = Field(None, ge=-100, le=1000, description="super_resolution: PSNR")
+    max_cer: float | None = Field(None, ge=0, description="ocr: character error rate of the CTC decodes")
 
 
 class Nncf(Strict):
@@ -323,6 +347,14 @@ class Nncf(Strict):
     max_accuracy_drop: float | None = Field(None, gt=0, le=1, description="set to quantize with accuracy control")
 
 
+class Search(Strict):
+    """The bound of an accuracy-aware (precision: auto) variant's search."""
+
+    max_candidates: int = Field(6, ge=1, le=50, description="artifacts built and measured at most")
+    max_minutes: float = Field(20, gt=0, le=24 * 60, description="no new candidate is started after this")
+    max_float_layers: int = Field(8, ge=1, le=1000, description="layers an int8 candidate may keep in float")
+
+
 class Variant(Strict):
     precision: Precision | None = Field(None, description="default: the variant's name")
     io_dtype: IoDtype | None = Field(None, description="int8 default: int8 (strict S8); float32 otherwise")
@@ -330,6 +362,7 @@ class Variant(Strict):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     nncf: Nncf = Nncf()
+    search: Search = Search()
     gates: Gates | None = None
 
 
@@ -348,20 +381,16 @@ class StepSpec(Strict):
 
     kind: str
     variant: str | None = Field(None, description="the variant whose artifact this step makes, on its last step")
-    params: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _step_known(self):
-        from builder.steps import registry  # steps register themselves on import
-
-        registry.check_call(self.kind, self.params, where="params")
-        return self
+    params: dict[str, Any] = {}  # checked against the step kind when the recipe is loaded (registry_refs.py)
 
 
 class Recipe(Strict):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
-    task: Literal["classification", "detection", "segmentation", "generic"] = "generic"
+    task: Task = Field("generic", description=(
+        "what the outputs mean: classification (top-k agreement, accuracy), detection (detection F1, box IoU), "
+        "segmentation (mIoU), "
+        "super_resolution (PSNR), ocr (CTC character error rate); any task also gets cosine and SNR"))
     source: Source
     fallback: Source | None = Field(None, description="used when every mirror of `source` fails")
     input: InputSpec

@@ -1,10 +1,12 @@
-"""The target: HOW to build for one kind of hardware. Pure data, one YAML file each."""
+"""The target: HOW to build for one kind of hardware. Pure data, one YAML file each.
+
+What it names in the registries (steps, formats, runtimes) is checked when it is loaded (registry_refs.py)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from builder.config.common import Platform, Precision, Strict
 
@@ -34,13 +36,6 @@ class ChainStep(Strict):
 
     step: str
     params: dict[str, object] = {}  # keys are keyword arguments of the step
-
-    @model_validator(mode="after")
-    def _step_known(self):
-        from builder.steps import registry  # steps register themselves on import
-
-        registry.check_call(self.step, self.params, where="params")
-        return self
 
 
 class Requires(Strict):
@@ -76,24 +71,6 @@ class Target(Strict):
     requires: Requires = Requires()
     ort_quantization: OrtQuantization = Field(OrtQuantization(), description="weights are int8 on every target")
 
-    @field_validator("format")
-    @classmethod
-    def _format_known(cls, name: str) -> str:
-        from builder import formats
-
-        if name not in formats.all_formats():
-            raise ValueError(f"unknown format {name!r}; known: {', '.join(sorted(formats.all_formats()))}")
-        return name
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime_known(cls, name: str) -> str:
-        from builder import runtimes
-
-        if name not in runtimes.names():
-            raise ValueError(f"unknown runtime {name!r}; known: {', '.join(runtimes.names())}")
-        return name
-
     @field_validator("variants", mode="before")
     @classmethod
     def _single_step_shorthand(cls, variants):
@@ -107,15 +84,6 @@ class Target(Strict):
         if "fp32" not in variants:
             raise ValueError("every target needs an fp32 rule: it is the validation reference")
         return variants
-
-    @field_validator("device_only")
-    @classmethod
-    def _device_steps_known(cls, kinds: list[str]) -> list[str]:
-        from builder.steps import registry
-
-        for kind in kinds:
-            registry.get(kind)
-        return kinds
 
     @property
     def precisions(self) -> list[str]:

@@ -200,6 +200,7 @@ def nncf_quantize_with_accuracy_control(
     *,
     max_drop: float = 0.01,
     drop_type: Literal["absolute", "relative"] = "absolute",
+    max_reverted: int | None = None,
     preset: Literal["performance", "mixed"] = "performance",
     subset_size: int = 300,
     fast_bias_correction: bool = True,
@@ -207,7 +208,8 @@ def nncf_quantize_with_accuracy_control(
     model_type: Literal["transformer"] | None = None,
     overflow_fix: OverflowFixMode = "enable",
 ) -> dict:
-    """Int8 PTQ that reverts the most harmful layers to float until the metric drop is <= `max_drop`.
+    """Int8 PTQ that reverts the most harmful layers to float (at most `max_reverted`) until the metric
+    drop is <= `max_drop`.
 
     `validation_fn(compiled_model, samples, indices)` returns the metric
     (higher is better) on `validation[indices]`; NNCF calls it on the whole set
@@ -215,6 +217,7 @@ def nncf_quantize_with_accuracy_control(
     look up labels or reference outputs.
     """
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     validation = np.asarray(validation, dtype=np.float32)
     # Items are indices so that every call can tell which samples it got.
@@ -227,9 +230,32 @@ def nncf_quantize_with_accuracy_control(
     cal_dataset = _dataset(calibration)
     kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type, overflow_fix)
     kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")  # this API's name for it
+    if max_reverted is not None:  # NNCF's iterations: one layer reverted to float each
+        kwargs["advanced_accuracy_restorer_parameters"] = AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_reverted)
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize_with_accuracy_control(
         model, cal_dataset, val_dataset, metric, max_drop=max_drop, drop_type=nncf.DropType(drop_type), **kwargs))
     return {**report, "preset": preset, "max_drop": max_drop, "drop_type": drop_type}
+
+
+def compress_fp16(xml: Path, out_xml: Path) -> dict:
+    """An IR's weights compressed to fp16."""
+    import openvino as ov
+
+    started = time.monotonic()
+    _save_ir(ov.Core().read_model(str(xml)), out_xml, compress_fp16=True)
+    return {"converter": f"openvino {ov.get_version()}", "compress_fp16": True,
+            "seconds": round(time.monotonic() - started, 2),
+            "size": out_xml.stat().st_size + out_xml.with_suffix(".bin").stat().st_size}
+
+
+def quantized_ops(xml: Path) -> set[str]:
+    """The ops of an IR whose data input comes through a FakeQuantize: the ones NNCF quantized."""
+    import openvino as ov
+
+    return {op.get_friendly_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+            if op.get_input_size() and op.get_type_name() != "FakeQuantize"
+            and op.input_value(0).get_node().get_type_name() == "FakeQuantize"}
 
 
 def compile_f32(xml: Path, threads: int | None = None) -> Any:
@@ -242,4 +268,4 @@ def compile_f32(xml: Path, threads: int | None = None) -> Any:
     return ov.Core().compile_model(str(xml), "CPU", config)
 
 
-__all__ = ["compile_f32", "nncf_quantize", "nncf_quantize_with_accuracy_control", "to_openvino"]
+__all__ = ["compile_f32", "compress_fp16", "nncf_quantize", "quantized_ops", "nncf_quantize_with_accuracy_control", "to_openvino"]

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from builder import device_facts, formats
+from builder.config.common import Task
 from builder.config.recipe import Benchmark as Settings
 from builder.errors import StepError
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
@@ -25,6 +26,10 @@ GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "sou
     "max_abs_error": ("max_abs_error", lambda v, t: v <= t),
     "min_source_cosine": ("source.cosine", lambda v, t: v >= t),
     "min_source_top1_agreement": ("source.top1_agreement", lambda v, t: v >= t),
+    "min_detection_f1": ("detection_f1", lambda v, t: v >= t),
+    "min_miou": ("miou", lambda v, t: v >= t),
+    "min_psnr_db": ("psnr_db", lambda v, t: v >= t),
+    "max_cer": ("cer", lambda v, t: v <= t),
 }
 
 
@@ -150,8 +155,8 @@ class Validate(Step):
 
     class Params(StepParams):
         gates: dict[GateName, float] = Field({}, description="gate -> threshold, resolved by the plan from the recipe")
-        task: Literal["classification", "detection", "segmentation", "generic"] = Field(
-            "generic", description="the recipe's task: a classifier also gets top-k agreement and accuracy")
+        task: Task = Field("generic", description="the recipe's task: its own figures beside cosine and SNR "
+                                                  "(top-k agreement and accuracy, mIoU, PSNR, CER)")
         emulated_samples: int = Field(_DEFAULTS.emulated_validation_samples,
                                       description="samples validated under emulation (benchmark.emulated_validation_samples)")
         runtime: str = Field(description="the runtime that loads the model")
@@ -194,13 +199,13 @@ class Validate(Step):
         result = {"reference": ctx.input("reference").name, "samples": int(len(samples)), "emulated": ctx.emulated}
         if model != ctx.input("model"):
             result["validated"] = model.name
-        result |= _agreement(params.task, ref_out, cand_out)
+        result |= agreement(params.task, ref_out, cand_out)
         if "source_outputs" in ctx.call.inputs:  # the source's own outputs: a wrong conversion shows here
             from builder.steps.reference import load_source_outputs
 
             source_out = load_source_outputs(ctx.input("source_outputs"), chosen)
             pairs = metrics.align_outputs(source_out[0], cand_out[0])
-            result["source"] = _agreement(params.task, source_out, [metrics.aligned(c, pairs) for c in cand_out])
+            result["source"] = agreement(params.task, source_out, [metrics.aligned(c, pairs) for c in cand_out])
         if params.task == "classification":
             labels = json.loads(ctx.input("labels").read_text())
             if labels:
@@ -215,11 +220,14 @@ class Validate(Step):
         return {"validation": result}
 
 
-def _agreement(task: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict:
-    """Output agreement over every sample; top-1/top-5 of the first output for a classifier."""
+def agreement(task: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict:
+    """Output agreement over every sample; top-1/top-5 of the first output for a classifier, the task's own
+    figure of it for other tasks (task_metrics)."""
     from builder import metrics
+    from builder.task_metrics import task_figures
 
     result = metrics.compare([o for outs in reference for o in outs], [o for outs in candidate for o in outs])
+    result |= task_figures(task, reference, candidate)
     if task == "classification":
         ref_logits = np.stack([o[0].reshape(-1) for o in reference])
         cand_logits = np.stack([o[0].reshape(-1) for o in candidate])

@@ -57,13 +57,13 @@ class QuantizeNncf(Step):
         else:
             validation = samples_for(ctx.input("validation"), params)
             report = openvino.nncf_quantize_with_accuracy_control(
-                model, ctx.output("model"), calibration, validation, _top1_agreement_fn(validation, model),
+                model, ctx.output("model"), calibration, validation, top1_agreement_metric(validation, model),
                 max_drop=nncf.max_accuracy_drop, **options,
             )
         return {"quantization": report, "io_dtype": "float32"}  # NNCF quantizes inside: the IR keeps float I/O
 
 
-def _top1_agreement_fn(validation, reference_xml):
+def top1_agreement_metric(validation, reference_xml):
     """Validation metric for accuracy control: top-1 agreement with the fp32 model on the given samples."""
     import numpy as np
 
@@ -75,5 +75,22 @@ def _top1_agreement_fn(validation, reference_xml):
     def metric(compiled_model, samples, indices) -> float:
         predicted = np.array([np.argmax(compiled_model([s[None]])[0]) for s in samples])
         return float(np.mean(predicted == expected[indices]))
+
+    return metric
+
+
+def cosine_metric(validation, reference_xml):
+    """Validation metric for accuracy control: mean cosine of the first output with the fp32 model's."""
+    import numpy as np
+
+    from builder.runtimes import load
+
+    reference = load(reference_xml)
+    expected = [reference.run([s])[0].reshape(-1) for s in validation]
+
+    def metric(compiled_model, samples, indices) -> float:
+        got = [np.asarray(compiled_model([s[None]])[0]).reshape(-1) for s in samples]
+        return float(np.mean([a @ b / (np.linalg.norm(a) * np.linalg.norm(b) or 1.0)
+                              for a, b in zip((expected[i] for i in indices), got)]))
 
     return metric

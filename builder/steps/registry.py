@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from builder import plugins
 from builder.errors import ConfigError
 from builder.steps.base import _REGISTRY, Step
 
-
-def _load_all() -> None:
-    """Every step module of the project and of the installed plugins (classes register on import)."""
-    import builder.steps  # noqa: F401
-    from builder import plugins
-
-    plugins.load()
+# builder/steps/__init__.py has imported the project's step modules before this one is used (a submodule
+# imports its package first); plugins.load() imports the plugins' step classes.
 
 
 def get(kind: str) -> type[Step]:
-    _load_all()
+    plugins.load()
     try:
         return _REGISTRY[kind]
     except KeyError:
@@ -25,12 +21,12 @@ def get(kind: str) -> type[Step]:
 
 
 def all_steps() -> dict[str, type[Step]]:
-    _load_all()
+    plugins.load()
     return dict(sorted(_REGISTRY.items()))
 
 
 def check_call(kind: str, params: dict, where: str) -> None:
-    """Validate a step reference from a config file (raises ValueError for pydantic to report)."""
+    """Validate a step reference from a config file: a ValueError names what is wrong (registry_refs.py)."""
     step = get(kind)
     try:
         step.Params(**params)

@@ -1,0 +1,204 @@
+"""Accuracy-aware variants (precision: auto): each format's candidates, searched by quant_search.
+
+TFLite: full int8, then int8 with the layers the quantization debugger finds worst kept in float
+(1, 2, 4, ... of them), then int16x8 and fp16. OpenVINO: NNCF int8, then NNCF's accuracy-control
+mode (it reverts the most harmful layers itself), then fp16 weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from pydantic import Field
+
+from builder import formats
+from builder.config.common import Task
+from builder.config.recipe import Benchmark, Nncf, Search
+from builder.errors import BuilderError, StepError
+from builder.quant_search import Budget, Candidate, Judge, place, search
+from builder.steps.base import PlanScope, Step, StepContext
+from builder.steps.layout import LayoutParams, layout_params, samples_for
+from builder.steps.measure import GateName, runtime_for
+
+
+_BOUND = Search()
+_BENCHMARK = Benchmark()
+
+
+class SearchParams(LayoutParams):
+    """Resolved by the plan from the variant (gates, search bound), the recipe and the target."""
+
+    gates: dict[GateName, float] = Field({}, description="the variant's gates against fp32: what a candidate must meet")
+    task: Task = "generic"
+    max_candidates: int = _BOUND.max_candidates
+    max_minutes: float = _BOUND.max_minutes
+    max_float_layers: int = _BOUND.max_float_layers
+    runtime: str | None = Field(None, description="the runtime that measures the candidates (the target's)")
+    threads: int = Field(_BENCHMARK.threads, description="the recipe's benchmark threads")
+
+
+class _Search(Step):
+    """One format's accuracy-aware search; subclasses propose the candidates."""
+
+    Params = SearchParams
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        recipe, variant = scope.recipe, scope.variant_spec
+        gates = recipe.gates_of(scope.variant).model_dump(exclude_none=True) if variant else {}
+        return layout_params(scope) | {
+            "gates": {g: t for g, t in gates.items() if not g.startswith("min_source_")},  # fp32 is the reference
+            "task": recipe.task, "threads": recipe.benchmark.threads,
+            "runtime": runtime_for(dataclasses.replace(scope, format=cls.produces)),
+            **(variant.search.model_dump() if variant else {})}
+
+    @classmethod
+    def data_inputs(cls, params: dict) -> tuple[str, ...]:
+        return "calibration", "validation"
+
+    def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
+                   found: dict) -> tuple[Path, Iterator[Candidate], list[Candidate]]:
+        """The fp32 model to compare with, the int8 ladder (fastest expected first) and the fallbacks; what
+        the search finds on the way (per-layer errors) goes into `found`, which joins the step's result."""
+        raise NotImplementedError
+
+    def run(self, ctx: StepContext, params: SearchParams) -> dict:
+        from builder.runtimes import load
+
+        out = ctx.output("model")
+        samples = samples_for(ctx.input("validation"), params)
+        suffix = formats.suffix_of(self.produces)
+        with tempfile.TemporaryDirectory(prefix=".search-", dir=out.parent) as tmp:
+            found: dict = {}
+            fp32, ladder, fallbacks = self.candidates(ctx, params, Path(tmp), found)
+            reference = load(fp32, runtime=params.runtime, threads=params.threads)
+            judge = Judge(samples, [reference.run([s]) for s in samples], params.gates, params.task, params.runtime,
+                          params.threads)
+            result, chosen = search(ladder, fallbacks, judge, Path(tmp), suffix,
+                                    Budget(params.max_candidates, params.max_minutes), ctx.log)
+            if chosen is None:
+                raise StepError("no candidate of the search could be built: "
+                                + "; ".join(f"{c.name}: {c.error}" for c in result.candidates),
+                                hint="see the step log; the variant's int8, int16x8 and fp16 steps may say more")
+            place(chosen, out)
+        return {"search": result.model_dump(mode="json"), "io_dtype": "float32", **found}
+
+
+class SearchTflite(_Search):
+    kind = "search.tflite"
+    consumes = ("saved_model",)
+    produces = "tflite"
+    summary = ("the fastest TFLite artifact within the gates: int8, then int8 with the quantization debugger's "
+               "worst layers in float, then int16x8 and fp16")
+
+    def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
+                   found: dict) -> tuple[Path, Iterator[Candidate], list[Candidate]]:
+        from builder.convert import tflite
+
+        saved = ctx.input("model")
+        representative = tflite.representative_from_array(samples_for(ctx.input("calibration"), params))
+        fp32 = folder / "fp32.tflite"
+        tflite.to_tflite(saved, fp32, source_format="saved_model")
+
+        def convert(precision: str):
+            return lambda path: tflite.to_tflite(saved, path, source_format="saved_model", precision=precision,
+                                                 representative=representative, require_full_int8=False)
+
+        fallbacks = [Candidate("int16x8", "int16 activations, int8 weights", convert("int16x8"), fallback=True),
+                     Candidate("fp16", "fp16 weights, float compute", convert("fp16"), fallback=True)]
+        return fp32, self._ladder(ctx, saved, representative, convert, found, params.max_float_layers), fallbacks
+
+    @staticmethod
+    def _ladder(ctx: StepContext, saved: Path, representative, convert, found: dict,
+                max_float: int) -> Iterator[Candidate]:
+        """Full int8; then the output layer in float (its rounding flips near-tied classes: EfficientNet-Lite0's
+        top-1 agreement 0.88 -> 0.94), then also the layers of largest rmse/scale, 1, 2, 4, ... of them."""
+        from builder.convert import tflite_selective
+
+        yield Candidate("int8", "full int8, float32 inputs and outputs", convert("int8"))
+        try:
+            errors = tflite_selective.layer_errors(saved, representative)
+        except BuilderError as exc:
+            ctx.log.warning("no per-layer errors, so no selective int8: %s", exc.message)
+            return
+        ranked = sorted(errors, key=lambda e: -e[1])
+        found["layer_errors"] = {"metric": tflite_selective.METRIC,
+                                 "layers": [{"name": n, "value": round(v, 4)} for n, v in ranked]}
+        output = errors[-1][0]
+        worst = [name for name, _ in ranked if name != output]
+        count = 0
+        while count == 0 or count <= len(worst):
+            names = [output, *worst[:count]]
+            if len(names) > max_float:
+                return
+            what = "the output layer" + (f" and the {count} of largest rmse/scale" if count else "")
+            yield Candidate(f"int8-float{len(names)}", f"int8 with {what} in float",
+                            lambda path, names=names: tflite_selective.selective_int8(saved, path, representative,
+                                                                                       names),
+                            kept_float=names)
+            count = count * 2 or 1
+
+
+class SearchNncf(_Search):
+    kind = "search.nncf"
+    consumes = ("openvino",)
+    produces = "openvino"
+    summary = ("the fastest OpenVINO IR within the gates: NNCF int8, then NNCF accuracy control, then fp16 weights")
+
+    class Params(SearchParams):
+        nncf: Nncf = Field(Nncf(), description="the variant's nncf options")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        variant = scope.variant_spec
+        return super().resolve_params(scope, params) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
+
+    def candidates(self, ctx: StepContext, params: Params, folder: Path,
+                   found: dict) -> tuple[Path, Iterator[Candidate], list[Candidate]]:
+        from builder.convert import openvino
+
+        xml = ctx.input("model")
+        fp16 = Candidate("fp16", "fp16 weights, float compute", lambda path: openvino.compress_fp16(xml, path),
+                         fallback=True)
+        return xml, self._ladder(ctx, params, folder), [fp16]
+
+    @staticmethod
+    def _ladder(ctx: StepContext, params: Params, folder: Path) -> Iterator[Candidate]:
+        from builder.convert import openvino
+
+        xml = ctx.input("model")
+        calibration = samples_for(ctx.input("calibration"), params)
+        options = params.nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope",
+                                                  "model_type", "overflow_fix"})
+        full = folder / "int8" / "model.xml"
+        yield Candidate("int8", "NNCF int8", lambda path: openvino.nncf_quantize(xml, path, calibration, **options))
+        controlled = _controlled_metric(params.gates, params.task)
+        if controlled:
+            name, threshold, metric = controlled
+            validation = samples_for(ctx.input("validation"), params)
+
+            def build(path: Path) -> dict:
+                report = openvino.nncf_quantize_with_accuracy_control(
+                    xml, path, calibration, validation, metric(validation, xml), max_drop=1 - threshold,
+                    max_reverted=params.max_float_layers, **options)
+                if full.exists():  # the layers NNCF reverted to float
+                    report["kept_float"] = sorted(openvino.quantized_ops(full) - openvino.quantized_ops(path))
+                return report
+
+            yield Candidate("int8-accuracy-control", f"NNCF accuracy control on {name} (max drop {1 - threshold:g}, "
+                            f"at most {params.max_float_layers} layers in float)", build)
+
+
+def _controlled_metric(gates: dict[str, float], task: str):
+    """(figure, threshold, metric factory) for NNCF's accuracy control: top-1 agreement for a classifier,
+    else mean cosine; None when no gate bounds either."""
+    from builder.steps.openvino import cosine_metric, top1_agreement_metric
+
+    if task == "classification" and "min_top1_agreement" in gates:
+        return "top-1 agreement", gates["min_top1_agreement"], top1_agreement_metric
+    if "min_cosine" in gates:
+        return "cosine", gates["min_cosine"], cosine_metric
+    return None
+
