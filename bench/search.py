@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 
 from builder.matrix import run_matrix
+from builder.records import VariantResult
+from builder.report import rate_with_interval
 from builder.runners.select import select_runner
 
 PHOTOS = [f"skimage/data/{name}" for name in ("camera.png", "coins.png", "ihc.png", "motorcycle_right.png",
@@ -37,26 +39,20 @@ def recipe(quickstart: Path, min_top1: float, out: Path) -> Path:
     return path
 
 
-def _agreement(figures: dict | None) -> str:
-    if not figures or figures.get("top1_agreement") is None:
-        return "-"
-    low, high = figures.get("top1_agreement_interval") or (None, None)
-    return f"{figures['top1_agreement']:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{figures['top1_agreement']:.3f}"
-
-
-def summary(results: list[dict]) -> dict:
-    by_name = {v["name"]: v for v in results}
-    int8, auto = by_name.get("int8") or {}, by_name.get("auto") or {}
-    p50 = {name: (v.get("benchmark") or {}).get("p50_ms") for name, v in (("int8", int8), ("auto", auto))}
-    search = auto.get("search") or {}
+def summary(results: list[VariantResult]) -> dict:
+    by_name = {v.name: v for v in results}
+    int8, auto = by_name.get("int8"), by_name.get("auto")
+    p50 = {name: v.benchmark.p50_ms if v and v.benchmark else None for name, v in (("int8", int8), ("auto", auto))}
+    search = auto.search if auto else None
     return {
-        "int8": {"status": int8.get("status"), "top1": _agreement(int8.get("validation")), "p50_ms": p50["int8"]},
-        "auto": {"status": auto.get("status"), "chosen": search.get("chosen"), "why": search.get("why"),
-                 "top1": _agreement(auto.get("validation")), "p50_ms": p50["auto"],
+        "int8": {"status": int8 and int8.status, "top1": rate_with_interval(int8 and int8.validation, "top1_agreement"),
+                 "p50_ms": p50["int8"]},
+        "auto": {"status": auto and auto.status, "chosen": search and search.chosen, "why": search and search.why,
+                 "top1": rate_with_interval(auto and auto.validation, "top1_agreement"), "p50_ms": p50["auto"],
                  "p50_vs_int8": round(p50["auto"] / p50["int8"], 3) if p50["auto"] and p50["int8"] else None},
-        "candidates": [{"name": c["name"], "status": c["status"], "p50_ms": c.get("p50_ms"),
-                        "top1": _agreement(c.get("agreement")), "kept_float": len(c.get("kept_float") or [])}
-                       for c in search.get("candidates", [])],
+        "candidates": [{"name": c.name, "status": c.status, "p50_ms": c.p50_ms,
+                        "top1": rate_with_interval(c.agreement, "top1_agreement"), "kept_float": len(c.kept_float)}
+                       for c in (search.candidates if search else [])],
     }
 
 
@@ -71,7 +67,7 @@ def main() -> None:
     runner = select_runner(args.runner, echo=lambda line: None)
     outcomes = run_matrix([recipe(args.recipe, args.min_top1, args.out)], args.targets or ["x86-tflite", "openvino"],
                           runner, out=args.out, echo=print)
-    table = {o.target: summary([r.model_dump(mode="json") for r in o.results]) for o in outcomes}
+    table = {o.target: summary(o.results) for o in outcomes}
     for target, row in table.items():
         print(f"\n{target} ({runner.name} runner), gate: top-1 agreement >= {args.min_top1}")
         print(f"  int8: {row['int8']}")

@@ -89,7 +89,7 @@ def search(ladder: Iterator[Candidate], fallbacks: list[Candidate], judge: Judge
             stop = (f"max_candidates {budget.max_candidates} ended the int8 ladder after {limit} candidates"
                     + (f", keeping {len(fallbacks)} for the fallbacks" if fallbacks else ""))
             return False
-        entry, path = _try(candidate, judge, folder / candidate.name / f"model{suffix}", log)
+        entry, path = _try(candidate, judge, built_at(folder, candidate.name, suffix), log)
         tried.append(entry)
         if path:
             paths[candidate.name] = path
@@ -109,6 +109,11 @@ def search(ladder: Iterator[Candidate], fallbacks: list[Candidate], judge: Judge
     log.info("search: %s", why)
     return SearchResult(candidates=tried, chosen=chosen, why=why, max_candidates=budget.max_candidates,
                         max_minutes=budget.max_minutes), paths.get(chosen) if chosen else None
+
+
+def built_at(folder: Path, name: str, suffix: str) -> Path:
+    """Where the search builds the candidate `name`."""
+    return folder / name / f"model{suffix}"
 
 
 def _try(candidate: Candidate, judge: Judge, path: Path, log: logging.Logger) -> tuple[SearchCandidate, Path | None]:

@@ -92,7 +92,8 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
     return out
 
 
-TASK_FIGURES = {"detection_f1": "detection F1", "miou": "mIoU", "psnr_db": "PSNR dB", "cer": "CER"}  # a task's own figure (task_metrics), its column
+# a task's own figure (task_metrics) -> its column
+TASK_FIGURES = {"detection_f1": "detection F1", "miou": "mIoU", "psnr_db": "PSNR dB", "cer": "CER"}
 
 
 def _last(conversions: list[dict], key: str):
@@ -114,8 +115,8 @@ def _search_lines(results: list[VariantResult]) -> list[str]:
             kept = f"{len(c.kept_float)} layer(s)" if c.kept_float else "-"
             lines.append("| " + " | ".join([
                 f"**{c.name}**" if c.name == r.search.chosen else c.name, c.status if c.status == "ok" else c.error or "",
-                _fmt(c.p50_ms), _fmt((c.size_bytes or 0) / 1024, 1) if c.size_bytes else "-", _rate(a, "top1_agreement"),
-                _fmt(_of(a, "cosine"), 5), gates, kept]) + " |")
+                _fmt(c.p50_ms), _fmt(c.size_bytes / 1024, 1) if c.size_bytes else "-",
+                rate_with_interval(a, "top1_agreement"), _fmt(_of(a, "cosine"), 5), gates, kept]) + " |")
     return lines
 
 
@@ -196,7 +197,7 @@ def _interval(bounds: tuple[float, float]) -> str:
     return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
 
 
-def _rate(figures: BaseModel | None, name: str) -> str:
+def rate_with_interval(figures: BaseModel | None, name: str) -> str:
     """A rate with its 95% interval: 0.920 [0.81, 0.97]."""
     bounds = _of(figures, f"{name}_interval")
     return _fmt(_of(figures, name)) + (f" {_interval(bounds)}" if bounds else "")
@@ -344,9 +345,9 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
         lines.append("| " + " | ".join([
             r.name, r.status, measured_on(b), _fmt((b.size_bytes or 0) / 1024, 1) if b else "-",
             _fmt(_of(b, "p50_ms")), _fmt(_of(b, "p90_ms")), _fmt(_of(b, "p99_ms")), _fmt(_of(b, "throughput_fps"), 1),
-            _fmt(_of(b, "peak_rss_mb"), 1), _rate(v, "top1_agreement"), _rate(v, "top5_agreement"),
-            _rate(v, "top1_accuracy"), _fmt(_of(v, "cosine"), 5), _fmt(_of(v, "snr_db"), 1),
-            _fmt(_of(src, "cosine"), 5), _rate(src, "top1_agreement"),
+            _fmt(_of(b, "peak_rss_mb"), 1), rate_with_interval(v, "top1_agreement"), rate_with_interval(v, "top5_agreement"),
+            rate_with_interval(v, "top1_accuracy"), _fmt(_of(v, "cosine"), 5), _fmt(_of(v, "snr_db"), 1),
+            _fmt(_of(src, "cosine"), 5), rate_with_interval(src, "top1_agreement"),
             *([_fmt(_of(v, task), 4), _fmt(_of(src, task), 4)] if task else [])]) + " |")
     if any(r.validation and r.validation.source for r in results):
         lines += ["", "Agreement and cosine compare each variant with the fp32 artifact; the source columns compare "

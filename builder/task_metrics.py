@@ -179,18 +179,17 @@ def _match(ref: list[tuple[np.ndarray, int]], cand: list[tuple[np.ndarray, int]]
     return pairs
 
 
-def _first(figure):
-    """A figure of the first output only."""
-    return lambda reference, candidate: figure([outs[0] for outs in reference], [outs[0] for outs in candidate])
-
-
-FIGURES = {  # task -> figures of (reference outputs, candidate outputs), per sample
-    "detection": detection,
-    "segmentation": lambda reference, candidate: {"miou": _first(miou)(reference, candidate)},
-    "super_resolution": lambda reference, candidate: {"psnr_db": _first(psnr_db)(reference, candidate)},
-    "ocr": lambda reference, candidate: {"cer": _first(cer)(reference, candidate)},
+FIRST_OUTPUT = {  # task -> its figure of the first output: (name, function)
+    "segmentation": ("miou", miou),
+    "super_resolution": ("psnr_db", psnr_db),
+    "ocr": ("cer", cer),
 }
 
 
 def task_figures(task: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict:
-    return FIGURES[task](reference, candidate) if task in FIGURES else {}
+    if task == "detection":
+        return detection(reference, candidate)
+    if task not in FIRST_OUTPUT:
+        return {}
+    name, figure = FIRST_OUTPUT[task]
+    return {name: figure([outs[0] for outs in reference], [outs[0] for outs in candidate])}

@@ -346,6 +346,11 @@ class Nncf(Strict):
         "(EfficientNet-Lite0 int8 top-1 agreement on such a CPU: 0.76 disable, 0.80 first_layer_only, 0.90 enable)"))
     max_accuracy_drop: float | None = Field(None, gt=0, le=1, description="set to quantize with accuracy control")
 
+    def ptq_options(self) -> dict:
+        """The options NNCF's quantize (with or without accuracy control) takes."""
+        return self.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type",
+                                        "overflow_fix"})
+
 
 class Search(Strict):
     """The bound of an accuracy-aware (precision: auto) variant's search."""
@@ -389,8 +394,8 @@ class Recipe(Strict):
     description: str = ""
     task: Task = Field("generic", description=(
         "what the outputs mean: classification (top-k agreement, accuracy), detection (detection F1, box IoU), "
-        "segmentation (mIoU), "
-        "super_resolution (PSNR), ocr (CTC character error rate); any task also gets cosine and SNR"))
+        "segmentation (mIoU), super_resolution (PSNR), ocr (CTC character error rate); any task also gets cosine "
+        "and SNR"))
     source: Source
     fallback: Source | None = Field(None, description="used when every mirror of `source` fails")
     input: InputSpec

@@ -49,8 +49,7 @@ class QuantizeNncf(Step):
 
         model = ctx.input("model")
         nncf = params.nncf
-        options = nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type",
-                                           "overflow_fix"})
+        options = nncf.ptq_options()
         calibration = samples_for(ctx.input("calibration"), params)
         if nncf.max_accuracy_drop is None:
             report = openvino.nncf_quantize(model, ctx.output("model"), calibration, **options)

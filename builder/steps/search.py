@@ -17,7 +17,7 @@ from builder import formats
 from builder.config.common import Task
 from builder.config.recipe import Benchmark, Nncf, Search
 from builder.errors import BuilderError, StepError
-from builder.quant_search import Budget, Candidate, Judge, place, search
+from builder.quant_search import Budget, Candidate, Judge, built_at, place, search
 from builder.steps.base import PlanScope, Step, StepContext
 from builder.steps.layout import LayoutParams, layout_params, samples_for
 from builder.steps.measure import GateName, runtime_for
@@ -170,9 +170,8 @@ class SearchNncf(_Search):
 
         xml = ctx.input("model")
         calibration = samples_for(ctx.input("calibration"), params)
-        options = params.nncf.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope",
-                                                  "model_type", "overflow_fix"})
-        full = folder / "int8" / "model.xml"
+        options = params.nncf.ptq_options()
+        full = built_at(folder, "int8", ".xml")
         yield Candidate("int8", "NNCF int8", lambda path: openvino.nncf_quantize(xml, path, calibration, **options))
         controlled = _controlled_metric(params.gates, params.task)
         if controlled:
