@@ -19,7 +19,8 @@ from builder.errors import BuilderError, ConfigError
 from builder.records import BenchmarkResult, Results, VariantResult, load_results
 
 BENCHMARK = ("p50_ms", "size_bytes")
-VALIDATION = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine", "detection_f1", "miou", "psnr_db", "cer")
+VALIDATION = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine", "detection_f1", "map50", "map", "miou", "psnr_db",
+              "cer")
 LOWER_IS_BETTER = ("p50_ms", "size_bytes", "cer")
 HINT = "give a run's folder (<out>/<recipe>/<target>/), a matrix's --out folder, or a results.json file"
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from builder.config.boxes import Box
 from builder.config.recipe import Dataset, InputSpec
 from builder.errors import ConfigError
 
@@ -27,22 +29,61 @@ def _crop_boxes(width: int, height: int, out_w: int, out_h: int, count: int) -> 
     return [(x, y, x + out_w, y + out_h) for x, y in spots[:count]]
 
 
+class View(NamedTuple):
+    """One sample of an image: the image resized to `size`, cut to `crop` (left, top, right, bottom), maybe mirrored."""
+
+    size: tuple[int, int]
+    crop: tuple[int, int, int, int]
+    flip: bool
+
+
+def views(width: int, height: int, spec: InputSpec, *, crops: int = 1, flips: bool = False) -> list[View]:
+    """The samples made of a `width` x `height` image: `crops` of it (x2 with flips, mirrored ones last)."""
+    out_h, out_w = spec.hw
+    if spec.resize == "stretch":
+        made = [View((out_w, out_h), (0, 0, out_w, out_h), False)]
+    else:
+        scale = max(out_h, out_w) / spec.crop_fraction / min(width, height)
+        size = max(out_w, round(width * scale)), max(out_h, round(height * scale))
+        made = [View(size, box, False) for box in _crop_boxes(*size, out_w, out_h, crops)]
+    return made + [v._replace(flip=True) for v in made] if flips else made
+
+
 def image_samples(path: Path, spec: InputSpec, *, crops: int = 1, flips: bool = False) -> list[np.ndarray]:
     """Preprocess one image into `crops` (x2 with flips) samples shaped like one model input without batch."""
     from PIL import Image
 
-    height, width = spec.hw
     with Image.open(path) as img:
         img = img.convert("L" if spec.color == "GRAY" else "RGB")
-        if spec.resize == "stretch":
-            views = [img.resize((width, height), Image.BILINEAR)]
-        else:
-            scale = max(height, width) / spec.crop_fraction / min(img.size)
-            resized = img.resize((max(width, round(img.width * scale)), max(height, round(img.height * scale))), Image.BILINEAR)
-            views = [resized.crop(box) for box in _crop_boxes(resized.width, resized.height, width, height, crops)]
-    if flips:
-        views += [v.transpose(Image.FLIP_LEFT_RIGHT) for v in views]
-    return [to_tensor(np.asarray(v, dtype=np.float32), spec) for v in views]
+        resized: dict[tuple[int, int], Image.Image] = {}
+        samples = []
+        for view in views(img.width, img.height, spec, crops=crops, flips=flips):
+            if view.size not in resized:
+                resized[view.size] = img.resize(view.size, Image.BILINEAR)
+            cut = resized[view.size].crop(view.crop)
+            samples.append(to_tensor(np.asarray(cut.transpose(Image.FLIP_LEFT_RIGHT) if view.flip else cut,
+                                                dtype=np.float32), spec))
+    return samples
+
+
+KEPT = 0.5  # a box cut by a crop stays an object if at least this share of its area is left in the view
+
+
+def view_boxes(boxes: list[Box], view: View) -> list[Box]:
+    """Boxes normalized to the original image -> normalized to the view: clipped to its crop, mirrored with it;
+    a box with less than half its area left in the view is dropped."""
+    (width, height), (left, top, right, bottom) = view.size, view.crop
+    out = []
+    for box in boxes:
+        x0, y0, x1, y1 = box.xmin * width, box.ymin * height, box.xmax * width, box.ymax * height
+        cx0, cy0, cx1, cy1 = max(x0, left), max(y0, top), min(x1, right), min(y1, bottom)
+        if cx1 <= cx0 or cy1 <= cy0 or (cx1 - cx0) * (cy1 - cy0) < KEPT * (x1 - x0) * (y1 - y0):
+            continue
+        xmin, xmax = (cx0 - left) / (right - left), (cx1 - left) / (right - left)
+        if view.flip:
+            xmin, xmax = 1 - xmax, 1 - xmin
+        out.append(Box(box.cls, xmin, (cy0 - top) / (bottom - top), xmax, (cy1 - top) / (bottom - top)))
+    return out
 
 
 def to_tensor(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -89,3 +130,20 @@ def build(dataset: Dataset, folder: Path, spec: InputSpec) -> tuple[np.ndarray, 
                           hint=f"image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))}")
     samples, labels = samples[: dataset.limit], labels[: dataset.limit]
     return np.stack(samples), (labels if any(label is not None for label in labels) else None), None
+
+
+def build_boxes(dataset: Dataset, folder: Path, spec: InputSpec) -> list[list[Box]] | None:
+    """Each sample's ground-truth boxes, in its view (the samples `build` makes), or None without a boxes file.
+
+    `folder/index.json` gives each image's boxes as [[class, xmin, ymin, xmax, ymax], ...] (none: no object)."""
+    if dataset.boxes is None:
+        return None
+    from PIL import Image
+
+    per_sample = []
+    for entry in json.loads((folder / "index.json").read_text()):
+        boxes = [Box(int(b[0]), *b[1:]) for b in entry.get("boxes") or []]
+        with Image.open(folder / entry["file"]) as img:
+            made = views(img.width, img.height, spec, crops=dataset.augment.crops, flips=dataset.augment.flips)
+        per_sample += [view_boxes(boxes, view) for view in made]
+    return per_sample[: dataset.limit]

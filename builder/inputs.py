@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from builder import formats
+from builder.config.boxes import read_boxes
 from builder.config.labels import read_labels
 from builder.config.recipe import Dataset, FileRef, Recipe, Source
 from builder.datasets import IMAGE_SUFFIXES
@@ -95,13 +96,14 @@ def _materialize_source(f: InputFetcher, source: Source) -> None:
         atomic_copy(part, dest_part)
 
 
-def _folder_images(dataset: Dataset, labels: dict) -> list[Path]:
+def _folder_images(dataset: Dataset, labels: dict, boxes: dict) -> list[Path]:
     """A folder's images in name order, or `sample` of them drawn with `seed` (the same ones every run)."""
     images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     names = {p.relative_to(dataset.folder).as_posix() for p in images}
-    if missing := sorted(set(labels) - names):
-        raise ConfigError(f"{dataset.labels}: labels {len(missing)} image(s) not in {dataset.folder}: "
-                          f"{', '.join(missing[:3])}", hint="give paths relative to the folder, with /")
+    for file, named, verb in ((dataset.labels, labels, "labels"), (dataset.boxes, boxes, "has boxes of")):
+        if missing := sorted(set(named) - names):
+            raise ConfigError(f"{file}: {verb} {len(missing)} image(s) not in {dataset.folder}: "
+                              f"{', '.join(missing[:3])}", hint="give paths relative to the folder, with /")
     if dataset.sample and dataset.sample < len(images):
         chosen = np.random.default_rng(dataset.seed).choice(len(images), size=dataset.sample, replace=False)
         images = [images[i] for i in sorted(chosen)]
@@ -118,11 +120,13 @@ def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
             index.append({"file": target, "label": entry.label})
     elif dataset.folder:
         labels = read_labels(dataset.labels) if dataset.labels else {}
-        images = _folder_images(dataset, labels)
+        boxes = read_boxes(dataset.boxes) if dataset.boxes else {}
+        images = _folder_images(dataset, labels, boxes)
         for i, image in enumerate(images):
             target = f"{i:04d}_{image.name}"
             atomic_copy(image, folder / target)
-            index.append({"file": target, "label": labels.get(image.relative_to(dataset.folder).as_posix())})
+            name = image.relative_to(dataset.folder).as_posix()
+            index.append({"file": target, "label": labels.get(name), "boxes": [list(b) for b in boxes.get(name, [])]})
     elif dataset.npy:
         atomic_copy(dataset.npy, folder / "samples.npy")
         index.append({"file": "samples.npy"})

@@ -7,8 +7,9 @@ compared with the fp32 model on the validation samples under the gates, and time
 
 The first ladder candidate that passes every gate (decided, not within its interval) wins; failing
 that, the fastest fallback that does; failing that, the most accurate candidate, named as missing
-its gates, so that the variant's own validation fails it. Candidates come from a generator, so a
-step computes layer sensitivities only once full int8 has failed.
+its gates, so that the variant's own validation fails it. The ladder is a generator given the
+candidates tried so far, so a step computes layer sensitivities only once full int8 has failed, on
+the closest int8 candidate.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class Candidate:
     build: Callable[[Path], dict]  # writes the model at the given path; returns its converter report
     fallback: bool = False  # tried after the ladder, all of them: the fastest passing one wins
     kept_float: list[str] = field(default_factory=list)
+
+
+Ladder = Callable[[Sequence[SearchCandidate]], Iterator[Candidate]]  # given the candidates tried so far
 
 
 @dataclass
@@ -70,7 +74,7 @@ class Budget:
     max_minutes: float
 
 
-def search(ladder: Iterator[Candidate], fallbacks: list[Candidate], judge: Judge, folder: Path, suffix: str,
+def search(ladder: Ladder, fallbacks: list[Candidate], judge: Judge, folder: Path, suffix: str,
            budget: Budget, log: logging.Logger) -> tuple[SearchResult, Path | None]:
     """Try the ladder, then the fallbacks (built under `folder`); the budget keeps room for the fallbacks.
     Return the result and the chosen model."""
@@ -96,7 +100,7 @@ def search(ladder: Iterator[Candidate], fallbacks: list[Candidate], judge: Judge
         return True
 
     ladder_limit = max(1, budget.max_candidates - len(fallbacks))
-    for candidate in ladder:
+    for candidate in ladder(tried):
         if not attempt(candidate, ladder_limit) or tried[-1].passed:
             break
     if not any(c.passed for c in tried):
@@ -150,11 +154,11 @@ def _choose(tried: list[SearchCandidate]) -> tuple[str | None, str]:
     fallbacks = sorted((c for c in built if c.passed), key=lambda c: c.p50_ms)
     if fallbacks:
         return fallbacks[0].name, f"no int8 candidate met the gates; {fallbacks[0].name} is the fastest fallback that does"
-    best = max(built, key=_accuracy)
+    best = max(built, key=closeness)
     return best.name, f"no candidate met the gates; {best.name} came closest (kept so that validation reports it)"
 
 
-def _accuracy(c: SearchCandidate) -> tuple[float, float, float]:
+def closeness(c: SearchCandidate) -> tuple[float, float, float]:
     """Closeness to the gates: how many pass, then the first gated figure, then speed."""
     return (sum(g.outcome == "pass" for g in c.gates), (c.gates[0].value or 0.0) if c.gates else 0.0, -c.p50_ms)
 

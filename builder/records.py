@@ -164,6 +164,9 @@ class ValidationResult(Agreement):
     validated: str | None = Field(None, description="the model validated in the artifact's place (Vela's int8 TFLite)")
     top1_accuracy: float | None = None
     top1_accuracy_interval: Interval | None = None
+    map50: float | None = Field(None, description="detection: mAP at IoU 0.5 against the validation boxes "
+                                                  "(COCO's 101-point interpolation, averaged over their classes)")
+    map: float | None = Field(None, description="detection: mAP averaged over IoU 0.50:0.95 too (COCO's mAP)")
     source: Agreement | None = None
     gates: list[Gate] = []
     cached: bool = False

@@ -17,7 +17,7 @@ from builder.causes import classify
 from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
-from builder.records import (BenchmarkRecord, BenchmarkResult, Failure, Recommendation, Results, StepRecord,
+from builder.records import (Agreement, BenchmarkRecord, BenchmarkResult, Failure, Recommendation, Results, StepRecord,
                              ValidateRecord, ValidationResult, VariantResult, write_results)
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
@@ -93,7 +93,8 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
 
 
 # a task's own figure (task_metrics) -> its column
-TASK_FIGURES = {"detection_f1": "detection F1", "miou": "mIoU", "psnr_db": "PSNR dB", "cer": "CER"}
+TASK_FIGURES = {"detection_f1": "detection F1", "map50": "mAP@.5", "map": "mAP@.5:.95", "miou": "mIoU", "psnr_db": "PSNR dB",
+                "cer": "CER"}
 
 
 def _last(conversions: list[dict], key: str):
@@ -333,12 +334,13 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     emulated = any(r.benchmark and r.benchmark.emulated for r in results)
     off_target = any(b and not b.estimate and not b.emulated and not b.on_target for b in (r.benchmark for r in results))
     lines += _device_lines(results)
-    task = next((f for f in TASK_FIGURES if any(_of(r.validation, f) is not None for r in results)), None)
-    task_columns = f" | {TASK_FIGURES[task]} | source {TASK_FIGURES[task]}" if task else ""
+    tasks = [f for f in TASK_FIGURES if any(_of(r.validation, f) is not None for r in results)]
+    sourced = [(f, f in Agreement.model_fields) for f in tasks]  # mAP is against ground truth: no source column
+    task_columns = "".join(f" | {TASK_FIGURES[f]}" + (f" | source {TASK_FIGURES[f]}" if s else "") for f, s in sourced)
     lines += ["## Variants", "",
               "| variant | status | measured on | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
               f"| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB | source cosine | source top-1{task_columns} |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if task else "")]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * task_columns.count(" | ")]
     for r in results:
         b, v = r.benchmark, r.validation
         src = _of(v, "source")
@@ -348,7 +350,7 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
             _fmt(_of(b, "peak_rss_mb"), 1), rate_with_interval(v, "top1_agreement"), rate_with_interval(v, "top5_agreement"),
             rate_with_interval(v, "top1_accuracy"), _fmt(_of(v, "cosine"), 5), _fmt(_of(v, "snr_db"), 1),
             _fmt(_of(src, "cosine"), 5), rate_with_interval(src, "top1_agreement"),
-            *([_fmt(_of(v, task), 4), _fmt(_of(src, task), 4)] if task else [])]) + " |")
+            *[x for f, s in sourced for x in [_fmt(_of(v, f), 4), *([_fmt(_of(src, f), 4)] if s else [])]]]) + " |")
     if any(r.validation and r.validation.source for r in results):
         lines += ["", "Agreement and cosine compare each variant with the fp32 artifact; the source columns compare "
                   "it with the source model run in its own framework."]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from builder.detections import per_anchor, postprocessed
 from builder.errors import StepError
 from builder.metrics import MAX_SNR_DB
 
@@ -103,7 +104,7 @@ MATCHED = 0.5  # IoU of two post-processed boxes that are one detection
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two corner boxes (y1, x1, y2, x2)."""
+    """IoU of two corner boxes (both x1, y1, x2, y2 or both y1, x1, y2, x2)."""
     inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
     union = np.prod(np.clip(a[2:] - a[:2], 0, None)) + np.prod(np.clip(b[2:] - b[:2], 0, None)) - inter
     return float(inter / union) if union > 0 else 0.0
@@ -115,24 +116,9 @@ def _corners(centre_size: np.ndarray) -> np.ndarray:
 
 
 def _postprocessed(outs: list[np.ndarray]) -> list[tuple[np.ndarray, int]] | None:
-    """(box, class) of each detection of TFLite's detection op outputs, or None if these are not such."""
-    shapes = [np.shape(o) for o in outs]
-    if len(outs) != 4 or len(shapes[0]) != 3 or shapes[0][-1] != 4 or np.size(outs[3]) != 1:
-        return None
-    boxes, classes, scores = (np.asarray(o).reshape(-1, *np.shape(o)[2:]) for o in outs[:3])
-    count = int(np.asarray(outs[3]).reshape(-1)[0])
-    return [(boxes[i], int(classes[i])) for i in range(min(count, len(scores))) if scores[i] >= DETECTED]
-
-
-def _per_anchor(outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Boxes (A, >=4) and scores (A, C) of per-anchor outputs, or None if the outputs are not such."""
-    box = next((i for i, o in enumerate(outs) if np.ndim(o) == 3 and np.shape(o)[-1] >= 4), None)
-    if box is None:
-        return None
-    boxes = np.asarray(outs[box])[0]
-    score = next((i for i, o in enumerate(outs) if i != box and np.ndim(o) in (2, 3) and np.shape(o)[1] == len(boxes)),
-                 None)
-    return None if score is None else (boxes, np.asarray(outs[score], np.float64)[0].reshape(len(boxes), -1))
+    """(corner box, class) of each detection of TFLite's detection op outputs, or None if these are not such."""
+    found = postprocessed(outs)
+    return None if found is None else [(np.array(f.box), f.cls) for f in found if f.score >= DETECTED]
 
 
 def _detected(boxes: np.ndarray, scores: np.ndarray, logits: bool) -> dict[int, tuple[np.ndarray, int]]:
@@ -146,7 +132,7 @@ def _detected(boxes: np.ndarray, scores: np.ndarray, logits: bool) -> dict[int, 
 def detection(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict:
     found = ref_total = cand_total = 0
     ious: list[float] = []
-    anchors = [(_per_anchor(r), _per_anchor(c)) for r, c in zip(reference, candidate)]
+    anchors = [(per_anchor(r), per_anchor(c)) for r, c in zip(reference, candidate)]
     ref_scores = [r[1] for r, _ in anchors if r is not None]
     logits = bool(ref_scores) and bool(min(x.min() for x in ref_scores) < 0 or max(x.max() for x in ref_scores) > 1)
     for (ref, cand), (ref_anchors, cand_anchors) in zip(zip(reference, candidate), anchors):

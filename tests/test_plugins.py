@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 PLUGIN = Path(__file__).parent / "plugin_ort"
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
@@ -95,3 +96,24 @@ def test_a_broken_plugin_is_a_clear_error(plugin_env, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "plugin ort (edge_builder_ort) failed to load: ImportError: no onnxruntime here" in proc.stderr
     assert "edge-builder-ort" in proc.stderr  # the package to fix or uninstall
+
+
+def test_an_auto_variant_on_the_plugin_target_searches_with_onnx_runtime_and_ships_the_closest(plugin_env, tmp_path):
+    """A gate no int8 candidate meets (the random-weight softmax rounds to 0 in int8): two int8 calibrations,
+    then both fallbacks; the chosen one is converted to .ort, benchmarked and validated."""
+    recipe = yaml.safe_load(TINY.read_text())
+    recipe["variants"] = {"fp32": {}, "auto": {"precision": "auto", "gates": {"min_snr_db": 200},
+                                               "search": {"max_candidates": 4, "max_float_layers": 1}}}
+    path = tmp_path / "tiny-mobilenet.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = _builder(plugin_env, "run", str(path), "-t", "x86-ort", "--runner", "local", "--out", str(tmp_path / "out"),
+                    cwd=tmp_path)
+    workdir = tmp_path / "out" / "tiny-mobilenet" / "x86-ort"
+    assert (workdir / "results.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    auto = next(v for v in json.loads((workdir / "results.json").read_text())["variants"] if v["name"] == "auto")
+    search = auto["search"]
+    assert [c["name"] for c in search["candidates"]] == ["int8", "int8-entropy", "int16x8", "fp16"]
+    assert all(c["status"] == "ok" and c["p50_ms"] > 0 for c in search["candidates"])
+    assert not any(c["passed"] for c in search["candidates"][:2]) and search["chosen"] in ("int16x8", "fp16")
+    assert auto["status"] in ("ok", "gate-failed") and auto["artifact"].endswith(".ort")
+    assert (workdir / auto["artifact"]).read_bytes()[4:8] == b"ORTM" and auto["benchmark"]["p50_ms"] > 0

@@ -1,5 +1,5 @@
 """Accuracy-aware variants (precision: auto): the quickstart's real EfficientNet-Lite0, searched for real
-on x86-tflite and openvino by the local runner."""
+on x86-tflite, openvino and (its toolchain stage) jetson by the local runner."""
 
 from __future__ import annotations
 
@@ -34,21 +34,27 @@ def _recipe(tmp_path: Path) -> Path:
 
 def test_the_plan_shows_every_param_a_search_reads(tmp_path):
     recipe = catalog.load_recipe(_recipe(tmp_path))
-    for target, kind, runtime in (("x86-tflite", "search.tflite", "litert"), ("openvino", "search.nncf", "openvino")):
+    for target, kind, runtime in (("x86-tflite", "search.tflite", "litert"), ("openvino", "search.nncf", "openvino"),
+                                  ("jetson", "search.ort", "onnxruntime")):
         plan = make_plan(recipe, catalog.load_target(target))
         strict = next(s for s in plan.steps if s.variant == "auto-strict" and s.kind == kind)
         assert strict.params["gates"] == {"min_cosine": 0.9, "min_top1_agreement": 0.999}
         assert (strict.params["max_candidates"], strict.params["max_minutes"], strict.params["max_float_layers"]) == (4, 20, 2)
         assert (strict.params["runtime"], strict.params["threads"], strict.params["task"]) == (runtime, 2, "classification")
         assert {"calibration", "validation"} <= set(strict.inputs)
+    jetson = make_plan(recipe, catalog.load_target("jetson"))
+    ort = next(s for s in jetson.steps if s.variant == "auto" and s.kind == "search.ort")
+    assert ort.stage == "toolchain" and ort.params["fallbacks"] == [] and ort.params["symmetric_activations"] is True
+    assert (ort.params["calibration_method"], ort.params["ort_quantization"]["activation_type"]) == ("minmax", "int8")
+    assert [s.kind for s in jetson.steps if s.variant == "auto"][:2] == ["search.ort", "convert.tensorrt"]
     rpi = make_plan(recipe, catalog.load_target("rpi"))
     assert "does not produce auto" in rpi.skipped["auto"]
 
 
-def _run(tmp_path: Path, target: str):
+def _run(tmp_path: Path, target: str, *variants: str):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(_recipe(tmp_path)), "-t", target, "--runner", "local",
-                                      "--out", str(out)])
+                                      "--out", str(out), *(f"--variant={v}" for v in variants)])
     workdir = out / "efficientnet-lite0" / target
     assert (workdir / "results.json").exists(), result.output
     return {v.name: v for v in load_results(workdir / "results.json").variants}, workdir
@@ -101,3 +107,19 @@ def test_openvino_search_tries_nncf_int8_then_its_accuracy_control_then_fp16(tmp
     controlled = strict.search.candidates[1]
     assert 0 < len(controlled.kept_float) <= 2 and "(max drop 0.001, at most 2 layers in float)" in controlled.description
     assert controlled.agreement.top1_agreement >= strict.search.candidates[0].agreement.top1_agreement
+
+
+@pytest.mark.slow
+def test_jetson_search_tries_each_calibration_then_the_noisiest_nodes_in_float_judged_by_onnx_runtime(tmp_path):
+    """The toolchain stage searches for real; the engine itself needs the Jetson (device-needed here)."""
+    variants, workdir = _run(tmp_path, "jetson", "auto-strict")
+    strict = variants["auto-strict"]  # no fallbacks on jetson: all four candidates are int8
+    _check_candidates(strict, ["int8", "int8-entropy", "int8-percentile", "int8-float1"])
+    assert strict.search.candidates[3].kept_float == ["/_fc/Gemm"]  # the classifier's output layer
+    assert "minmax calibration" in strict.search.candidates[0].description
+    worst = strict.layer_errors.layers
+    assert strict.layer_errors.metric == "noise/signal dB" and len(worst) > 20
+    assert [x.value for x in worst] == sorted((x.value for x in worst), reverse=True)
+    assert all(-60 < x.value < 0 for x in worst[:10])  # int8 rounding noise: tens of dB below the signal
+    assert strict.status == "skipped" and strict.failure.cause == "device-needed"
+    assert not list((workdir / "work").rglob(".search-*"))

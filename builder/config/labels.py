@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from builder.errors import ConfigError
@@ -17,18 +18,21 @@ _FIELDS = re.compile(r"[\s,]+")
 MAX_CLASS = 1 << 31
 
 
-def read_labels(path: Path) -> dict[str, int | list[int]]:
-    """Image path (relative to the folder, with /) -> its class id, or ids that all count as right."""
-    labels: dict[str, int | list[int]] = {}
+def lines_of(path: Path, what: str) -> Iterator[tuple[str, list[str], str]]:
+    """(`file:N`, the line's fields, the line) of each line that is not blank or a comment."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the labels file: {exc}", hint="give a UTF-8 text file") from None
+        raise ConfigError(f"{path}: cannot read the {what} file: {exc}", hint="give a UTF-8 text file") from None
     for number, line in enumerate(text.splitlines(), 1):
-        fields = [f for f in _FIELDS.split(line.split("#", 1)[0].strip()) if f]
-        if not fields:
-            continue
-        where = f"{path}:{number}"
+        if fields := [f for f in _FIELDS.split(line.split("#", 1)[0].strip()) if f]:
+            yield f"{path}:{number}", fields, line
+
+
+def read_labels(path: Path) -> dict[str, int | list[int]]:
+    """Image path (relative to the folder, with /) -> its class id, or ids that all count as right."""
+    labels: dict[str, int | list[int]] = {}
+    for where, fields, line in lines_of(path, "labels"):
         if len(fields) < 2 or not all(f.isdigit() and int(f) < MAX_CLASS for f in fields[1:]):
             raise ConfigError(f"{where}: expected an image path and class ids (integers >= 0), got {line.strip()!r}",
                               hint="one image per line: `path/in/folder.jpg 281` (several ids: `281,285`)")

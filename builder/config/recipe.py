@@ -13,6 +13,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from builder import formats
 from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, Task, path_kind
+from builder.config.boxes import read_boxes
+from builder.config.detection import Detection
 from builder.config.labels import read_labels
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
 from builder.config.paths import DIRECTORY, FILE, loading, local_path, member_path, plain_name
@@ -281,6 +283,9 @@ class Dataset(Strict):
     synthetic: int | None = Field(None, ge=1, le=10_000, description="N seeded random samples: NOT meaningful for accuracy")
     labels: Path | None = Field(None, description="with folder: a text file, one image per line: its path in the "
                                                   "folder, then its class id(s) (config/labels.py)")
+    boxes: Path | None = Field(None, description="with folder: a text file, one object per line: its image's path "
+                                                 "in the folder, class id, xmin ymin xmax ymax normalized to the "
+                                                 "image (config/boxes.py); images it does not name have no object")
     sample: int | None = Field(None, ge=1, description="with folder: this many of its images, drawn at random with "
                                                        "`seed`: the same ones every run")
     seed: int = Field(0, ge=0)
@@ -290,6 +295,7 @@ class Dataset(Strict):
     _folder_exists = field_validator("folder")(local_path(DIRECTORY))
     _npy_exists = field_validator("npy")(local_path(FILE))
     _labels_exist = field_validator("labels")(local_path(FILE))
+    _boxes_exist = field_validator("boxes")(local_path(FILE))
 
     @field_validator("labels")
     @classmethod
@@ -301,13 +307,23 @@ class Dataset(Strict):
                 raise ValueError(f"{exc.message}; {exc.hint}") from None
         return value
 
+    @field_validator("boxes")
+    @classmethod
+    def _boxes_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and loading(info):  # a bad line is refused when the recipe is loaded
+            try:
+                read_boxes(value)
+            except ConfigError as exc:
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self):
         given = [k for k in ("files", "folder", "npy", "synthetic") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of files, folder, npy, synthetic (got {', '.join(given) or 'none'})")
-        if self.folder is None and (self.labels or self.sample):
-            raise ValueError("labels and sample go with folder (files take a label each)")
+        if self.folder is None and (self.labels or self.boxes or self.sample):
+            raise ValueError("labels, boxes and sample go with folder (files take a label each)")
         return self
 
 
@@ -330,6 +346,8 @@ class Gates(Strict):
         f"cosine to the source model's own outputs; fp32 default {FP32_SOURCE_COSINE}: a wrong conversion fails it"))
     min_source_top1_agreement: float | None = Field(None, ge=0, le=1)
     min_detection_f1: float | None = Field(None, ge=0, le=1, description="detection: F1 of the detections found")
+    min_map50: float | None = Field(None, ge=0, le=1, description="detection with validation boxes: mAP at IoU 0.5 "
+                                                                  "against them")
     min_miou: float | None = Field(None, ge=0, le=1, description="segmentation: mIoU of the class masks")
     min_psnr_db: float | None = Field(None, ge=-100, le=1000, description="super_resolution: PSNR")
     max_cer: float | None = Field(None, ge=0, description="ocr: character error rate of the CTC decodes")
@@ -402,6 +420,8 @@ class Recipe(Strict):
     calibration: Dataset | None = None
     validation: Dataset | None = None
     labels: FileRef | None = Field(None, description="class names, one per line, in index order")
+    detection: Detection | None = Field(None, description="detection: how raw per-anchor outputs become boxes "
+                                                          "(SSD anchors, scales, NMS), for mAP against validation boxes")
     variants: dict[str, Variant] = Field(min_length=1)
     benchmark: Benchmark = Benchmark()
     gates: Gates = Gates()
@@ -428,6 +448,14 @@ class Recipe(Strict):
         if not any((v.precision or name) == "fp32" for name, v in variants.items()):
             raise ValueError("no fp32 variant: add `fp32: {}`, the reference every variant is validated against")
         return variants
+
+    @model_validator(mode="after")
+    def _boxes_for_a_detector(self):
+        boxed = [name for name in ("calibration", "validation") if getattr(self, name) and getattr(self, name).boxes]
+        if self.task != "detection" and (boxed or self.detection):
+            given = [f"{name}.boxes" for name in boxed] + (["detection"] if self.detection else [])
+            raise ValueError(f"{', '.join(given)}: boxes and their decoding are for task: detection (task is {self.task})")
+        return self
 
     @model_validator(mode="after")
     def _step_variants_known(self):

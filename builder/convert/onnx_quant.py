@@ -15,13 +15,13 @@ from builder.util import atomic_copy
 
 log = logging.getLogger(__name__)
 
-QuantDtype = Literal["int8", "uint8"]
+QuantDtype = Literal["int8", "uint8", "int16"]  # int16: activations of int16x8
 
 
 def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
 
-    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16}
     if name not in types:
         raise ConfigError(f"ONNX Runtime quantization type {name!r} is not one of {sorted(types)}")
     return types[name]
@@ -120,11 +120,29 @@ def input_dtype(path: Path) -> str:
     return ",".join(dict.fromkeys(dtypes))
 
 
-def _single_input(path: Path) -> str:
+def single_input(path: Path) -> str:
     names = [i.name for i in _graph_inputs(path)]
     if len(names) != 1:
         raise ConfigError(f"static quantization from an array needs a single-input model; {path.name} has {names}")
     return names[0]
+
+
+ENTROPY_BINS = (2048, 128)  # histogram bins, and the bins a range is fitted to by KL divergence (TensorRT's)
+
+
+def _entropy_ranges(model: Path, reader: ArrayDataReader, symmetric: bool, work: Path) -> dict:
+    """Activation ranges by KL divergence, as TensorQuantOverrides. quantize_static's own entropy method uses
+    128 bins for both (onnxruntime 1.31), so its threshold is always the whole range: minmax by another name."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    calibrator = create_calibrator(str(model), augmented_model_path=str(work / "entropy.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"symmetric": symmetric, "num_bins": ENTROPY_BINS[0],
+                                                  "num_quantized_bins": ENTROPY_BINS[1]})
+    calibrator.collect_data(reader)
+    reader.rewind()
+    return {name: [{"rmin": np.float32(tensor.range_value[0]), "rmax": np.float32(tensor.range_value[1])}]
+            for name, tensor in calibrator.compute_data().data.items()}
 
 
 def ort_quantize_static(
@@ -140,6 +158,7 @@ def ort_quantize_static(
     symmetric_activations: bool = False,
     quantize_bias: bool = True,
     reduce_range: bool = False,
+    nodes_to_exclude: list[str] | None = None,
 ) -> dict:
     """Static quantization with calibration; QDQ keeps the graph float-typed around Q/DQ pairs.
 
@@ -150,10 +169,11 @@ def ort_quantize_static(
     `symmetric_activations` gives every activation zero point 0 and `quantize_bias=False`
     keeps biases float instead of int32 behind a DequantizeLinear: what TensorRT's explicit
     quantization accepts (its ONNX parser rejects non-zero zero points and int32 Q/DQ inputs).
+    `nodes_to_exclude` stay float. int16 activations use ONNX Runtime's own Q/DQ ops below opset 21.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.MinMax,  # ranges: _entropy_ranges
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ConfigError(f"calibration method {method!r} is not one of {sorted(methods)}")
@@ -164,13 +184,15 @@ def ort_quantize_static(
     with tempfile.TemporaryDirectory(prefix="ort-quant-") as tmp:
         work = Path(tmp)
         model = _preprocessed(_with_opset(src, work, PER_CHANNEL_OPSET) if per_channel else src, work)
-        reader = ArrayDataReader(_single_input(model), calibration)
+        reader = ArrayDataReader(single_input(model), calibration)
         try:
+            overrides = _entropy_ranges(model, reader, symmetric_activations, work) if method == "entropy" else {}
             quantize_static(
                 model, work / "model.onnx", reader, quant_format=QuantFormat[quant_format],
                 per_channel=per_channel, reduce_range=reduce_range, activation_type=types[0], weight_type=types[1],
-                calibrate_method=methods[method],
-                extra_options={"ActivationSymmetric": symmetric_activations, "QuantizeBias": quantize_bias},
+                calibrate_method=methods[method], nodes_to_exclude=list(nodes_to_exclude or ()),
+                extra_options={"ActivationSymmetric": symmetric_activations, "QuantizeBias": quantize_bias,
+                               "UseQDQContribOps": activation_type == "int16", "TensorQuantOverrides": overrides},
             )
         except Exception as exc:
             raise ConversionError(f"ONNX Runtime static quantization of {src.name} failed: {exc}",
@@ -179,4 +201,5 @@ def ort_quantize_static(
         return _finish(work / "model.onnx", out, started, mode="static", method=method, format=quant_format,
                        per_channel=per_channel, activation_type=activation_type, weight_type=weight_type,
                        symmetric_activations=symmetric_activations, quantize_bias=quantize_bias,
-                       reduce_range=reduce_range, samples=len(calibration))
+                       reduce_range=reduce_range, samples=len(calibration),
+                       **({"kept_float": list(nodes_to_exclude)} if nodes_to_exclude else {}))

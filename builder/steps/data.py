@@ -49,6 +49,8 @@ class PrepareData(Step):
         atomic_write_bytes(ctx.output(name), npy_bytes(samples))
         if name == "validation":
             atomic_write_bytes(ctx.output("labels"), json.dumps(labels).encode())
+            boxes = datasets.build_boxes(params.data, files, params.input) if files else None
+            atomic_write_bytes(ctx.output("boxes"), json.dumps(boxes).encode())
         warnings = [warning] if warning else []
         if source != name:
             warnings.append("no validation set in the recipe: validating on the calibration samples")

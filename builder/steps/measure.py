@@ -13,6 +13,7 @@ from pydantic import Field
 
 from builder import device_facts, formats
 from builder.config.common import Task
+from builder.config.detection import Detection
 from builder.config.recipe import Benchmark as Settings
 from builder.errors import StepError
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
@@ -27,6 +28,7 @@ GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "sou
     "min_source_cosine": ("source.cosine", lambda v, t: v >= t),
     "min_source_top1_agreement": ("source.top1_agreement", lambda v, t: v >= t),
     "min_detection_f1": ("detection_f1", lambda v, t: v >= t),
+    "min_map50": ("map50", lambda v, t: v >= t),
     "min_miou": ("miou", lambda v, t: v >= t),
     "min_psnr_db": ("psnr_db", lambda v, t: v >= t),
     "max_cer": ("cer", lambda v, t: v <= t),
@@ -147,6 +149,19 @@ def _top1_hits(logits: np.ndarray, labels: list) -> float | None:
     return float(np.mean(hits)) if hits else None
 
 
+def _map_figures(boxes_file: Path, chosen: tuple[int, ...], outputs: list[list[np.ndarray]],
+                 decoding: Detection | None) -> dict:
+    """mAP of the outputs against the validation set's boxes, if it has a boxes file."""
+    from builder.config.boxes import Box
+    from builder.detection_map import mean_average_precision
+    from builder.detections import detections
+
+    truth = json.loads(boxes_file.read_text())
+    if truth is None:
+        return {}
+    return mean_average_precision(detections(outputs, decoding), [[Box(*b) for b in truth[i]] for i in chosen])
+
+
 class Validate(Step):
     kind = "validate"
     measures = True
@@ -162,15 +177,18 @@ class Validate(Step):
         runtime: str = Field(description="the runtime that loads the model")
         reference_runtime: str = Field(description="the runtime that loads the reference (the fp32 artifact), "
                                                    "resolved by the plan from the reference's format")
+        detection: Detection | None = Field(None, description="the recipe's decoding of raw per-anchor detections")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        detection = scope.recipe.detection
         return {"task": scope.recipe.task, "emulated_samples": scope.recipe.benchmark.emulated_validation_samples,
-                "runtime": runtime_for(scope)}
+                "runtime": runtime_for(scope), "detection": detection.model_dump() if detection else None}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
-        return ("validation", "labels") if params.get("task") == "classification" else ("validation",)
+        truth = {"classification": ("labels",), "detection": ("boxes",)}.get(params.get("task"), ())
+        return ("validation", *truth)
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import metrics
@@ -211,6 +229,8 @@ class Validate(Step):
             if labels:
                 result["top1_accuracy"] = _top1_hits(np.stack([o[0].reshape(-1) for o in cand_out]),
                                                      [labels[i] for i in chosen])
+        if params.task == "detection" and "boxes" in ctx.call.inputs:
+            result |= _map_figures(ctx.input("boxes"), chosen, cand_out, params.detection)
         check_finite(result)
         add_intervals(result, len(samples))
         result["gates"] = check_gates(params.gates, result)

@@ -2,35 +2,43 @@
 
 TFLite: full int8, then int8 with the layers the quantization debugger finds worst kept in float
 (1, 2, 4, ... of them), then int16x8 and fp16. OpenVINO: NNCF int8, then NNCF's accuracy-control
-mode (it reverts the most harmful layers itself), then fp16 weights.
+mode (it reverts the most harmful layers itself), then fp16 weights. ONNX Runtime: QDQ int8 with
+each calibration method, then the closest of them with its output layer and noisiest nodes in
+float, then int16x8 and fp16.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 
 from builder import formats
 from builder.config.common import Task
 from builder.config.recipe import Benchmark, Nncf, Search
+from builder.config.target import OrtQuantization
 from builder.errors import BuilderError, StepError
-from builder.quant_search import Budget, Candidate, Judge, built_at, place, search
+from builder.quant_search import Budget, Candidate, Judge, Ladder, built_at, closeness, place, search
+from builder.records import SearchCandidate
 from builder.steps.base import PlanScope, Step, StepContext
 from builder.steps.layout import LayoutParams, layout_params, samples_for
 from builder.steps.measure import GateName, runtime_for
 
 
 _BOUND = Search()
+LABEL_GATES = ("min_accuracy", "min_map50")  # against labels: the chosen artifact's own validation checks them
 _BENCHMARK = Benchmark()
 
 
 class SearchParams(LayoutParams):
     """Resolved by the plan from the variant (gates, search bound), the recipe and the target."""
 
-    gates: dict[GateName, float] = Field({}, description="the variant's gates against fp32: what a candidate must meet")
+    gates: dict[GateName, float] = Field({}, description="the variant's gates against fp32 (not those against the source "
+                                                         "or labels): what a candidate must meet")
     task: Task = "generic"
     max_candidates: int = _BOUND.max_candidates
     max_minutes: float = _BOUND.max_minutes
@@ -49,7 +57,7 @@ class _Search(Step):
         recipe, variant = scope.recipe, scope.variant_spec
         gates = recipe.gates_of(scope.variant).model_dump(exclude_none=True) if variant else {}
         return layout_params(scope) | {
-            "gates": {g: t for g, t in gates.items() if not g.startswith("min_source_")},  # fp32 is the reference
+            "gates": {g: t for g, t in gates.items() if g not in LABEL_GATES and not g.startswith("min_source_")},
             "task": recipe.task, "threads": recipe.benchmark.threads,
             "runtime": runtime_for(dataclasses.replace(scope, format=cls.produces)),
             **(variant.search.model_dump() if variant else {})}
@@ -59,7 +67,7 @@ class _Search(Step):
         return "calibration", "validation"
 
     def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
-                   found: dict) -> tuple[Path, Iterator[Candidate], list[Candidate]]:
+                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
         """The fp32 model to compare with, the int8 ladder (fastest expected first) and the fallbacks; what
         the search finds on the way (per-layer errors) goes into `found`, which joins the step's result."""
         raise NotImplementedError
@@ -94,7 +102,7 @@ class SearchTflite(_Search):
                "worst layers in float, then int16x8 and fp16")
 
     def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
-                   found: dict) -> tuple[Path, Iterator[Candidate], list[Candidate]]:
+                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
         from builder.convert import tflite
 
         saved = ctx.input("model")
@@ -108,7 +116,7 @@ class SearchTflite(_Search):
 
         fallbacks = [Candidate("int16x8", "int16 activations, int8 weights", convert("int16x8"), fallback=True),
                      Candidate("fp16", "fp16 weights, float compute", convert("fp16"), fallback=True)]
-        return fp32, self._ladder(ctx, saved, representative, convert, found, params.max_float_layers), fallbacks
+        return fp32, lambda tried: self._ladder(ctx, saved, representative, convert, found, params.max_float_layers), fallbacks
 
     @staticmethod
     def _ladder(ctx: StepContext, saved: Path, representative, convert, found: dict,
@@ -123,22 +131,10 @@ class SearchTflite(_Search):
         except BuilderError as exc:
             ctx.log.warning("no per-layer errors, so no selective int8: %s", exc.message)
             return
-        ranked = sorted(errors, key=lambda e: -e[1])
-        found["layer_errors"] = {"metric": tflite_selective.METRIC,
-                                 "layers": [{"name": n, "value": round(v, 4)} for n, v in ranked]}
-        output = errors[-1][0]
-        worst = [name for name, _ in ranked if name != output]
-        count = 0
-        while count == 0 or count <= len(worst):
-            names = [output, *worst[:count]]
-            if len(names) > max_float:
-                return
-            what = "the output layer" + (f" and the {count} of largest rmse/scale" if count else "")
-            yield Candidate(f"int8-float{len(names)}", f"int8 with {what} in float",
-                            lambda path, names=names: tflite_selective.selective_int8(saved, path, representative,
-                                                                                       names),
-                            kept_float=names)
-            count = count * 2 or 1
+        worst = _ranked(errors, tflite_selective.METRIC, found)
+        yield from _float_ladder([errors[-1][0]], worst, max_float,
+                                 lambda names: lambda path: tflite_selective.selective_int8(saved, path, representative,
+                                                                                             names))
 
 
 class SearchNncf(_Search):
@@ -156,13 +152,13 @@ class SearchNncf(_Search):
         return super().resolve_params(scope, params) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
 
     def candidates(self, ctx: StepContext, params: Params, folder: Path,
-                   found: dict) -> tuple[Path, Iterator[Candidate], list[Candidate]]:
+                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
         from builder.convert import openvino
 
         xml = ctx.input("model")
         fp16 = Candidate("fp16", "fp16 weights, float compute", lambda path: openvino.compress_fp16(xml, path),
                          fallback=True)
-        return xml, self._ladder(ctx, params, folder), [fp16]
+        return xml, lambda tried: self._ladder(ctx, params, folder), [fp16]
 
     @staticmethod
     def _ladder(ctx: StepContext, params: Params, folder: Path) -> Iterator[Candidate]:
@@ -188,6 +184,95 @@ class SearchNncf(_Search):
 
             yield Candidate("int8-accuracy-control", f"NNCF accuracy control on {name} (max drop {1 - threshold:g}, "
                             f"at most {params.max_float_layers} layers in float)", build)
+
+
+class SearchOrt(_Search):
+    kind = "search.ort"
+    consumes = ("onnx",)
+    produces = "onnx"
+    summary = ("the fastest ONNX Runtime QDQ model within the gates: int8 with minmax, entropy and percentile "
+               "calibration, then the output layer and the noisiest nodes in float, then int16x8 and fp16")
+
+    class Params(SearchParams):
+        symmetric_activations: bool = Field(False, description="as quantize.ort's")
+        quantize_bias: bool = Field(True, description="as quantize.ort's")
+        per_channel: bool = Field(True, description="the variant's per_channel")
+        calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+            "minmax", description="the variant's: tried first, then the others")
+        ort_quantization: OrtQuantization = Field(OrtQuantization(), description="the target's")
+        fallbacks: list[Literal["int16x8", "fp16"]] = Field(
+            ["int16x8", "fp16"], description="tried when no int8 candidate meets the gates (those the target runs)")
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        variant = scope.variant_spec
+        return super().resolve_params(scope, params) | {
+            "ort_quantization": scope.target.ort_quantization.model_dump(mode="json"),
+            **({"per_channel": variant.per_channel, "calibration_method": variant.calibration_method} if variant else {})}
+
+    def candidates(self, ctx: StepContext, params: Params, folder: Path,
+                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
+        from builder.convert import onnx_quant, onnx_selective
+
+        fp32 = ctx.input("model")
+        calibration = samples_for(ctx.input("calibration"), params)
+
+        def quantize(method: str, kept_float: list[str] = (), activations: str | None = None) -> Callable[[Path], dict]:
+            return lambda path: onnx_quant.ort_quantize_static(
+                fp32, path, calibration, method=method, per_channel=params.per_channel,
+                activation_type=activations or params.ort_quantization.activation_type,
+                reduce_range=params.ort_quantization.reduce_range, symmetric_activations=params.symmetric_activations,
+                quantize_bias=params.quantize_bias, nodes_to_exclude=list(kept_float))
+
+        fallbacks = {"int16x8": Candidate("int16x8", "int16 activations, int8 weights",
+                                          quantize(params.calibration_method, activations="int16"), fallback=True),
+                     "fp16": Candidate("fp16", "fp16 weights and compute, float32 inputs and outputs",
+                                       lambda path: onnx_selective.to_fp16(fp32, path), fallback=True)}
+
+        def ladder(tried: Sequence[SearchCandidate]) -> Iterator[Candidate]:
+            methods = dict.fromkeys([params.calibration_method, "minmax", "entropy", "percentile"])
+            names = {m: "int8" if m == params.calibration_method else f"int8-{m}" for m in methods}
+            for method, name in names.items():
+                yield Candidate(name, f"int8, {method} calibration", quantize(method))
+            closest = max((c for c in tried if c.status == "ok" and c.name in names.values()), key=closeness, default=None)
+            if closest is None:
+                return
+            method = next(m for m, n in names.items() if n == closest.name)
+            try:
+                errors = onnx_selective.layer_errors(built_at(folder, closest.name, ".onnx"), calibration[:LAYER_SAMPLES])
+            except BuilderError as exc:
+                ctx.log.warning("no per-node errors, so no selective int8: %s", exc.message)
+                return
+            worst = _ranked(errors, onnx_selective.METRIC, found)
+            yield from _float_ladder(onnx_selective.output_nodes(fp32), worst, params.max_float_layers,
+                                     lambda kept: quantize(method, kept), f", {method} calibration")
+
+        return fp32, ladder, [fallbacks[name] for name in params.fallbacks]
+
+
+LAYER_SAMPLES = 8  # calibration samples the per-node error is measured on
+
+
+def _ranked(errors: list[tuple[str, float]], metric: str, found: dict) -> list[str]:
+    """Layer names, worst first; the errors go into the step's result as its `layer_errors`."""
+    ranked = sorted(errors, key=lambda e: -e[1])
+    found["layer_errors"] = {"metric": metric, "layers": [{"name": n, "value": round(v, 4)} for n, v in ranked]}
+    return [name for name, _ in ranked]
+
+
+def _float_ladder(outputs: list[str], worst: list[str], max_float: int,
+                  build: Callable[[list[str]], Callable[[Path], dict]], how: str = "") -> Iterator[Candidate]:
+    """int8 with the output layers in float (their rounding flips near-tied classes: EfficientNet-Lite0's
+    TFLite top-1 agreement 0.88 -> 0.94), then also the worst other layers, 1, 2, 4, ... of them."""
+    worst = [name for name in worst if name not in outputs]
+    count = 0
+    while count == 0 or count <= len(worst):
+        names = [*outputs, *worst[:count]]
+        if len(names) > max_float:
+            return
+        what = "the output layer" + (f" and the {count} worst" if count else "")
+        yield Candidate(f"int8-float{len(names)}", f"int8 with {what} in float{how}", build(names), kept_float=names)
+        count = count * 2 or 1
 
 
 def _controlled_metric(gates: dict[str, float], task: str):
