@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -274,6 +275,20 @@ class LabeledFile(FileRef):
         None, description="class id, or ids that all count as right")
 
 
+def _lines_checked(read: Callable[[Path], object]):
+    """A field validator: a text file whose bad lines are refused when the recipe is loaded."""
+
+    def check(value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and loading(info):
+            try:
+                read(value)
+            except ConfigError as exc:
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
+        return value
+
+    return check
+
+
 class Dataset(Strict):
     """Calibration or validation samples; exactly one kind."""
 
@@ -297,25 +312,8 @@ class Dataset(Strict):
     _labels_exist = field_validator("labels")(local_path(FILE))
     _boxes_exist = field_validator("boxes")(local_path(FILE))
 
-    @field_validator("labels")
-    @classmethod
-    def _labels_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None and loading(info):  # a bad line is refused when the recipe is loaded
-            try:
-                read_labels(value)
-            except ConfigError as exc:
-                raise ValueError(f"{exc.message}; {exc.hint}") from None
-        return value
-
-    @field_validator("boxes")
-    @classmethod
-    def _boxes_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None and loading(info):  # a bad line is refused when the recipe is loaded
-            try:
-                read_boxes(value)
-            except ConfigError as exc:
-                raise ValueError(f"{exc.message}; {exc.hint}") from None
-        return value
+    _labels_readable = field_validator("labels")(_lines_checked(read_labels))
+    _boxes_readable = field_validator("boxes")(_lines_checked(read_boxes))
 
     @model_validator(mode="after")
     def _exactly_one(self):
