@@ -133,10 +133,10 @@ def build(dataset: Dataset, folder: Path, spec: InputSpec) -> tuple[np.ndarray, 
 
 
 def build_boxes(dataset: Dataset, folder: Path, spec: InputSpec) -> list[list[Box]] | None:
-    """Each sample's ground-truth boxes, in its view (the samples `build` makes), or None without a boxes file.
+    """Each sample's ground-truth boxes, in its view (the samples `build` makes), or None when the dataset gives no boxes.
 
     `folder/index.json` gives each image's boxes as [[class, xmin, ymin, xmax, ymax], ...] (none: no object)."""
-    if dataset.boxes is None:
+    if not dataset.boxed:
         return None
     from PIL import Image
 

@@ -117,7 +117,7 @@ def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
         for i, entry in enumerate(dataset.files):
             target = f"{i:03d}_{entry.name}"
             atomic_copy(f.get(entry, name), folder / target)
-            index.append({"file": target, "label": entry.label})
+            index.append({"file": target, "label": entry.label, "boxes": entry.boxes})
     elif dataset.folder:
         labels = read_labels(dataset.labels) if dataset.labels else {}
         boxes = read_boxes(dataset.boxes) if dataset.boxes else {}

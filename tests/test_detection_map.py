@@ -182,6 +182,20 @@ def test_boxes_are_for_a_detector(tmp_path):
     assert result.exit_code == 2 and "validation.boxes: boxes and their decoding are for task: detection" in result.output
 
 
+@pytest.mark.parametrize(("boxes", "problem"), [
+    ("[[0, 0.5, 0.1, 0.3, 0.4]]", "recipe.yaml:7: validation.files[0].boxes: boxes[0]: the box is empty"),
+    ("[[0, 0.1, 0.1, 0.3, 1.4]]", "validation.files[0].boxes: boxes[0]: coordinates 0.1 0.1 0.3 1.4 are not all within"),
+    ("[[-1, 0.1, 0.1, 0.3, 0.4]]", "validation.files[0].boxes[0][0]"),
+    ("[[0, 0.1, 0.1, 0.3]]", "validation.files[0].boxes[0]"),
+])
+def test_a_files_entry_with_a_bad_box_is_refused(tmp_path, boxes, problem):
+    photo = PHOTOS["astronaut.png"][0]
+    recipe = RECIPE.replace("validation: {folder: photos, boxes: boxes.txt}",
+                            f"validation: {{files: [{{file: {photo}, boxes: {boxes}}}]}}")
+    result = CliRunner().invoke(cli, ["plan", str(_folder(tmp_path, "# none\n", recipe)), "-t", "x86-tflite"])
+    assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output, result.output
+
+
 def test_a_box_of_an_image_the_folder_lacks_is_refused_at_fetch(tmp_path):
     boxes = "people/astronaut.png 0 0.3 0.1 0.5 0.4\npeople/gone.png 0 0.1 0.1 0.2 0.2\n"
     result = CliRunner().invoke(cli, ["run", str(_folder(tmp_path, boxes)), "-t", "x86-tflite", "--runner", "local",

@@ -71,7 +71,7 @@ def test_model_and_images_land_in_the_work_dir_with_sources_recorded(tmp_path, s
     model = next(f for f in got.fetched if f["role"] == "model")
     assert model["url"] == f"{server}/model.tflite" and model["from_cache"] is False
     index = json.loads((tmp_path / "w" / "work" / "inputs" / "validation" / "index.json").read_text())
-    assert index == [{"file": "000_img2.png", "label": 3}]
+    assert index == [{"file": "000_img2.png", "label": 3, "boxes": None}]
     assert len(list((tmp_path / "w" / "work" / "inputs" / "calibration").glob("*.png"))) == 2
 
 

@@ -110,7 +110,7 @@ def test_per_anchor_detections_are_matched_by_anchor_with_logit_scores():
 
 
 @pytest.mark.slow
-def test_a_detection_run_reports_detection_f1_for_every_variant(tmp_path):
+def test_a_detection_run_reports_detection_f1_and_map_for_every_variant(tmp_path):
     out = tmp_path / "out"
     recipe = Path(__file__).parent.parent / "recipes" / "face-detection.yaml"
     result = CliRunner().invoke(cli, ["run", str(recipe), "-t", "x86-tflite", "--runner", "local", "--out", str(out),
@@ -120,7 +120,8 @@ def test_a_detection_run_reports_detection_f1_for_every_variant(tmp_path):
     fp32, int8 = load_results(workdir / "results.json").variants
     assert fp32.validation.detection_f1 == 1.0 and fp32.validation.source.detection_f1 == 1.0
     assert fp32.validation.box_iou == 1.0 and 0 <= int8.validation.detection_f1 <= 1
-    assert "| detection F1 | source detection F1 |" in (workdir / "report.md").read_text()
+    assert fp32.validation.map50 >= 0.9 and int8.validation.map50 is not None  # against the recipe's labeled faces
+    assert "| detection F1 | source detection F1 | mAP@.5 | mAP@.5:.95 |" in (workdir / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -36,6 +36,16 @@ def _number(text: str) -> float | None:
     return value if value == value else None  # NaN is no coordinate
 
 
+def box_problem(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[str, str] | None:
+    """What is wrong with a box's corners, and the fix; None when nothing is."""
+    if not all(0 <= c <= 1 for c in (xmin, ymin, xmax, ymax)):
+        return (f"coordinates {xmin:g} {ymin:g} {xmax:g} {ymax:g} are not all within 0..1",
+                "divide pixel coordinates by the image's width (x) and height (y)")
+    if xmin >= xmax or ymin >= ymax:
+        return "the box is empty (xmin < xmax and ymin < ymax are needed)", "give the corners in the order xmin ymin xmax ymax"
+    return None
+
+
 def read_boxes(path: Path) -> dict[str, list[Box]]:
     """Image path (relative to the folder, with /) -> its objects, in file order."""
     boxes: dict[str, list[Box]] = {}
@@ -44,13 +54,9 @@ def read_boxes(path: Path) -> dict[str, list[Box]]:
         if len(fields) != 6 or not (fields[1].isdigit() and int(fields[1]) < MAX_CLASS) or None in corners:
             raise ConfigError(f"{where}: expected an image path, a class id (integer >= 0) and four coordinates, "
                               f"got {line.strip()!r}", hint=HINT)
+        if problem := box_problem(*corners):
+            raise ConfigError(f"{where}: {problem[0]}", hint=problem[1])
         xmin, ymin, xmax, ymax = corners
-        if not all(0 <= c <= 1 for c in corners):
-            raise ConfigError(f"{where}: coordinates {xmin:g} {ymin:g} {xmax:g} {ymax:g} are not all within 0..1",
-                              hint="divide pixel coordinates by the image's width (x) and height (y)")
-        if xmin >= xmax or ymin >= ymax:
-            raise ConfigError(f"{where}: the box is empty (xmin < xmax and ymin < ymax are needed)",
-                              hint="give the corners in the order xmin ymin xmax ymax")
         boxes.setdefault(fields[0].replace("\\", "/"), []).append(Box(int(fields[1]), xmin, ymin, xmax, ymax))
     if not boxes:
         raise ConfigError(f"{path}: the boxes file has no box", hint=HINT)

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from builder import formats
 from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, Task, path_kind
-from builder.config.boxes import read_boxes
+from builder.config.boxes import box_problem, read_boxes
 from builder.config.detection import Detection
 from builder.config.labels import read_labels
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
@@ -273,6 +273,17 @@ ClassId = Annotated[int, Field(ge=0, lt=1 << 31)]
 class LabeledFile(FileRef):
     label: ClassId | Annotated[list[ClassId], Field(min_length=1)] | None = Field(
         None, description="class id, or ids that all count as right")
+    boxes: list[tuple[ClassId, float, float, float, float]] | None = Field(
+        None, description="detection: the image's objects as [class, xmin, ymin, xmax, ymax], normalized to the "
+                          "image; in a dataset where any file has boxes, a file without them has no object")
+
+    @field_validator("boxes")
+    @classmethod
+    def _boxes_valid(cls, boxes: list | None) -> list | None:
+        for i, box in enumerate(boxes or []):
+            if problem := box_problem(*box[1:]):
+                raise ValueError(f"boxes[{i}]: {problem[0]} ({problem[1]})")
+        return boxes
 
 
 def _lines_checked(read: Callable[[Path], object]):
@@ -321,8 +332,13 @@ class Dataset(Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of files, folder, npy, synthetic (got {', '.join(given) or 'none'})")
         if self.folder is None and (self.labels or self.boxes or self.sample):
-            raise ValueError("labels, boxes and sample go with folder (files take a label each)")
+            raise ValueError("labels, boxes and sample go with folder (files take a label and boxes each)")
         return self
+
+    @property
+    def boxed(self) -> bool:
+        """Whether the dataset gives objects' boxes: a folder's boxes file, or any file's boxes."""
+        return self.boxes is not None or any(f.boxes is not None for f in self.files or [])
 
 
 FP32_SOURCE_COSINE = 0.999  # an fp32 artifact computes what its source does, up to float rounding
@@ -449,7 +465,7 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _boxes_for_a_detector(self):
-        boxed = [name for name in ("calibration", "validation") if getattr(self, name) and getattr(self, name).boxes]
+        boxed = [name for name in ("calibration", "validation") if getattr(self, name) and getattr(self, name).boxed]
         if self.task != "detection" and (boxed or self.detection):
             given = [f"{name}.boxes" for name in boxed] + (["detection"] if self.detection else [])
             raise ValueError(f"{', '.join(given)}: boxes and their decoding are for task: detection (task is {self.task})")

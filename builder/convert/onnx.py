@@ -136,36 +136,21 @@ def torch_to_onnx(
     return {"opset": opset, "exporter": "torchscript", "torch": torch.__version__}
 
 
-def _tf2onnx_failure(source: Path, source_format: str, output: str, returncode: int) -> ConversionError:
-    """The first real error tf2onnx printed as the message; a .tflite's sparse weights named as the cause."""
+def _tf2onnx_failure(source: Path, output: str, returncode: int) -> ConversionError:
+    """The first real error tf2onnx printed as the message."""
     first = first_error(output) or f"exit code {returncode}"
-    tail = strip_ansi(output).strip().splitlines()[-20:]
-    sparse = []
-    if source_format == "tflite":
-        from builder.convert.tflite_float import describe
-
-        try:
-            sparse = describe(source)["sparse_tensors"]
-        except Exception:  # not a flatbuffer either: tf2onnx's own error says so
-            pass
-    if sparse:
-        return ConversionError(
-            f"tf2onnx cannot read the sparse (DENSIFY) weights of {source.name}: "
-            f"{', '.join(sparse[:8])}{f' and {len(sparse) - 8} more' if len(sparse) > 8 else ''} ({first})",
-            cause="sparse-weights", log_tail=tail,
-            hint="tf2onnx reads dense weights only: give a dense export of the model, "
-            "or build for a target that reads .tflite directly")
     return ConversionError(f"tf2onnx could not convert {source.name}: {first}",
-                           cause=known_cause(first) or "tf2onnx-failed", log_tail=tail,
+                           cause=known_cause(first) or "tf2onnx-failed",
+                           log_tail=strip_ansi(output).strip().splitlines()[-20:],
                            hint="see the log tail; unsupported TF ops may need a newer opset")
 
 
-def _run_tf2onnx(args: list[str], log_dir: Path, source: Path, source_format: str) -> None:
+def _run_tf2onnx(args: list[str], log_dir: Path, source: Path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", *args], cwd=log_dir,
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise _tf2onnx_failure(source, source_format, proc.stdout + proc.stderr, proc.returncode)
+        raise _tf2onnx_failure(source, proc.stdout + proc.stderr, proc.returncode)
 
 
 def tf_to_onnx(
@@ -175,12 +160,26 @@ def tf_to_onnx(
     """Convert a SavedModel, Keras file or .tflite to ONNX with tf2onnx (run in a subprocess).
 
     A Keras file is first exported to a SavedModel (Keras 3 models are not
-    handled by tf2onnx's `from_keras`). TFLite inputs keep their NHWC layout.
+    handled by tf2onnx's `from_keras`). A .tflite with sparse (DENSIFY) or fp16-stored weights is
+    first made dense fp32 (tf2onnx cannot read sparse weights, and ONNX Runtime's quantizer sees
+    fp16 weights behind a Cast as activations). TFLite inputs keep their NHWC layout.
     """
     import tf2onnx
 
+    report: dict = {}
     with tempfile.TemporaryDirectory(prefix="tf2onnx-") as tmpdir:
         work = Path(tmpdir)
+        if source_format == "tflite":
+            from builder.convert import tflite_float
+
+            try:
+                stored = tflite_float.describe(source)
+            except Exception:  # not a TFLite flatbuffer: tf2onnx's own error says so
+                stored = {"sparse_tensors": [], "fp16_weights": 0}
+            if stored["sparse_tensors"] or stored["fp16_weights"]:
+                dense = work / "dense.tflite"
+                report["source_edits"] = tflite_float.float_model(source, dense)
+                source = dense
         if source_format == "keras":
             import keras
 
@@ -191,9 +190,9 @@ def tf_to_onnx(
         args = [flag, str(source), "--output", str(tmp_out), "--opset", str(opset)]
         if nchw_inputs:  # transpose these NHWC inputs to NCHW, the layout onnx2tf and ONNX tools expect
             args += ["--inputs-as-nchw", ",".join(nchw_inputs)]
-        _run_tf2onnx(args, work, source, source_format)
+        _run_tf2onnx(args, work, source)
         atomic_copy(tmp_out, out)
-    return {"opset": opset, "exporter": "tf2onnx", "tf2onnx": tf2onnx.__version__}
+    return {"opset": opset, "exporter": "tf2onnx", "tf2onnx": tf2onnx.__version__, **report}
 
 
 def check_onnx(path: Path) -> dict:
