@@ -146,6 +146,7 @@ def _tf2onnx_failure(source: Path, output: str, returncode: int) -> ConversionEr
 
 
 def _run_tf2onnx(args: list[str], log_dir: Path, source: Path) -> None:
+    """Run tf2onnx; a failure names `source`, the file the user gave."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", *args], cwd=log_dir,
                           capture_output=True, text=True, env=env)
@@ -166,7 +167,7 @@ def tf_to_onnx(
     """
     import tf2onnx
 
-    report: dict = {}
+    given, report = source, {}
     with tempfile.TemporaryDirectory(prefix="tf2onnx-") as tmpdir:
         work = Path(tmpdir)
         if source_format == "tflite":
@@ -190,7 +191,7 @@ def tf_to_onnx(
         args = [flag, str(source), "--output", str(tmp_out), "--opset", str(opset)]
         if nchw_inputs:  # transpose these NHWC inputs to NCHW, the layout onnx2tf and ONNX tools expect
             args += ["--inputs-as-nchw", ",".join(nchw_inputs)]
-        _run_tf2onnx(args, work, source)
+        _run_tf2onnx(args, work, given)
         atomic_copy(tmp_out, out)
     return {"opset": opset, "exporter": "tf2onnx", "tf2onnx": tf2onnx.__version__, **report}
 

@@ -217,7 +217,7 @@ class SearchOrt(_Search):
         fp32 = ctx.input("model")
         calibration = samples_for(ctx.input("calibration"), params)
 
-        def quantize(method: str, kept_float: list[str] = (), activations: str | None = None) -> Callable[[Path], dict]:
+        def quantize(method: str, kept_float: Sequence[str] = (), activations: str | None = None) -> Callable[[Path], dict]:
             return lambda path: onnx_quant.ort_quantize_static(
                 fp32, path, calibration, method=method, per_channel=params.per_channel,
                 activation_type=activations or params.ort_quantization.activation_type,
