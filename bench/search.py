@@ -1,7 +1,7 @@
 """Accuracy-aware quantization on the quickstart: the searched variant against full int8, in one run.
 
     .venv/bin/python bench/search.py [-t x86-tflite -t openvino] [--min-top1 0.98] [--runner local|docker]
-                                     [--out build/bench-search]
+                                     [--max-candidates 6] [--max-float-layers 8] [--out build/bench-search]
 
 The quickstart's recipe gets an `auto` variant gated on top-1 agreement with fp32 (--min-top1) and a
 validation set large enough to decide such a gate: ten packaged photos x 16 crops x 2 flips, 320 samples.
@@ -26,12 +26,12 @@ PHOTOS = [f"skimage/data/{name}" for name in ("camera.png", "coins.png", "ihc.pn
                                               "clock_motion.png")]
 
 
-def recipe(quickstart: Path, min_top1: float, out: Path) -> Path:
+def recipe(quickstart: Path, min_top1: float, search: dict, out: Path) -> Path:
     data = yaml.safe_load(quickstart.read_text())
     data["validation"]["files"] += [{"pip": {"package": "scikit-image", "version": "0.26.0", "member": m}}
                                     for m in PHOTOS]
     data["validation"]["augment"] = {"crops": 16, "flips": True}
-    data["variants"] = {"fp32": {}, "int8": {}, "auto": {"gates": {"min_top1_agreement": min_top1}}}
+    data["variants"] = {"fp32": {}, "int8": {}, "auto": {"gates": {"min_top1_agreement": min_top1}, "search": search}}
     data.pop("targets", None)
     path = out / f"{data['name']}.yaml"
     out.mkdir(parents=True, exist_ok=True)
@@ -61,11 +61,14 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=Path("recipes/efficientnet-lite0.yaml"))
     parser.add_argument("-t", "--target", action="append", dest="targets")
     parser.add_argument("--min-top1", type=float, default=0.98)
+    parser.add_argument("--max-candidates", type=int, default=6, help="the search's bound (a longer ladder)")
+    parser.add_argument("--max-float-layers", type=int, default=8, help="the search's bound (more layers in float)")
     parser.add_argument("--runner", default="local", choices=["auto", "local", "docker"])
     parser.add_argument("--out", type=Path, default=Path("build/bench-search"))
     args = parser.parse_args()
     runner = select_runner(args.runner, echo=lambda line: None)
-    outcomes = run_matrix([recipe(args.recipe, args.min_top1, args.out)], args.targets or ["x86-tflite", "openvino"],
+    search = {"max_candidates": args.max_candidates, "max_float_layers": args.max_float_layers}
+    outcomes = run_matrix([recipe(args.recipe, args.min_top1, search, args.out)], args.targets or ["x86-tflite", "openvino"],
                           runner, out=args.out, echo=print)
     table = {o.target: summary(o.results) for o in outcomes}
     for target, row in table.items():
