@@ -20,17 +20,16 @@ from pydantic import Field
 from builder import formats
 from builder.config.common import Task
 from builder.config.recipe import Benchmark, Nncf, Search
-from builder.config.target import OrtQuantization
 from builder.errors import BuilderError, StepError
 from builder.quant_search import Budget, Candidate, Judge, Ladder, built_at, closeness, place, search
 from builder.records import SearchCandidate
 from builder.steps.base import PlanScope, Step, StepContext
 from builder.steps.layout import LayoutParams, layout_params, samples_for
-from builder.steps.measure import GateName, runtime_for
+from builder.steps.measure import LABEL_GATES, GateName, runtime_for
+from builder.steps.onnx import OrtStaticOptions
 
 
 _BOUND = Search()
-LABEL_GATES = ("min_accuracy", "min_map50")  # against labels: the chosen artifact's own validation checks them
 _BENCHMARK = Benchmark()
 
 
@@ -56,6 +55,7 @@ class _Search(Step):
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         recipe, variant = scope.recipe, scope.variant_spec
         gates = recipe.gates_of(scope.variant).model_dump(exclude_none=True) if variant else {}
+        # candidates are judged against fp32; the chosen artifact's own validation checks labels and the source
         return layout_params(scope) | {
             "gates": {g: t for g, t in gates.items() if g not in LABEL_GATES and not g.startswith("min_source_")},
             "task": recipe.task, "threads": recipe.benchmark.threads,
@@ -193,22 +193,13 @@ class SearchOrt(_Search):
     summary = ("the fastest ONNX Runtime QDQ model within the gates: int8 with minmax, entropy and percentile "
                "calibration, then the output layer and the noisiest nodes in float, then int16x8 and fp16")
 
-    class Params(SearchParams):
-        symmetric_activations: bool = Field(False, description="as quantize.ort's")
-        quantize_bias: bool = Field(True, description="as quantize.ort's")
-        per_channel: bool = Field(True, description="the variant's per_channel")
-        calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
-            "minmax", description="the variant's: tried first, then the others")
-        ort_quantization: OrtQuantization = Field(OrtQuantization(), description="the target's")
+    class Params(OrtStaticOptions, SearchParams):
         fallbacks: list[Literal["int16x8", "fp16"]] = Field(
             ["int16x8", "fp16"], description="tried when no int8 candidate meets the gates (those the target runs)")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        variant = scope.variant_spec
-        return super().resolve_params(scope, params) | {
-            "ort_quantization": scope.target.ort_quantization.model_dump(mode="json"),
-            **({"per_channel": variant.per_channel, "calibration_method": variant.calibration_method} if variant else {})}
+        return super().resolve_params(scope, params) | OrtStaticOptions.resolve(scope)
 
     def candidates(self, ctx: StepContext, params: Params, folder: Path,
                    found: dict) -> tuple[Path, Ladder, list[Candidate]]:
@@ -218,11 +209,9 @@ class SearchOrt(_Search):
         calibration = samples_for(ctx.input("calibration"), params)
 
         def quantize(method: str, kept_float: Sequence[str] = (), activations: str | None = None) -> Callable[[Path], dict]:
-            return lambda path: onnx_quant.ort_quantize_static(
-                fp32, path, calibration, method=method, per_channel=params.per_channel,
-                activation_type=activations or params.ort_quantization.activation_type,
-                reduce_range=params.ort_quantization.reduce_range, symmetric_activations=params.symmetric_activations,
-                quantize_bias=params.quantize_bias, nodes_to_exclude=list(kept_float))
+            options = params.static() | {"method": method} | ({"activation_type": activations} if activations else {})
+            return lambda path: onnx_quant.ort_quantize_static(fp32, path, calibration, nodes_to_exclude=list(kept_float),
+                                                               **options)
 
         fallbacks = {"int16x8": Candidate("int16x8", "int16 activations, int8 weights",
                                           quantize(params.calibration_method, activations="int16"), fallback=True),
