@@ -9,6 +9,7 @@ no harm even if a later tool extracts it the naive way.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import shutil
 import stat
@@ -51,6 +52,15 @@ def copy_member(archive: Path, member: str, out: BinaryIO) -> str:
                 raise _refuse(name, archive, f"it is a {kind}")
             name = _link_target(name, target, kind, archive)
         raise _refuse(member, archive, f"more than {_MAX_LINKS} links deep")
+    finally:
+        reader.close()
+
+
+def matching_members(archive: Path, pattern: str) -> list[str]:
+    """The regular files of `archive` whose paths match the glob `pattern`, in name order."""
+    reader = _open(archive, pattern)
+    try:
+        return sorted(n for n in reader.names if fnmatch.fnmatchcase(n, pattern) and reader.kind(n)[0] == "file")
     finally:
         reader.close()
 

@@ -73,6 +73,11 @@ def _device_options(func):
                              "a Docker context); repeatable")(func)
 
 
+def _accept_undecided_option(func):
+    return click.option("--accept-undecided", is_flag=True,
+                        help="exit 0 when no gate is missed but some are undecided (exit 3 otherwise)")(func)
+
+
 def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | None):
     """(devices, registry) from the flags and the fleet file."""
     from builder.config.fleet import check_registry
@@ -102,9 +107,10 @@ def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | Non
 @click.option("--no-cache", is_flag=True, help="run every step (what runs is still kept in the step cache)")
 @click.option("--remeasure", is_flag=True, help="run benchmarks and validations again, reuse the other steps")
 @click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
+@_accept_undecided_option
 @_device_options
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, devices, fleet, registry) -> None:
+        verbose, accept_undecided, devices, fleet, registry) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -129,7 +135,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
     _echo("")
     for line in summary(outcomes):
         _echo(line)
-    verdict(outcomes)
+    verdict(outcomes, accept_undecided=accept_undecided)
 
 
 @cli.command()
@@ -166,12 +172,13 @@ def bundle(recipe, target, runner, out, variants, offline) -> None:
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
-def collect(source, out) -> None:
+@_accept_undecided_option
+def collect(source, out, accept_undecided) -> None:
     """Merge a bundle's device-stage results (its folder or results.tar.gz) into OUT and write the report."""
     from builder.bundle import collect as collect_bundle
     from builder.run import verdict
 
-    verdict([collect_bundle(source, out, _echo)])
+    verdict([collect_bundle(source, out, _echo)], accept_undecided=accept_undecided)
 
 
 @cli.command()

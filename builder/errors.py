@@ -1,7 +1,8 @@
 """The project's errors. Raised anywhere, caught once at the CLI edge.
 
 `exit_code` 2 means the user's input is wrong (fix the file or flag);
-1 means the work itself failed (a build, a step, a download).
+1 means the work itself failed (a build, a step, a download);
+3 means no gate was missed but one is undecided: the data cannot tell (`--accept-undecided` makes it 0).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class StepError(BuilderError):
 
 class GateError(BuilderError):
     """A variant missed an accuracy gate set in the recipe."""
+
+
+class GateUndecided(BuilderError):
+    """No gate was missed, but a gate's interval straddles its threshold: the validation set cannot tell."""
+
+    exit_code = 3
 
 
 class EngineError(BuilderError):

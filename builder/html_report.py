@@ -190,27 +190,48 @@ def _recommendation(rec: Recommendation) -> str:
     if not rec.variant:
         body = "<b>No variant is built, timed and within every gate on this target.</b>"
     else:
-        body = f"<b>Ship <code>{escape(rec.variant)}</code></b>: p50 {_num(rec.p50_ms)} ms"
+        provisional = " provisionally" if rec.provisional else ""
+        body = f"<b>Ship <code>{escape(rec.variant)}</code>{provisional}</b>: p50 {_num(rec.p50_ms)} ms"
         if rec.speedup_vs_fp32 is not None:
             body += f", {rec.speedup_vs_fp32:.2f}x the speed of {escape(rec.baseline or '')}"
         if rec.size_vs_fp32 is not None:
             body += f", {rec.size_vs_fp32:.2f}x its size"
         if not rec.gates_checked:
             body += ". The recipe sets no accuracy gate it was checked against"
+        if rec.provisional:
+            body += (". A gate is undecided: " + (f"about {rec.photos_needed} distinct validation photos would decide it"
+                     if rec.photos_needed else "no number of photos would decide it")
+                     + f"; the fastest variant with every gate passed is {escape(rec.otherwise or 'none')}")
     flags = "".join(f"<li>{escape(n)}: <span class=flag>{escape(', '.join(f))}</span></li>"
                     for n, f in rec.flags.items())
     return f'<div class="rec">{body}.{f"<ul>{flags}</ul>" if flags else ""}</div>'
 
 
+def _with_interval(validation, name: str) -> str:
+    """A figure with its 95% interval over distinct photos, or '-'."""
+    value, bounds = getattr(validation, name, None), getattr(validation, f"{name}_interval", None)
+    return _num(value, 4) + (f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else "")
+
+
 def _variants_table(variants: list[VariantResult], figure: str | None) -> str:
-    head = ["variant", "status", "size KB", "p50 ms", "p90 ms", "p99 ms"] + ([figure] if figure else [])
+    kept = any(v.validation and v.validation.accuracy_ratio is not None for v in variants)
+    head = (["variant", "status", "calibrated on", "size KB", "p50 ms", "p90 ms", "p99 ms"]
+            + ([f"{figure} [95% interval]"] if figure else []) + (["accuracy kept"] if kept else []))
     rows = []
     for v in variants:
         b = v.benchmark
-        cells = [v.name, v.status, _num(cost_of(v, "size"), 1), _num(b and b.p50_ms), _num(b and b.p90_ms),
-                 _num(b and b.p99_ms)] + ([_num(_validated(v, figure), 4)] if figure else [])
-        rows.append("<tr>" + "".join(f"<td>{escape(str(c)) if i < 2 else c}</td>" for i, c in enumerate(cells)) + "</tr>")
+        calibrated = f"{v.calibrated_on.images} images" if v.calibrated_on else "-"
+        cells = [v.name, v.status, calibrated, _num(cost_of(v, "size"), 1), _num(b and b.p50_ms), _num(b and b.p90_ms),
+                 _num(b and b.p99_ms)] + ([_with_interval(v.validation, figure)] if figure else []) \
+            + ([_with_interval(v.validation, "accuracy_ratio")] if kept else [])
+        rows.append("<tr>" + "".join(f"<td>{escape(str(c)) if i < 3 else c}</td>" for i, c in enumerate(cells)) + "</tr>")
     return _table(head, rows)
+
+
+def _data_line(data: dict) -> str:
+    """The sets the verdicts stand on, in distinct images."""
+    parts = [f"{name}: {count.images} distinct images ({count.samples} samples)" for name, count in data.items()]
+    return f"<p>{escape('; '.join(parts))}; intervals count distinct images, not samples.</p>" if parts else ""
 
 
 def _table(head: list[str], rows: list[str]) -> str:
@@ -224,7 +245,7 @@ def run_sections(payload: Results, baseline: Results | None = None) -> list[str]
     parts = [f"<h2>{escape(payload.recipe)} on {escape(payload.target)}</h2>"]
     if payload.recommendation.model_fields_set:  # an older results.json may hold an empty one
         parts.append(_recommendation(payload.recommendation))
-    parts.append(_variants_table(variants, figure))
+    parts.append(_data_line(payload.data) + _variants_table(variants, figure))
     if _timed(variants):
         old = {v.name: v.benchmark for v in (baseline.variants if baseline else []) if v.benchmark}
         parts.append(latency_plot(variants, old))

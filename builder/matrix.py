@@ -100,7 +100,7 @@ def _report_link(workdir: Path, out: Path) -> str | None:
 
 def write_verification(outcomes: list[Outcome], out: Path) -> None:
     """verify_tflite.csv: seed 000's `file,ok,avg_ms,notes`, one row per artifact (a run that failed before it
-    had any: its folder). OK as the exit code has it (an undecided gate is noted, not failed).
+    had any: its folder). OK, FAIL, or UNDECIDED when no gate was missed but one is undecided (exit code 3).
 
     As the seed's script writes it: no quoting, commas in notes become ";", lines one line."""
     def note(*parts) -> str:
@@ -116,7 +116,7 @@ def write_verification(outcomes: list[Outcome], out: Path) -> None:
             missed = [f"{g.metric} = {g.value:.4g} vs {g.gate} {g.threshold}" if g.value is not None
                       else f"{g.metric} not measured" for g in (r.validation.gates if r.validation else []) if not g.passed]
             notes = "" if r.status == "ok" else note(r.status, (f and f.cause) or "; ".join(missed), f and f.error)
-            ok = r.status in ("ok", "gate-undecided")
-            rows.append(f"{o.workdir / r.artifact},{'OK' if ok else 'FAIL'},"
+            ok = {"ok": "OK", "gate-undecided": "UNDECIDED"}.get(r.status, "FAIL")
+            rows.append(f"{o.workdir / r.artifact},{ok},"
                         f"{'' if mean is None else f'{mean:.3f}'},{notes}")
     atomic_write_bytes(out / VERIFY_CSV, ("\n".join(rows) + "\n").encode())

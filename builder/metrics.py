@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from builder.errors import ConfigError, StepError
@@ -163,12 +166,66 @@ def wilson_interval(rate: float, samples: int, z: float = Z95) -> tuple[float, f
     return float(min(rate, max(0.0, centre - half))), float(max(rate, min(1.0, centre + half)))
 
 
-def samples_to_decide(rate: float, threshold: float, z: float = Z95) -> int | None:
-    """About how many samples put the interval of `rate` clear of `threshold`; None if they are equal."""
-    if rate == threshold:
-        return None
-    variance = max(rate * (1 - rate), 1e-4)  # a rate of 1.0 still needs some samples to show it
-    n = int(np.ceil(z * z * variance / (rate - threshold) ** 2))  # the normal approximation, then Wilson's own
-    while n < 10**7 and wilson_interval(rate, n, z)[0] <= threshold <= wilson_interval(rate, n, z)[1]:
-        n = int(n * 1.05) + 1
-    return n
+def per_photo(hits: np.ndarray, photos: np.ndarray) -> np.ndarray:
+    """Each photo's share of its samples that hit (its crops and flips are one photo, not several samples)."""
+    _, which = np.unique(photos, return_inverse=True)
+    return np.bincount(which, weights=hits.astype(np.float64)) / np.bincount(which)
+
+
+def rate_interval(rate: float, photos: int) -> tuple[float, float]:
+    """95% interval of a rate measured on the samples of `photos` distinct photos.
+
+    Wilson's interval over the photos, not the samples: the per-photo shares of hits lie in [0, 1] with
+    variance at most rate * (1 - rate), so this never claims more certainty than the distinct photos give,
+    however many crops each gave."""
+    return wilson_interval(rate, photos)
+
+
+@dataclass(frozen=True)
+class KeptAccuracy:
+    """A variant's labeled accuracy as a share of the reference's on the same photos (MLPerf's relative gate).
+
+    `lost` is the mean per-photo share of samples the reference had right and the variant wrong, `gained` the
+    reverse, so variant accuracy = reference - lost + gained. The interval combines Wilson intervals (over
+    photos) of lost, gained and the reference's accuracy, each at 95%: conservative, never degenerate."""
+
+    reference: float
+    lost: float
+    gained: float
+
+    @classmethod
+    def of(cls, reference_hits: np.ndarray, candidate_hits: np.ndarray, photos: np.ndarray) -> KeptAccuracy:
+        ref, cand = reference_hits.astype(np.float64), candidate_hits.astype(np.float64)
+        return cls(reference=float(per_photo(ref, photos).mean()),
+                   lost=float(per_photo(np.maximum(ref - cand, 0), photos).mean()),
+                   gained=float(per_photo(np.maximum(cand - ref, 0), photos).mean()))
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.reference == 0 else 1 - (self.lost - self.gained) / self.reference
+
+    def interval(self, photos: int) -> tuple[float, float] | None:
+        if self.reference == 0:
+            return None
+        ref_lo, ref_hi = wilson_interval(self.reference, photos)
+        lost_lo, lost_hi = wilson_interval(self.lost, photos)
+        gained_lo, gained_hi = wilson_interval(self.gained, photos)
+        worst, best = lost_hi - gained_lo, lost_lo - gained_hi  # the net loss at its largest and its smallest
+        if ref_lo <= 0:
+            return 0.0, max(self.ratio, 1 - best / ref_hi)
+        # a net loss weighs most against the smallest plausible reference accuracy, a net gain least
+        low = 1 - worst / (ref_lo if worst > 0 else ref_hi)
+        high = 1 - best / (ref_hi if best > 0 else ref_lo)
+        return max(0.0, min(self.ratio, low)), max(self.ratio, high)
+
+
+def photos_to_decide(bounds_at: Callable[[int], tuple[float, float]], threshold: float, photos: int) -> int | None:
+    """About how many distinct photos, with the figures as measured, put the interval clear of `threshold`;
+    None if no number would (the figure equals the threshold)."""
+    n = max(photos, 1)
+    while n < 10**7:
+        lo, hi = bounds_at(n)
+        if not lo <= threshold <= hi:
+            return n
+        n = int(n * 1.1) + 1
+    return None

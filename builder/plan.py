@@ -22,9 +22,10 @@ from builder.source_precision import SourcePrecision
 from builder.steps import registry
 from builder.steps.base import PlanScope, StepCall
 from builder.steps.measure import runtime_for
-from builder.workdir import BOXES, CALIBRATION, LABELS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
+from builder.workdir import BOXES, CALIBRATION, LABELS, PHOTOS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
-DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS, "boxes": BOXES}
+DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS, "boxes": BOXES,
+              "photos": PHOTOS}
 
 
 @dataclass
@@ -253,7 +254,7 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
         b.add("data.prepare", params={"dataset": "calibration"}, outputs={"calibration": CALIBRATION})
     if recipe.calibration or recipe.validation:
         b.add("data.prepare", params={"dataset": "validation"},
-              outputs={"validation": VALIDATION, "labels": LABELS, "boxes": BOXES})
+              outputs={"validation": VALIDATION, "labels": LABELS, "boxes": BOXES, "photos": PHOTOS})
     source_outputs = _source_reference(b, model, source_fmt)
     for kind in _hygiene_steps(source_fmt):
         model = b.convert(kind, model, _intermediate(source_fmt))

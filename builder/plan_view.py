@@ -5,8 +5,28 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from builder.datasets import planned_images
 from builder.plan import Plan
+from builder.steps.data import CALIBRATION_FLOOR
 from builder.steps import registry
+
+
+def data_lines(plan: Plan) -> list[str]:
+    """The calibration and validation sets in distinct images, which variants calibrate, and a warning below
+    the calibration floor."""
+    lines = []
+    for name in ("calibration", "validation"):
+        dataset = getattr(plan.recipe, name)
+        if dataset is None:
+            continue
+        images = planned_images(dataset)
+        count = f"{images} distinct image(s)" if images is not None else "distinct images counted when fetched"
+        calibrating = sorted({s.variant for s in plan.steps if "calibration" in s.inputs and s.variant})
+        uses = f", calibrating {', '.join(calibrating)}" if name == "calibration" and calibrating else ""
+        lines.append(f"{name}: {count}{uses}")
+        if name == "calibration" and images is not None and not dataset.synthetic and images < CALIBRATION_FLOOR:
+            lines.append(f"warning: calibration has {images} distinct image(s), fewer than {CALIBRATION_FLOOR}")
+    return lines
 
 
 def show_plan(plan: Plan, console: Console, cached: dict[str, str] | None = None) -> None:
@@ -20,6 +40,8 @@ def show_plan(plan: Plan, console: Console, cached: dict[str, str] | None = None
                   f"device from {t.images.device.template} ({t.images.device.lock}) for {t.platform}", markup=False)
     if t.requires.nvidia_runtime:
         console.print(f"requires: NVIDIA container runtime on the device engine. {t.requires.note or ''}", markup=False)
+    for line in data_lines(plan):
+        console.print(line, markup=False)
     table = Table("step", "stage", "reads -> writes", *(["step cache"] if cached else []))
     for s in plan.steps:
         stage = s.stage + (" (on device)" if s.kind in t.device_only else "")

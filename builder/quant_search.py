@@ -52,6 +52,7 @@ class Judge:
     task: str
     runtime: str
     threads: int
+    photos: int  # the distinct photos the samples were cut from: what the intervals count
 
     def __call__(self, path: Path) -> dict:
         from builder import benchmark
@@ -60,8 +61,8 @@ class Judge:
 
         session = load(path, runtime=self.runtime, threads=self.threads)
         outputs = [session.run([s]) for s in self.samples]
-        figures = agreement(self.task, self.reference, outputs)
-        add_intervals(figures, len(self.samples))
+        figures = agreement(self.task, self.reference, outputs) | {"photos": self.photos}
+        add_intervals(figures)
         finite = all(np.isfinite(v) for v in figures.values() if isinstance(v, float))
         timing = benchmark.measure(session, warmup=3, runs=QUICK_RUNS)
         return {"figures": figures, "gates": check_gates(self.gates, figures) if finite else [],

@@ -126,6 +126,7 @@ class BenchmarkResult(Strict):
 class Agreement(Strict):
     """A candidate's outputs against a reference's (metrics.compare); rates with their 95% interval."""
 
+    photos: int | None = Field(None, description="distinct photos the samples were cut from: what intervals count")
     cosine: float | None = None
     cosine_min: float | None = None
     max_abs_error: float | None = None
@@ -152,7 +153,7 @@ class Gate(Strict):
     outcome: Literal["pass", "fail", "undecided"]
     passed: bool
     interval: Interval | None = None
-    samples_needed: int | None = None
+    photos_needed: int | None = Field(None, description="undecided: about how many distinct photos would decide it")
 
 
 class ValidationResult(Agreement):
@@ -162,8 +163,14 @@ class ValidationResult(Agreement):
     samples: int
     emulated: bool = False
     validated: str | None = Field(None, description="the model validated in the artifact's place (Vela's int8 TFLite)")
-    top1_accuracy: float | None = None
+    top1_accuracy: float | None = Field(None, description="against the labels, over the labeled photos")
     top1_accuracy_interval: Interval | None = None
+    labeled_photos: int | None = None
+    reference_accuracy: float | None = Field(None, description="the fp32 artifact's top-1 accuracy on the same photos")
+    accuracy_lost: float | None = Field(None, description="share of labeled photos fp32 has right and this variant wrong")
+    accuracy_gained: float | None = Field(None, description="share of labeled photos this variant has right, fp32 wrong")
+    accuracy_ratio: float | None = Field(None, description="top-1 accuracy as a share of fp32's (MLPerf keeps 0.99)")
+    accuracy_ratio_interval: Interval | None = None
     map50: float | None = Field(None, description="detection: mAP at IoU 0.5 against the validation boxes "
                                                   "(COCO's 101-point interpolation, averaged over their classes)")
     map: float | None = Field(None, description="detection: mAP averaged over IoU 0.50:0.95 too (COCO's mAP)")
@@ -285,6 +292,14 @@ class SearchResult(Strict):
     max_minutes: float
 
 
+class DataCount(Strict):
+    """How much data a dataset gave: samples, and the distinct images they were cut from."""
+
+    samples: int
+    images: int
+    labeled: bool = False
+
+
 class VariantResult(Strict):
     """One variant of a run: its artifact, how it ended, its benchmark and validation."""
 
@@ -301,6 +316,7 @@ class VariantResult(Strict):
     failure: Failure | None = None
     layer_errors: LayerErrors | None = Field(None, description="per-layer quantization error, where a run has it")
     search: SearchResult | None = Field(None, description="an accuracy-aware variant's candidates")
+    calibrated_on: DataCount | None = Field(None, description="the calibration data its quantization saw")
 
 
 class Recommendation(Strict):
@@ -317,6 +333,9 @@ class Recommendation(Strict):
     estimate: bool | None = None
     speedup_vs_fp32: float | None = None
     size_vs_fp32: float | None = None
+    provisional: bool = Field(False, description="the variant fails no gate, but some are undecided")
+    photos_needed: int | None = Field(None, description="provisional: distinct validation photos that would decide it")
+    otherwise: str | None = Field(None, description="provisional: the fastest variant with every gate passed")
 
 
 class Results(Strict):
@@ -328,6 +347,8 @@ class Results(Strict):
     target: str
     recommendation: Recommendation = Field(default_factory=Recommendation)
     variants: list[VariantResult]
+    data: dict[Literal["calibration", "validation"], DataCount] = Field(
+        {}, description="the calibration and validation sets: samples and the distinct images they came from")
     skipped: dict[str, str] = Field({}, description="variant -> why the plan does not build it")
     warnings: list[str] = []
 

@@ -17,15 +17,15 @@ from builder.causes import classify
 from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
-from builder.records import (Agreement, BenchmarkRecord, BenchmarkResult, Failure, Recommendation, Results, StepRecord,
-                             ValidateRecord, ValidationResult, VariantResult, write_results)
+from builder.records import (Agreement, BenchmarkRecord, BenchmarkResult, DataCount, Failure, Recommendation, Results,
+                             StepRecord, ValidateRecord, ValidationResult, VariantResult, write_results)
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
 
 CSV_FIELDS = (
     "variant", "status", "precision", "format", "io_dtype", "size_bytes", "runtime", "threads", "runs", "emulated",
     "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_fps", "init_ms", "peak_rss_mb",
-    "top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db",
+    "photos", "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_ratio", "cosine", "max_abs_error", "snr_db",
     "source_cosine", "source_top1_agreement", "source_snr_db", "gates", "cause",
 )
 M = TypeVar("M", BenchmarkResult, ValidationResult)
@@ -59,8 +59,23 @@ def made_by(plan: Plan, records: dict[str, StepRecord], variant: str) -> list[St
     return chain[::-1]
 
 
+def data_counts(records: dict[str, StepRecord]) -> dict[str, DataCount]:
+    """The calibration and validation sets as data.prepare counted them."""
+    return {name: DataCount(samples=figures["samples"], images=figures.get("images", figures["samples"]),
+                            labeled=figures.get("labeled", False))
+            for r in records.values() if r.kind == "data.prepare" and r.status == "ok" and r.result
+            for name, figures in r.result.items() if name in ("calibration", "validation")}
+
+
+def _calibrated(plan: Plan, chain: list[StepRecord]) -> bool:
+    """Whether a step that made the variant's artifact read the calibration set."""
+    calls = {call.id: call for call in plan.steps}
+    return any("calibration" in calls[r.id].inputs for r in chain)
+
+
 def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantResult]:
     out = []
+    calibration = data_counts(records).get("calibration")
     for v in plan.variants:
         recs = _variant_records(records, v)
         failed = [r for r in recs if r.status != "ok"]
@@ -68,7 +83,8 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
                       if isinstance(r, BenchmarkRecord) and r.status == "ok" and r.result), None)
         validation = next((_measured(r.result.validation, r) for r in recs
                            if isinstance(r, ValidateRecord) and r.status == "ok" and r.result), None)
-        conversions = [r.result for r in made_by(plan, records, v) if r.status == "ok" and r.result is not None]
+        chain = made_by(plan, records, v)
+        conversions = [r.result for r in chain if r.status == "ok" and r.result is not None]
         status = "failed" if any(r.status == "failed" for r in recs) else ("skipped" if failed else "ok")
         failure = None
         first_failure = next((r for r in recs if r.status == "failed"), None) or (failed[0] if failed else None)
@@ -88,6 +104,7 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
                           plan.recipe.io_dtype_of(v)),
             status=status, benchmark=bench, validation=validation, conversion=conversions[-1] if conversions else None,
             layer_errors=_last(conversions, "layer_errors"), search=_last(conversions, "search"),
+            calibrated_on=calibration if _calibrated(plan, chain) else None,
             **({"failure": failure} if failure else {})))  # a variant that built has no `failure` key
     return out
 
@@ -180,6 +197,12 @@ def _of(model: BaseModel | None, name: str):
     return getattr(model, name, None) if model is not None else None
 
 
+def gates_word(gates: list) -> str:
+    """A variant's gates in one word: pass, FAIL (any missed), UNDECIDED (none missed, some undecided), or ''."""
+    outcomes = {g.outcome for g in gates}
+    return "" if not gates else "FAIL" if "fail" in outcomes else "UNDECIDED" if "undecided" in outcomes else "pass"
+
+
 def _csv_row(entry: VariantResult) -> dict:
     bench, val = entry.benchmark, entry.validation
     gates = val.gates if val else []
@@ -187,9 +210,10 @@ def _csv_row(entry: VariantResult) -> dict:
         **{k: getattr(entry, k) for k in ("status", "precision", "format", "io_dtype")},
         "variant": entry.name,
         **{k: _of(bench, k) for k in CSV_FIELDS if k in BenchmarkResult.model_fields},
-        **{k: _of(val, k) for k in ("top1_agreement", "top5_agreement", "top1_accuracy", "cosine", "max_abs_error", "snr_db")},
+        **{k: _of(val, k) for k in ("photos", "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_ratio",
+                                    "cosine", "max_abs_error", "snr_db")},
         **{f"source_{k}": _of(_of(val, "source"), k) for k in ("cosine", "top1_agreement", "snr_db")},
-        "gates": ("pass" if all(g.passed for g in gates) else "FAIL") if gates else "",
+        "gates": gates_word(gates),
         "cause": entry.failure.cause if entry.failure else "",
     }
 
@@ -283,14 +307,25 @@ def _flags(r: VariantResult, base: VariantResult | None) -> list[str]:
     return flags
 
 
+def _photos_needed(r: VariantResult) -> int | None:
+    """The distinct photos that would decide every undecided gate of a variant (None: no number would)."""
+    needs = [g.photos_needed for g in r.validation.gates if g.outcome == "undecided"] if r.validation else []
+    return None if not needs or None in needs else max(needs)
+
+
 def recommendation(results: list[VariantResult]) -> Recommendation:
     """The fastest variant that meets every gate on this target, with its speed-up and size against fp32;
-    every other variant that is slower than fp32 or misses a gate is flagged."""
+    every other variant that is slower than fp32 or misses a gate is flagged. A faster variant whose only
+    problem is an undecided gate is recommended provisionally, with the photos that would decide it, and the
+    fastest decided one beside it."""
     base = fp32_baseline(results)
-    timed = [r for r in results if r.status == "ok" and _p50(r)]
-    best = min(timed, key=_p50, default=None)
+    decided = min((r for r in results if r.status == "ok" and _p50(r)), key=_p50, default=None)
+    undecided = min((r for r in results if r.status == "gate-undecided" and _p50(r)), key=_p50, default=None)
+    best = undecided if undecided and (not decided or _p50(undecided) < _p50(decided)) else decided
     rec = {"variant": best and best.name, "baseline": base and base.name,
            "flags": {r.name: f for r in results if (f := _flags(r, base))}}
+    if best is undecided and best:
+        rec |= {"provisional": True, "photos_needed": _photos_needed(best), "otherwise": decided and decided.name}
     if best:
         b = best.benchmark
         rec |= {"p50_ms": b.p50_ms, "size_bytes": b.size_bytes,
@@ -304,18 +339,22 @@ def recommendation(results: list[VariantResult]) -> Recommendation:
     return Recommendation(**rec)
 
 
-def _recommendation_lines(rec: Recommendation) -> list[str]:
+def recommendation_lines(rec: Recommendation) -> list[str]:
     lines = ["## Recommendation", ""]
     if not rec.variant:
         lines.append("**No variant is built, timed and within every gate on this target.**")
     else:
         kb = f", {rec.size_bytes / 1024:.1f} KB" if rec.size_bytes else ""
-        line = f"**Ship `{rec.variant}`**: p50 {rec.p50_ms:.3f} ms{kb}"
+        line = f"**Ship `{rec.variant}`{' provisionally' if rec.provisional else ''}**: p50 {rec.p50_ms:.3f} ms{kb}"
         if rec.speedup_vs_fp32 is not None:
             line += f"; {rec.speedup_vs_fp32:.2f}x the speed of {rec.baseline}"
             if rec.size_vs_fp32 is not None:
                 line += f", {rec.size_vs_fp32:.2f}x its size"
         lines.append(line + ".")
+        if rec.provisional:
+            lines.append(f"It passes every gate that is decided, but some are undecided (below): "
+                         f"{_deciding(rec.photos_needed)}. Until then, the fastest variant with every gate passed "
+                         f"is {f'`{rec.otherwise}`' if rec.otherwise else 'none'}.")
         if not rec.gates_checked:
             lines.append("The recipe sets no accuracy gate that this variant was checked against.")
         if rec.emulated or rec.estimate:
@@ -324,13 +363,35 @@ def _recommendation_lines(rec: Recommendation) -> list[str]:
     return lines + [""]
 
 
-def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommendation) -> str:
-    lines = [f"# {plan.recipe.name} on {plan.target.id}", "", *_recommendation_lines(rec),
+def _deciding(photos: int | None) -> str:
+    return (f"about {photos} distinct validation photos would decide them" if photos
+            else "no number of photos would decide them, the figure sits on the threshold")
+
+
+def _data_lines(data: dict[str, DataCount], results: list[VariantResult]) -> list[str]:
+    """What the verdicts stand on: distinct images, not crops, in each set."""
+    lines = []
+    if cal := data.get("calibration"):
+        calibrated = [r.name for r in results if r.calibrated_on]
+        lines.append(f"- calibration: **{cal.images} distinct images** ({cal.samples} samples with crops and flips)"
+                     + (f", calibrating {', '.join(calibrated)}" if calibrated else ""))
+    if val := data.get("validation"):
+        labeled = next((v.labeled_photos for r in results if (v := r.validation) and v.labeled_photos), None)
+        lines.append(f"- validation: **{val.images} distinct images** ({val.samples} samples)"
+                     + (f", {labeled} of them labeled" if labeled else "")
+                     + "; intervals count distinct images, not samples")
+    return lines + [""] if lines else []
+
+
+def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommendation,
+             data: dict[str, DataCount]) -> str:
+    lines = [f"# {plan.recipe.name} on {plan.target.id}", "", *recommendation_lines(rec),
              plan.recipe.description.strip(), "",
              f"- target: {plan.target.name} ({plan.target.platform}, {plan.target.format} via {plan.target.runtime})",
              f"- runner: {man['runner']}; source: {man['source']['name']} ({man['source']['format']})", ""]
     if man["warnings"]:
         lines += ["## Warnings", ""] + [f"- **{w}**" for w in man["warnings"]] + [""]
+    lines += _data_lines(data, results)
     emulated = any(r.benchmark and r.benchmark.emulated for r in results)
     off_target = any(b and not b.estimate and not b.emulated and not b.on_target for b in (r.benchmark for r in results))
     lines += _device_lines(results)
@@ -339,8 +400,9 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     task_columns = "".join(f" | {TASK_FIGURES[f]}" + (f" | source {TASK_FIGURES[f]}" if s else "") for f, s in sourced)
     lines += ["## Variants", "",
               "| variant | status | measured on | size KB | p50 ms | p90 ms | p99 ms | fps | peak MB "
-              f"| top-1 agr. | top-5 agr. | accuracy | cosine | SNR dB | source cosine | source top-1{task_columns} |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * task_columns.count(" | ")]
+              f"| top-1 agr. | top-5 agr. | accuracy | accuracy kept | cosine | SNR dB | source cosine | source top-1"
+              f"{task_columns} |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * task_columns.count(" | ")]
     for r in results:
         b, v = r.benchmark, r.validation
         src = _of(v, "source")
@@ -348,7 +410,8 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
             r.name, r.status, measured_on(b), _fmt((b.size_bytes or 0) / 1024, 1) if b else "-",
             _fmt(_of(b, "p50_ms")), _fmt(_of(b, "p90_ms")), _fmt(_of(b, "p99_ms")), _fmt(_of(b, "throughput_fps"), 1),
             _fmt(_of(b, "peak_rss_mb"), 1), rate_with_interval(v, "top1_agreement"), rate_with_interval(v, "top5_agreement"),
-            rate_with_interval(v, "top1_accuracy"), _fmt(_of(v, "cosine"), 5), _fmt(_of(v, "snr_db"), 1),
+            rate_with_interval(v, "top1_accuracy"), rate_with_interval(v, "accuracy_ratio"), _fmt(_of(v, "cosine"), 5),
+            _fmt(_of(v, "snr_db"), 1),
             _fmt(_of(src, "cosine"), 5), rate_with_interval(src, "top1_agreement"),
             *[x for f, s in sourced for x in [_fmt(_of(v, f), 4), *([_fmt(_of(src, f), 4)] if s else [])]]]) + " |")
     if any(r.validation and r.validation.source for r in results):
@@ -384,9 +447,10 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     if gates:
         lines += ["", "## Accuracy gates missed or undecided", ""]
         lines += [f"- {name}: {g.metric} = {_fmt(g.value, 4)}, gate {g.gate} {g.threshold}"
-                  + (f": UNDECIDED, the 95% interval {_interval(g.interval)} straddles it; about "
-                     f"{g.samples_needed or 'many'} validation samples would decide" if g.outcome == "undecided"
-                     else "") for name, g in gates]
+                  + (f": UNDECIDED, the 95% interval {_interval(g.interval)} straddles it; "
+                     + (f"about {g.photos_needed} distinct validation photos would decide it" if g.photos_needed
+                        else "no number of photos would decide it") if g.outcome == "undecided" else "")
+                  for name, g in gates]
     if plan.skipped:
         lines += ["", "## Not built", ""] + [f"- {v}: {why}" for v, why in plan.skipped.items()]
     lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
@@ -406,14 +470,15 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[VariantResult]:
     man = manifest(plan, workdir, records, run)
     atomic_write_bytes(workdir / MANIFEST, json.dumps(man, indent=2).encode())
     rec = recommendation(results)
+    data = data_counts(records)
     payload = Results(recipe=plan.recipe.name, target=plan.target.id, recommendation=rec, variants=results,
-                      skipped=plan.skipped, warnings=man["warnings"])
+                      data=data, skipped=plan.skipped, warnings=man["warnings"])
     write_results(workdir / "results.json", payload)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(_csv_row(r) for r in results)
     atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
-    atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec).encode())
+    atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec, data).encode())
     atomic_write_bytes(workdir / "report.html", html_report.run_page(payload).encode())
     return results

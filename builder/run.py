@@ -13,7 +13,7 @@ from typing import Protocol
 
 from builder import catalog, inputs, records, report, source_precision
 from builder.devices import HOST, Device, DevicePool
-from builder.errors import BuilderError, DeviceError, EngineUnreachable, GateError, StepError
+from builder.errors import BuilderError, DeviceError, EngineUnreachable, GateError, GateUndecided, StepError
 from builder.plan import Plan, make_plan, recipe_hash, source_path
 from builder.progress import download_progress
 from builder.records import VariantResult
@@ -244,18 +244,23 @@ def _recommendation_line(rec: records.Recommendation) -> str:
     if not rec.variant:
         return "none: no variant is built, timed and within every gate on this target"
     kb = f", {rec.size_bytes / 1024:.1f} KB" if rec.size_bytes else ""
-    line = f"ship {rec.variant}: p50 {rec.p50_ms:.3f} ms{kb}"
+    line = f"ship {rec.variant}{' provisionally' if rec.provisional else ''}: p50 {rec.p50_ms:.3f} ms{kb}"
     if rec.speedup_vs_fp32 is not None and rec.variant != rec.baseline:
         line += f"; {rec.speedup_vs_fp32:.2f}x the speed of {rec.baseline}"
         if rec.size_vs_fp32 is not None:
             line += f", {rec.size_vs_fp32:.2f}x its size"
     if rec.emulated or rec.estimate:
         line += " (timings " + ("emulated)" if rec.emulated else "estimated)")
+    if rec.provisional:
+        line += (f"; a gate is undecided: " + (f"about {rec.photos_needed} distinct validation photos would decide it"
+                 if rec.photos_needed else "no number of photos would decide it")
+                 + f"; decided: {rec.otherwise or 'none'}")
     return line
 
 
-def verdict(outcomes: list[Outcome]) -> None:
-    """Raise StepError for failed runs or variants, GateError for missed gates (all exit 1)."""
+def verdict(outcomes: list[Outcome], *, accept_undecided: bool = False) -> None:
+    """Raise StepError for failed runs or variants, GateError for missed gates (all exit 1), GateUndecided
+    (exit 3) for undecided gates unless they are accepted."""
     broken = [o for o in outcomes if o.error]
     if broken:
         raise StepError(f"{len(broken)} run(s) failed:\n  " + "\n  ".join(
@@ -278,3 +283,16 @@ def verdict(outcomes: list[Outcome]) -> None:
             gap = f" (missed by {abs(g.value - g.threshold):.4f})" if g.value is not None else ""
             lines.append(f"{o.recipe}/{o.target}/{r.name}: {g.metric} = {g.value} vs {g.gate} {g.threshold}{gap}")
         raise GateError("accuracy gate(s) missed:\n  " + "\n  ".join(lines))
+    undecided = [(o, r, g) for o in outcomes for r in o.results if r.status == "gate-undecided"
+                 for g in r.validation.gates if g.outcome == "undecided"]
+    if undecided and not accept_undecided:
+        lines = [f"{o.recipe}/{o.target}/{r.name}: {g.metric} = {g.value:.4g} {_interval_text(g.interval)} vs {g.gate} "
+                 f"{g.threshold}" + (f": about {g.photos_needed} distinct photos would decide it" if g.photos_needed else "")
+                 for o, r, g in undecided]
+        raise GateUndecided("accuracy gate(s) undecided: the validation set is too small to tell\n  " + "\n  ".join(lines),
+                            hint="validate on more distinct photos (`validation:`), or accept the provisional "
+                                 "verdict with --accept-undecided")
+
+
+def _interval_text(bounds) -> str:
+    return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""

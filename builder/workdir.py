@@ -10,6 +10,7 @@ VERSIONS = "work/versions"          # tool versions per stage, read inside the i
 CALIBRATION = "work/data/calibration.npy"
 VALIDATION = "work/data/validation.npy"
 LABELS = "work/data/validation_labels.json"
+PHOTOS = "work/data/validation_photos.json"  # each validation sample's image: crops of one photo are not independent
 BOXES = "work/data/validation_boxes.json"  # each validation sample's ground-truth boxes, in its view
 SOURCE_OUTPUTS = "work/data/source_outputs.npz"  # the source model's own outputs on the validation samples
 RUN = "work/run.json"           # the run so far (sources, timings, images): what `builder collect` finishes from

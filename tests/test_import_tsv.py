@@ -167,7 +167,7 @@ def test_the_verification_csv_says_why_an_artifact_is_not_ok(tmp_path):
         "file,ok,avg_ms,notes",
         f"{w}/m_fp32.tflite,OK,1.235,",
         f"{w}/m_int8.tflite,FAIL,0.500,gate-failed: cosine = 0.8512 vs min_cosine 0.9",
-        f"{w}/m_fp16.tflite,OK,0.900,gate-undecided: cosine = 0.9 vs min_cosine 0.9",
+        f"{w}/m_fp16.tflite,UNDECIDED,0.900,gate-undecided: cosine = 0.9 vs min_cosine 0.9",
         f"{w}/m_dynamic.tflite,FAIL,,failed: unsupported-op: ops A; B not supported",
         f"{tmp_path}/gone/x86-tflite,FAIL,,network: no mirror",
     ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
+import zipfile
 import threading
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from PIL import Image
 
 from builder import inputs
 from builder.catalog import load_recipe
-from builder.errors import FetchError
+from builder.errors import ConfigError, FetchError
 
 MODEL = b"not really a tflite model, but bytes with a checksum" * 100
 
@@ -63,6 +65,10 @@ variants: [fp32]
     return recipe
 
 
+def server_root(tmp_path: Path) -> Path:
+    return tmp_path / "www"
+
+
 def test_model_and_images_land_in_the_work_dir_with_sources_recorded(tmp_path, server, cache):
     recipe = load_recipe(write_recipe(tmp_path, server))
     got = inputs.materialize(recipe, tmp_path / "w")
@@ -71,7 +77,8 @@ def test_model_and_images_land_in_the_work_dir_with_sources_recorded(tmp_path, s
     model = next(f for f in got.fetched if f["role"] == "model")
     assert model["url"] == f"{server}/model.tflite" and model["from_cache"] is False
     index = json.loads((tmp_path / "w" / "work" / "inputs" / "validation" / "index.json").read_text())
-    assert index == [{"file": "000_img2.png", "label": 3, "boxes": None}]
+    assert index == [{"file": "000_img2.png", "label": 3, "boxes": None,
+                      "sha256": hashlib.sha256((server_root(tmp_path) / "img2.png").read_bytes()).hexdigest()}]
     assert len(list((tmp_path / "w" / "work" / "inputs" / "calibration").glob("*.png"))) == 2
 
 
@@ -104,3 +111,78 @@ def test_fallback_source_is_used_when_every_mirror_fails(tmp_path, server, cache
     got = inputs.materialize(load_recipe(recipe_path), tmp_path / "w")
     assert got.source.download.urls == [f"{server}/model.tflite"]
     assert any("fallback" in w for w in got.warnings)
+
+
+def photo_wheel(folder: Path, photos: dict[str, bytes]) -> Path:
+    """A real wheel of photos (as ai-benchmark or foolbox ship theirs), for pip to download from a local folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / "photo_fixture-1.0-py3-none-any.whl"
+    info = "photo_fixture-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in photos.items():
+            z.writestr(f"photo_fixture/data/{name}", data)
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: photo-fixture\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def png(value: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 60, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def photo_index(tmp_path, monkeypatch):
+    """pip finds the photo wheel in a local folder and nowhere else."""
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    return tmp_path / "wheels"
+
+
+PHOTO_RECIPE = """
+name: globbed
+source: {{download: {{urls: [{base}/model.tflite]}}}}
+input: {{shape: [1, 8, 8, 3]}}
+calibration:
+  files: [{{pip: {{package: photo-fixture, version: "1.0", member: "photo_fixture/data/cal_*.png"}}}}]
+validation:
+  files:
+    - {{pip: {{package: photo-fixture, version: "1.0", member: "photo_fixture/data/imagenet_*.png"}},
+       label_from_name: 'imagenet_\\d+_(\\d+)\\.png'}}
+variants: [fp32]
+"""
+
+
+def test_a_pip_glob_takes_every_matching_photo_with_its_label_from_the_name(tmp_path, server, cache, photo_index):
+    photo_wheel(photo_index, {"cal_0.png": png(10), "cal_1.png": png(20), "imagenet_00_243.png": png(30),
+                              "imagenet_01_559.png": png(40), "readme.txt": b"not a photo"})
+    (tmp_path / "r.yaml").write_text(PHOTO_RECIPE.format(base=server))
+    got = inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w")
+    index = json.loads((tmp_path / "w" / "work" / "inputs" / "validation" / "index.json").read_text())
+    assert [(e["file"], e["label"]) for e in index] == [("000_imagenet_00_243.png", 243), ("001_imagenet_01_559.png", 559)]
+    calibration = json.loads((tmp_path / "w" / "work" / "inputs" / "calibration" / "index.json").read_text())
+    assert [e["file"] for e in calibration] == ["000_cal_0.png", "001_cal_1.png"]
+    assert sorted(f["name"] for f in got.fetched if f["role"] == "validation") == ["imagenet_00_243.png",
+                                                                                    "imagenet_01_559.png"]
+
+
+def test_validation_photos_that_calibrated_the_model_are_refused(tmp_path, server, cache, photo_index):
+    photo_wheel(photo_index, {"cal_0.png": png(10), "cal_1.png": png(30), "imagenet_00_243.png": png(30)})
+    (tmp_path / "r.yaml").write_text(PHOTO_RECIPE.format(base=server))
+    with pytest.raises(ConfigError, match="1 validation image.* also calibration images: validation "
+                                          "000_imagenet_00_243.png = calibration 001_cal_1.png"):
+        inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w")
+
+
+def test_a_glob_that_matches_nothing_and_a_name_without_a_label_are_clear_errors(tmp_path, server, cache, photo_index):
+    photo_wheel(photo_index, {"cal_0.png": png(10), "imagenet_x.png": png(30)})
+    (tmp_path / "r.yaml").write_text(PHOTO_RECIPE.format(base=server))
+    with pytest.raises(ConfigError, match="finds no class id in 'imagenet_x.png'"):
+        inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w")
+    (tmp_path / "r.yaml").write_text(PHOTO_RECIPE.format(base=server).replace("cal_*", "none_*"))
+    with pytest.raises(FetchError, match="no file of photo-fixture==1.0 matches photo_fixture/data/none_"):
+        inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w2")

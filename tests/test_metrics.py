@@ -79,31 +79,65 @@ def test_accuracy_top1_and_top2():
 
 
 def test_wilson_interval_of_the_quickstart_gate_on_50_samples_straddles_it():
-    from builder.metrics import samples_to_decide, wilson_interval
+    from builder.metrics import photos_to_decide, wilson_interval
 
     low, high = wilson_interval(0.92, 50)
     assert 0.80 < low < 0.82 and 0.96 < high < 0.97  # 0.90 lies inside: 50 samples cannot tell
     assert wilson_interval(1.0, 8)[0] > 0.6 and wilson_interval(1.0, 8)[1] == 1.0
     for samples in range(1, 1001):  # the interval holds the rate, whatever rounding does at the ends
         assert wilson_interval(1.0, samples)[1] == 1.0 and wilson_interval(0.0, samples)[0] == 0.0
-    needed = samples_to_decide(0.92, 0.90)
+    needed = photos_to_decide(lambda n: wilson_interval(0.92, n), 0.90, 50)
     assert 600 < needed < 1000 and wilson_interval(0.92, needed)[0] > 0.9
-    assert samples_to_decide(0.9, 0.9) is None
+    assert photos_to_decide(lambda n: wilson_interval(0.9, n), 0.9, 50) is None
 
 
 def test_a_gate_inside_the_interval_is_undecided_not_passed():
     from builder.steps.measure import add_intervals, check_gates
 
-    result = {"samples": 50, "top1_agreement": 0.92, "cosine": 0.99}
-    add_intervals(result, 50)
+    result = {"samples": 50, "photos": 50, "top1_agreement": 0.92, "cosine": 0.99}
+    add_intervals(result)
     gates = {g["gate"]: g for g in check_gates({"min_top1_agreement": 0.9, "min_cosine": 0.95}, result)}
     assert gates["min_top1_agreement"]["outcome"] == "undecided" and not gates["min_top1_agreement"]["passed"]
-    assert 600 < gates["min_top1_agreement"]["samples_needed"] < 1000
+    assert 600 < gates["min_top1_agreement"]["photos_needed"] < 1000
     assert gates["min_cosine"]["outcome"] == "pass"
-    add_intervals(result := {"top1_agreement": 0.99}, 2000)
+    add_intervals(result := {"top1_agreement": 0.99, "photos": 2000})
     assert check_gates({"min_top1_agreement": 0.9}, result)[0]["outcome"] == "pass"
-    add_intervals(result := {"top1_agreement": 0.5}, 2000)
+    add_intervals(result := {"top1_agreement": 0.5, "photos": 2000})
     assert check_gates({"min_top1_agreement": 0.9}, result)[0]["outcome"] == "fail"
+
+
+def test_crops_of_one_photo_do_not_narrow_the_interval():
+    """500 samples cut from 50 photos are as certain as 50 samples: the interval counts the photos."""
+    from builder.steps.measure import add_intervals, check_gates
+
+    many_crops = {"samples": 500, "photos": 50, "top1_agreement": 0.92}
+    add_intervals(many_crops)
+    assert many_crops["top1_agreement_interval"][0] < 0.82  # as wide as 50 samples give
+    assert check_gates({"min_top1_agreement": 0.9}, many_crops)[0]["outcome"] == "undecided"
+    distinct = {"samples": 500, "photos": 500, "top1_agreement": 0.92}
+    add_intervals(distinct)
+    assert distinct["top1_agreement_interval"][0] > 0.89
+
+
+def test_kept_accuracy_pairs_the_photos_and_never_claims_certainty_it_lacks():
+    from builder.metrics import KeptAccuracy
+
+    photos = np.repeat(np.arange(100), 2)  # two crops of each of 100 photos
+    ref = np.array([True] * 160 + [False] * 40)  # fp32 right on 80 photos
+    same = KeptAccuracy.of(ref, ref.copy(), photos)
+    assert same.ratio == 1.0 and same.lost == 0 and same.gained == 0
+    low, high = same.interval(100)
+    assert 0.94 < low < 0.96 and high > 1.0  # nothing lost on 100 photos still leaves ~4% of them possible
+    worse = ref.copy()
+    worse[:8] = False  # both crops of 4 photos fp32 had right
+    kept = KeptAccuracy.of(ref, worse, photos)
+    assert kept.lost == pytest.approx(0.04) and kept.ratio == pytest.approx(0.95)
+    low, high = kept.interval(100)
+    assert low < 0.95 < high and low < 0.9  # conservative: lost 4 of 100 is no proof of keeping 90%
+    assert kept.interval(10_000)[0] > 0.93  # the same shares on many more photos decide it
+    half = ref.copy()
+    half[::2] = False  # one of two crops of every photo wrong: each photo half lost, no photo wholly
+    assert KeptAccuracy.of(ref, half, photos).lost == pytest.approx(0.4)
 
 
 def test_nan_figures_fail_the_variant():

@@ -15,7 +15,7 @@ from builder import html_report
 from builder.cli import cli
 from builder.matrix import write_status
 from builder.records import Results, VariantResult, load_results
-from builder.report import recommendation
+from builder.report import recommendation, recommendation_lines
 from builder.run import Outcome
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (apt-get install chromium); Playwright's own download is not used
@@ -96,6 +96,20 @@ def test_recommendation_picks_the_fastest_variant_within_every_gate_and_flags_th
     assert rec.size_vs_fp32 == pytest.approx(3_300_000 / 6_684_500)
     assert rec.flags == {"dynamic": ["slower than fp32 (p50 19.600 ms vs 10.000 ms)"], "int8": ["fails a gate"],
                             "int8-bad": ["failed"]}
+
+
+def test_a_faster_variant_whose_only_problem_is_an_undecided_gate_is_recommended_provisionally():
+    undecided = {"gate": "min_top1_agreement", "metric": "top1_agreement", "threshold": 0.9, "value": 0.94,
+                 "outcome": "undecided", "passed": False, "interval": [0.84, 0.98], "photos_needed": 212}
+    int8 = variant("int8", 4.0, precision="int8", status="gate-undecided")
+    int8["validation"] = {"reference": "m_fp32.tflite", "samples": 100, "photos": 50, "gates": [undecided]}
+    rec = recommendation([VariantResult.model_validate(v) for v in (variant("fp32", 10.0), int8)])
+    assert (rec.variant, rec.provisional, rec.photos_needed, rec.otherwise) == ("int8", True, 212, "fp32")
+    lines = recommendation_lines(rec)
+    assert lines[2].startswith("**Ship `int8` provisionally**: p50 4.000 ms") and "2.50x the speed of fp32" in lines[2]
+    assert "about 212 distinct validation photos would decide them" in lines[3] and "is `fp32`" in lines[3]
+    slower = variant("int8", 12.0, precision="int8", status="gate-undecided")  # not faster: fp32 stands, decided
+    assert not recommendation([VariantResult.model_validate(v) for v in (variant("fp32", 10.0), slower)]).provisional
 
 
 def test_slower_within_the_benchmarks_noise_is_said_so_and_nothing_passing_is_said_too():

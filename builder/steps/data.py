@@ -15,6 +15,9 @@ from builder.util import atomic_write_bytes, npy_bytes
 from builder.workdir import INPUTS
 
 
+CALIBRATION_FLOOR = 64  # distinct images below which post-training quantization is warned about
+
+
 class PrepareData(Step):
     kind = "data.prepare"
     stage = "toolchain"
@@ -46,16 +49,26 @@ class PrepareData(Step):
         name, source = params.dataset, params.samples_from
         files = ctx.input("files") if "files" in ctx.call.inputs else None
         samples, labels, warning = datasets.build(params.data, files, params.input)
+        photos = datasets.photos(params.data, files, params.input)
         atomic_write_bytes(ctx.output(name), npy_bytes(samples))
         if name == "validation":
             atomic_write_bytes(ctx.output("labels"), json.dumps(labels).encode())
             boxes = datasets.build_boxes(params.data, files, params.input) if files else None
             atomic_write_bytes(ctx.output("boxes"), json.dumps(boxes).encode())
+            atomic_write_bytes(ctx.output("photos"), json.dumps(photos).encode())
+        images = len(set(photos))
         warnings = [warning] if warning else []
         if source != name:
-            warnings.append("no validation set in the recipe: validating on the calibration samples")
+            warnings.append("no validation set in the recipe: validating on the calibration images, which flatters "
+                            "every quantized variant; give `validation:` images the quantizer never saw")
+        if name == "calibration" and not params.data.synthetic and images < CALIBRATION_FLOOR:
+            warnings.append(f"calibration has {images} distinct image(s), fewer than {CALIBRATION_FLOOR}: int8 ranges "
+                            "fitted to so few photos lose accuracy on others; give at least "
+                            f"{CALIBRATION_FLOOR} distinct images of the deployment's domain (crops of one do not count)")
         for w in warnings:
             ctx.log.warning(w)
-        ctx.log.info("%s: %d samples of %s", name, samples.shape[0], list(samples.shape[1:]))
-        return {"warnings": warnings, name: {"samples": int(samples.shape[0]), "shape": list(samples.shape[1:]),
-                                            "labeled": labels is not None, "mean": float(np.mean(samples))}}
+        ctx.log.info("%s: %d samples of %s from %d distinct image(s)", name, samples.shape[0], list(samples.shape[1:]),
+                     images)
+        return {"warnings": warnings, name: {"samples": int(samples.shape[0]), "images": images,
+                                            "shape": list(samples.shape[1:]), "labeled": labels is not None,
+                                            "mean": float(np.mean(samples))}}

@@ -22,6 +22,7 @@ GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "sou
     "min_top1_agreement": ("top1_agreement", lambda v, t: v >= t),
     "min_top5_agreement": ("top5_agreement", lambda v, t: v >= t),
     "min_accuracy": ("top1_accuracy", lambda v, t: v >= t),
+    "min_accuracy_ratio": ("accuracy_ratio", lambda v, t: v >= t),
     "min_cosine": ("cosine", lambda v, t: v >= t),
     "min_snr_db": ("snr_db", lambda v, t: v >= t),
     "max_abs_error": ("max_abs_error", lambda v, t: v <= t),
@@ -33,7 +34,7 @@ GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "sou
     "min_psnr_db": ("psnr_db", lambda v, t: v >= t),
     "max_cer": ("cer", lambda v, t: v <= t),
 }
-LABEL_GATES = ("min_accuracy", "min_map50")  # their figures are against the data's labels, not another model
+LABEL_GATES = ("min_accuracy", "min_accuracy_ratio", "min_map50")  # their figures are against the data's labels, not another model
 
 
 GateName = Literal[tuple(GATE_METRICS)]  # type: ignore[valid-type]
@@ -143,11 +144,31 @@ def _second_opinion(ctx: StepContext, name: str, run: Callable[[], dict]) -> dic
         return {"error": exc.message}
 
 
-def _top1_hits(logits: np.ndarray, labels: list) -> float | None:
-    """Accuracy over the labeled samples; a label may list several right classes."""
+def _top1_hits(logits: np.ndarray, labels: list) -> np.ndarray:
+    """Per labeled sample, whether its top-1 class is right; a label may list several right classes."""
     predicted = logits.argmax(axis=1)
-    hits = [p in (label if isinstance(label, list) else [label]) for p, label in zip(predicted, labels) if label is not None]
-    return float(np.mean(hits)) if hits else None
+    return np.array([p in (label if isinstance(label, list) else [label])
+                     for p, label in zip(predicted, labels) if label is not None], dtype=bool)
+
+
+def labeled_accuracy(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], labels: list,
+                     photos: np.ndarray) -> dict:
+    """Top-1 accuracy against the labels, and the share of the reference's accuracy kept (MLPerf's relative
+    gate), over the labeled samples, counted by photo. The reference itself keeps all of it, exactly."""
+    from builder.metrics import KeptAccuracy, per_photo
+
+    labeled = np.array([label is not None for label in labels])
+    if not labeled.any():
+        return {}
+    first = lambda outputs: np.stack([o[0].reshape(-1) for o in outputs])  # noqa: E731
+    ref_hits, cand_hits = _top1_hits(first(reference), labels), _top1_hits(first(candidate), labels)
+    figures = {"top1_accuracy": float(per_photo(cand_hits, photos[labeled]).mean()),
+               "labeled_photos": len(set(photos[labeled].tolist()))}
+    if candidate is reference:
+        return figures | {"reference_accuracy": figures["top1_accuracy"], "accuracy_ratio": 1.0}
+    kept = KeptAccuracy.of(ref_hits, cand_hits, photos[labeled])
+    return figures | {"reference_accuracy": kept.reference, "accuracy_lost": kept.lost, "accuracy_gained": kept.gained,
+                      "accuracy_ratio": kept.ratio}
 
 
 def _map_figures(boxes_file: Path, chosen: tuple[int, ...], outputs: list[list[np.ndarray]],
@@ -189,7 +210,7 @@ class Validate(Step):
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
         truth = {"classification": ("labels",), "detection": ("boxes",)}.get(params.get("task"), ())
-        return ("validation", *truth)
+        return ("validation", "photos", *truth)
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder import metrics
@@ -215,7 +236,9 @@ class Validate(Step):
         else:
             candidate = load(model, runtime=runtime)
             cand_out = [candidate.run([s]) for s in samples]
-        result = {"reference": ctx.input("reference").name, "samples": int(len(samples)), "emulated": ctx.emulated}
+        photos = np.array(json.loads(ctx.input("photos").read_text()))[list(chosen)]
+        result = {"reference": ctx.input("reference").name, "samples": int(len(samples)),
+                  "photos": len(set(photos.tolist())), "emulated": ctx.emulated}
         if model != ctx.input("model"):
             result["validated"] = model.name
         result |= agreement(params.task, ref_out, cand_out)
@@ -228,12 +251,11 @@ class Validate(Step):
         if params.task == "classification":
             labels = json.loads(ctx.input("labels").read_text())
             if labels:
-                result["top1_accuracy"] = _top1_hits(np.stack([o[0].reshape(-1) for o in cand_out]),
-                                                     [labels[i] for i in chosen])
+                result |= labeled_accuracy(ref_out, cand_out, [labels[i] for i in chosen], photos)
         if params.task == "detection" and "boxes" in ctx.call.inputs:
             result |= _map_figures(ctx.input("boxes"), chosen, cand_out, params.detection)
         check_finite(result)
-        add_intervals(result, len(samples))
+        add_intervals(result)
         result["gates"] = check_gates(params.gates, result)
         for gate in result["gates"]:
             log = {"pass": ctx.log.info, "undecided": ctx.log.warning, "fail": ctx.log.error}[gate["outcome"]]
@@ -274,7 +296,8 @@ def spread(total: int, count: int) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unique(np.linspace(0, total - 1, count).round()))
 
 
-RATES = ("top1_agreement", "top5_agreement", "top1_accuracy")  # proportions of samples: they carry an interval
+RATES = ("top1_agreement", "top5_agreement")  # proportions of samples against another model: they carry an interval
+LABELED_FIGURES = ("top1_accuracy", "accuracy_ratio")  # against labels: their interval counts the labeled photos
 
 
 def _figure(result: dict, field: str):
@@ -284,14 +307,33 @@ def _figure(result: dict, field: str):
     return value
 
 
-def add_intervals(result: dict, samples: int) -> None:
-    """A 95% interval beside every rate (also the source's), from the number of samples it was measured on."""
-    from builder.metrics import wilson_interval
+def _bounds_at(result: dict, field: str) -> Callable[[int], tuple[float, float]] | None:
+    """The 95% interval of a figure as a function of the number of distinct photos, or None (no interval)."""
+    from builder.metrics import KeptAccuracy, rate_interval
 
-    for figures in (result, result.get("source") or {}):
-        for rate in RATES:
-            if figures.get(rate) is not None:
-                figures[f"{rate}_interval"] = list(wilson_interval(figures[rate], samples))
+    figures, _, name = field.rpartition(".")
+    value, owner = _figure(result, field), _figure(result, figures) if figures else result
+    if value is None:
+        return None
+    if name in (*RATES, "top1_accuracy"):
+        return lambda photos: rate_interval(value, photos)
+    if name == "accuracy_ratio" and "accuracy_lost" in owner:  # the reference's own is exact
+        return KeptAccuracy(owner["reference_accuracy"], owner["accuracy_lost"], owner["accuracy_gained"]).interval
+    return None
+
+
+def _photos_of(result: dict, field: str) -> int:
+    """The distinct photos a figure was measured on."""
+    return result["labeled_photos"] if field in LABELED_FIGURES else result["photos"]
+
+
+def add_intervals(result: dict) -> None:
+    """A 95% interval beside every rate and kept accuracy (also the source's), from the number of distinct photos
+    it was measured on."""
+    for prefix, figures in (("", result), ("source.", result.get("source") or {})):
+        for name in (*RATES, *LABELED_FIGURES):
+            if (bounds := _bounds_at(result, prefix + name)) is not None:
+                figures[f"{name}_interval"] = list(bounds(_photos_of(result, name)))
 
 
 def check_finite(result: dict) -> None:
@@ -305,9 +347,9 @@ def check_finite(result: dict) -> None:
 
 
 def check_gates(gates: dict, result: dict) -> list[dict]:
-    """Each gate's outcome: pass, fail, or undecided when a rate's interval straddles the threshold
-    (with about how many samples would decide it)."""
-    from builder.metrics import samples_to_decide
+    """Each gate's outcome: pass, fail, or undecided when the figure's interval straddles the threshold
+    (with about how many distinct photos would decide it)."""
+    from builder.metrics import photos_to_decide
 
     out = []
     for gate, threshold in gates.items():
@@ -318,8 +360,8 @@ def check_gates(gates: dict, result: dict) -> list[dict]:
         if value is None:
             entry["outcome"] = "fail"
         elif interval is not None and passes(interval[0], threshold) != passes(interval[1], threshold):
-            entry |= {"outcome": "undecided", "interval": interval,
-                      "samples_needed": samples_to_decide(value, threshold)}
+            entry |= {"outcome": "undecided", "interval": interval, "photos_needed": photos_to_decide(
+                _bounds_at(result, field), threshold, _photos_of(result, field.rpartition(".")[2]))}
         else:
             entry["outcome"] = "pass" if passes(value, threshold) else "fail"
         out.append(entry | {"passed": entry["outcome"] == "pass"})

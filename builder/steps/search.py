@@ -10,6 +10,7 @@ float, then int16x8 and fp16.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ class _Search(Step):
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
-        return "calibration", "validation"
+        return "calibration", "validation", "photos"
 
     def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
                    found: dict) -> tuple[Path, Ladder, list[Candidate]]:
@@ -82,8 +83,9 @@ class _Search(Step):
             found: dict = {}
             fp32, ladder, fallbacks = self.candidates(ctx, params, Path(tmp), found)
             reference = load(fp32, runtime=params.runtime, threads=params.threads)
+            photos = len(set(json.loads(ctx.input("photos").read_text())))
             judge = Judge(samples, [reference.run([s]) for s in samples], params.gates, params.task, params.runtime,
-                          params.threads)
+                          params.threads, photos)
             result, chosen = search(ladder, fallbacks, judge, Path(tmp), suffix,
                                     Budget(params.max_candidates, params.max_minutes), ctx.log)
             if chosen is None:
