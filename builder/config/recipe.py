@@ -411,7 +411,8 @@ class Gates(Strict):
 
 class Nncf(Strict):
     preset: Literal["performance", "mixed"] = "performance"
-    subset_size: int = Field(300, ge=1, le=100_000)
+    subset_size: int | None = Field(None, ge=1, le=100_000, description=(
+        "calibration samples NNCF uses (the first ones); default: every one, so every distinct image counts"))
     fast_bias_correction: bool = True
     ignored_scope: list[str] | None = None
     model_type: Literal["transformer"] | None = None

@@ -173,19 +173,21 @@ def nncf_quantize(
     calibration: np.ndarray,
     *,
     preset: Literal["performance", "mixed"] = "performance",
-    subset_size: int = 300,
+    subset_size: int | None = None,
     fast_bias_correction: bool = True,
     ignored_scope: list[str] | None = None,
     model_type: Literal["transformer"] | None = None,
     overflow_fix: OverflowFixMode = "enable",
 ) -> dict:
-    """NNCF post-training int8 quantization of an IR; `calibration` is (N, ...) without batch dim."""
+    """NNCF post-training int8 quantization of an IR; `calibration` is (N, ...) without batch dim, all of it
+    used unless `subset_size` says fewer."""
     import nncf
 
     dataset = _dataset(calibration)
-    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type, overflow_fix)
+    samples = min(len(calibration), subset_size or len(calibration))
+    kwargs = _ptq_kwargs(preset, samples, fast_bias_correction, ignored_scope, model_type, overflow_fix)
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize(model, dataset, **kwargs))
-    return {**report, "preset": preset, "samples": min(len(calibration), subset_size)}
+    return {**report, "preset": preset, "samples": samples}
 
 
 ValidationFn = Callable[[Any, np.ndarray, np.ndarray], float]
@@ -202,7 +204,7 @@ def nncf_quantize_with_accuracy_control(
     drop_type: Literal["absolute", "relative"] = "absolute",
     max_reverted: int | None = None,
     preset: Literal["performance", "mixed"] = "performance",
-    subset_size: int = 300,
+    subset_size: int | None = None,
     fast_bias_correction: bool = True,
     ignored_scope: list[str] | None = None,
     model_type: Literal["transformer"] | None = None,
@@ -228,7 +230,8 @@ def nncf_quantize_with_accuracy_control(
         return float(validation_fn(compiled_model, validation[indices], indices))
 
     cal_dataset = _dataset(calibration)
-    kwargs = _ptq_kwargs(preset, subset_size, fast_bias_correction, ignored_scope, model_type, overflow_fix)
+    kwargs = _ptq_kwargs(preset, min(len(calibration), subset_size or len(calibration)), fast_bias_correction,
+                         ignored_scope, model_type, overflow_fix)
     kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")  # this API's name for it
     if max_reverted is not None:  # NNCF's iterations: one layer reverted to float each
         kwargs["advanced_accuracy_restorer_parameters"] = AdvancedAccuracyRestorerParameters(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from builder import formats
@@ -68,9 +69,10 @@ class _Search(Step):
         return "calibration", "validation", "photos"
 
     def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
-                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
+                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
         """The fp32 model to compare with, the int8 ladder (fastest expected first) and the fallbacks; what
-        the search finds on the way (per-layer errors) goes into `found`, which joins the step's result."""
+        the search finds on the way (per-layer errors) goes into `found`, which joins the step's result;
+        `probe` measures a model's effect on the output, to rank layers by."""
         raise NotImplementedError
 
     def run(self, ctx: StepContext, params: SearchParams) -> dict:
@@ -81,11 +83,14 @@ class _Search(Step):
         suffix = formats.suffix_of(self.produces)
         with tempfile.TemporaryDirectory(prefix=".search-", dir=out.parent) as tmp:
             found: dict = {}
-            fp32, ladder, fallbacks = self.candidates(ctx, params, Path(tmp), found)
+            every = slice(None, None, max(1, len(samples) // PROBE_SAMPLES))
+            probe = Probe(samples[every][:PROBE_SAMPLES], params.runtime, params.threads)
+            fp32, ladder, fallbacks = self.candidates(ctx, params, Path(tmp), found, probe)
             reference = load(fp32, runtime=params.runtime, threads=params.threads)
+            expected = [reference.run([s]) for s in samples]
+            probe.reference = expected[every][:PROBE_SAMPLES]  # the ladder probes only once it runs, after this
             photos = len(set(json.loads(ctx.input("photos").read_text())))
-            judge = Judge(samples, [reference.run([s]) for s in samples], params.gates, params.task, params.runtime,
-                          params.threads, photos)
+            judge = Judge(samples, expected, params.gates, params.task, params.runtime, params.threads, photos)
             result, chosen = search(ladder, fallbacks, judge, Path(tmp), suffix,
                                     Budget(params.max_candidates, params.max_minutes), ctx.log)
             if chosen is None:
@@ -104,7 +109,7 @@ class SearchTflite(_Search):
                "worst layers in float, then int16x8 and fp16")
 
     def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
-                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
+                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
         from builder.convert import tflite
 
         saved = ctx.input("model")
@@ -118,13 +123,14 @@ class SearchTflite(_Search):
 
         fallbacks = [Candidate("int16x8", "int16 activations, int8 weights", convert("int16x8"), fallback=True),
                      Candidate("fp16", "fp16 weights, float compute", convert("fp16"), fallback=True)]
-        return fp32, lambda tried: self._ladder(ctx, saved, representative, convert, found, params.max_float_layers), fallbacks
+        return fp32, lambda tried: self._ladder(ctx, saved, representative, convert, found, probe,
+                                                params.max_float_layers, folder), fallbacks
 
     @staticmethod
-    def _ladder(ctx: StepContext, saved: Path, representative, convert, found: dict,
-                max_float: int) -> Iterator[Candidate]:
+    def _ladder(ctx: StepContext, saved: Path, representative, convert, found: dict, probe: Probe,
+                max_float: int, folder: Path) -> Iterator[Candidate]:
         """Full int8; then the output layer in float (its rounding flips near-tied classes: EfficientNet-Lite0's
-        top-1 agreement 0.88 -> 0.94), then also the layers of largest rmse/scale, 1, 2, 4, ... of them."""
+        top-1 agreement 0.88 -> 0.94), then also the layers that help the output most in float, 1, 2, 4, ..."""
         from builder.convert import tflite_selective
 
         yield Candidate("int8", "full int8, float32 inputs and outputs", convert("int8"))
@@ -133,10 +139,14 @@ class SearchTflite(_Search):
         except BuilderError as exc:
             ctx.log.warning("no per-layer errors, so no selective int8: %s", exc.message)
             return
-        worst = _ranked(errors, tflite_selective.METRIC, found)
-        yield from _float_ladder([errors[-1][0]], worst, max_float,
-                                 lambda names: lambda path: tflite_selective.selective_int8(saved, path, representative,
-                                                                                             names))
+        outputs = [errors[-1][0]]
+
+        def build(names: list[str]) -> Callable[[Path], dict]:
+            return lambda path: tflite_selective.selective_int8(saved, path, representative, names)
+
+        worst = probe.by_effect(_ranked(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite",
+                                found, ctx.log)
+        yield from _float_ladder(outputs, worst, max_float, build)
 
 
 class SearchNncf(_Search):
@@ -154,7 +164,8 @@ class SearchNncf(_Search):
         return super().resolve_params(scope, params) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
 
     def candidates(self, ctx: StepContext, params: Params, folder: Path,
-                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
+                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
+        """NNCF's accuracy control ranks the layers to revert by their effect itself: `probe` is not needed."""
         from builder.convert import openvino
 
         xml = ctx.input("model")
@@ -204,7 +215,7 @@ class SearchOrt(_Search):
         return super().resolve_params(scope, params) | OrtStaticOptions.resolve(scope)
 
     def candidates(self, ctx: StepContext, params: Params, folder: Path,
-                   found: dict) -> tuple[Path, Ladder, list[Candidate]]:
+                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
         from builder.convert import onnx_quant, onnx_selective
 
         fp32 = ctx.input("model")
@@ -234,14 +245,56 @@ class SearchOrt(_Search):
             except BuilderError as exc:
                 ctx.log.warning("no per-node errors, so no selective int8: %s", exc.message)
                 return
-            worst = _ranked(errors, onnx_selective.METRIC, found)
-            yield from _float_ladder(onnx_selective.output_nodes(fp32), worst, params.max_float_layers,
-                                     lambda kept: quantize(method, kept), f", {method} calibration")
+            outputs = onnx_selective.output_nodes(fp32)
+            worst = probe.by_effect(_ranked(errors, onnx_selective.METRIC, found), outputs,
+                                    lambda kept: quantize(method, kept), folder / "probe.onnx", found, ctx.log)
+            yield from _float_ladder(outputs, worst, params.max_float_layers, lambda kept: quantize(method, kept),
+                                     f", {method} calibration")
 
         return fp32, ladder, [fallbacks[name] for name in params.fallbacks]
 
 
 LAYER_SAMPLES = 8  # calibration samples the per-node error is measured on
+PROBES = 6  # the noisiest layers whose effect on the output is measured one at a time
+PROBE_SAMPLES = 32  # validation samples each probe is measured on
+
+
+@dataclasses.dataclass
+class Probe:
+    """A model's effect on the output: SNR of its outputs against fp32's on a few validation samples."""
+
+    samples: np.ndarray
+    runtime: str | None
+    threads: int
+    reference: list[list[np.ndarray]] = dataclasses.field(default_factory=list)
+
+    def snr_db(self, path: Path) -> float:
+        from builder.metrics import compare
+        from builder.runtimes import load
+
+        session = load(path, runtime=self.runtime, threads=self.threads)
+        outputs = [session.run([s]) for s in self.samples]
+        return compare([o for outs in self.reference for o in outs], [o for outs in outputs for o in outs])["snr_db"]
+
+    def by_effect(self, worst: list[str], outputs: list[str], build: Callable[[list[str]], Callable[[Path], dict]],
+                  path: Path, found: dict, log) -> list[str]:
+        """The noisiest layers re-ranked by what keeping each one alone in float (with the output layers) does to
+        the output, as NNCF's accuracy control ranks the layers it reverts: local noise alone misjudges layers
+        whose error the next layers absorb. The rest keep their order."""
+        probed = [name for name in worst if name not in outputs][:PROBES]
+        effects = {}
+        for name in probed:
+            try:
+                build([*outputs, name])(path)
+                effects[name] = self.snr_db(path)
+            except BuilderError as exc:
+                log.warning("probe %s in float: %s", name, exc.message)
+        ranked = sorted(effects, key=lambda name: -effects[name])
+        log.info("layers by their effect in float (output SNR dB): %s",
+                 ", ".join(f"{name} {effects[name]:.1f}" for name in ranked))
+        found["effect_in_float"] = {"metric": "output SNR dB with the layer in float",
+                                    "layers": [{"name": n, "value": round(effects[n], 2)} for n in ranked]}
+        return ranked + [name for name in worst if name not in ranked]
 
 
 def _ranked(errors: list[tuple[str, float]], metric: str, found: dict) -> list[str]:
