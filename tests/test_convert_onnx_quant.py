@@ -169,3 +169,29 @@ def test_reduce_range_gives_7_bit_weights(fp32, tmp_path):
         assert min(int(w.min()) for w in weights) == low, reduce_range
         assert max(int(np.abs(w).max()) for w in weights) <= (127 if not reduce_range else 64)
         assert _mean_cosine(fp32, out) > 0.98
+
+
+def test_the_search_ranks_layers_by_what_keeping_each_in_float_does_to_the_output(fp32, tmp_path):
+    """Leave-one-out on a real QDQ model: each probed node is kept in float alone and the output's SNR against
+    fp32 decides the order, not the node's own noise."""
+    import logging
+
+    from builder.steps.search import Probe
+
+    samples = images(16, seed=3)
+    calibration = images(32)
+    probe = Probe(samples, "onnxruntime", threads=1)
+    probe.reference = [[ort_run(fp32, s[None])] for s in samples]
+    nodes = [n.name for n in onnx.load(fp32).graph.node if n.op_type in ("Conv", "Gemm")]
+
+    def build(kept: list[str]):
+        return lambda path: ort_quantize_static(fp32, path, calibration, nodes_to_exclude=kept)
+
+    found: dict = {}
+    ranked = probe.by_effect(nodes[::-1], [], build, tmp_path / "probe.onnx", found, logging.getLogger("test"))
+    effects = {e["name"]: e["value"] for e in found["effect_in_float"]["layers"]}
+    assert sorted(ranked) == sorted(nodes) and set(effects) == set(nodes[:6])
+    assert [effects[n] for n in ranked if n in effects] == sorted(effects.values(), reverse=True)
+    ort_quantize_static(fp32, tmp_path / "all.onnx", calibration)  # every node in int8: below each probe
+    everything = Probe(samples, "onnxruntime", threads=1, reference=probe.reference).snr_db(tmp_path / "all.onnx")
+    assert everything <= max(effects.values())  # some node kept in float brings the output closer

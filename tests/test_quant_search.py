@@ -103,8 +103,8 @@ def test_openvino_search_tries_nncf_int8_then_its_accuracy_control_then_fp16(tmp
     assert (workdir / easy.artifact).with_suffix(".bin").exists()
 
     strict = variants["auto-strict"]
-    _check_candidates(strict, ["int8", "int8-accuracy-control", "fp16"])
-    controlled = strict.search.candidates[1]
+    _check_candidates(strict, ["int8", "int8-bias-corrected", "int8-accuracy-control", "fp16"])
+    controlled = strict.search.candidates[2]
     assert 0 < len(controlled.kept_float) <= 2 and "(max drop 0.001, at most 2 layers in float)" in controlled.description
     assert controlled.agreement.top1_agreement >= strict.search.candidates[0].agreement.top1_agreement
 

@@ -144,16 +144,17 @@ class SearchTflite(_Search):
         def build(names: list[str]) -> Callable[[Path], dict]:
             return lambda path: tflite_selective.selective_int8(saved, path, representative, names)
 
-        worst = probe.by_effect(_ranked(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite",
-                                found, ctx.log)
-        yield from _float_ladder(outputs, worst, max_float, build)
+        yield from _float_ladder(outputs, lambda: probe.by_effect(
+            _ranked(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite", found, ctx.log),
+            max_float, build)
 
 
 class SearchNncf(_Search):
     kind = "search.nncf"
     consumes = ("openvino",)
     produces = "openvino"
-    summary = ("the fastest OpenVINO IR within the gates: NNCF int8, then NNCF accuracy control, then fp16 weights")
+    summary = ("the fastest OpenVINO IR within the gates: NNCF int8, then with full bias correction, then NNCF "
+               "accuracy control, then fp16 weights")
 
     class Params(SearchParams):
         nncf: Nncf = Field(Nncf(), description="the variant's nncf options")
@@ -182,6 +183,10 @@ class SearchNncf(_Search):
         options = params.nncf.ptq_options()
         full = built_at(folder, "int8", ".xml")
         yield Candidate("int8", "NNCF int8", lambda path: openvino.nncf_quantize(xml, path, calibration, **options))
+        stronger = options | {"fast_bias_correction": False, "preset": "mixed"}
+        if stronger != options:  # PTQ's own remedies before any layer goes back to float
+            yield Candidate("int8-bias-corrected", "NNCF int8 with full bias correction and asymmetric activations",
+                            lambda path: openvino.nncf_quantize(xml, path, calibration, **stronger))
         controlled = _controlled_metric(params.gates, params.task)
         if controlled:
             name, threshold, metric = controlled
@@ -246,10 +251,10 @@ class SearchOrt(_Search):
                 ctx.log.warning("no per-node errors, so no selective int8: %s", exc.message)
                 return
             outputs = onnx_selective.output_nodes(fp32)
-            worst = probe.by_effect(_ranked(errors, onnx_selective.METRIC, found), outputs,
-                                    lambda kept: quantize(method, kept), folder / "probe.onnx", found, ctx.log)
-            yield from _float_ladder(outputs, worst, params.max_float_layers, lambda kept: quantize(method, kept),
-                                     f", {method} calibration")
+            yield from _float_ladder(outputs, lambda: probe.by_effect(
+                _ranked(errors, onnx_selective.METRIC, found), outputs, lambda kept: quantize(method, kept),
+                folder / "probe.onnx", found, ctx.log), params.max_float_layers, lambda kept: quantize(method, kept),
+                f", {method} calibration")
 
         return fp32, ladder, [fallbacks[name] for name in params.fallbacks]
 
@@ -304,19 +309,22 @@ def _ranked(errors: list[tuple[str, float]], metric: str, found: dict) -> list[s
     return [name for name, _ in ranked]
 
 
-def _float_ladder(outputs: list[str], worst: list[str], max_float: int,
+def _float_ladder(outputs: list[str], rank: Callable[[], list[str]], max_float: int,
                   build: Callable[[list[str]], Callable[[Path], dict]], how: str = "") -> Iterator[Candidate]:
     """int8 with the output layers in float (their rounding flips near-tied classes: EfficientNet-Lite0's
-    TFLite top-1 agreement 0.88 -> 0.94), then also the worst other layers, 1, 2, 4, ... of them."""
-    worst = [name for name in worst if name not in outputs]
-    count = 0
-    while count == 0 or count <= len(worst):
+    TFLite top-1 agreement 0.88 -> 0.94), then also the worst other layers by `rank` (asked only once the
+    output layers were not enough), 1, 2, 4, ... of them."""
+    if len(outputs) > max_float:
+        return
+    yield Candidate(f"int8-float{len(outputs)}", f"int8 with the output layer in float{how}", build(outputs),
+                    kept_float=outputs)
+    worst = [name for name in rank() if name not in outputs]
+    count = 1
+    while count <= len(worst) and len(outputs) + count <= max_float:
         names = [*outputs, *worst[:count]]
-        if len(names) > max_float:
-            return
-        what = "the output layer" + (f" and the {count} worst" if count else "")
-        yield Candidate(f"int8-float{len(names)}", f"int8 with {what} in float{how}", build(names), kept_float=names)
-        count = count * 2 or 1
+        yield Candidate(f"int8-float{len(names)}", f"int8 with the output layer and the {count} worst in float{how}",
+                        build(names), kept_float=names)
+        count *= 2
 
 
 def _controlled_metric(gates: dict[str, float], task: str):
