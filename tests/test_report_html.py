@@ -171,3 +171,17 @@ def test_compare_html_shows_the_deltas_and_the_baseline_on_the_new_runs_plots(tm
     assert "baseline p50" in plots[0]["texts"]
     row = page.eval_on_selector_all("tr", "rows => rows.map(r => r.innerText)")[2]
     assert "tiny-mobilenet / x86-tflite / int8" in row and "+30.0%" in row and "regression" in row
+
+
+def test_the_page_says_what_the_verdicts_stand_on_distinct_images_and_accuracy_kept():
+    int8 = variant("int8", 4.0, precision="int8", top1=0.97)
+    int8["calibrated_on"] = {"samples": 520, "images": 130}
+    int8["validation"] |= {"photos": 125, "top1_accuracy": 0.84, "labeled_photos": 25, "reference_accuracy": 0.84,
+                           "accuracy_lost": 0.0, "accuracy_gained": 0.0, "accuracy_ratio": 1.0,
+                           "accuracy_ratio_interval": [0.81, 1.2]}
+    payload = Results.model_validate(results(variant("fp32", 10.0), int8)
+                                     | {"data": {"calibration": {"samples": 520, "images": 130},
+                                                 "validation": {"samples": 125, "images": 125, "labeled": True}}})
+    page = html_report.run_page(payload)
+    assert "calibration: 130 distinct images (520 samples); validation: 125 distinct images (125 samples)" in page
+    assert "<td>130 images</td>" in page and "1.0000 [0.810, 1.200]" in page and "accuracy kept" in page
