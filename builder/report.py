@@ -223,6 +223,9 @@ def _other_measurements(results: list[VariantResult]) -> list[str]:
         if b.async_:
             parts.append(f"async throughput {_fmt(b.async_.throughput_fps, 1)} fps ({b.async_.requests} requests)")
         for tool, figures in (b.tools or {}).items():  # a tool's own figures, as it reports them
+            if figures.get("error"):
+                parts.append(f"{tool}: not run ({figures['error']})")
+                continue
             parts.append(f"{tool}: mean {_fmt(figures.get('mean_ms'))} ms, {_fmt(figures.get('throughput_fps'), 1)} fps")
             if vs := (b.vs_tools or {}).get(tool):  # ours within 5% of the tool, or why not
                 parts[-1] += f", our p50 / its {_fmt(vs.p50_ratio)}" + (f" ({vs.why})" if vs.why else "")
