@@ -28,7 +28,7 @@ def device_health(device: Device, images: ImageBuilder) -> dict:
     except BuilderError as exc:
         return health | {"answers": False, "error": exc.message}
     for target_id in device.targets or []:
-        image = images.render(catalog.load_target(target_id), "device", engine.platform)
+        image = images.render(catalog.load_target(target_id), "device", engine)
         if engine.image_id(image.tag):
             try:
                 health["machine"] = json.loads(engine.exec_python(image.tag, _PROBE, platform=image.platform))
