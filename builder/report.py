@@ -245,6 +245,8 @@ def measured_on(bench: BenchmarkResult | None) -> str:
     device = bench.device.device if bench.device else "host"
     if bench.emulated:
         return f"{device}, emulated"
+    if bench.throttled:
+        device += ", THROTTLED"
     return device if bench.on_target else f"{device}, not the target"
 
 
@@ -363,6 +365,11 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
+    for r in results:
+        if r.benchmark and r.benchmark.throttled:
+            lines += ["", f"**{r.name} was timed while the device reported {', '.join(r.benchmark.throttled)}: "
+                      "its figures are not the device's best (cooling, power supply; see thermal_before/after in "
+                      "results.json).**"]
     if off_target:
         lines += ["", f"**Timings marked `not the target` were taken on a machine that is not a {plan.target.platform} "
                   f"device: they are not comparable with the target's own figures or estimates.**"]

@@ -103,10 +103,14 @@ class Benchmark(Step):
         ctx.log.info("%s loaded in %.1f ms; timing %d runs", model.name, init_ms, runs)
         result = benchmark.measure(session, warmup=min(params.warmup, 1) if ctx.emulated else params.warmup, runs=runs,
                                    min_seconds=0.0 if ctx.emulated else params.min_seconds)
+        thermal_after = device_facts.thermal_state()
         result |= {"init_ms": init_ms, "emulated": ctx.emulated, "on_target": ctx.placement.on_target,
                    "size_bytes": model_size(model),
                    "device": {**ctx.placement.model_dump(), **device_facts.machine_facts(),
-                              "thermal_before": thermal_before, "thermal_after": device_facts.thermal_state()}}
+                              "thermal_before": thermal_before, "thermal_after": thermal_after}}
+        if throttled := device_facts.throttled_during(thermal_before, thermal_after):
+            result["throttled"] = throttled
+            ctx.log.warning("the device reported %s around the timed runs: not its best figures", ", ".join(throttled))
         timing = Timing(threads=params.threads, runs=runs, warmup=params.warmup, throughput=params.throughput,
                         emulated=ctx.emulated)
         result |= runtime.extra_figures(model, session, timing)
