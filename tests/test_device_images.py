@@ -129,3 +129,37 @@ def test_an_engine_with_only_the_arm64_base_builds_the_rpi_device_image(docker_e
     result = docker_engine.run(image=built["tag"], command=["python", "-c", "import ai_edge_litert, numpy"],
                                platform="linux/arm64", network="none")
     assert result.exit_code == 0, result.log_tail
+
+
+@pytest.mark.docker
+def test_devices_check_runs_a_tiny_model_in_each_image_and_names_what_is_missing(docker_engine, base_image, tmp_path):
+    """The build engine as a device of three targets: x86-tflite's image runs the tiny model; rpi's image is not
+    there yet; jetson needs the NVIDIA runtime this engine lacks. Each says its fix; the whole check is quick."""
+    import json
+    import os
+    import time
+
+    from builder.image_build import ImageBuilder
+
+    ImageBuilder(echo=lambda line: None).ensure_role(docker_engine, catalog.load_target("x86-tflite"), "device")
+    url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"devices:\n  - name: here\n    engine: {url}\n    targets: [x86-tflite, jetson, rpi]\n")
+    rpi_tag = ImageBuilder().render(catalog.load_target("rpi"), "device", docker_engine).tag
+    if docker_engine.image_id(rpi_tag):
+        docker_engine.remove_image(rpi_tag)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", "devices", "--fleet", str(fleet), "--check", "--json"],
+                          capture_output=True, text=True)
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 1, proc.stderr
+    checks = {c["target"]: c for c in json.loads(proc.stdout)}
+    assert checks["x86-tflite"]["ok"] and checks["x86-tflite"]["runtime"] == "litert" and checks["x86-tflite"]["ms"] > 0
+    assert not checks["jetson"]["ok"]
+    assert checks["jetson"]["what"] == "NVIDIA runtime" and "nvidia-container" in checks["jetson"]["hint"]
+    assert not checks["rpi"]["ok"] and checks["rpi"]["hint"] == "builder build -t rpi --device here (or a first run)"
+    table = subprocess.run([sys.executable, "-m", "builder.cli", "devices", "--fleet", str(fleet), "--check"],
+                           capture_output=True, text=True)
+    assert "✓ here x86-tflite: tiny model in litert: runtime litert, ms" in table.stdout
+    assert "✗ here jetson: NVIDIA runtime: the engine has no NVIDIA runtime" in table.stdout
+    assert "    fix: builder build -t rpi --device here" in table.stdout and "Traceback" not in table.stderr

@@ -25,7 +25,7 @@ NO_GPU_ERRORS = ("cudaErrorNoDevice", "cudaErrorNotSupported", "cudaErrorInsuffi
 """CUDA errors (100, 801, 35, 3, ...) that mean the process cannot use the GPU at all, not that a call was wrong."""
 
 
-def _trt():
+def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
@@ -121,7 +121,7 @@ class TensorRTSession(BaseSession):
         dla_core: int | None = None,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
     ):
-        trt, self._cudart = _trt(), _cudart()
+        trt, self._cudart = import_tensorrt(), _cudart()
         check_version(trt.__version__)
         self.path = path
         self._trt_runtime = gpu_object(trt.Runtime, trt.Logger(trt.Logger.WARNING), what="runtime")

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from builder.errors import ConversionError
-from builder.runtimes.tensorrt import check_version, gpu_object
+from builder.runtimes.tensorrt import check_version, gpu_object, import_tensorrt
 from builder.steps.base import Step, StepContext, StepParams
 from builder.util import atomic_write_bytes
 
@@ -113,8 +113,7 @@ class ToTensorrt(Step):
             return self
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        import tensorrt as trt
-
+        trt = import_tensorrt()
         check_version(trt.__version__)
         settings = builder_settings(params)
         logger = trt.Logger(trt.Logger.WARNING)
