@@ -163,3 +163,21 @@ def test_devices_check_runs_a_tiny_model_in_each_image_and_names_what_is_missing
     assert "✓ here x86-tflite: tiny model in litert: runtime litert, ms" in table.stdout
     assert "✗ here jetson: NVIDIA runtime: the engine has no NVIDIA runtime" in table.stdout
     assert "    fix: builder build -t rpi --device here" in table.stdout and "Traceback" not in table.stderr
+
+
+@pytest.mark.docker
+def test_devices_check_on_a_device_reached_over_ssh(device_urls, tmp_path):
+    """A CI device (an x86 engine over ssh:// standing in for a Pi) with its rpi image: the tiny model runs in
+    LiteRT for arm64 under its QEMU; jetson there says what the engine lacks."""
+    import json
+
+    built = subprocess.run([sys.executable, "-m", "builder.cli", "build", "-t", "rpi", "--device", device_urls[0]],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"devices:\n  - name: pi\n    engine: {device_urls[0]}\n    targets: [rpi, jetson]\n")
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", "devices", "--fleet", str(fleet), "--check", "--json"],
+                          capture_output=True, text=True)
+    checks = {c["target"]: c for c in json.loads(proc.stdout)}
+    assert proc.returncode == 1 and checks["rpi"]["ok"] and checks["rpi"]["runtime"] == "litert", checks
+    assert checks["jetson"]["what"] == "NVIDIA runtime" and "restart Docker" in checks["jetson"]["hint"]
