@@ -196,6 +196,7 @@ def devices(fleet, as_json, bring_up) -> None:
         for c in [] if as_json else checks:
             mark = "[green]✓[/green]" if c["ok"] else "[red]✗[/red]"
             said = c.get("error") or ", ".join(f"{k} {c[k]}" for k in ("runtime", "ms", "trtexec", "note") if c.get(k))
+            said += " (emulated: QEMU on another platform)" if c.get("emulated") and c["ok"] else ""
             console.print(f"{mark} {escape(c['device'])} {escape(str(c['target'] or ''))}: {escape(c['what'])}: "
                           f"{escape(said)}" + (f" ({c['seconds']} s)" if c.get("seconds") is not None else ""))
             for key in ("hint", "default_runtime"):

@@ -78,7 +78,8 @@ def check_device(device: Device, images: ImageBuilder) -> list[dict]:
             found = json.loads(result.log_tail[-1]) if result.log_tail else {}
         except (BuilderError, ValueError) as exc:
             found = {"ok": False, "error": getattr(exc, "message", str(exc)), "hint": getattr(exc, "hint", None)}
-        row |= {"what": f"tiny model in {target.runtime}", "seconds": round(time.perf_counter() - started, 1), **found}
+        row |= {"what": f"tiny model in {target.runtime}", "seconds": round(time.perf_counter() - started, 1),
+                "emulated": image.platform != engine.platform, **found}
         if target.requires.nvidia_runtime:
             row["default_runtime"], _ = default_runtime_note(facts.get("default_runtime"))
         checks.append(row)

@@ -180,4 +180,5 @@ def test_devices_check_on_a_device_reached_over_ssh(device_urls, tmp_path):
                           capture_output=True, text=True)
     checks = {c["target"]: c for c in json.loads(proc.stdout)}
     assert proc.returncode == 1 and checks["rpi"]["ok"] and checks["rpi"]["runtime"] == "litert", checks
+    assert checks["rpi"]["emulated"] is True
     assert checks["jetson"]["what"] == "NVIDIA runtime" and "restart Docker" in checks["jetson"]["hint"]
