@@ -34,10 +34,12 @@ TINY = {
     "AAD///8IAAAASWRlbnRpdHkAAAAAAgAAAAEAAAAEAAAAdv///wAAAAEQAAAAEAAAAAQAAAAQAAAAOP///wMAAABtdWwAAgAAAAEA"
     "AAAEAAAApv///wAAAAEQAAAAEAAAAAMAAAAUAAAAaP///wUAAABtdWwveQAAAAAAAADS////AAAAARAAAAAQAAAAAgAAABQAAACU"
     "////BQAAAGFkZC95AAAAAAAAAAAAFgAYABQAAAAQAAwACAAAAAAAAAAHABYAAAAAAAABEAAAABAAAAABAAAAFAAAANj///8FAAAA"
-    "aW5wdXQAAAACAAAAAQAAAAQAAAACAAAAHAAAAAgAAAAEAAQABAAAAAwADAALAAAAAAAEAAwAAAASAAAAAAAAEg=="), lambda x: np.maximum(2 * x + 1, 0)),
+    "aW5wdXQAAAACAAAAAQAAAAQAAAACAAAAHAAAAAgAAAAEAAQABAAAAAwADAALAAAAAAAEAAwAAAASAAAAAAAAEg=="),
+    lambda x: np.maximum(2 * x + 1, 0)),
     "onnx": (base64.b64decode(
     "CAg6UAoVCgVpbnB1dBIGb3V0cHV0IgRSZWx1EgR0aW55WhcKBWlucHV0Eg4KDAgBEggKAggBCgIIBGIYCgZvdXRwdXQSDgoMCAES"
-    "CAoCCAEKAggEQgQKABAN"), lambda x: np.maximum(x, 0)),
+    "CAoCCAEKAggEQgQKABAN"),
+    lambda x: np.maximum(x, 0)),
 }
 CHECKED_AS = {"litert": ("tflite", "litert"), "ethos-u": ("tflite", "litert"), "onnxruntime": ("onnx", "onnxruntime"),
               "openvino": ("onnx", "openvino"), "tensorrt": ("onnx", "tensorrt")}

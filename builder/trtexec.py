@@ -16,8 +16,8 @@ from builder.benchmark import TOOL_LOG_TAIL, _run_tool
 from builder.errors import StepError
 
 JETPACK_TRTEXEC = Path("/usr/src/tensorrt/bin/trtexec")  # where JetPack installs it (not on PATH)
-PERCENTILES = (90, 95, 99)
-TIMEOUT_S = 300.0  # loading an engine and timing it takes seconds; a hung GPU or DLA must not stall the run  # trtexec's default --percentile since TensorRT 8.6
+PERCENTILES = (90, 95, 99)  # trtexec's default --percentile since TensorRT 8.6
+TIMEOUT_S = 300.0  # loading an engine and timing it takes seconds; a hung GPU or DLA must not stall the run
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _SUMMARY = "=== Performance summary ==="
