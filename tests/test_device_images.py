@@ -182,3 +182,25 @@ def test_devices_check_on_a_device_reached_over_ssh(device_urls, tmp_path):
     assert proc.returncode == 1 and checks["rpi"]["ok"] and checks["rpi"]["runtime"] == "litert", checks
     assert checks["rpi"]["emulated"] is True
     assert checks["jetson"]["what"] == "NVIDIA runtime" and "restart Docker" in checks["jetson"]["hint"]
+
+
+@pytest.mark.docker
+def test_a_device_image_gets_what_its_base_image_lacks_from_apt(docker_engine, base_image):
+    """A real build: the Debian base has pip but not `file`; the check installs `file` only, from the mirror
+    the base image's apt names, and the image then has both (as l4t-tensorrt gets python3-libnvinfer)."""
+    from builder.config.target import BaseProvides
+    from builder.image_build import ImageBuilder
+
+    target = catalog.load_target("x86-tflite")
+    provides = [BaseProvides(check="python3 -m pip --version", apt="python3-pip", install_stage=True),
+                BaseProvides(check="command -v file", apt="file")]
+    device = target.images.device.model_copy(update={"base_provides": provides})
+    target = target.model_copy(update={"images": target.images.model_copy(update={"device": device})})
+    lines: list[str] = []
+    images = ImageBuilder(echo=lines.append)
+    image = images.ensure(docker_engine, images.render(target, "device", docker_engine))
+    result = docker_engine.run(image=image["tag"], command=["sh", "-c", "file --version | head -1; pip --version"],
+                               network="none")
+    assert result.exit_code == 0, result.log_tail
+    assert result.log_tail[0].startswith("file-5.") and "python 3.11" in result.log_tail[1]
+    docker_engine.remove_image(image["tag"])
