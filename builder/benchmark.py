@@ -270,11 +270,16 @@ def benchmark_app_tool(
     return {"tool": "benchmark_app", "hint": hint, "device": device, **parse_benchmark_app(output)}
 
 
-def _run_tool(args: list[str], name: str, *, hint: str) -> str:
+def _run_tool(args: list[str], name: str, *, hint: str, timeout: float | None = None) -> str:
     try:
-        done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+                              timeout=timeout)
     except OSError as exc:
         raise StepError(f"{name} could not be started ({args[0]}): {exc.strerror}", hint=hint) from exc
+    except subprocess.TimeoutExpired as exc:
+        output = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output or ""
+        raise StepError(f"{name} did not finish in {timeout:.0f} s and was stopped", hint=hint,
+                        log_tail=output.strip().splitlines()[-TOOL_LOG_TAIL:]) from exc
     if done.returncode != 0:
         raise StepError(
             f"{name} exited with code {done.returncode}",

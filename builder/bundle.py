@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -54,7 +55,7 @@ def write_bundle(plan: Plan, workdir: Path, archive: Path, images_: ImageBuilder
             "recipe_sha256": json.loads((workdir / RUN).read_text())["recipe_sha256"]}
     native = locks.ARCHES[image.platform.split("/")[1]]  # what `docker info` says on a native engine
     script = RUN_SH.format(recipe=plan.recipe.name, target=target.id, tag=image.tag, arch=native,
-                           runtime="--runtime nvidia " if target.requires.nvidia_runtime else "", info=BUNDLE_INFO)
+                           runtime=_docker_run_options(target), info=BUNDLE_INFO)
     device_records = {f"{call.id}.json" for call in plan.stage_steps("device")}
     echo(f"bundling the device stage of {plan.recipe.name} / {target.id} into {archive}")
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,17 @@ def write_bundle(plan: Plan, workdir: Path, archive: Path, images_: ImageBuilder
         tar.add(workdir, arcname="run", filter=lambda m: None if _is_device_record(m.name, device_records) else m)
     tmp.replace(archive)
     return archive
+
+
+def _docker_run_options(target) -> str:
+    """The device stage's container options as `docker run` flags (runtime, groups, environment)."""
+    from builder.runners.docker import container_options
+
+    options = container_options(target, "device")
+    flags = ([f"--runtime {options['runtime']}"] if options["runtime"] else []) + [
+        f"--group-add {shlex.quote(g)}" for g in options["group_add"] or []] + [
+        f"-e {shlex.quote(f'{k}={v}')}" for k, v in options["env"].items()]
+    return "".join(f"{flag} " for flag in flags)
 
 
 def _is_device_record(name: str, device_records: set[str]) -> bool:

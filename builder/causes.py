@@ -34,6 +34,10 @@ KNOWN_CAUSES: tuple[tuple[str, str, str], ...] = (
     (r"shape mismatch|Shape mismatch|incompatible shape|Got invalid dimensions", "shape-mismatch",
      "fix the input shape in the recipe (input.shape) or make the model's input static"),
     (r"onnx2tf", "onnx2tf-failed", "simplify the ONNX model first, or try another opset"),
+    (r"CUDA initialization failure with error: ?(?:100|801|35)|cudaErrorNoDevice|cudaErrorNotSupported"
+     r"|cudaErrorInsufficientDriver|Failed to dlopen libcuda", "gpu-unavailable",
+     "the container does not reach the GPU: the NVIDIA runtime, NVIDIA_VISIBLE_DEVICES=all and the `video` group "
+     "(`builder devices --check` tests a device)"),
     (r"Killed|MemoryError|out of memory", "out-of-memory", "give the engine more memory or reduce the batch"),
 )
 

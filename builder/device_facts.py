@@ -43,6 +43,8 @@ THROTTLE_BITS = {0: "under_voltage_now", 1: "freq_capped_now", 2: "throttled_now
                  16: "under_voltage_occurred", 17: "freq_capped_occurred", 18: "throttled_occurred",
                  19: "soft_temp_limit_occurred"}
 """The bits of a Raspberry Pi's `vcgencmd get_throttled`; the "occurred" ones are sticky since boot."""
+FIRMWARE_THROTTLED = Path("sys/devices/platform/soc/soc:firmware/get_throttled")
+"""The same word from the Raspberry Pi firmware driver (hex without 0x), readable inside a container."""
 
 
 def _read(path: Path) -> str | None:
@@ -172,11 +174,29 @@ def thermal_state(root: Path = Path("/")) -> dict:
             name = _read(zone / "type") or zone.name
             temperatures[f"{name} ({zone.name})" if name in temperatures else name] = millidegrees / 1000
     state["temperatures_c"] = temperatures
-    throttled = re.search(r"throttled=(0x[0-9a-fA-F]+)", _run("vcgencmd", "get_throttled"))
-    if throttled:
-        bits = int(throttled[1], 16)
-        state["throttled"] = {"raw": throttled[1], **{name: bool(bits >> bit & 1) for bit, name in THROTTLE_BITS.items()}}
+    raw = _throttled_raw(root)
+    if raw:
+        bits = int(raw, 16)
+        state["throttled"] = {"raw": raw, **{name: bool(bits >> bit & 1) for bit, name in THROTTLE_BITS.items()}}
     return {key: value for key, value in state.items() if value}
+
+
+def _throttled_raw(root: Path) -> str | None:
+    """A Raspberry Pi's throttling word ("0x50005"): `vcgencmd get_throttled`, else the firmware driver's sysfs
+    node, which a container sees without vcgencmd or /dev/vchiq (the device image has neither)."""
+    found = re.search(r"throttled=(0x[0-9a-fA-F]+)", _run("vcgencmd", "get_throttled"))
+    if found:
+        return found[1]
+    text = _read(root / FIRMWARE_THROTTLED)
+    return f"0x{text.lower()}" if text and re.fullmatch(r"[0-9a-fA-F]+", text) else None
+
+
+def throttled_during(before: dict, after: dict) -> list[str]:
+    """The throttling a Pi reported as happening before or after the timed runs ("under_voltage_now", ...):
+    a benchmark taken so is not the device's figure. The sticky "occurred" bits do not count: they stay set
+    from any moment since boot."""
+    now = [name for name in THROTTLE_BITS.values() if name.endswith("_now")]
+    return [name for name in now if any((state.get("throttled") or {}).get(name) for state in (before, after))]
 
 
 def main() -> None:

@@ -218,7 +218,8 @@ class Engine:
             "engine": display_url(self.url), "hostname": info.get("Name"), "version": self.version,
             "platform": self.platform, "os": info.get("OperatingSystem"), "kernel": info.get("KernelVersion"),
             "cores": info.get("NCPU"), "memory_mb": round((info.get("MemTotal") or 0) / 2**20),
-            "runtimes": sorted(info.get("Runtimes") or {}), "docker_root": info.get("DockerRootDir"),
+            "runtimes": sorted(info.get("Runtimes") or {}), "default_runtime": info.get("DefaultRuntime"),
+            "docker_root": info.get("DockerRootDir"),
         }
 
     def remove_image(self, tag: str) -> None:
@@ -319,6 +320,7 @@ class Engine:
         platform: str | None = None,
         network: str | None = None,
         runtime: str | None = None,
+        group_add: list[str] | None = None,
         labels: dict[str, str] | None = None,
         on_log: LogFn | None = None,
     ) -> RunResult:
@@ -337,7 +339,8 @@ class Engine:
         with self._container(
             image, [*_MERGED_OUTPUT, *command], working_dir=container_dir, environment=environment,
             user=user, platform=platform,
-            host_config=self._api.create_host_config(network_mode=network, runtime=runtime), labels=labels,
+            host_config=self._api.create_host_config(network_mode=network, runtime=runtime, group_add=group_add),
+            labels=labels,
         ) as cid:  # fmt: skip
             with self._errors(f"running {command[0]} in {image}"):
                 if workdir_in is not None:

@@ -87,9 +87,10 @@ def _engine_checks(wanted: list[Target]) -> list[Check]:
     out.append(Check("arm64 (rpi, jetson, arm-npu device images)", arm_ok, arm_why,
                      None if arm_ok else "apt-get install -y qemu-user-static binfmt-support"))
     targets = catalog.load_targets().values()
-    nvidia = engine.has_runtime("nvidia")
+    facts = engine.facts()
+    nvidia = "nvidia" in facts["runtimes"]
     out.append(_nvidia_check(nvidia, [t.id for t in wanted if t.requires.nvidia_runtime],
-                             [t.id for t in targets if t.requires.nvidia_runtime]))
+                             [t.id for t in targets if t.requires.nvidia_runtime], facts.get("default_runtime")))
     users: dict[tuple[str, str], list[str]] = {}
     runnable: set[tuple[str, str]] = set()  # bases of targets this engine can run
     for target in targets:
@@ -112,10 +113,24 @@ def _engine_checks(wanted: list[Target]) -> list[Check]:
     return out
 
 
-def _nvidia_check(present: bool, wanted: list[str], needing: list[str]) -> Check:
+SET_DEFAULT_RUNTIME = ("sudo nvidia-ctk runtime configure --runtime=docker --set-as-default && "
+                       "sudo systemctl restart docker (or \"default-runtime\": \"nvidia\" in /etc/docker/daemon.json)")
+
+
+def default_runtime_note(default: str | None) -> tuple[str, str | None]:
+    """The engine's default runtime, and how to make it nvidia: builds do not need it (TensorRT is tested in
+    the image's first container run, with --runtime nvidia), a `docker build` that imports TensorRT does."""
+    if default == "nvidia":
+        return "default runtime nvidia", None
+    return (f"default runtime {default or 'unknown'}: enough for builder (its containers ask for nvidia), "
+            "not for a `docker build` that imports TensorRT"), SET_DEFAULT_RUNTIME
+
+
+def _nvidia_check(present: bool, wanted: list[str], needing: list[str], default: str | None = None) -> Check:
     name = "NVIDIA container runtime"
     if present:
-        return Check(name, True, "present")
+        note, fix = default_runtime_note(default)
+        return Check(name, True, f"present; {note}", fix)
     if wanted:
         return Check(name, False, f"absent, and {', '.join(wanted)} (-t) needs it for its device stage on this engine",
                      "install the NVIDIA container toolkit here and restart Docker, or run the device stage on the "

@@ -42,6 +42,12 @@ class StepError(BuilderError):
     """A plan step failed."""
 
 
+class GpuUnavailable(StepError):
+    """CUDA or TensorRT could not start: the container does not reach the GPU (runtime, group, driver)."""
+
+    cause = "gpu-unavailable"
+
+
 class GateError(BuilderError):
     """A variant missed an accuracy gate set in the recipe."""
 

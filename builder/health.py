@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from builder import catalog
 from builder.devices import Device
@@ -28,7 +29,7 @@ def device_health(device: Device, images: ImageBuilder) -> dict:
     except BuilderError as exc:
         return health | {"answers": False, "error": exc.message}
     for target_id in device.targets or []:
-        image = images.render(catalog.load_target(target_id), "device", engine.platform)
+        image = images.render(catalog.load_target(target_id), "device", engine)
         if engine.image_id(image.tag):
             try:
                 health["machine"] = json.loads(engine.exec_python(image.tag, _PROBE, platform=image.platform))
@@ -39,3 +40,47 @@ def device_health(device: Device, images: ImageBuilder) -> dict:
         health["machine"] = {"note": "no device image here yet: a first run, or "
                                      "`builder build -t TARGET --device NAME`, makes it"}
     return health
+
+
+def check_device(device: Device, images: ImageBuilder) -> list[dict]:
+    """`builder devices --check`: per target of the device, what its device stage would miss there, with the
+    fix: the engine, the NVIDIA runtime, the device image, then a tiny model through the image's runtime in a
+    container run as a device stage's are (builder.device_check)."""
+    from builder.doctor import default_runtime_note
+    from builder.runners.docker import container_options, run_smoke
+
+    checks: list[dict] = []
+    try:
+        engine = Engine.connect(device.engine, tls_files=device.tls_files)
+        facts = engine.facts()
+    except BuilderError as exc:
+        return [{"device": device.name, "target": None, "ok": False, "what": "engine", "error": exc.message,
+                 "hint": exc.hint}]
+    for target_id in device.targets or []:
+        target = catalog.load_target(target_id)
+        row = {"device": device.name, "target": target_id}
+        if target.requires.nvidia_runtime and "nvidia" not in facts["runtimes"]:
+            checks.append(row | {"ok": False, "what": "NVIDIA runtime", "error": "the engine has no NVIDIA runtime",
+                                 "hint": "install the NVIDIA container toolkit (JetPack: sudo apt install "
+                                         "nvidia-container) and restart Docker"})
+            continue
+        image = images.render(target, "device", engine)
+        if engine.image_id(image.tag) is None:
+            checks.append(row | {"ok": False, "what": "device image", "error": f"{image.tag} is not on the engine",
+                                 "hint": f"builder build -t {target_id} --device {device.name} (or a first run)"})
+            continue
+        info = {"tag": image.tag, "platform": image.platform}
+        started = time.perf_counter()
+        try:
+            run_smoke(engine, info, target, "device")
+            result = engine.run(image=image.tag, command=["python", "-m", "builder.device_check", target.runtime],
+                                platform=image.platform, network="none", **container_options(target, "device"))
+            found = json.loads(result.log_tail[-1]) if result.log_tail else {}
+        except (BuilderError, ValueError) as exc:
+            found = {"ok": False, "error": getattr(exc, "message", str(exc)), "hint": getattr(exc, "hint", None)}
+        row |= {"what": f"tiny model in {target.runtime}", "seconds": round(time.perf_counter() - started, 1),
+                "emulated": image.platform != engine.platform, **found}
+        if target.requires.nvidia_runtime:
+            row["default_runtime"], _ = default_runtime_note(facts.get("default_runtime"))
+        checks.append(row)
+    return checks

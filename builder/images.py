@@ -114,10 +114,12 @@ def image_platform(target: Target, role: str, engine_platform: str) -> str:
     return spec.platform or (engine_platform if role == "toolchain" else target.platform)
 
 
-def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd64", wheelhouse: bool = True,
-                 ca_bundle: bool = False) -> RenderedImage:
+def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd64", install_platform: str | None = None,
+                 wheelhouse: bool = True, ca_bundle: bool = False) -> RenderedImage:
+    """`install_platform`: where the install stage runs (default: the engine's platform)."""
     spec: ImageSpec = getattr(target.images, role)
     platform = image_platform(target, role, engine_platform)
+    install_platform = install_platform or engine_platform
     lock = lock_path(spec.lock)
     if not lock.exists():
         raise ConfigError(f"target {target.id}: images.{role}.lock: {lock} does not exist",
@@ -126,9 +128,10 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
     try:
         dockerfile = _environment().get_template(spec.template).render(
             base=base, platform=platform, role=role, lock=spec.lock, apt=spec.apt, smoke=spec.smoke, uid=UID,
-            wheelhouse=wheelhouse, ca_bundle=ca_bundle, install_platform=engine_platform,
-            install_base=resolve_base(spec.base, engine_platform), pip_platform=locks.platform_args(spec.lock),
+            wheelhouse=wheelhouse, ca_bundle=ca_bundle, install_platform=install_platform,
+            install_base=resolve_base(spec.base, install_platform), pip_platform=locks.platform_args(spec.lock),
             python=locks.python_of(spec.lock), system_site_packages=spec.system_site_packages,
+            base_provides=[p.model_dump() for p in spec.base_provides],
             plugins=bool(plugins.load()),
         )
     except jinja2.TemplateNotFound:

@@ -102,6 +102,14 @@ class _Builder:
         resolved = {**registry.get(kind).resolve_params(self._scope(variant, model), given), **given}
         return registry.params_of(kind, resolved).model_dump(mode="json")
 
+    def runtime_options(self, model: str, variant: str) -> dict:
+        """What the session of `model` needs from the step that made it: its runtime's build_options."""
+        from builder.runtimes import runtime_class
+
+        made = self.made_by.get(model)
+        wanted = runtime_class(runtime_for(self._scope(variant, model))).build_options
+        return {k: made.params[k] for k in wanted if made and made.params.get(k) is not None}
+
     def add(self, kind: str, *, params: dict | None = None, inputs: dict | None = None, outputs: dict | None = None,
             variant: str | None = None) -> StepCall:
         step = registry.get(kind)
@@ -274,13 +282,15 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
                 plan.artifacts[v] = _chain(b, source_fmt, model, chain, v)
 
     for v in plan.variants:
-        b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]), variant=v)
+        b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
+              params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     reference_runtime = runtime_for(b._scope(fp32, plan.artifacts[fp32]))  # of the fp32 artifact, whatever made it
     for v in plan.variants:
         reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]} | b.measure_inputs(plan.artifacts[v])
         b.add("validate", inputs=reference | ({"source_outputs": source_outputs} if source_outputs else {}),
               params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs)),
-                      "reference_runtime": reference_runtime}, variant=v)
+                      "reference_runtime": reference_runtime,
+                      "runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     return plan
 
 

@@ -104,6 +104,8 @@ class BenchmarkResult(Strict):
     init_ms: float | None = None
     emulated: bool = Field(False, description="timed under QEMU: not device timings")
     on_target: bool = Field(True, description="timed on a machine of the target's platform")
+    throttled: list[str] | None = Field(None, description="throttling the device reported before or after the "
+                                        "timed runs (a Raspberry Pi's get_throttled *_now bits): not its best figures")
     size_bytes: int | None = None
     device: DeviceFacts | None = None
     async_: AsyncThroughput | None = Field(None, alias="async")

@@ -250,6 +250,9 @@ def _other_measurements(results: list[VariantResult]) -> list[str]:
         if b.async_:
             parts.append(f"async throughput {_fmt(b.async_.throughput_fps, 1)} fps ({b.async_.requests} requests)")
         for tool, figures in (b.tools or {}).items():  # a tool's own figures, as it reports them
+            if figures.get("error"):
+                parts.append(f"{tool}: not run ({figures['error']})")
+                continue
             parts.append(f"{tool}: mean {_fmt(figures.get('mean_ms'))} ms, {_fmt(figures.get('throughput_fps'), 1)} fps")
             if vs := (b.vs_tools or {}).get(tool):  # ours within 5% of the tool, or why not
                 parts[-1] += f", our p50 / its {_fmt(vs.p50_ratio)}" + (f" ({vs.why})" if vs.why else "")
@@ -269,6 +272,8 @@ def measured_on(bench: BenchmarkResult | None) -> str:
     device = bench.device.device if bench.device else "host"
     if bench.emulated:
         return f"{device}, emulated"
+    if bench.throttled:
+        device += ", THROTTLED"
     return device if bench.on_target else f"{device}, not the target"
 
 
@@ -430,6 +435,11 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
+    for r in results:
+        if r.benchmark and r.benchmark.throttled:
+            lines += ["", f"**{r.name} was timed while the device reported {', '.join(r.benchmark.throttled)}: "
+                      "its figures are not the device's best (cooling, power supply; see thermal_before/after in "
+                      "results.json).**"]
     if off_target:
         lines += ["", f"**Timings marked `not the target` were taken on a machine that is not a {plan.target.platform} "
                   f"device: they are not comparable with the target's own figures or estimates.**"]

@@ -17,6 +17,7 @@ from builder.errors import StepError
 
 JETPACK_TRTEXEC = Path("/usr/src/tensorrt/bin/trtexec")  # where JetPack installs it (not on PATH)
 PERCENTILES = (90, 95, 99)  # trtexec's default --percentile since TensorRT 8.6
+TIMEOUT_S = 300.0  # loading an engine and timing it takes seconds; a hung GPU or DLA must not stall the run
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _SUMMARY = "=== Performance summary ==="
@@ -43,6 +44,19 @@ def trtexec_binary() -> Path | None:
     return JETPACK_TRTEXEC if os.access(JETPACK_TRTEXEC, os.X_OK) else None
 
 
+def not_found() -> dict:
+    """What a benchmark records when there is no trtexec: why its figures are missing."""
+    raise StepError("trtexec not found", hint=f"set TRTEXEC_BIN or put trtexec on PATH (JetPack: {JETPACK_TRTEXEC}; "
+                    "the jetson device image installs libnvinfer-bin when its base image lacks it)")
+
+
+def shapes_arg(session) -> str | None:
+    """trtexec's --shapes for a session of an engine with dynamic inputs ("input:1x3x224x224,mask:1x16")."""
+    if not getattr(session, "dynamic", False):
+        return None
+    return ",".join(f"{i.name}:{'x'.join(map(str, i.shape))}" for i in session.inputs) or None
+
+
 def trtexec_tool(
     model: Path,
     *,
@@ -52,23 +66,28 @@ def trtexec_tool(
     warmup_ms: int = 200,
     dla_core: int | None = None,
     shapes: str | None = None,
+    no_data_transfers: bool = False,
+    timeout_s: float = TIMEOUT_S,
 ) -> dict:
     """Run `trtexec --loadEngine=model` and parse its performance summary (see parse_trtexec).
 
-    trtexec runs at least `iterations` queries and at least `seconds`, after `warmup_ms`.
-    `dla_core` is needed for an engine built for a DLA core; `shapes` is trtexec's
-    --shapes value ("input:1x3x224x224") for an engine with dynamic input shapes.
+    trtexec runs at least `iterations` queries and at least `seconds`, after `warmup_ms`,
+    and is stopped after `timeout_s`. `dla_core` is needed for an engine built for a DLA core;
+    `shapes` is trtexec's --shapes value ("input:1x3x224x224") for an engine with dynamic input
+    shapes; `no_data_transfers` leaves the host<->device copies out of its Latency.
     """
     binary = binary or trtexec_binary()
     if binary is None:
-        raise StepError("trtexec not found", hint=f"set TRTEXEC_BIN or put trtexec on PATH (JetPack: {JETPACK_TRTEXEC})")
+        not_found()
     args = [str(binary), f"--loadEngine={model}", f"--iterations={iterations}", f"--duration={seconds}",
             f"--warmUp={warmup_ms}", f"--percentile={','.join(map(str, PERCENTILES))}"]
     if dla_core is not None:
         args.append(f"--useDLACore={dla_core}")
     if shapes:
         args.append(f"--shapes={shapes}")
-    output = _run_tool(args, "trtexec", hint="run the same command by hand to see the full log")
+    if no_data_transfers:
+        args.append("--noDataTransfers")
+    output = _run_tool(args, "trtexec", hint="run the same command by hand to see the full log", timeout=timeout_s)
     return {"tool": "trtexec", **parse_trtexec(output)}
 
 

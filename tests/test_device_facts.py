@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.device_facts import machine_facts, thermal_state
+from builder.device_facts import THROTTLE_BITS, machine_facts, thermal_state
 
 # --- real file contents ------------------------------------------------------------------------------
 
@@ -281,3 +281,22 @@ def test_cli_prints_both_as_json():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out) == {"machine", "thermal"} and out["machine"]["arch"] == platform.machine()
+
+
+def test_a_container_without_vcgencmd_reads_the_pis_throttling_from_the_firmwares_sysfs_node(tmp_path, bin_dir):
+    """The device image has no vcgencmd (nor /dev/vchiq); /sys is visible in every container."""
+    root = tree(tmp_path, {"sys/devices/platform/soc/soc:firmware/get_throttled": "50005\n"})
+    throttled = thermal_state(root)["throttled"]
+    assert throttled["raw"] == "0x50005" and throttled["under_voltage_now"] and throttled["throttled_now"]
+
+
+def test_a_benchmark_is_flagged_for_throttling_now_not_for_throttling_since_boot():
+    from builder.device_facts import throttled_during
+
+    def state(raw: int) -> dict:
+        return {"throttled": {name: bool(raw >> bit & 1) for bit, name in THROTTLE_BITS.items()}}
+
+    assert throttled_during(state(0x50000), state(0x50000)) == []  # occurred since boot, not during the runs
+    assert throttled_during(state(0x0), state(0x8)) == ["soft_temp_limit_now"]  # reached the limit while timing
+    assert throttled_during(state(0x5), {}) == ["under_voltage_now", "throttled_now"]
+    assert throttled_during({}, {}) == []  # an x86 VM reports nothing

@@ -313,3 +313,20 @@ def test_the_nvidia_runtime_is_a_problem_only_for_a_target_asked_for_that_needs_
 def test_an_unknown_target_is_a_config_error():
     proc = isolated("-t", "no-such-target")
     assert proc.returncode == 2 and "unknown target 'no-such-target'" in proc.stdout + proc.stderr
+
+
+def jetson_engine_with_runc_as_default(request: BaseHTTPRequestHandler) -> int | tuple[int, dict | bytes]:
+    """A JetPack engine as installed: the NVIDIA runtime registered, runc still the default."""
+    path = re.sub(r"^/v[\d.]+", "", request.path.split("?")[0])
+    if path == "/info":
+        return 200, {"Runtimes": {"runc": {"path": "runc"}, "nvidia": {"path": "nvidia-container-runtime"}},
+                     "DefaultRuntime": "runc"}
+    return engine_without_nvidia(request)
+
+
+def test_doctor_for_jetson_says_the_default_runtime_and_how_to_make_it_nvidia():
+    with serving(jetson_engine_with_runc_as_default) as (engine, _):
+        proc = isolated("-t", "jetson", DOCKER_HOST=f"tcp://{engine}")
+    line = one(proc, "✓ NVIDIA container runtime:")
+    assert "present; default runtime runc: enough for builder" in line
+    assert "fix: sudo nvidia-ctk runtime configure --runtime=docker --set-as-default" in line

@@ -175,3 +175,14 @@ def test_the_report_reads_a_benchmarks_other_figures_through_their_types():
         "- int8: timings are Vela's estimate for the NPU, not a measurement"]
     assert [measured_on(v.benchmark) for v in (ov, vela)] == ["host", "estimate (not measured)"]
     assert as_json(ov) == openvino  # `async` keeps its name in the file
+
+
+def test_the_report_flags_a_benchmark_taken_while_throttled_and_says_why_trtexec_did_not_run():
+    from builder.report import _other_measurements, measured_on
+
+    pi = variant("int8", 5.0, precision="int8")
+    pi["benchmark"] |= {"throttled": ["soft_temp_limit_now"],
+                        "tools": {"trtexec": {"error": "trtexec not found"}}}
+    result = VariantResult.model_validate(pi)
+    assert measured_on(result.benchmark) == "host, THROTTLED"
+    assert _other_measurements([result]) == ["- int8: trtexec: not run (trtexec not found)"]

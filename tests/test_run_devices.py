@@ -109,6 +109,7 @@ def test_bundle_reuses_a_finished_toolchain_stage(jetson_run, tmp_path):
     with tarfile.open(out / "tiny-mobilenet_jetson_device-bundle.tar.gz") as tar:
         names = set(tar.getnames())
         script = tar.extractfile("run.sh").read().decode()
-    assert "--runtime nvidia" in script
+    assert "--runtime nvidia --group-add video -e NVIDIA_VISIBLE_DEVICES=all -e NVIDIA_DRIVER_CAPABILITIES=all " \
+        "--user" in script  # the device stage's own container options: the GPU is reachable
     # the device-needed records of the first attempt stay behind: the device writes its own
     assert not any(n.startswith(f"run/{RECORDS}/") and "tensorrt" in n for n in names)

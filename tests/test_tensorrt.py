@@ -224,20 +224,44 @@ def test_trtexec_tool_runs_the_binary_with_load_engine_and_parses_it(tmp_path):
     assert result["tool"] == "trtexec" and result["p50_ms"] == 1.2041 and result["runs"] == 2622
 
 
-def test_vs_tool_compares_trtexec_gpu_compute_which_excludes_the_copies_we_do_not_time(tmp_path, monkeypatch):
-    """The TensorRT runtime's second opinion (a stand-in trtexec printing NVIDIA's recorded log) names the
-    figure to compare with: GPU compute, not trtexec's latency with the copies."""
+def test_trtexec_times_what_we_time_on_the_engines_dla_core(tmp_path, monkeypatch):
+    """The TensorRT runtime's second opinion (a stand-in trtexec printing NVIDIA's recorded log) runs on the
+    session's DLA core, without the host<->device copies our timed call does not make either, and our p50 is
+    compared with its Latency, not with GPU compute alone."""
     from builder.runtimes import Timing, runtime_class
     from builder.steps.measure import vs_tool
 
     (tmp_path / "log.txt").write_text(TRTEXEC_10_3)
-    binary = _executable(tmp_path / "trtexec", f'#!/bin/sh\ncat "{tmp_path}/log.txt"\n')
+    binary = _executable(tmp_path / "trtexec", f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\ncat "{tmp_path}/log.txt"\n')
     monkeypatch.setenv("TRTEXEC_BIN", str(binary))
-    tools = runtime_class("tensorrt").second_opinions(tmp_path / "m.engine", None, Timing(
+    session = SimpleNamespace(dla_core=1, dynamic=True, inputs=[SimpleNamespace(name="input", shape=(1, 3, 224, 224))])
+    tools = runtime_class("tensorrt").second_opinions(tmp_path / "m.engine", session, Timing(
         threads=1, runs=10, warmup=1, throughput=False, emulated=False))
     figures = tools["trtexec"]()
-    result = vs_tool({"p50_ms": figures["gpu_compute_p50_ms"] * 1.02, "other_cpu_load": 0.0}, figures)
-    assert result["tool_field"] == "gpu_compute_p50_ms" and result["within_5pct"]
+    args = (tmp_path / "args").read_text().split()
+    assert {"--useDLACore=1", "--noDataTransfers", "--shapes=input:1x3x224x224"} <= set(args)
+    result = vs_tool({"p50_ms": figures["p50_ms"] * 1.02, "other_cpu_load": 0.0}, figures)
+    assert result["tool_field"] == "p50_ms" and result["within_5pct"]
+
+
+def test_without_trtexec_the_benchmark_records_why_it_has_no_trtexec_figures(tmp_path, monkeypatch):
+    from builder.runtimes import Timing, runtime_class
+    from builder.steps.measure import _second_opinion
+
+    monkeypatch.delenv("TRTEXEC_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(trtexec, "JETPACK_TRTEXEC", tmp_path / "absent")
+    tools = runtime_class("tensorrt").second_opinions(tmp_path / "m.engine", None, Timing(
+        threads=1, runs=10, warmup=1, throughput=False, emulated=False))
+    ctx = SimpleNamespace(log=SimpleNamespace(warning=lambda *a: None))
+    assert _second_opinion(ctx, "trtexec", tools["trtexec"]) == {"error": "trtexec not found"}
+
+
+def test_a_hung_trtexec_is_stopped_with_its_last_lines(tmp_path):
+    binary = _executable(tmp_path / "trtexec", "#!/bin/sh\necho '[I] Loading engine'\nexec sleep 30\n")
+    with pytest.raises(StepError, match="trtexec did not finish in 1 s") as caught:
+        trtexec.trtexec_tool(tmp_path / "m.engine", binary=binary, timeout_s=1)
+    assert caught.value.log_tail == ["[I] Loading engine"]
 
 
 def test_trtexec_failure_carries_its_log(tmp_path):
@@ -362,3 +386,129 @@ def test_onnx_runtimes_default_activations_are_asymmetric_so_jetson_sets_its_par
     _, inits, qdq = _qdq(tmp_path / "default.onnx")
     assert any(inits[n.input[2]].any() for n in qdq)  # non-zero zero points: TensorRT's parser rejects these
     assert any(inits[n.input[0]].dtype == np.int32 for n in qdq if n.input[0] in inits)  # int32 bias DQ
+
+
+# --- TensorRT's versions, its GPU and its engines, around a stand-in `tensorrt` module ----------------
+
+PYBIND_TYPE_ERROR = (  # what trt.Builder(logger) raises when CUDA cannot start (error 100/801 logged before it)
+    "__init__(): incompatible constructor arguments. The following argument types are supported:\n"
+    "    1. tensorrt_bindings.tensorrt.Builder(logger: tensorrt_bindings.tensorrt.ILogger)\n\n"
+    "Invoked with: <tensorrt_bindings.tensorrt.Logger object at 0x7f>")
+
+
+def stand_in_tensorrt(version="10.3.0.30", *, explicit_batch=True, no_gpu=False, accepts_shape=True,
+                      output_shape=(1, 10)):
+    """A recording stand-in for the parts of the `tensorrt` module the step and the session touch."""
+    calls = {}
+
+    def gpu_class(name, **members):
+        def init(self, logger):
+            if no_gpu:
+                raise TypeError(PYBIND_TYPE_ERROR)
+        return type(name, (), {"__init__": init, **members})
+
+    context = SimpleNamespace(
+        set_input_shape=lambda name, shape: calls.setdefault("shapes", []).append((name, shape)) or accepts_shape,
+        get_tensor_shape=lambda name: (1, 3, 8, 8) if name == "input" else output_shape)
+    engine = SimpleNamespace(
+        num_io_tensors=2, get_tensor_name=lambda i: ("input", "logits")[i],
+        get_tensor_mode=lambda n: "INPUT" if n == "input" else "OUTPUT", get_tensor_dtype=lambda n: "FLOAT",
+        get_tensor_shape=lambda n: (1, 3, 8, 8) if n == "input" else (1, -1) if -1 in output_shape else output_shape,
+        create_execution_context=lambda: context)
+    flags = SimpleNamespace(EXPLICIT_BATCH=0) if explicit_batch else SimpleNamespace(STRONGLY_TYPED=1)
+    builder_members = {"num_DLA_cores": 0,
+                       "create_network": lambda self, f: calls.setdefault("network_flags", f) and None}
+    return SimpleNamespace(
+        __version__=version, Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Builder=gpu_class("Builder", **builder_members),
+        Runtime=gpu_class("Runtime", deserialize_cuda_engine=lambda self, data: engine),
+        TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"), nptype=lambda dtype: np.float32,
+        NetworkDefinitionCreationFlag=flags), calls
+
+
+def test_explicit_batch_where_tensorrt_has_the_flag_none_where_it_is_gone():
+    from builder.steps.tensorrt import network_flags
+
+    assert network_flags(stand_in_tensorrt("8.6.2")[0]) == 1  # 1 << EXPLICIT_BATCH: 8.6 is implicit-batch without it
+    assert network_flags(stand_in_tensorrt("10.3.0", explicit_batch=False)[0]) == 0
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "11.0.0.1", "7"])
+def test_a_tensorrt_outside_the_tested_range_is_refused_by_name(version, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt(version)[0])
+    with pytest.raises(StepError, match=rf"TensorRT {version} is outside the tested range 8.6 to 11.x"):
+        trt_runtime.check_version(version)
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    with pytest.raises(StepError, match=f"TensorRT {version}"):
+        runtimes.load(tmp_path / "m.engine")
+
+
+@pytest.mark.parametrize("version", ["8.6.2.3", "10.3.0.30", "10.13.3.9"])
+def test_tested_versions_pass(version):
+    trt_runtime.check_version(version)
+
+
+def test_a_builder_that_cannot_reach_the_gpu_is_a_classified_step_error(tmp_path, monkeypatch):
+    from builder.errors import GpuUnavailable
+
+    trt, _ = stand_in_tensorrt(no_gpu=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    ctx = SimpleNamespace(input=lambda name: tmp_path / "m.onnx")
+    with pytest.raises(GpuUnavailable, match="TensorRT could not create its builder: __init__") as caught:
+        ToTensorrt().run(ctx, ToTensorrt.Params(precision="fp16"))
+    assert caught.value.cause == "gpu-unavailable"
+    assert "--group-add video" in caught.value.hint and "NVIDIA_VISIBLE_DEVICES" in caught.value.hint
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    with pytest.raises(GpuUnavailable, match="could not create its runtime"):
+        runtimes.load(tmp_path / "m.engine")
+
+
+def test_cuda_without_a_driver_is_gpu_unavailable():
+    from cuda.bindings import runtime as cudart
+
+    from builder.errors import GpuUnavailable
+
+    with pytest.raises(GpuUnavailable, match="CUDA cudaGetDeviceCount failed") as caught:
+        trt_runtime.cuda_call(cudart, "cudaGetDeviceCount")
+    assert caught.value.cause == "gpu-unavailable"
+
+
+def test_a_shape_outside_the_engines_profile_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt(accepts_shape=False)[0])
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    with pytest.raises(StepError, match=r"TensorRT refused the shape \(1, 3, 8, 8\) for input 'input'"):
+        runtimes.load(tmp_path / "m.engine")
+
+
+def test_a_data_dependent_output_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt(output_shape=(-1, 4))[0])
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    with pytest.raises(StepError, match=r"output 'logits' has a data-dependent shape \(-1, 4\)"):
+        runtimes.load(tmp_path / "m.engine")
+
+
+def test_an_engine_built_for_a_dla_core_is_benchmarked_and_validated_on_it(tmp_path):
+    from builder.config.target import ChainStep
+    from builder.plan import make_plan
+
+    (tmp_path / "model.onnx").touch()
+    recipe = catalog.Recipe.model_validate(
+        {"name": "m", "source": {"file": "model.onnx"}, "input": {"shape": [1, 3, 32, 32], "layout": "NCHW"},
+         "calibration": {"synthetic": 4}, "variants": ["fp32", "fp16"]}, context={"path": tmp_path / "r.yaml"})
+    jetson = catalog.load_target("jetson")
+    on_dla = jetson.model_copy(update={"variants": {**jetson.variants, "fp16": [
+        ChainStep(step="convert.tensorrt", params={"precision": "fp16", "dla_core": 1})]}})
+    plan = make_plan(recipe, on_dla)
+    measured = {(s.kind, s.variant): s.params["runtime_options"] for s in plan.steps if s.kind in ("benchmark", "validate")}
+    assert measured == {("benchmark", "fp32"): {}, ("benchmark", "fp16"): {"dla_core": 1},
+                        ("validate", "fp32"): {}, ("validate", "fp16"): {"dla_core": 1}}
+
+
+def test_tensorrts_cuda_initialisation_error_in_a_log_is_classified():
+    from builder.causes import known_cause
+
+    # TensorRT's own line when a non-root user outside `video` creates a builder on a Jetson
+    assert known_cause("[TRT] [W] CUDA initialization failure with error: 801. Please check your CUDA "
+                       "installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux/index.html") \
+        == "gpu-unavailable"

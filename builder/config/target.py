@@ -13,6 +13,14 @@ from builder.config.common import Platform, Precision, Strict
 ID_RE = r"^[a-z0-9][a-z0-9-]*$"
 
 
+class BaseProvides(Strict):
+    """Something the image needs that its base image may lack: installed with apt when `check` fails."""
+
+    check: str = Field(description="a shell command that succeeds when the base image has it")
+    apt: str = Field(pattern=r"^[a-z0-9][a-z0-9.+-]*$", description="the Debian/Ubuntu package that provides it")
+    install_stage: bool = Field(False, description="the install stage needs it too (python3-venv, pip)")
+
+
 class ImageSpec(Strict):
     """One toolchain or device image: a template, a base image and a locked package set."""
 
@@ -22,6 +30,11 @@ class ImageSpec(Strict):
     platform: Platform | None = Field(None, description="default: toolchain = engine's arch, device = target platform")
     apt: list[str] = Field([], description="Debian packages the image needs")
     smoke: list[str] = Field([], description="Python modules the image's smoke test imports")
+    run_smoke: list[str] = Field([], description="Python modules imported in the image's first container run, "
+                                 "with the device stage's runtime flags, not at build (the NVIDIA runtime mounts "
+                                 "the libraries TensorRT loads only into running containers)")
+    base_provides: list[BaseProvides] = Field([], description="what the base image is expected to carry, each "
+                                              "checked at build and installed with apt where it is missing")
     system_site_packages: bool = Field(False, description="the venv also sees the base image's Python packages "
                                        "(JetPack's TensorRT bindings come with the L4T image, not from PyPI)")
 
@@ -42,6 +55,9 @@ class Requires(Strict):
     """What the device stage needs from the engine it runs on."""
 
     nvidia_runtime: bool = False
+    groups: list[str] = Field([], description="supplementary groups of the container user (the GPU's device nodes "
+                              "belong to `video` on a Jetson)")
+    environment: dict[str, str] = Field({}, description="environment of the device stage's containers")
     note: str | None = None
 
 

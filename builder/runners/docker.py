@@ -17,11 +17,38 @@ from pathlib import Path
 
 from builder.devices import HOST, Device
 from builder.docker_api import Engine, display_url
-from builder.errors import DeviceError, EngineError, StepError
+from builder.config.target import Target
+from builder.errors import DeviceError, EngineError, GpuUnavailable, StepError
 from builder.image_build import ImageBuilder
 from builder.placement import Placement
 from builder.plan import Plan
+from builder.runtimes.tensorrt import GPU_HINT
 from builder.step_cache import StageIdentity
+
+
+USER = "1000:1000"  # images.UID: the steps never run as root
+
+
+def container_options(target: Target, stage: str) -> dict:
+    """How a stage's containers run: a device stage with the NVIDIA runtime, the groups that own the GPU's
+    device nodes and the environment the target requires."""
+    if stage != "device":
+        return {"user": USER, "runtime": None, "group_add": None, "env": {}}
+    return {"user": USER, "runtime": "nvidia" if target.requires.nvidia_runtime else None,
+            "group_add": list(target.requires.groups) or None, "env": dict(target.requires.environment)}
+
+
+def run_smoke(engine: Engine, image: dict, target: Target, stage: str) -> None:
+    """Import the image's `run_smoke` modules in a container run as the stage's are (what an image build
+    cannot test: TensorRT loads libraries the NVIDIA runtime mounts only into running containers)."""
+    modules = getattr(target.images, stage).run_smoke
+    if not modules:
+        return
+    result = engine.run(image=image["tag"], command=["python", "-m", "builder.smoke", *modules],
+                        platform=image["platform"], network="none", **container_options(target, stage))
+    if result.exit_code != 0:
+        raise GpuUnavailable(f"the {stage} image of {target.id} cannot import {', '.join(modules)} when it runs "
+                             f"on {display_url(engine.url)}", log_tail=result.log_tail, hint=GPU_HINT)
 
 
 class DockerRunner:
@@ -34,6 +61,7 @@ class DockerRunner:
         self.images = ImageBuilder(ca_bundle=ca_bundle, rebuild=rebuild, install_from=install_from,
                                    registry=registry, echo=echo)
         self._engines: dict[str, Engine] = {}
+        self._smoked: set[tuple[str, str]] = set()  # (engine, image) whose run_smoke passed
         self._lock = threading.Lock()
 
     def engine_of(self, device: Device) -> Engine:
@@ -62,7 +90,7 @@ class DockerRunner:
     def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
         """The stage's image (by content-hash tag, so nothing is built to know it) and placement."""
         engine = self.engine if stage == "toolchain" else self.engine_of(device)
-        image = self.images.render(plan.target, stage, engine.platform)
+        image = self.images.render(plan.target, stage, engine)
         return StageIdentity(image.tag, self._placement(plan, engine, device, image.platform).model_dump(), image.tag)
 
     @staticmethod
@@ -81,14 +109,16 @@ class DockerRunner:
 
         def image_and_container() -> dict:
             image = self.images.ensure_role(engine, plan.target, stage)
+            if (engine.url, image["tag"]) not in self._smoked:
+                run_smoke(engine, image, plan.target, stage)
+                self._smoked.add((engine.url, image["tag"]))
             placement = self._placement(plan, engine, device, image["platform"])
             command = ["python", "-m", "builder.execute", "/work", "--stage", stage, *placement.args(),
                        *(["--verbose"] if self.verbose else [])]
-            gpu = stage == "device" and plan.target.requires.nvidia_runtime
             started = time.perf_counter()
             result = engine.run(
-                image=image["tag"], command=command, workdir_in=workdir, user="1000:1000",
-                platform=image["platform"], network="none", runtime="nvidia" if gpu else None,
+                image=image["tag"], command=command, workdir_in=workdir,
+                platform=image["platform"], network="none", **container_options(plan.target, stage),
                 on_log=lambda line: echo(f"  {line}"),
                 labels={"dev.edge-builder.recipe": plan.recipe.name, "dev.edge-builder.target": plan.target.id},
             )

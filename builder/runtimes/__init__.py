@@ -72,6 +72,9 @@ class BaseSession:
     """Float conversions shared by every runtime; subclasses implement `run_raw`."""
 
     runtime: ClassVar[str]
+    build_options: ClassVar[tuple[str, ...]] = ()
+    """Params of the step that made a model which its sessions need too (a TensorRT engine's DLA core):
+    the plan gives them to the benchmark and validation that load it."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

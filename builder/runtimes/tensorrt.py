@@ -13,11 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.errors import ConfigError, StepError
+from builder.errors import ConfigError, GpuUnavailable, StepError
 from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
+TESTED_TENSORRT = ((8, 6), (11, 0))  # from 8.6 (JetPack 6.0) up to, not including, 11 (no BuilderFlag.FP16/INT8)
+GPU_HINT = ("the container does not reach the GPU: run it with the NVIDIA runtime (--runtime nvidia), "
+            "NVIDIA_VISIBLE_DEVICES=all and, as a non-root user, in the `video` group (--group-add video), "
+            "as `builder run` does; `builder devices --check` tests a device")
+NO_GPU_ERRORS = ("cudaErrorNoDevice", "cudaErrorNotSupported", "cudaErrorInsufficientDriver",
+                 "cudaErrorInitializationError", "cudaErrorNotPermitted", "cudaErrorSystemNotReady")
+"""CUDA errors (100, 801, 35, 3, ...) that mean the process cannot use the GPU at all, not that a call was wrong."""
 
-def _trt():
+
+def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
@@ -26,6 +34,29 @@ def _trt():
             hint="run on the Jetson device image (TensorRT comes with JetPack's L4T base image)",
         ) from None
     return tensorrt
+
+
+def check_version(version: str) -> None:
+    """Refuse a TensorRT outside the tested range, naming it (11 builds only strongly typed networks)."""
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    low, high = TESTED_TENSORRT
+    if len(parts) < 2 or not low <= parts < high:
+        raise StepError(f"TensorRT {version} is outside the tested range {low[0]}.{low[1]} to "
+                        f"{high[0]}.x (excluded)",
+                        hint="use JetPack 6 (TensorRT 8.6 or 10.x); TensorRT 11 removed BuilderFlag.FP16/INT8 "
+                             "(strongly typed networks only) and is not supported yet")
+
+
+def gpu_object(factory: Callable, *args, what: str):
+    """`factory(*args)` (trt.Builder, trt.Runtime): where CUDA cannot start, TensorRT's Python bindings
+    log CUDA error 100/801/35 and the constructor raises a pybind TypeError; that becomes GpuUnavailable."""
+    try:
+        made = factory(*args)
+    except (TypeError, RuntimeError) as exc:
+        raise GpuUnavailable(f"TensorRT could not create its {what}: {exc}", hint=GPU_HINT) from exc
+    if made is None:
+        raise GpuUnavailable(f"TensorRT could not create its {what}", hint=GPU_HINT)
+    return made
 
 
 def _cudart():
@@ -47,11 +78,13 @@ def cuda_call(cudart, function: str, *args):
     try:
         error, *values = getattr(cudart, function)(*args)
     except RuntimeError as exc:
-        raise StepError(f"CUDA {function} failed: {exc}",
-                        hint="run where the GPU driver is visible (the NVIDIA container runtime on a Jetson)") from exc
+        raise GpuUnavailable(f"CUDA {function} failed: {exc}", hint=GPU_HINT) from exc
     if error != cudart.cudaError_t.cudaSuccess:
         name = cudart.cudaGetErrorName(error)[1]
-        raise StepError(f"CUDA {function} failed: {name.decode() if isinstance(name, bytes) else name}")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if name in NO_GPU_ERRORS:
+            raise GpuUnavailable(f"CUDA {function} failed: {name} ({int(error)})", hint=GPU_HINT)
+        raise StepError(f"CUDA {function} failed: {name}")
     return values[0] if len(values) == 1 else tuple(values) or None
 
 
@@ -64,16 +97,21 @@ class TensorRTSession(BaseSession):
 
     runtime = "tensorrt"
 
+    build_options = ("dla_core",)
+
     @classmethod
     def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
         from builder import trtexec
 
         binary = trtexec.trtexec_binary()
         if binary is None:
-            return {}
-        # trtexec's "Latency" adds the host<->device copies, which the benchmark does not time
-        return {"trtexec": lambda: {**trtexec.trtexec_tool(model, binary=binary, iterations=timing.runs),
-                                    "compared_field": "gpu_compute_p50_ms"}}
+            return {"trtexec": trtexec.not_found}
+        # no host<->device copies on either side: our timed call is enqueue + synchronize of inputs already on
+        # the device, so trtexec runs with --noDataTransfers and its Latency (not GPU compute alone) is compared
+        return {"trtexec": lambda: {**trtexec.trtexec_tool(model, binary=binary, iterations=timing.runs,
+                                                           dla_core=getattr(session, "dla_core", None),
+                                                           shapes=trtexec.shapes_arg(session), no_data_transfers=True),
+                                    "compared_field": "p50_ms"}}
 
     def __init__(
         self,
@@ -83,9 +121,10 @@ class TensorRTSession(BaseSession):
         dla_core: int | None = None,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
     ):
-        trt, self._cudart = _trt(), _cudart()
+        trt, self._cudart = import_tensorrt(), _cudart()
+        check_version(trt.__version__)
         self.path = path
-        self._trt_runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._trt_runtime = gpu_object(trt.Runtime, trt.Logger(trt.Logger.WARNING), what="runtime")
         if dla_core is not None:
             self._trt_runtime.DLA_core = dla_core
         self._engine = self._trt_runtime.deserialize_cuda_engine(path.read_bytes())
@@ -95,15 +134,36 @@ class TensorRTSession(BaseSession):
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         input_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        inputs = with_shapes([self._info(trt, n) for n in input_names], input_shapes, path)
+        declared = [self._info(trt, n) for n in input_names]
+        self.dynamic = any(-1 in info.shape for info in declared)  # trtexec then needs --shapes
+        inputs = with_shapes(declared, input_shapes, path)
         for info in inputs:
             if -1 not in info.shape:
-                self._context.set_input_shape(info.name, info.shape)
+                self._set_input_shape(info.name, info.shape)
         outputs = [self._info(trt, n) for n in names if n not in input_names]
+        if not any(-1 in info.shape for info in inputs):
+            for info in outputs:
+                self._output_shape(info.name)  # a data-dependent output is refused before anything runs
         super().__init__(path, inputs, outputs, threads)
         self.dla_core = dla_core
         self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
         self._stream = self._cuda("cudaStreamCreate")
+
+    def _set_input_shape(self, name: str, shape) -> None:
+        """TensorRT returns False (and logs) for a shape outside the engine's optimization profile."""
+        if not self._context.set_input_shape(name, tuple(shape)):
+            raise StepError(f"{self.path.name}: TensorRT refused the shape {tuple(shape)} for input {name!r}",
+                            hint="the shape must lie within the engine's optimization profile: set input.shape "
+                                 "in the recipe to the shape the engine was built for")
+
+    def _output_shape(self, name: str) -> tuple[int, ...]:
+        shape = tuple(self._context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            raise StepError(f"{self.path.name}: output {name!r} has a data-dependent shape {shape} (NonZero, NMS, "
+                            "...): its size is known only after the run, which this runtime does not support",
+                            hint="export the model with fixed-size outputs (e.g. padded detections) or cut the "
+                                 "data-dependent part off the ONNX model")
+        return shape
 
     def _info(self, trt, name: str) -> TensorInfo:
         trt_dtype = self._engine.get_tensor_dtype(name)
@@ -155,13 +215,13 @@ class TensorRTSession(BaseSession):
         for info, x in zip(self.inputs, inputs, strict=True):
             x = np.ascontiguousarray(x, dtype=info.dtype)
             if tuple(self._context.get_tensor_shape(info.name)) != x.shape:
-                self._context.set_input_shape(info.name, x.shape)
+                self._set_input_shape(info.name, x.shape)
             pointer = self._device(info.name, x.nbytes)
             self._cuda("cudaMemcpyAsync", pointer, x.ctypes.data, x.nbytes, to_device, self._stream)
             self._context.set_tensor_address(info.name, pointer)
         outputs = []
         for info in self.outputs:
-            shape = tuple(self._context.get_tensor_shape(info.name))
+            shape = self._output_shape(info.name)
             pointer = self._device(info.name, int(np.prod(shape)) * np.dtype(info.dtype).itemsize)
             self._context.set_tensor_address(info.name, pointer)
             outputs.append((shape, pointer))

@@ -80,6 +80,9 @@ class Benchmark(Step):
         throughput: bool = _DEFAULTS.throughput
         runtime: str = Field(description="the runtime that loads the model: the target's for its format, "
                                          "else the format's")
+        runtime_options: dict[str, int | float | str | bool] = Field(
+            {}, description="options its session needs from the step that made the model (a TensorRT engine's "
+                            "dla_core), resolved by the plan")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
@@ -96,14 +99,19 @@ class Benchmark(Step):
         model = ctx.input("model")
         runs = params.emulated_runs if ctx.emulated else params.runs
         thermal_before = device_facts.thermal_state()
-        session, init_ms = benchmark.measure_load(model, threads=params.threads, runtime=params.runtime)
+        session, init_ms = benchmark.measure_load(model, threads=params.threads, runtime=params.runtime,
+                                                  **params.runtime_options)
         ctx.log.info("%s loaded in %.1f ms; timing %d runs", model.name, init_ms, runs)
         result = benchmark.measure(session, warmup=min(params.warmup, 1) if ctx.emulated else params.warmup, runs=runs,
                                    min_seconds=0.0 if ctx.emulated else params.min_seconds)
+        thermal_after = device_facts.thermal_state()
         result |= {"init_ms": init_ms, "emulated": ctx.emulated, "on_target": ctx.placement.on_target,
                    "size_bytes": model_size(model),
                    "device": {**ctx.placement.model_dump(), **device_facts.machine_facts(),
-                              "thermal_before": thermal_before, "thermal_after": device_facts.thermal_state()}}
+                              "thermal_before": thermal_before, "thermal_after": thermal_after}}
+        if throttled := device_facts.throttled_during(thermal_before, thermal_after):
+            result["throttled"] = throttled
+            ctx.log.warning("the device reported %s around the timed runs: not its best figures", ", ".join(throttled))
         timing = Timing(threads=params.threads, runs=runs, warmup=params.warmup, throughput=params.throughput,
                         emulated=ctx.emulated)
         result |= runtime.extra_figures(model, session, timing)
@@ -197,6 +205,9 @@ class Validate(Step):
         emulated_samples: int = Field(_DEFAULTS.emulated_validation_samples,
                                       description="samples validated under emulation (benchmark.emulated_validation_samples)")
         runtime: str = Field(description="the runtime that loads the model")
+        runtime_options: dict[str, int | float | str | bool] = Field(
+            {}, description="options its session needs from the step that made the model (a TensorRT engine's "
+                            "dla_core), resolved by the plan")
         reference_runtime: str = Field(description="the runtime that loads the reference (the fp32 artifact), "
                                                    "resolved by the plan from the reference's format")
         detection: Detection | None = Field(None, description="the recipe's decoding of raw per-anchor detections")
@@ -234,7 +245,7 @@ class Validate(Step):
         if model == ctx.input("reference"):  # fp32 is its own reference: its real figure is against the source
             cand_out = ref_out
         else:
-            candidate = load(model, runtime=runtime)
+            candidate = load(model, runtime=runtime, **(params.runtime_options if runtime else {}))
             cand_out = [candidate.run([s]) for s in samples]
         photos = np.array(json.loads(ctx.input("photos").read_text()))[list(chosen)]
         result = {"reference": ctx.input("reference").name, "samples": int(len(samples)),

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from builder.errors import ConversionError
+from builder.runtimes.tensorrt import check_version, gpu_object, import_tensorrt
 from builder.steps.base import Step, StepContext, StepParams
 from builder.util import atomic_write_bytes
 
@@ -70,6 +71,13 @@ def trtexec_command(settings: BuilderSettings, onnx: str, engine: str, *, binary
     return args
 
 
+def network_flags(trt) -> int:
+    """create_network's flags: EXPLICIT_BATCH where TensorRT still has it (8.6 makes an implicit-batch network
+    without it, which the ONNX parser refuses; 10.x ignores it), none where it is gone."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
 def apply_settings(trt, config, settings: BuilderSettings) -> None:
     """Set `settings` on `config`, a tensorrt.IBuilderConfig (`trt` is the tensorrt module)."""
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
@@ -105,16 +113,16 @@ class ToTensorrt(Step):
             return self
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        import tensorrt as trt
-
+        trt = import_tensorrt()
+        check_version(trt.__version__)
         settings = builder_settings(params)
         logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
+        builder = gpu_object(trt.Builder, logger, what="builder")
         if settings.dla_core is not None and settings.dla_core >= builder.num_DLA_cores:
             raise ConversionError(f"DLA core {settings.dla_core} does not exist: this device has "
                                   f"{builder.num_DLA_cores} DLA core(s)", cause="conversion-failed",
                                   hint="drop dla_core or choose a core below that number")
-        network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+        network = builder.create_network(network_flags(trt))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(ctx.input("model").read_bytes()):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
