@@ -416,6 +416,73 @@ def test_a_download_larger_than_the_cap(tmp_path, monkeypatch, announce):
     assert not list((tmp_path / "cache" / "partial").glob("*.part"))  # nothing kept to resume
 
 
+# --- bundles and copies -------------------------------------------------------------
+
+TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
+
+
+def bundle_folder(folder: Path, info: dict | None = None, plan_changes: dict | None = None) -> Path:
+    """A bundle of the tiny recipe on rpi whose device stage has run, as `collect` reads it, altered as asked."""
+    import json
+
+    from builder.plan import make_plan
+    from builder.workdir import PLAN, RECORDS
+
+    plan = make_plan(catalog.load_recipe(TINY, "rpi"), catalog.load_target("rpi"), variants=["fp32"]).to_json()
+    plan["recipe"] |= plan_changes or {}
+    (folder / "run" / RECORDS).mkdir(parents=True)
+    (folder / "run" / PLAN).write_text(json.dumps(plan))
+    for step in plan["steps"]:
+        (folder / "run" / RECORDS / f"{step['id']}.json").write_text("{}")
+    (folder / "bundle.json").write_text(json.dumps(info or {"recipe": "tiny-mobilenet", "target": "rpi"}))
+    return folder
+
+
+def victim(tmp_path: Path) -> Path:
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    return folder
+
+
+@pytest.mark.parametrize("info", [{"recipe": "..", "target": "victim"}, {"recipe": "../..", "target": "victim"}],
+                         ids=["dot-dot", "up-two"])
+def test_a_bundle_cannot_make_collect_replace_a_folder_outside_out(tmp_path, info):
+    out = tmp_path / "out" / ("deeper" if info["recipe"] == "../.." else "")
+    kept = victim(tmp_path)
+    refused(invoke("collect", bundle_folder(tmp_path / "bundle", info), "--out", out),
+            f"bundle.json names ('{info['recipe']}', 'victim')", "the bundle was altered")
+    assert (kept / "precious.txt").read_text() == "keep me"
+
+
+def test_a_bundle_whose_plan_names_a_path_is_refused(tmp_path):
+    kept = victim(tmp_path)
+    folder = bundle_folder(tmp_path / "bundle", {"recipe": "..", "target": "victim"}, {"name": ".."})
+    refused(invoke("collect", folder, "--out", tmp_path / "out"), "not a bundle this version can read", "name")
+    assert (kept / "precious.txt").read_text() == "keep me"
+
+
+def test_a_bundle_with_a_link_out_is_refused(tmp_path):
+    (tmp_path / "secret.txt").write_text("host file")
+    folder = bundle_folder(tmp_path / "bundle")
+    (folder / "run" / "a" / "b").mkdir(parents=True)
+    (folder / "run" / "a" / "b" / "up").symlink_to("../..")
+    (folder / "run" / "a" / "b" / "out").symlink_to("up/../../secret.txt")
+    refused(invoke("collect", folder, "--out", tmp_path / "out"), "run/a/b/out links outside the bundle")
+    assert not (tmp_path / "out" / "tiny-mobilenet").exists()
+
+
+def test_collect_refuses_an_archive_where_tarfile_has_no_data_filter(tmp_path, monkeypatch):
+    import tarfile
+
+    folder = bundle_folder(tmp_path / "bundle")
+    archive = tmp_path / "results.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="bundle")
+    monkeypatch.delattr(tarfile, "data_filter")  # as on Python 3.11.3 and older
+    refused(invoke("collect", archive, "--out", tmp_path / "out"), "needs Python 3.11.4 or later", "filter='data'")
+
+
 # --- generated malformed recipes -----------------------------------------------------
 
 SPECIAL_PATHS = ["/dev/zero", "/dev/null", "/", "../../../../etc/passwd", "/etc/passwd", "FIFO", "DIR",
