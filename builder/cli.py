@@ -236,7 +236,8 @@ def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure) ->
 
     loaded = catalog.load_recipe(recipe, target)
     local = loaded.source.file  # a local source can be inspected now; a download only once it is fetched
-    quantized = source_precision.inspect(local, loaded.source.resolved_format) if local else None
+    quantized = source_precision.inspect(local, loaded.source.resolved_format,
+                                         shown=f"{recipe}: source.file {local}") if local else None
     resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized)
     previous = out / loaded.name / target
     cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None

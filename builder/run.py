@@ -97,7 +97,8 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
     run["sources"], run["warnings"] = fetched.fetched, list(fetched.warnings)
     run["timings"]["fetch_s"] = round(time.perf_counter() - t0, 2)
 
-    quantized = source_precision.inspect(workdir / source_path(fetched.source), fetched.source.resolved_format)
+    quantized = source_precision.inspect(workdir / source_path(fetched.source), fetched.source.resolved_format,
+                                         shown=f"{recipe_path}: source {fetched.source.file or fetched.source.name}")
     plan = make_plan(recipe, target, variants=variants, source=fetched.source, quantized=quantized)
     run["warnings"] += plan.notes
     atomic_write_bytes(workdir / PLAN, json.dumps(plan.to_json(), indent=1).encode())
