@@ -290,9 +290,8 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
 
 def _code_it_runs(plan: Plan, sources: list[Source]) -> None:
     """Refuse a source that would run its author's code unless the user trusts it; say so when it runs."""
-    field = {id(plan.recipe.source): "source", id(plan.recipe.fallback): "fallback"}
     for source in sources:
-        where = field.get(id(source), "source")
+        where = "fallback" if source is plan.recipe.fallback else "source"
         if problem := code_trust.code_problem(source, plan.trust_remote_code):
             raise ConfigError(f"recipe {plan.recipe.name}: {where}: {problem}",
                               hint=f"pass {code_trust.FLAG} if you trust whoever made it, or convert it yourself")
