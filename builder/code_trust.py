@@ -44,16 +44,14 @@ def code_problem(source, trusted: bool) -> str | None:
     return None
 
 
-def _untrusted(entry: str) -> bool:
-    """A sys.path entry that is the current folder: Python puts it first for `-m` and `-c`, and a stage runs in
-    the run's work dir in a container (a recipe's downloads and data files are there) or in the user's folder."""
-    return Path(entry or ".").resolve() == Path.cwd().resolve()
-
-
 @contextlib.contextmanager
 def _installed_only() -> Iterator[None]:
+    """sys.path without the current folder that Python put first (for `-m` and `-c`): a stage runs in the run's
+    work dir in a container, where a recipe's downloads and data files land, and in the user's folder locally.
+    The same folder further down the path was put there by the user (an editable install): it stays."""
     saved = sys.path[:]
-    sys.path[:] = [p for p in saved if not _untrusted(p)]
+    if saved and Path(saved[0] or ".").resolve() == Path.cwd().resolve():
+        del sys.path[0]
     try:
         yield
     finally:

@@ -119,3 +119,15 @@ def test_the_users_own_torchscript_file_runs_and_the_plan_says_so(tmp_path):
 
 # The shipped recipes (efficientnet-lite0's and edsr's factories are in builder.models, an installed package)
 # plan on every target without the flag: tests/test_catalog.py.
+
+
+@pytest.mark.parametrize("how", [["-c", "from builder.code_trust import import_factory as i; i('evil:build', trusted=False)"],
+                                 ["-m", "evil_stage"]], ids=["python -c", "python -m"])
+def test_a_stage_process_does_not_import_from_its_current_folder(tmp_path, how):
+    """What Python puts first on sys.path for `-c` ('') and `-m` (the folder's path) is not an installed package."""
+    (tmp_path / "evil.py").write_text(EVIL.format(marker=str(tmp_path / "PWNED")))
+    (tmp_path / "evil_stage.py").write_text("from builder.code_trust import import_factory\n"
+                                            "import_factory('evil:build', trusted=False)\n")
+    proc = subprocess.run([sys.executable, *how], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "factories come from installed packages only" in proc.stderr, proc.stderr
+    assert not (tmp_path / "PWNED").exists()
