@@ -2,7 +2,8 @@
 
 A recipe comes from anywhere. By default it runs no code of its author's: a model factory
 (`source.torch.factory`) is imported only from an installed package, never from the current folder
-or the run's work dir, where a download or a data file could have put a `.py`; and a source whose
+(a stage in a container runs in the run's work dir, where a download or a data file could have put a
+`.py`; a local stage runs in the user's folder, where a cloned recipe may bring one); and a source whose
 format is a program (TorchScript, an ExportedProgram, a SavedModel's signatures) is run only when it
 is the user's own file, or when the user opts in for a download. Keras files are always loaded in
 Keras's safe mode (no Lambda layers' code).
@@ -78,7 +79,8 @@ def import_factory(factory: str, *, trusted: bool):
         with contextlib.nullcontext() if trusted else _installed_only():
             return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        where = "" if trusted else f" (factories come from installed packages only, not from the current folder {os.getcwd()})"
+        where = "" if trusted else (" (factories come from installed packages only, not from the current folder "
+                                     f"{os.getcwd()})")
         raise ConfigError(f"cannot import model factory {factory!r}: {exc}{where}",
                           hint="install its package (pip install ...)" + ("" if trusted else
                                f", or pass {FLAG} if you trust the code the recipe names")) from exc
