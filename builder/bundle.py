@@ -13,6 +13,7 @@ import io
 import json
 import shlex
 import shutil
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from builder.errors import ConfigError
 from builder.image_build import ImageBuilder
 from builder.plan import Plan, recipe_hash
 from builder.run import Echo, Outcome, finish
-from builder.util import atomic_write_bytes, remove
+from builder.util import atomic_write_bytes, is_within, links_outside, remove
 from builder.workdir import PLAN, RECORDS, RUN
 
 BUNDLE_INFO = "bundle.json"
@@ -100,14 +101,16 @@ def collect(source: Path, out: Path, echo: Echo) -> Outcome:
     """Bring a bundle that ran on a device back into `out/<recipe>/<target>/` and write its report."""
     with tempfile.TemporaryDirectory(prefix="collect-") as tmp:
         folder = _unpacked(source, Path(tmp))
-        info = json.loads((folder / BUNDLE_INFO).read_text())
         run_dir = folder / "run"
-        plan = Plan.from_json(json.loads((run_dir / PLAN).read_text()))
+        plan = _bundled_plan(folder, source)
         missing = [c.id for c in plan.stage_steps("device") if not (run_dir / RECORDS / f"{c.id}.json").exists()]
         if missing:
             raise ConfigError(f"{source}: the device stage has not run ({len(missing)} step(s) without a record, "
                               f"e.g. {missing[0]})", hint="run `sh run.sh` on the device first")
-        dest = out / info["recipe"] / info["target"]
+        dest = out / plan.recipe.name / plan.target.id  # names the plan's own validation holds to one folder
+        if not is_within(out, dest.parent):
+            raise ConfigError(f"{source}: {out / plan.recipe.name} links outside {out}",
+                              hint="collect into an --out folder whose recipe folders are not links")
         staging = dest.with_name(f".{dest.name}.collect")
         remove(staging)
         shutil.copytree(run_dir, staging, symlinks=True)
@@ -117,8 +120,27 @@ def collect(source: Path, out: Path, echo: Echo) -> Outcome:
     run = json.loads((dest / RUN).read_text())
     run["collected_from"] = str(source)
     atomic_write_bytes(dest / RUN, json.dumps(run, indent=1).encode())
-    echo(f"collected {info['recipe']} / {info['target']} from {source}")
+    echo(f"collected {plan.recipe.name} / {plan.target.id} from {source}")
     return finish(plan, dest, run, echo)
+
+
+def _bundled_plan(folder: Path, source: Path) -> Plan:
+    """The bundle's plan, validated like any plan, and its bundle.json naming the same recipe and target: the
+    folder collect replaces comes from these names."""
+    try:
+        info = json.loads((folder / BUNDLE_INFO).read_text())
+        plan = Plan.from_json(json.loads((folder / "run" / PLAN).read_text()))
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"{source}: not a bundle this version can read: {str(exc).splitlines()[0]}",
+                          hint="give the folder `builder bundle` made, or its results.tar.gz") from exc
+    said = (info.get("recipe"), info.get("target")) if isinstance(info, dict) else None
+    if said != (plan.recipe.name, plan.target.id):
+        raise ConfigError(f"{source}: {BUNDLE_INFO} names {said}, its plan {plan.recipe.name} / {plan.target.id}",
+                          hint="the bundle was altered: make it again with `builder bundle`")
+    if escaping := links_outside(folder / "run"):
+        raise ConfigError(f"{source}: {escaping[0].relative_to(folder)} links outside the bundle",
+                          hint="the bundle was altered: make it again with `builder bundle`")
+    return plan
 
 
 def _unpacked(source: Path, tmp: Path) -> Path:
@@ -131,6 +153,10 @@ def _unpacked(source: Path, tmp: Path) -> Path:
     if not tarfile.is_tarfile(source):
         raise ConfigError(f"{source}: neither a bundle folder nor a tar archive", hint="give the bundle's folder "
                           "or the results.tar.gz that its run.sh wrote")
+    if not hasattr(tarfile, "data_filter"):  # Python 3.10.12 / 3.11.4 and later: an archive cannot write outside
+        raise ConfigError(f"{source}: unpacking an archive safely needs Python 3.11.4 or later (this is "
+                          f"{sys.version.split()[0]}), whose tarfile has filter='data'",
+                          hint="upgrade Python, or unpack the archive yourself and give its folder")
     with tarfile.open(source) as tar:
         tar.extractall(tmp, filter="data")  # no absolute paths, no links out, no devices
     roots = [p for p in tmp.iterdir()]

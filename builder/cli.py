@@ -91,6 +91,12 @@ def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | Non
     return choose_devices(loaded, list(devices)), registry
 
 
+def _trust_option(command):
+    return click.option("--trust-remote-code", is_flag=True,
+                        help="let the recipe run its own code: a model factory from outside installed packages, a "
+                             "downloaded TorchScript/ExportedProgram/SavedModel")(command)
+
+
 @cli.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_targets_option(multiple=True)
@@ -109,8 +115,9 @@ def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | Non
 @click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
 @_accept_undecided_option
 @_device_options
+@_trust_option
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, accept_undecided, devices, fleet, registry) -> None:
+        verbose, accept_undecided, devices, fleet, registry, trust_remote_code) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -131,7 +138,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
         cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
-                              cache=cache, echo=view)
+                              cache=cache, echo=view, trust_remote_code=trust_remote_code)
     _echo("")
     for line in summary(outcomes):
         _echo(line)
@@ -145,7 +152,8 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--variant", "variants", multiple=True)
 @click.option("--offline", is_flag=True, help="use only the download cache, never the network")
-def bundle(recipe, target, runner, out, variants, offline) -> None:
+@_trust_option
+def bundle(recipe, target, runner, out, variants, offline, trust_remote_code) -> None:
     """Pack the device stage of RECIPE on TARGET for a device with Docker and no network.
 
     Runs the toolchain stage unless OUT already holds it for this recipe; writes
@@ -163,7 +171,7 @@ def bundle(recipe, target, runner, out, variants, offline) -> None:
     else:
         chosen = select_runner(runner, echo=_echo)
         run_toolchain(Path(recipe), target, chosen, out=out, variants=list(variants) or None, offline=offline,
-                      echo=_echo)
+                      echo=_echo, trust_remote_code=trust_remote_code)
     plan = load_run_plan(workdir)
     archive = write_bundle(plan, workdir, bundle_path(out, plan), ImageBuilder(echo=_echo), _echo)
     _echo(f"bundle: {archive}")
@@ -253,7 +261,8 @@ def _health_table(health: list[dict]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--no-cache", is_flag=True, help="as `run --no-cache` would")
 @click.option("--remeasure", is_flag=True, help="as `run --remeasure` would")
-def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure) -> None:
+@_trust_option
+def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, trust_remote_code) -> None:
     """Show the resolved steps, images and outputs without running anything, and, when OUT holds a
     previous run, which steps a run would take from the step cache (judged with the inputs it fetched)."""
     from builder import source_precision
@@ -262,8 +271,10 @@ def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure) ->
 
     loaded = catalog.load_recipe(recipe, target)
     local = loaded.source.file  # a local source can be inspected now; a download only once it is fetched
-    quantized = source_precision.inspect(local, loaded.source.resolved_format) if local else None
-    resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized)
+    quantized = source_precision.inspect(local, loaded.source.resolved_format,
+                                         shown=f"{recipe}: source.file {local}") if local else None
+    resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized,
+                         trust_remote_code=trust_remote_code)
     previous = out / loaded.name / target
     cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None
     if as_json:
@@ -512,13 +523,15 @@ def _comparison_table(rows: list[dict]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build/verify"), show_default=True,
               callback=_out_directory)
 @click.option("--variant", "variants", multiple=True)
-def verify(recipe, target, runner, out, variants) -> None:
+@_trust_option
+def verify(recipe, target, runner, out, variants, trust_remote_code) -> None:
     """Build twice from clean and compare every artifact's sha256 (reproducibility)."""
     from builder.runners.select import select_runner
     from builder.verify import verify as verify_twice
 
     chosen = select_runner(runner, echo=_echo)
-    verify_twice(recipe, target, chosen, out=out, variants=list(variants) or None, echo=_echo)
+    verify_twice(recipe, target, chosen, out=out, variants=list(variants) or None, echo=_echo,
+                 trust_remote_code=trust_remote_code)
 
 
 @cli.command("import")

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from builder.errors import EngineError
+from builder.util import links_outside
 
 log = logging.getLogger(__name__)
 _CONTEXT_MTIME = 0  # fixed mtime in build contexts: same bytes in, same cache key out
@@ -76,6 +77,7 @@ def take_work_dir(chunks: Iterable[bytes], dest: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".copy-out-", dir=dest.parent))
     try:
         _extract_dir(chunks, staging)
+        _refuse_links_out(staging, dest)
         for path in sorted(staging.rglob("*")):
             target = dest / path.relative_to(staging)
             if path.is_dir() and not path.is_symlink():
@@ -86,6 +88,18 @@ def take_work_dir(chunks: Iterable[bytes], dest: Path) -> None:
                 os.replace(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _refuse_links_out(dest, dest, remove=True)  # a link that leads out through one an earlier copy brought
+
+
+def _refuse_links_out(root: Path, dest: Path, remove: bool = False) -> None:
+    """Each link is checked where it resolves, through every link on the way: one at a time, each of a
+    chain can look as if it stayed inside."""
+    if escaping := links_outside(root):
+        for link in escaping if remove else []:
+            link.unlink()
+        names = ", ".join(str(p.relative_to(root)) for p in escaping[:3])
+        raise EngineError(f"refusing the work dir copied out into {dest}: {names} link(s) outside it",
+                          hint="a step must not leave links that lead out of its work dir")
 
 
 def _extract_dir(chunks: Iterable[bytes], dest: Path) -> None:

@@ -19,11 +19,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from builder.config.loader import load_model
+from builder.config.paths import ALLOW_ENV, extra_roots
 from builder.config.recipe import NAME_RE, Download, Recipe
 from builder.errors import BuilderError, ConfigError
 from builder.fetch import Fetcher
 from builder.inputs import cache_dir
-from builder.util import atomic_write_bytes
+from builder.util import atomic_write_bytes, is_within
 
 MAX_TSV_BYTES = 1 << 22
 COLUMNS = "family, model, filename, sha256, url1..urlN"
@@ -217,6 +218,8 @@ def import_tsv(tsv: Path, out_dir: Path, *, calibration: Path | None = None, off
         spec = _spec_of(row, fetcher, warn)
         path = out_dir / f"{row.name}.yaml"
         atomic_write_bytes(path, recipe_text(row, spec, folder).encode())
-        load_model(path, Recipe)
+        load_model(path, Recipe, {"allow": [calibration] if calibration else []})
         written.append(path)
+    if folder is not None and ".." in folder.parts and not any(is_within(root, calibration) for root in extra_roots()):
+        warn(f"the recipes read {calibration}, outside {out_dir}: run them with {ALLOW_ENV}={calibration.resolve()}")
     return written

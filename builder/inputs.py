@@ -18,12 +18,13 @@ import numpy as np
 from builder import formats
 from builder.config.boxes import read_boxes
 from builder.config.labels import read_labels
+from builder.config.paths import ALLOW_ENV, extra_roots
 from builder.config.recipe import Dataset, FileRef, LabeledFile, Recipe, Source
 from builder.datasets import IMAGE_SUFFIXES
 from builder.errors import ConfigError, FetchError
 from builder.fetch import Fetcher, FetchResult, write_missing
 from builder.plan import source_path
-from builder.util import atomic_copy, atomic_write_bytes, sha256_file
+from builder.util import atomic_copy, atomic_write_bytes, is_within, sha256_file
 from builder.workdir import INPUTS, SOURCE_DIR
 
 
@@ -137,6 +138,10 @@ def _materialize_source(f: InputFetcher, source: Source) -> None:
 def _folder_images(dataset: Dataset, labels: dict, boxes: dict) -> list[Path]:
     """A folder's images in name order, or `sample` of them drawn with `seed` (the same ones every run)."""
     images = sorted(p for p in dataset.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    roots = [dataset.folder, *extra_roots()]
+    if outside := [p for p in images if not any(is_within(root, p) for root in roots)]:
+        raise ConfigError(f"{outside[0]}: a link in {dataset.folder} to a file outside it ({outside[0].resolve()})",
+                          hint=f"copy the image into the folder, or allow its folder with {ALLOW_ENV}")
     names = {p.relative_to(dataset.folder).as_posix() for p in images}
     for file, named, verb in ((dataset.labels, labels, "labels"), (dataset.boxes, boxes, "has boxes of")):
         if missing := sorted(set(named) - names):

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import formats
+from builder import code_trust, formats
 from builder.config.recipe import Recipe, Source
 from builder.config.target import ChainStep, Target
 from builder.convert import source_run
@@ -38,6 +38,7 @@ class Plan:
     steps: list[StepCall] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    trust_remote_code: bool = False  # the user runs the recipe's own code (--trust-remote-code)
 
     def to_json(self) -> dict:
         return {
@@ -48,6 +49,7 @@ class Plan:
             "skipped": self.skipped,
             "artifacts": self.artifacts,
             "notes": self.notes,
+            "trust_remote_code": self.trust_remote_code,
             "steps": [dataclasses.asdict(s) for s in self.steps],
         }
 
@@ -61,6 +63,7 @@ class Plan:
             skipped=data["skipped"],
             artifacts=data["artifacts"],
             notes=data["notes"],
+            trust_remote_code=data.get("trust_remote_code", False),
             steps=[StepCall(**s) for s in data["steps"]],
         )
 
@@ -94,7 +97,7 @@ class _Builder:
     def _scope(self, variant: str | None, model: str | None) -> PlanScope:
         fmt, layout = self.models.get(model, (None, None)) if model else (None, None)
         return PlanScope(recipe=self.plan.recipe, target=self.plan.target, source=self.plan.source,
-                         variant=variant, format=fmt, layout=layout)
+                         variant=variant, format=fmt, layout=layout, trust_remote_code=self.plan.trust_remote_code)
 
     def _params(self, kind: str, params: dict | None, variant: str | None, model: str | None) -> dict:
         """The call's own params over what its step resolves from the recipe, target and variant; every field."""
@@ -228,14 +231,16 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
 
 
 def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None,
-              quantized: SourcePrecision | None = None) -> Plan:
-    """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found."""
+              quantized: SourcePrecision | None = None, trust_remote_code: bool = False) -> Plan:
+    """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found;
+    `trust_remote_code` lets the recipe's own code run (see code_trust)."""
     source = source or recipe.source
     wanted = variants or list(recipe.variants)
     unknown = [v for v in wanted if v not in recipe.variants]
     if unknown:
         raise ConfigError(f"recipe {recipe.name} has no variant {unknown[0]!r}", hint=f"variants: {', '.join(recipe.variants)}")
-    plan = Plan(recipe=recipe, target=target, source=source, variants=[])
+    plan = Plan(recipe=recipe, target=target, source=source, variants=[], trust_remote_code=trust_remote_code)
+    _code_it_runs(plan, [s for s in (source, recipe.fallback) if s is not None])
     if quantized:
         plan.notes.append(f"{quantized.describe()}: fp32 is the source's own precision"
                           + (", and it is quantized again (source.requantize)" if source.requantize else ""))
@@ -292,6 +297,26 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
                       "reference_runtime": reference_runtime,
                       "runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     return plan
+
+
+def _code_it_runs(plan: Plan, sources: list[Source]) -> None:
+    """Refuse a source that would run its author's code unless the user trusts it; say so when it runs."""
+    for source in sources:
+        where = "fallback" if source is plan.recipe.fallback else "source"
+        if problem := code_trust.code_problem(source, plan.trust_remote_code):
+            raise ConfigError(f"recipe {plan.recipe.name}: {where}: {problem}",
+                              hint=f"pass {code_trust.FLAG} if you trust whoever made it, or convert it yourself")
+        if why := code_trust.RUNS_CODE.get(source.resolved_format):
+            plan.notes.append(f"{where} {source.name} runs its own code: {why}" +
+                              (f" ({code_trust.FLAG})" if code_trust.remote(source) else " (your own file)"))
+        factory = source.torch.factory if source.torch else None
+        if factory and not plan.trust_remote_code and code_trust.factory_in_current_folder(factory):
+            raise ConfigError(f"recipe {plan.recipe.name}: {where}.torch.factory: {factory.partition(':')[0]} is in "
+                              "the current folder, not an installed package: a recipe runs no code of its own",
+                              hint=f"install it (pip install -e ...), or pass {code_trust.FLAG} if you trust it")
+        if factory and plan.trust_remote_code:
+            plan.notes.append(f"{where}.torch.factory {factory} may come from outside installed packages "
+                              f"({code_trust.FLAG})")
 
 
 def _gates(recipe: Recipe, variant: str, quantized: SourcePrecision | None, *, compared_with_source: bool) -> dict:

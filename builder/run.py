@@ -61,11 +61,11 @@ def _now() -> str:
 
 def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
                offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
-               echo: Echo = print) -> Outcome:
+               echo: Echo = print, trust_remote_code: bool = False) -> Outcome:
     """fetch -> plan -> toolchain stage (build host) -> device stage (a device of the target) -> report."""
     pool = pool or DevicePool([], echo=echo)
     plan, workdir, run = run_toolchain(recipe_path, target_id, runner, out=out, variants=variants, offline=offline,
-                                       pool=pool, cache=cache, echo=echo)
+                                       pool=pool, cache=cache, echo=echo, trust_remote_code=trust_remote_code)
     echo = _lines_of(echo, plan.recipe.name, plan.target.id)
     try:
         _device_stage(runner, plan, workdir, pool, run, cache, echo)
@@ -79,12 +79,12 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
 
 def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
                   offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
-                  echo: Echo = print) -> tuple[Plan, Path, dict]:
+                  echo: Echo = print, trust_remote_code: bool = False) -> tuple[Plan, Path, dict]:
     """Everything up to the device stage, in a clean `out/<recipe>/<target>/`; `work/run.json` keeps the run."""
     pool = pool or DevicePool([], echo=echo)
     recipe = catalog.load_recipe(recipe_path, target_id)
     target = catalog.load_target(target_id)
-    make_plan(recipe, target, variants=variants)  # fail on bad input before fetching anything
+    make_plan(recipe, target, variants=variants, trust_remote_code=trust_remote_code)  # bad input: before fetching
     echo = _lines_of(echo, recipe.name, target.id)
     workdir = out / recipe.name / target.id
     remove(workdir)  # a run never trusts a previous run's files
@@ -97,8 +97,10 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
     run["sources"], run["warnings"] = fetched.fetched, list(fetched.warnings)
     run["timings"]["fetch_s"] = round(time.perf_counter() - t0, 2)
 
-    quantized = source_precision.inspect(workdir / source_path(fetched.source), fetched.source.resolved_format)
-    plan = make_plan(recipe, target, variants=variants, source=fetched.source, quantized=quantized)
+    quantized = source_precision.inspect(workdir / source_path(fetched.source), fetched.source.resolved_format,
+                                         shown=f"{recipe_path}: source {fetched.source.file or fetched.source.name}")
+    plan = make_plan(recipe, target, variants=variants, source=fetched.source, quantized=quantized,
+                     trust_remote_code=trust_remote_code)
     run["warnings"] += plan.notes
     atomic_write_bytes(workdir / PLAN, json.dumps(plan.to_json(), indent=1).encode())
     with pool.toolchain():

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from builder.errors import ConfigError
+
 _ONNX_DYNAMIC = {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
 _ONNX_STATIC = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                 "QGemm", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid"}
@@ -62,7 +64,16 @@ def _tflite(path: Path) -> SourcePrecision | None:
 _READERS = {"onnx": _onnx, "openvino": _openvino, "tflite": _tflite}
 
 
-def inspect(path: Path, fmt: str) -> SourcePrecision | None:
-    """The source's quantization, or None for a float source (or a format not read here)."""
+def inspect(path: Path, fmt: str, shown: str | None = None) -> SourcePrecision | None:
+    """The source's quantization, or None for a float source (or a format not read here). A file that is not a
+    model of its format is bad input, named as `shown` (the recipe and its field; default: `path`)."""
     reader = _READERS.get(fmt)
-    return reader(Path(path)) if reader and Path(path).is_file() else None
+    if not reader or not Path(path).is_file():
+        return None
+    try:
+        return reader(Path(path))
+    except Exception as exc:  # a parser of bytes from anywhere: garbage fails in its own way (IndexError, DecodeError...)
+        detail = str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{shown or path}: not a valid {fmt} model ({detail})",
+                          hint="check that the file is whole (not cut off or an error page) and that source.format "
+                               "is right") from exc

@@ -34,7 +34,7 @@ from pathlib import Path
 from builder.inputs import cache_dir
 from builder.records import StepRecord, as_json
 from builder.steps.base import StepCall
-from builder.util import atomic_write_bytes, create_beside, remove, sha256_file
+from builder.util import atomic_write_bytes, create_beside, is_within, remove, sha256_file
 from builder.workdir import LOGS
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,12 @@ class StepCache:
 
     # --- writing -----------------------------------------------------------------------------
     def store(self, key: str, parts: dict, scope: str, workdir: Path, call: StepCall, record: dict) -> None:
-        """Keep a finished step's outputs, log and record; blobs first, the entry last."""
+        """Keep a finished step's outputs, log and record; blobs first, the entry last. Never what a link
+        leads to outside the work dir: a step's output is read only where it really is."""
+        paths = [workdir / rel for rel in call.outputs.values()] + [workdir / LOGS / f"{call.id}.log"]
+        if escaping := [f for p in paths for f in (p, *(p.rglob("*") if p.is_dir() else ())) if not is_within(workdir, f)]:
+            self.warn(f"step cache: {call.id} not kept: {escaping[0].relative_to(workdir)} leads out of the work dir")
+            return
         files = {name: self._store_output(workdir / rel) for name, rel in call.outputs.items()}
         log_file = workdir / LOGS / f"{call.id}.log"
         entry = {"format": FORMAT, "key": key, "created": time.time(), "parts": parts, "files": files,

@@ -92,3 +92,15 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def tree_files(path: Path) -> list[Path]:
     """A file, or every file under a directory, sorted."""
     return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def is_within(root: Path, path: Path) -> bool:
+    """Whether `path`, every link on the way followed, is `root` or lies below it."""
+    real, top = path.resolve(), root.resolve()
+    return real == top or top in real.parents
+
+
+def links_outside(root: Path) -> list[Path]:
+    """The symlinks under `root` that lead out of it once resolved (a chain of links that each look
+    harmless on their own included), dangling ones too: nothing below `root` may read through them."""
+    return sorted(p for p in root.rglob("*") if p.is_symlink() and not is_within(root, p))

@@ -37,13 +37,13 @@ def compare(manifest_a: dict, manifest_b: dict) -> dict[str, dict]:
 
 
 def verify(recipe_path: Path, target_id: str, runner: Runner, out: Path, variants: list[str] | None = None,
-           echo: Echo = print) -> dict:
+           echo: Echo = print, trust_remote_code: bool = False) -> dict:
     """Run twice into `out`/a and `out`/b; return the comparison of every artifact."""
     workdirs = []
     for run in ("a", "b"):
         echo(f"verify: clean run {run} of {recipe_path} on {target_id}")
         workdirs.append(run_recipe(Path(recipe_path), target_id, runner, out=Path(out) / run, variants=variants,
-                                   echo=echo).workdir)
+                                   echo=echo, trust_remote_code=trust_remote_code).workdir)
     manifests = [json.loads((w / MANIFEST).read_text()) for w in workdirs]
     artifacts = compare(*manifests)
     for path, entry in artifacts.items():

@@ -6,6 +6,7 @@ import gc
 import os
 import subprocess
 import sys
+import sysconfig
 import threading
 import urllib.error
 import urllib.parse
@@ -14,6 +15,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+# --- what recipes the tests write may read ------------------------------------
+# A recipe reads only files below its own folder (builder/config/paths.py). Recipes that tests write into
+# tmp_path read real models and photos from installed packages (scikit-image's photos, mediapipe's models
+# kept in pytest's cache), as a user allows their own data folders: with EDGE_BUILDER_ALLOW_PATHS.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_data_is_allowed(request):
+    roots = {sysconfig.get_paths()[name] for name in ("purelib", "platlib")} | {str(request.config.rootpath / ".pytest_cache")}
+    given = [p for p in os.environ.get("EDGE_BUILDER_ALLOW_PATHS", "").split(os.pathsep) if p]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("EDGE_BUILDER_ALLOW_PATHS", os.pathsep.join([*given, *sorted(roots)]))
+        yield
+
 
 # --- Docker ------------------------------------------------------------------
 # Docker tests (marked `docker`) need a real engine: skipped without one, except

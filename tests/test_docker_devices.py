@@ -35,6 +35,12 @@ def builder(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
                           env={**os.environ, "COLUMNS": "300"})
 
 
+def hears_ctrl_c() -> None:
+    """In the child before it runs: SIGINT as a terminal would deliver it. A shell that started the tests in
+    the background (`nohup bash .ci/run &`) hands its children SIGINT ignored, and Python keeps that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tiny_copy(folder: Path, name: str) -> Path:
     """A second recipe for a matrix: the tiny model under another name."""
     path = folder / f"{name}.yaml"
@@ -173,7 +179,7 @@ def test_ctrl_c_in_a_matrix_leaves_no_container_on_any_engine(device_urls, docke
     args = command("run", str(TINY), str(second), "-t", "rpi", "--device", device_urls[1], "--variant", "fp32",
                    "-j", "2", "--out", str(tmp_path / "out"))
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "300"})
+                            env={**os.environ, "COLUMNS": "300"}, preexec_fn=hears_ctrl_c)
     seen: list[str] = []
     in_device_stage = False
     for line in proc.stdout:  # interrupt once a device-stage container is running

@@ -60,3 +60,40 @@ def test_nothing_lands_outside_the_work_dir(tmp_path):
     with pytest.raises(EngineError, match="points outside"):
         take_work_dir(chunks(archive({"../escape.txt": b"no"})), dest)
     assert not (tmp_path / "escape.txt").exists()
+
+
+def links(entries: dict[str, str], files: dict[str, bytes] | None = None) -> bytes:
+    """A `get_archive` stream of symlinks (name -> link text) and files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, target in entries.items():
+            info = tarfile.TarInfo(f"work/{name}")
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+        for name, data in (files or {}).items():
+            info = tarfile.TarInfo(f"work/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_chain_of_links_that_each_look_inside_is_refused(tmp_path):
+    """a/b/up -> ../.. is the work dir itself, a/b/out -> up/.. reads lexically as a/b: together, its parent."""
+    dest = tmp_path / "run"
+    dest.mkdir()
+    (tmp_path / "secret.txt").write_text("host file")
+    with pytest.raises(EngineError, match="a/b/out"):
+        take_work_dir(chunks(links({"a/b/up": "../..", "a/b/out": "up/.."}, {"model.tflite": b"m"})), dest)
+    assert list(dest.iterdir()) == []  # refused before anything moved
+    assert [p.name for p in tmp_path.iterdir()] == ["run", "secret.txt"]
+
+
+def test_a_link_that_leads_out_through_one_an_earlier_copy_brought_is_removed(tmp_path):
+    dest = tmp_path / "run"
+    dest.mkdir()
+    take_work_dir(chunks(links({"a/b/up": "../.."})), dest)  # alone, it stays inside
+    assert (dest / "a" / "b" / "up").resolve() == dest.resolve()
+    with pytest.raises(EngineError, match="a/b/out"):
+        take_work_dir(chunks(links({"a/b/out": "up/.."})), dest)
+    assert not (dest / "a" / "b" / "out").is_symlink()
+    assert (dest / "a" / "b" / "up").is_symlink()

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from builder import catalog
 from builder.cli import cli
 from builder.config.loader import MAX_FILE_BYTES
+from builder.config.paths import ALLOW_ENV
 from builder.errors import FetchError
 from builder.fetch import Fetcher
 from test_config import GOOD  # the smallest valid recipe
@@ -269,7 +270,8 @@ def test_jobs_must_be_positive(tmp_path, jobs):
     ("  file: model.onnx\n  format: saved_model", "is a regular file; format saved_model needs a directory"),
     ("  file: model.xml", "its weights model.bin are not beside it"),
 ])
-def test_special_files_and_wrong_kinds_for_the_source(tmp_path, source, expected):
+def test_special_files_and_wrong_kinds_for_the_source(tmp_path, monkeypatch, source, expected):
+    monkeypatch.setenv(ALLOW_ENV, "/dev")  # the kind is checked once a path is within reach
     os.mkfifo(tmp_path / "pipe.onnx")
     (tmp_path / "folder.onnx").mkdir()
     (tmp_path / "model.onnx").write_bytes(b"onnx")
@@ -289,7 +291,8 @@ def test_a_saved_model_folder_is_a_source(tmp_path):
     ("{files: [{file: photos}]}", "calibration.files[0].file"),
     ("{files: [{file: /dev/null}]}", "character device"),
 ])
-def test_wrong_path_kinds_for_data(tmp_path, dataset, expected):
+def test_wrong_path_kinds_for_data(tmp_path, monkeypatch, dataset, expected):
+    monkeypatch.setenv(ALLOW_ENV, "/dev")
     (tmp_path / "photos").mkdir()
     (tmp_path / "photo.png").write_bytes(b"png")
     plan_and_validate(write(tmp_path, GOOD.replace("{synthetic: 4}", dataset)), expected)
@@ -320,6 +323,158 @@ def test_traversal_in_pip_members_is_refused(tmp_path, member):
 def test_bad_pip_names_are_refused_at_load_time(tmp_path):
     text = with_source("  pip: {package: 'six; rm -rf /', version: 1.16.0, member: six.py}\n  format: onnx")
     plan_and_validate(write(tmp_path, text), "source.pip.package")
+
+
+# --- files outside the recipe's folder ---------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A recipe folder (tmp_path/recipe) and, beside it, a folder of files it must not reach."""
+    folder = tmp_path / "secrets"
+    (folder / "photos").mkdir(parents=True)
+    for name in ("model.onnx", "id_rsa", "photo.png", "samples.npy", "labels.txt", "photos/a.png"):
+        (folder / name).write_bytes(b"secret")
+    (tmp_path / "recipe").mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("old,new,field", [
+    (KERAS, "  file: ../secrets/model.onnx", "source.file"),
+    (KERAS, "  file: ../secrets/id_rsa\n  format: onnx", "source.file"),
+    (KERAS, "  download: {urls: ['file://{secrets}/id_rsa'], filename: m.onnx}", "source.download.urls"),
+    (KERAS, "  download: {urls: ['{secrets}/id_rsa'], filename: m.onnx}", "source.download.urls"),
+    ("{synthetic: 4}", "{files: [{file: ../secrets/photo.png}]}", "calibration.files[0].file"),
+    ("{synthetic: 4}", "{files: [{file: '{secrets}/photo.png'}]}", "calibration.files[0].file"),
+    ("{synthetic: 4}", "{npy: ../secrets/samples.npy}", "calibration.npy"),
+    ("{synthetic: 4}", "{folder: ../secrets/photos}", "calibration.folder"),
+    ("{synthetic: 4}", "{folder: ., labels: ../secrets/labels.txt}", "calibration.labels"),
+    ("calibration: {synthetic: 4}", "labels: {file: ../secrets/labels.txt}", "labels.file"),
+    (KERAS, "  keras: {application: MobileNetV2, weights: {file: ../secrets/id_rsa}}", "source.keras.weights.file"),
+], ids=["file", "file-as-onnx", "file-url", "mirror-path", "data-file", "data-absolute", "npy", "folder", "labels",
+        "class-names", "keras-weights"])
+def test_a_recipe_reads_no_file_outside_its_folder(outside, old, new, field):
+    path = write(outside.parent / "recipe", GOOD.replace(old, new.replace("{secrets}", str(outside))))
+    plan_and_validate(path, field, "is outside the recipe's folder", "EDGE_BUILDER_ALLOW_PATHS")
+
+
+def test_a_link_in_the_recipe_folder_to_a_file_outside_is_refused(outside):
+    folder = outside.parent / "recipe"
+    (folder / "model.onnx").symlink_to(outside / "model.onnx")
+    plan_and_validate(write(folder, with_source("  file: model.onnx")), "source.file", "is outside the recipe's folder")
+
+
+def test_the_user_allows_other_folders(outside, monkeypatch):
+    path = write(outside.parent / "recipe", GOOD.replace("{synthetic: 4}", f"{{files: [{{file: {outside}/photo.png}}]}}"))
+    monkeypatch.setenv(ALLOW_ENV, f"/nonexistent{os.pathsep}{outside}")
+    assert invoke("validate", path).exit_code == 0
+
+
+def test_a_link_in_a_data_folder_to_a_file_outside_is_refused_before_anything_runs(outside, tmp_path):
+    folder = outside.parent / "recipe"
+    (folder / "photos").mkdir()
+    (folder / "photos" / "leak.png").symlink_to(outside / "photo.png")
+    path = write(folder, GOOD.replace("{synthetic: 4}", "{folder: photos}"))
+    result = invoke("run", path, "-t", "x86-tflite", "--runner", "local", "--out", tmp_path / "out")
+    refused(result, "photos/leak.png: a link in", "to a file outside it", "EDGE_BUILDER_ALLOW_PATHS")
+    assert not list((tmp_path / "out").rglob("*leak.png"))
+
+
+# --- models that are not what their name says ----------------------------------------------
+
+
+def tiny_tflite() -> bytes:
+    """A real .tflite flatbuffer (one ADD of int8 weights), written with LiteRT's own schema bindings."""
+    import flatbuffers
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, code = schema.ModelT(), schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.ADD
+    weights = schema.BufferT()
+    weights.data = np.arange(16, dtype=np.int8).view(np.uint8)
+    tensors = []
+    for name, buffer in (("x", 1), ("w", 2), ("y", 1)):
+        tensor = schema.TensorT()
+        tensor.name, tensor.shape, tensor.type, tensor.buffer = name, [1, 16], schema.TensorType.INT8, buffer
+        tensors.append(tensor)
+    op, graph = schema.OperatorT(), schema.SubGraphT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1], [2]
+    graph.tensors, graph.operators, graph.inputs, graph.outputs = tensors, [op], [0], [2]
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [schema.BufferT(), schema.BufferT(), weights]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def tiny_onnx() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 96, 96, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 96, 96, 3])])
+    return helper.make_model(graph).SerializeToString()
+
+
+BAD_MODELS = {  # name -> what is in it
+    "cut.tflite": lambda: tiny_tflite()[:200],
+    "empty.tflite": lambda: b"",
+    "page.tflite": lambda: b"<html><body>404 Not Found</body></html>",
+    "cut.onnx": lambda: tiny_onnx()[:40],
+    "page.onnx": lambda: b"<html><body>404 Not Found</body></html>",
+    "cut.xml": lambda: b"<?xml version='1.0'?><net name='m'><layers><layer id='0' type='Parameter'",
+}
+
+
+def write_bad_models(folder: Path) -> None:
+    for name, data in BAD_MODELS.items():
+        (folder / name).write_bytes(data())
+    (folder / "cut.bin").write_bytes(b"")  # the IR's weights, beside it
+
+
+def test_the_good_models_are_read():
+    from builder import source_precision
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "m.tflite").write_bytes(tiny_tflite())
+        (Path(folder) / "m.onnx").write_bytes(tiny_onnx())
+        assert source_precision.inspect(Path(folder) / "m.tflite", "tflite").precision == "int8"
+        assert source_precision.inspect(Path(folder) / "m.onnx", "onnx") is None
+
+
+@pytest.mark.parametrize("name", BAD_MODELS)
+def test_a_source_file_that_is_no_model_of_its_format_is_refused(tmp_path, name):
+    write_bad_models(tmp_path)
+    fmt = {"tflite": "tflite", "onnx": "onnx", "xml": "openvino"}[name.rsplit(".", 1)[1]]
+    refused(invoke("plan", write(tmp_path, with_source(f"  file: {name}")), "-t", "x86-tflite"),
+            f"recipe.yaml: source.file {tmp_path / name}: not a valid {fmt} model", "check that the file is whole")
+
+
+def test_a_run_refuses_a_cut_off_model_before_any_step(tmp_path):
+    write_bad_models(tmp_path)
+    result = invoke("run", write(tmp_path, with_source("  file: cut.tflite")), "-t", "x86-tflite", "--runner", "local",
+                    "--out", tmp_path / "out")
+    refused(result, f"recipe.yaml: source {tmp_path / 'cut.tflite'}: not a valid tflite model")
+    assert not list((tmp_path / "out").rglob("logs/*.log"))
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("name: tiny", "name: " + "a" * 100_000, "name"),
+    ("name: tiny", "name: " + "a" * 65, "name"),
+    ("[fp32, int8]", "{fp32: {}, " + "b" * 300 + ": {precision: int8}}", "variants"),
+    (KERAS, "  download: {urls: [https://example.com/m.onnx], filename: " + "m" * 300 + ".onnx}", "source.download"),
+    (KERAS, "  download: {urls: [https://example.com/" + "m" * 300 + ".onnx]}", "source.download"),
+    (KERAS, "  pip: {package: six, version: 1.16.0, member: six/" + "m" * 300 + ".onnx}", "source.pip.member"),
+], ids=["name-100k", "name-65", "variant", "filename", "url-name", "pip-member"])
+def test_names_fit_a_file_system(tmp_path, old, new, field):
+    out = in_a_process("plan", "--json", write(tmp_path, GOOD.replace(old, new)), "-t", "x86-tflite", "--out", tmp_path)
+    assert field in out and "recipe.yaml" in out and "File name too long" not in out
+    refused(invoke("validate", tmp_path / "recipe.yaml"), field)
+
+
+def test_a_name_of_64_characters_is_fine(tmp_path):
+    assert invoke("validate", write(tmp_path, GOOD.replace("name: tiny", "name: " + "a" * 64))).exit_code == 0
 
 
 # --- the CLI -------------------------------------------------------------------------
@@ -416,11 +571,78 @@ def test_a_download_larger_than_the_cap(tmp_path, monkeypatch, announce):
     assert not list((tmp_path / "cache" / "partial").glob("*.part"))  # nothing kept to resume
 
 
+# --- bundles and copies -------------------------------------------------------------
+
+TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
+
+
+def bundle_folder(folder: Path, info: dict | None = None, plan_changes: dict | None = None) -> Path:
+    """A bundle of the tiny recipe on rpi whose device stage has run, as `collect` reads it, altered as asked."""
+    import json
+
+    from builder.plan import make_plan
+    from builder.workdir import PLAN, RECORDS
+
+    plan = make_plan(catalog.load_recipe(TINY, "rpi"), catalog.load_target("rpi"), variants=["fp32"]).to_json()
+    plan["recipe"] |= plan_changes or {}
+    (folder / "run" / RECORDS).mkdir(parents=True)
+    (folder / "run" / PLAN).write_text(json.dumps(plan))
+    for step in plan["steps"]:
+        (folder / "run" / RECORDS / f"{step['id']}.json").write_text("{}")
+    (folder / "bundle.json").write_text(json.dumps(info or {"recipe": "tiny-mobilenet", "target": "rpi"}))
+    return folder
+
+
+def victim(tmp_path: Path) -> Path:
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    return folder
+
+
+@pytest.mark.parametrize("info", [{"recipe": "..", "target": "victim"}, {"recipe": "../..", "target": "victim"}],
+                         ids=["dot-dot", "up-two"])
+def test_a_bundle_cannot_make_collect_replace_a_folder_outside_out(tmp_path, info):
+    out = tmp_path / "out" / ("deeper" if info["recipe"] == "../.." else "")
+    kept = victim(tmp_path)
+    refused(invoke("collect", bundle_folder(tmp_path / "bundle", info), "--out", out),
+            f"bundle.json names ('{info['recipe']}', 'victim')", "the bundle was altered")
+    assert (kept / "precious.txt").read_text() == "keep me"
+
+
+def test_a_bundle_whose_plan_names_a_path_is_refused(tmp_path):
+    kept = victim(tmp_path)
+    folder = bundle_folder(tmp_path / "bundle", {"recipe": "..", "target": "victim"}, {"name": ".."})
+    refused(invoke("collect", folder, "--out", tmp_path / "out"), "not a bundle this version can read", "name")
+    assert (kept / "precious.txt").read_text() == "keep me"
+
+
+def test_a_bundle_with_a_link_out_is_refused(tmp_path):
+    (tmp_path / "secret.txt").write_text("host file")
+    folder = bundle_folder(tmp_path / "bundle")
+    (folder / "run" / "a" / "b").mkdir(parents=True)
+    (folder / "run" / "a" / "b" / "up").symlink_to("../..")
+    (folder / "run" / "a" / "b" / "out").symlink_to("up/../../secret.txt")
+    refused(invoke("collect", folder, "--out", tmp_path / "out"), "run/a/b/out links outside the bundle")
+    assert not (tmp_path / "out" / "tiny-mobilenet").exists()
+
+
+def test_collect_refuses_an_archive_where_tarfile_has_no_data_filter(tmp_path, monkeypatch):
+    import tarfile
+
+    folder = bundle_folder(tmp_path / "bundle")
+    archive = tmp_path / "results.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="bundle")
+    monkeypatch.delattr(tarfile, "data_filter")  # as on Python 3.11.3 and older
+    refused(invoke("collect", archive, "--out", tmp_path / "out"), "needs Python 3.11.4 or later", "filter='data'")
+
+
 # --- generated malformed recipes -----------------------------------------------------
 
 SPECIAL_PATHS = ["/dev/zero", "/dev/null", "/", "../../../../etc/passwd", "/etc/passwd", "FIFO", "DIR",
                  "missing.onnx", "a/../../b.onnx", "..", "", "C:\\m.onnx", "%2e%2e", "x\\..\\y"]
-SPECIAL_VALUES = [None, True, 0, -1, 2**63, 10**40, 1e308, "", " ", "é", "\u202e", "x" * 5000,
+SPECIAL_VALUES = [None, True, 0, -1, 2**63, 10**40, 1e308, "", " ", "é", "\u202e", "x" * 5000, "x" * 100_000,
                   [], {}, [{}], [[1, 2]], {"a": 1}, {1: "x"}, [None]]
 RAW = ["&a [x, *a]", "*undefined", "!!int x", "!!python/object:os.system x", "!!binary '%'", "!!timestamp x",
        ".nan", "-.inf", "0x7fffffffffffffffffff", "1e999", "[" * 40 + "]" * 40, "{" * 40 + "}" * 40,
@@ -455,8 +677,12 @@ def malformed_recipes(draw) -> bytes:
     raw: dict[str, str] = {}
     for _ in range(draw(st.integers(1, 3))):
         where, _value = draw(st.sampled_from(list(_paths(data))[1:]))
-        kind = draw(st.sampled_from(["drop", "value", "path", "number", "raw", "bomb"]))
-        if kind == "drop":
+        kind = draw(st.sampled_from(["drop", "value", "path", "number", "raw", "bomb", "model"]))
+        if kind == "model":  # a local source: a file that is no model of its format, or a special path
+            data["source"] = {"file": draw(st.sampled_from([*BAD_MODELS, *SPECIAL_PATHS]))}
+            if draw(st.booleans()):
+                data["source"]["format"] = draw(st.sampled_from(["tflite", "onnx", "openvino", "saved_model"]))
+        elif kind == "drop":
             parent = data
             for key in where[:-1]:
                 parent = parent[key]
@@ -490,6 +716,7 @@ def recipe_folder():
     with tempfile.TemporaryDirectory() as folder:
         os.mkfifo(Path(folder) / "FIFO")
         (Path(folder) / "DIR").mkdir()
+        write_bad_models(Path(folder))
         assert invoke("plan", catalog.recipe_paths()[0], "-t", "x86-tflite").exit_code == 0  # imports, once
         yield Path(folder)
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from builder.catalog import load_recipe
 from builder.cli import cli
+from builder.errors import ConfigError
 from builder.importer import input_spec
 from builder.matrix import write_verification
 from builder.records import VariantResult
@@ -135,11 +136,15 @@ def test_a_model_no_mirror_serves_gets_a_default_input_spec_that_says_so(tmp_pat
     assert recipe.input.shape == [1, 224, 224, 3] and recipe.calibration.synthetic
 
 
-def test_a_calibration_folder_replaces_the_synthetic_samples(tmp_path, mirror):
+def test_a_calibration_folder_replaces_the_synthetic_samples(tmp_path, mirror, monkeypatch):
     (tmp_path / "photos").mkdir()
     result = _import(tmp_path, f"detection\tgone\tgone.tflite\t\t{mirror.url('/gone.tflite')}\n",
                      "--calibration", str(tmp_path / "photos"))
     assert result.exit_code == 0, result.output
+    assert f"run them with EDGE_BUILDER_ALLOW_PATHS={(tmp_path / 'photos').resolve()}" in result.output
+    with pytest.raises(ConfigError, match="is outside the recipe's folder"):  # until the user allows it
+        load_recipe(tmp_path / "imported" / "gone.yaml")
+    monkeypatch.setenv("EDGE_BUILDER_ALLOW_PATHS", str(tmp_path / "photos"))
     recipe = load_recipe(tmp_path / "imported" / "gone.yaml")
     assert recipe.calibration.folder == (tmp_path / "photos").resolve() and recipe.calibration.synthetic is None
 

@@ -258,3 +258,19 @@ def test_cache_command_shows_and_prunes(cold, tmp_path, monkeypatch):
     pruned = CliRunner().invoke(cli, ["cache", "prune", "--older-than", "0"])
     assert pruned.exit_code == 0 and "dropped" in pruned.output
     assert json.loads(CliRunner().invoke(cli, ["cache", "--json"]).output) == []
+
+
+def test_an_output_that_links_out_of_the_work_dir_is_not_kept(tmp_path):
+    """A container's work dir may come back with a link to a host file: the cache does not read through it."""
+    (tmp_path / "secret.txt").write_text("host file")
+    workdir = tmp_path / "run"
+    (workdir / "work" / "out").mkdir(parents=True)
+    (workdir / "work" / "out" / "model.bin").write_bytes(b"model")
+    (workdir / "work" / "out" / "leak").symlink_to("../../../secret.txt")
+    call = StepCall(id="01-convert.x", kind="convert.x", stage="toolchain", outputs={"model": "work/out"})
+    warnings: list[str] = []
+    cache = StepCache(tmp_path / "cache", warn=warnings.append)
+    cache.store("k" * 64, {}, "scope", workdir, call, {"status": "ok", "outputs": {}})
+    assert cache.lookup("k" * 64) is None
+    assert warnings == ["step cache: 01-convert.x not kept: work/out/leak leads out of the work dir"]
+    assert not list((tmp_path / "cache").glob("blobs/*/*"))

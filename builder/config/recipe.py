@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -18,10 +19,11 @@ from builder.config.boxes import box_problem, read_boxes
 from builder.config.detection import Detection
 from builder.config.labels import read_labels
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
-from builder.config.paths import DIRECTORY, FILE, loading, local_path, member_path, plain_name
+from builder.config.paths import DIRECTORY, FILE, allowed, loading, local_path, member_path, plain_name, within_reach
 from builder.errors import ConfigError
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
+MAX_NAME = 64  # a recipe's or variant's name goes into file names (<recipe>_<variant>_vela.tflite, bundles)
 
 Dim = Annotated[int, Field(ge=1, le=1 << 16)]
 MAX_INPUT_ELEMENTS = 1 << 28  # one float32 input of 1 GiB
@@ -49,6 +51,19 @@ class Download(Strict):
     @classmethod
     def _member_inside(cls, member: str | None) -> str | None:
         return None if member is None else member_path(member)
+
+    @field_validator("urls")
+    @classmethod
+    def _local_mirrors_within_reach(cls, urls: list[str], info: ValidationInfo) -> list[str]:
+        """A mirror that is a local file is read like one: from the recipe's folder or an allowed one."""
+        if recipe := loading(info):
+            for url in urls:
+                parts = urlsplit(url)
+                if parts.scheme == "file":
+                    within_reach(Path(url2pathname(parts.path)), recipe, allowed(info))
+                elif not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive), as fetch reads it
+                    within_reach(Path(url), recipe, allowed(info))
+        return urls
 
     @model_validator(mode="after")
     def _name_plain(self):
@@ -465,7 +480,7 @@ class StepSpec(Strict):
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=NAME_RE)
+    name: str = Field(pattern=NAME_RE, max_length=MAX_NAME)
     description: str = ""
     task: Task = Field("generic", description=(
         "what the outputs mean: classification (top-k agreement, accuracy), detection (detection F1, box IoU), "
@@ -500,6 +515,9 @@ class Recipe(Strict):
         for name, variant in variants.items():
             if not re.match(NAME_RE, name):
                 raise ValueError(f"variant name {name!r} must be lowercase letters, digits, . _ -")
+            if len(name) > MAX_NAME:
+                raise ValueError(f"variant name {name[:20]!r}...: {len(name)} characters, more than {MAX_NAME} "
+                                 "(it goes into file names)")
             if variant.precision is None and name not in PRECISIONS:
                 raise ValueError(f"variant {name!r}: set `precision` (one of {', '.join(PRECISIONS)})")
         if not any((v.precision or name) == "fp32" for name, v in variants.items()):

@@ -88,7 +88,7 @@ def load_keras_file(path: Path) -> keras.Model:
     if path.suffix not in (".keras", ".h5"):
         raise ConfigError(f"{path}: not a .keras or .h5 file", hint="give a .keras/.h5 file or a SavedModel directory")
     try:
-        return keras.models.load_model(str(path), compile=False)
+        return keras.models.load_model(str(path), compile=False, safe_mode=True)  # no Lambda layer code runs
     except Exception as e:
         raise ConversionError(
             f"could not load Keras model {path}: {e}",

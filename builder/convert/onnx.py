@@ -8,7 +8,6 @@ exports plain CNNs into the classic Conv/Pad/Gemm graphs they expect.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from builder.causes import first_error, known_cause, strip_ansi
+from builder.code_trust import import_factory
 from builder.errors import ConfigError, ConversionError
 from builder.util import atomic_copy, atomic_write_bytes, create_beside
 
@@ -37,20 +37,6 @@ def _tmp_beside(out: Path, suffix: str = ".onnx") -> Path:
 def save_onnx(model, out: Path) -> None:
     """Write an ONNX ModelProto atomically (models under 2 GB, weights inline)."""
     atomic_write_bytes(out, model.SerializeToString())
-
-
-def _import_factory(factory: str):
-    module_name, _, attr = factory.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(
-            f"model factory {factory!r} is not of the form 'module.path:callable'",
-            hint="e.g. builder.models.efficientnet_lite:efficientnet_lite0",
-        )
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import model factory {factory!r}: {exc}",
-                          hint="check the module path and that its package is installed") from exc
 
 
 def load_state_dict(path: Path) -> dict:
@@ -72,7 +58,8 @@ def load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_torch_module(factory, state_dict, torchscript, exported_program, example):
+def load_torch_module(factory, state_dict, torchscript, exported_program, example, *, trusted: bool = False):
+    """The module to export or run; a factory is imported from installed packages only unless `trusted`."""
     import torch
 
     given = [s for s in (factory, torchscript, exported_program) if s is not None]
@@ -86,7 +73,7 @@ def load_torch_module(factory, state_dict, torchscript, exported_program, exampl
     if exported_program is not None:
         # Its module() refuses train()/eval(), which the TorchScript exporter calls: trace it first.
         return torch.jit.trace(torch.export.load(str(exported_program)).module(), (example,))
-    module = _import_factory(factory)()
+    module = import_factory(factory, trusted=trusted)()
     if state_dict is not None:
         result = module.load_state_dict(load_state_dict(state_dict), strict=False)
         if result.missing_keys or result.unexpected_keys:
@@ -110,13 +97,15 @@ def torch_to_onnx(
     input_names: list[str] = ["input"],  # noqa: B006 - never mutated
     output_names: list[str] = ["output"],  # noqa: B006
     dynamic_axes: dict | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Export a PyTorch model to ONNX with the TorchScript exporter, deterministically."""
     import torch
 
     torch.manual_seed(0)
     example = torch.randn(*input_shape)
-    module = load_torch_module(factory, state_dict, torchscript, exported_program, example)
+    module = load_torch_module(factory, state_dict, torchscript, exported_program, example,
+                               trusted=trust_remote_code)
     tmp = _tmp_beside(out)
     try:
         with torch.no_grad():
@@ -184,7 +173,8 @@ def tf_to_onnx(
         if source_format == "keras":
             import keras
 
-            keras.models.load_model(str(source), compile=False).export(str(work / "saved_model"), verbose=False)
+            keras.models.load_model(str(source), compile=False, safe_mode=True).export(  # no Lambda layer code runs
+                str(work / "saved_model"), verbose=False)
             source, source_format = work / "saved_model", "saved_model"
         flag = {"saved_model": "--saved-model", "tflite": "--tflite"}[source_format]
         tmp_out = work / "model.onnx"

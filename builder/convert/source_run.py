@@ -15,8 +15,9 @@ import numpy as np
 
 from builder.errors import ConfigError
 
-# (model path, the PyTorch factory or None, the example input's shape) -> a function of one batch
-Runner = Callable[[Path, str, str | None, list[int]], Callable[[np.ndarray], list[np.ndarray]]]
+# (model path, the PyTorch factory or None, the example input's shape, whether the user trusts the recipe's
+# code) -> a function of one batch
+Runner = Callable[[Path, str, str | None, list[int], bool], Callable[[np.ndarray], list[np.ndarray]]]
 _RUNNERS: dict[str, Runner] = {}
 
 
@@ -41,18 +42,19 @@ def saved_as(fmt: str) -> tuple[str, str] | None:
 
 
 def run_source(path: Path, fmt: str, samples: np.ndarray, *, factory: str | None = None,
-               input_shape: list[int] | None = None) -> Iterator[list[np.ndarray]]:
+               input_shape: list[int] | None = None, trusted: bool = False) -> Iterator[list[np.ndarray]]:
     """Each sample's outputs, sample by sample (a batch of one, as the artifacts are run). A PyTorch source
-    is built by `factory` (source.torch.factory) and traced with an input of `input_shape`."""
+    is built by `factory` (source.torch.factory, from an installed package unless `trusted`) and traced with
+    an input of `input_shape`."""
     if fmt not in _RUNNERS:
         raise ConfigError(f"no framework here runs a {fmt} source", hint=f"runnable: {', '.join(sorted(_RUNNERS))}")
-    call = _RUNNERS[fmt](path, fmt, factory, input_shape or [1, *samples.shape[1:]])
+    call = _RUNNERS[fmt](path, fmt, factory, input_shape or [1, *samples.shape[1:]], trusted)
     for sample in samples:
         yield [np.asarray(o, np.float32) for o in call(sample[None])]
 
 
 @runner("onnx", "tflite", "openvino")
-def _runtime(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
+def _runtime(path: Path, fmt: str, factory: str | None, input_shape: list[int], trusted: bool):
     from builder.runtimes import load
 
     session = load(path)
@@ -60,7 +62,7 @@ def _runtime(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
 
 
 @runner("saved_model")
-def _saved_model(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
+def _saved_model(path: Path, fmt: str, factory: str | None, input_shape: list[int], trusted: bool):
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -74,7 +76,7 @@ def _saved_model(path: Path, fmt: str, factory: str | None, input_shape: list[in
 
 
 @runner("pytorch_state_dict", "torchscript", "exported_program")
-def _torch(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
+def _torch(path: Path, fmt: str, factory: str | None, input_shape: list[int], trusted: bool):
     import torch
 
     from builder.convert.onnx import load_torch_module
@@ -82,7 +84,7 @@ def _torch(path: Path, fmt: str, factory: str | None, input_shape: list[int]):
     example = torch.zeros(input_shape)
     module = load_torch_module(factory, path if fmt == "pytorch_state_dict" else None,
                                path if fmt == "torchscript" else None, path if fmt == "exported_program" else None,
-                               example)
+                               example, trusted=trusted)
 
     def call(x: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():

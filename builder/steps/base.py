@@ -47,6 +47,7 @@ class PlanScope:
     variant: str | None  # the variant whose chain asks for the call
     format: str | None = None  # the call's input model: its format and tensor layout
     layout: str | None = None
+    trust_remote_code: bool = False  # the user runs the recipe's own code (--trust-remote-code)
 
     @property
     def variant_spec(self) -> Variant | None:

@@ -60,11 +60,14 @@ class TorchToOnnx(Step):
         format: Literal[TORCH_FORMATS] | None = Field(None, description="the source's format")  # type: ignore[valid-type]
         input_shape: list[int] | None = Field(None, description="the example input's shape: the recipe's input.shape")
         torch: TorchExport | None = Field(None, description="the source's export settings (source.torch)")
+        trust_remote_code: bool = Field(False, description="import the factory from outside installed packages "
+                                        "(--trust-remote-code)")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         return _input_shapes(scope) | {"format": scope.format, "input_shape": scope.recipe.input.shape,
-                                       "torch": scope.source.torch.model_dump(mode="json") if scope.source.torch else None}
+                                       "torch": scope.source.torch.model_dump(mode="json") if scope.source.torch else None,
+                                       "trust_remote_code": scope.trust_remote_code}
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         from builder.convert import onnx as onnx_convert
@@ -79,6 +82,7 @@ class TorchToOnnx(Step):
                 state_dict=model if fmt == "pytorch_state_dict" else None,
                 torchscript=model if fmt == "torchscript" else None,
                 exported_program=model if fmt == "exported_program" else None,
+                trust_remote_code=params.trust_remote_code,
                 **(torch_cfg.model_dump(include={"opset", "input_names", "output_names", "dynamic_axes"})
                    if torch_cfg else {}),
             )

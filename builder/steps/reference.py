@@ -25,13 +25,16 @@ class SourceOutputs(Step):
         format: str
         factory: str | None = Field(None, description="a PyTorch source's source.torch.factory")
         input_shape: list[int] | None = Field(None, description="a PyTorch source's example input: input.shape")
+        trust_remote_code: bool = Field(False, description="import the factory from outside installed packages "
+                                        "(--trust-remote-code)")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         if params.get("format") not in TORCH_FORMATS:
             return {}
         torch = scope.source.torch
-        return {"factory": torch.factory if torch else None, "input_shape": scope.recipe.input.shape}
+        return {"factory": torch.factory if torch else None, "input_shape": scope.recipe.input.shape,
+                "trust_remote_code": scope.trust_remote_code}
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:
@@ -42,7 +45,7 @@ class SourceOutputs(Step):
 
         samples = np.load(ctx.input("validation"))
         outputs = list(run_source(ctx.input("model"), params.format, samples, factory=params.factory,
-                                  input_shape=params.input_shape))
+                                  input_shape=params.input_shape, trusted=params.trust_remote_code))
         stacked = {f"output_{i}": np.stack([o[i] for o in outputs]) for i in range(len(outputs[0]))}
         buffer = io.BytesIO()
         np.savez(buffer, **stacked)
