@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import yaml
 
+from builder.config.paths import ALLOW_ENV
 from builder.matrix import run_matrix
 from builder.records import VariantResult
 from builder.report import fp32_baseline, gates_word, rate_with_interval
@@ -78,6 +80,7 @@ def main() -> None:
     if not (args.data / "labels.txt").is_file():
         parser.error(f"--data {args.data}: no labels.txt there (a folder of photos with the project's labels file)")
     targets = args.targets or ["x86-tflite", "openvino"]
+    os.environ[ALLOW_ENV] = os.pathsep.join(filter(None, [os.environ.get(ALLOW_ENV), str(args.data.resolve())]))
     path = recipe(args.quickstart, args.data, args.out)
     outcomes = run_matrix([path], targets, select_runner(args.runner, echo=print), out=args.out, echo=print)
     report, lines = {}, []
