@@ -41,6 +41,10 @@ class StepError(BuilderError):
     """A plan step failed."""
 
 
+class StageDied(StepError):
+    """A stage's process ended without a record of each step: it crashed, was killed or ran out of disk."""
+
+
 class GateError(BuilderError):
     """A variant missed an accuracy gate set in the recipe."""
 
