@@ -207,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     placement = Placement(device=args.device, engine=args.engine, emulated=args.emulated, on_target=not args.off_target)
     console = os.fdopen(os.dup(1), "w", buffering=1)  # stays the console while a step's fds go to its log
-    ran = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
-                    echo=lambda line: print(line, file=console, flush=True))
+    try:
+        ran = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
+                        echo=lambda line: print(line, file=console, flush=True))
+    except Exception as exc:  # the stage itself died, not a step: the host fails the steps left without a record
+        if args.verbose:
+            traceback.print_exc(file=console)
+        print(f"the stage died: {type(exc).__name__}: {exc}", file=console, flush=True)
+        return 1
     return 0 if all(r["status"] == "ok" for r in ran) else STEPS_FAILED
 
 
