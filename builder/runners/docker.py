@@ -143,7 +143,12 @@ class DockerRunner:
         try:
             return engine.watched(image_and_container, attempt=attempt)
         except EngineUnreachable:  # the device is down: a new connection when it is back, its containers removed
-            with self._lock:
-                self._engines.pop(device.name, None)
-                self._abandoned.setdefault(device.name, []).extend(attempt.containers)
+            self.abandon(device, attempt.containers)
             raise
+
+    def abandon(self, device: Device, containers: list[str]) -> None:
+        """`device` is down: its next job connects anew, and `containers` (of its given-up attempt) are
+        removed once it answers again (probe)."""
+        with self._lock:
+            self._engines.pop(device.name, None)
+            self._abandoned.setdefault(device.name, []).extend(containers)
