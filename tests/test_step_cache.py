@@ -153,6 +153,46 @@ def test_the_local_environment_key_covers_every_package_the_steps_import(package
         local.environment.cache_clear()
 
 
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_killed_docker_run_keeps_the_steps_its_container_finished(docker_engine, base_image, tmp_path):
+    """kill -9 of the whole run while its toolchain container works: each step it finished was copied out
+    of the running container into the step cache as it finished, and the next run takes it from there."""
+    import uuid
+
+    import docker
+
+    name = f"tiny-killed-{uuid.uuid4().hex[:8]}"  # its containers are told apart from everyone else's by it
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY.read_text().replace("name: tiny-mobilenet", f"name: {name}"))
+    env = {**os.environ, "COLUMNS": "300", "EDGE_BUILDER_STEP_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "builder.cli", "run", str(recipe), "-t", TARGET, "--runner", "docker",
+            "--variant", "fp32", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    finished: list[str] = []
+    try:
+        for line in proc.stdout:
+            if line.strip().startswith("< ") and " ok (" in line:
+                finished.append(line.split()[1])
+                if len(finished) == 2:
+                    break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        sdk = docker.DockerClient(base_url=docker_engine.url)
+        for container in sdk.containers.list(all=True, filters={"label": f"dev.edge-builder.recipe={name}"}):
+            container.remove(force=True)  # what a killed run cannot remove itself
+    assert len(finished) == 2
+    kept = {entry["record"]["id"] for path in (tmp_path / "cache" / "entries").glob("*/*.json")
+            if (entry := json.loads(path.read_text()))}
+    assert set(finished) <= kept
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1500)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr
+    for step in finished:
+        assert f"cached: {step}" in rerun.stdout
+
+
 def test_remeasure_reruns_the_measurements_and_no_cache_everything(cold, tmp_path):
     _, records, _ = _rerun(cold, tmp_path / "a", remeasure=True)
     assert {records[r]["kind"] for r in _ran(records)} == {"benchmark", "validate"}

@@ -105,7 +105,7 @@ class DockerRunner:
             step = finished_step(line)
             if not (on_step and step in calls and attempt.containers):
                 return
-            with tempfile.TemporaryDirectory(prefix=".step-", dir=workdir.parent) as tmp:
+            with tempfile.TemporaryDirectory(prefix=".step-", dir=workdir) as tmp:  # goes with a killed run
                 try:
                     engine.copy_paths(attempt.containers[-1], "/work", step_files(calls[step]), Path(tmp))
                 except EngineError as exc:
