@@ -64,7 +64,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def claim(final: Path, *, keep_partial_first_run: bool = True) -> Iterator[RunDir]:
+def claim(final: Path) -> Iterator[RunDir]:
     """Lock `final` for this run and give it a fresh staging folder beside it.
 
     The caller commits the folder at the end. On a BuilderError before that, a first run (no
@@ -79,7 +79,7 @@ def claim(final: Path, *, keep_partial_first_run: bool = True) -> Iterator[RunDi
         try:
             yield folder
         except BuilderError:
-            if keep_partial_first_run and not final.exists() and not folder.committed:
+            if not final.exists() and not folder.committed:
                 folder.commit()
             raise
         finally:
