@@ -16,13 +16,16 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from builder import images, locks
 from builder.errors import ConfigError
+from builder.execute import STEPS_FAILED
 from builder.image_build import ImageBuilder
 from builder.plan import Plan, recipe_hash
 from builder.run import Echo, Outcome, finish
+from builder.run_dir import claim
 from builder.util import atomic_write_bytes, is_within, links_outside, remove
 from builder.workdir import PLAN, RECORDS, RUN
 
@@ -42,7 +45,7 @@ fi
 EMULATED=""
 [ "$(docker info --format '{{{{.Architecture}}}}')" = "{arch}" ] || EMULATED="--emulated --off-target"
 docker run --rm --network none {runtime}--user "$(id -u):$(id -g)" -v "$PWD/run:/work" "$TAG" \\
-    python -m builder.execute /work --stage device --device "$(hostname)" --engine local $EMULATED || [ $? -eq 1 ]
+    python -m builder.execute /work --stage device --device "$(hostname)" --engine local $EMULATED || [ $? -eq {steps_failed} ]
 tar -czf results.tar.gz {info} run
 echo "device stage done: bring results.tar.gz back and run: builder collect results.tar.gz"
 """
@@ -56,7 +59,7 @@ def write_bundle(plan: Plan, workdir: Path, archive: Path, images_: ImageBuilder
             "recipe_sha256": json.loads((workdir / RUN).read_text())["recipe_sha256"]}
     native = locks.ARCHES[image.platform.split("/")[1]]  # what `docker info` says on a native engine
     script = RUN_SH.format(recipe=plan.recipe.name, target=target.id, tag=image.tag, arch=native,
-                           runtime=_docker_run_options(target), info=BUNDLE_INFO)
+                           runtime=_docker_run_options(target), info=BUNDLE_INFO, steps_failed=STEPS_FAILED)
     device_records = {f"{call.id}.json" for call in plan.stage_steps("device")}
     echo(f"bundling the device stage of {plan.recipe.name} / {target.id} into {archive}")
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -111,17 +114,16 @@ def collect(source: Path, out: Path, echo: Echo) -> Outcome:
         if not is_within(out, dest.parent):
             raise ConfigError(f"{source}: {out / plan.recipe.name} links outside {out}",
                               hint="collect into an --out folder whose recipe folders are not links")
-        staging = dest.with_name(f".{dest.name}.collect")
-        remove(staging)
-        shutil.copytree(run_dir, staging, symlinks=True)
-        remove(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(dest)
-    run = json.loads((dest / RUN).read_text())
-    run["collected_from"] = str(source)
-    atomic_write_bytes(dest / RUN, json.dumps(run, indent=1).encode())
-    echo(f"collected {plan.recipe.name} / {plan.target.id} from {source}")
-    return finish(plan, dest, run, echo)
+        with claim(dest) as claimed:
+            remove(claimed.staging)
+            shutil.copytree(run_dir, claimed.staging, symlinks=True)
+            run = json.loads((claimed.staging / RUN).read_text())
+            run["collected_from"] = str(source)
+            atomic_write_bytes(claimed.staging / RUN, json.dumps(run, indent=1).encode())
+            outcome = finish(plan, claimed.staging, run)
+            claimed.commit()
+    echo(f"collected {plan.recipe.name} / {plan.target.id} from {source}; report: {dest / 'report.md'}")
+    return replace(outcome, workdir=dest)
 
 
 def _bundled_plan(folder: Path, source: Path) -> Plan:

@@ -38,6 +38,9 @@ KNOWN_CAUSES: tuple[tuple[str, str, str], ...] = (
      r"|cudaErrorInsufficientDriver|Failed to dlopen libcuda", "gpu-unavailable",
      "the container does not reach the GPU: the NVIDIA runtime, NVIDIA_VISIBLE_DEVICES=all and the `video` group "
      "(`builder devices --check` tests a device)"),
+    (r"No space left on device|ENOSPC", "disk-full",
+     "free disk space where the stage ran (the engine's data root, or this host): `docker system prune`, "
+     "`builder cache prune`"),
     (r"Killed|MemoryError|out of memory", "out-of-memory", "give the engine more memory or reduce the batch"),
 )
 
@@ -136,7 +139,7 @@ def classify(record: StepOutcome | dict, *, source_format: str | None = None) ->
             record.hint or "an earlier step this one needs failed; see that step")
     text = "\n".join([record.error or ""] + record.log_tail)
     cause, hint = record.cause, record.hint
-    if cause in (None, "error", "crash", "conversion-failed"):
+    if cause in (None, "error", "crash", "conversion-failed", "stage-died"):
         for pattern, known, known_hint in KNOWN_CAUSES:
             if re.search(pattern, text):
                 cause, hint = known, hint or known_hint

@@ -115,6 +115,13 @@ def _cuda(root: Path) -> str | None:
         return found[1] if found else None
 
 
+def machine_identity(root: Path = Path("/")) -> dict:
+    """Which machine this is, known without running anything: its CPU, core count and machine id (what a
+    cached measurement must match to be reused here)."""
+    return {"cpu_model": _cpu_model(_cpuinfo(root)), "cores": os.cpu_count(),
+            "machine_id": (_read(root / "etc/machine-id") or os.uname().nodename).strip()}
+
+
 def machine_facts(root: Path = Path("/")) -> dict:
     """What the machine is: CPU, cores, memory, OS, board and, on a Jetson, its L4T, JetPack and power mode.
 

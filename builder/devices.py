@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,14 +126,22 @@ class HostLock:
 
 
 class DevicePool:
-    """Hands out a free, answering device of a target; the host when the target has none."""
+    """Hands out a free, answering device of a target; the host when the target has none.
 
-    def __init__(self, devices: list[Device], *, toolchain_jobs: int = 1, echo: Callable[[str], None] = print):
+    A device marked down is probed again (`probe(device) -> bool`, e.g. a new engine connection) once it
+    has been down `readmit_after` seconds, whenever a job waits for a device or finds none up; one that
+    answers is back in the pool.
+    """
+
+    def __init__(self, devices: list[Device], *, toolchain_jobs: int = 1, echo: Callable[[str], None] = print,
+                 probe: Callable[[Device], bool] | None = None, readmit_after: float = 30.0):
         self.devices = devices
         self.echo = echo
         self.host = HostLock()
         self._toolchain_slots = threading.Semaphore(toolchain_jobs)
         self.down: dict[str, str] = {}
+        self._down_since: dict[str, float] = {}
+        self.probe, self.readmit_after = probe, readmit_after
         self._busy = {d.name: 0 for d in devices}
         self._cond = threading.Condition()
 
@@ -152,17 +161,22 @@ class DevicePool:
             with self.host.exclusive():
                 yield HOST
             return
-        with self._cond:
-            self._cond.wait_for(lambda: self._free(target_id) is not None or not self._up(target_id))
-            chosen = self._free(target_id)
-            if chosen is None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._free(target_id) is not None or not self._up(target_id),
+                                    timeout=self.readmit_after if self.probe and self.down else None)
+                chosen = self._free(target_id)
+                if chosen is not None:
+                    self._busy[chosen.name] += 1
+                    break
+                none_up = not self._up(target_id)
+            if not self._readmit(target_id) and none_up:
                 raise DeviceError(
                     f"no device of target {target_id} answers: "
                     + "; ".join(f"{name}: {why}" for name, why in self.down.items()),
                     cause="device-unavailable",
                     hint="bring a device back (`builder devices` shows which answer), or add one to the fleet",
                 )
-            self._busy[chosen.name] += 1
         try:
             yield chosen
         finally:
@@ -173,8 +187,27 @@ class DevicePool:
     def mark_down(self, device: Device, why: str) -> None:
         with self._cond:
             self.down[device.name] = why
+            self._down_since[device.name] = time.monotonic()
             self._cond.notify_all()
         self.echo(f"device {device.name} is down: {why}")
+
+    def _readmit(self, target_id: str) -> bool:
+        """Probe the target's devices down long enough (outside the lock: a probe takes seconds); True if
+        one is back."""
+        if not self.probe:
+            return False
+        now = time.monotonic()
+        with self._cond:
+            due = [d for d in self.for_target(target_id)
+                   if d.name in self.down and now - self._down_since[d.name] >= self.readmit_after]
+        back = [d for d in due if self.probe(d)]
+        with self._cond:
+            for d in back:
+                self.down.pop(d.name, None)
+            self._cond.notify_all()
+        for d in back:
+            self.echo(f"device {d.name} answers again: back in the pool")
+        return bool(back)
 
     def _up(self, target_id: str) -> list[Device]:
         return [d for d in self.for_target(target_id) if d.name not in self.down]

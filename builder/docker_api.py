@@ -28,7 +28,7 @@ from docker.context import ContextAPI
 from docker.transport import sshconn
 from docker.utils import parse_repository_tag
 
-from builder.docker_tar import context_tar, dir_tar, numeric_owner, take_work_dir
+from builder.docker_tar import context_tar, dir_tar, numeric_owner, take_path, take_work_dir
 from builder.errors import BuildError, EngineError, EngineUnreachable, StepError
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,29 @@ def remove_all_containers() -> None:
         engine._remove(cid)
 
 
+class Attempt:
+    """One try at running work on an engine, and its fencing token: once the attempt is given up
+    (`revoke`), it starts no container and nothing it copies out lands in the run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.revoked = False
+        self.containers: list[str] = []
+        self.finished = threading.Event()  # its worker has returned (watched)
+
+    @contextlib.contextmanager
+    def landing(self) -> Iterator[None]:
+        """Held while the attempt's files are moved into the run; refused once it is revoked."""
+        with self._lock:
+            if self.revoked:
+                raise EngineUnreachable("a given-up attempt tried to write into the run: dropped")
+            yield
+
+    def revoke(self) -> None:
+        with self._lock:  # waits for a landing in progress: after this, none starts
+            self.revoked = True
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a container run ended with: its exit code and its last log lines."""
@@ -100,6 +123,7 @@ class Engine:
         self._tls = tls
         with self._errors("reading the engine version"):
             info = self._api.version()
+            self._info = self._api.info()
         self.version: str = info.get("Version", "?")
         self.arch: str = info.get("Arch", "?")
 
@@ -114,17 +138,36 @@ class Engine:
             tls = docker.tls.TLSConfig(client_cert=(client_cert, client_key), ca_cert=ca_cert, verify=True)
         url, context_tls = _engine_address(address)
         tls = tls or context_tls
-        try:
-            client = docker.DockerClient(
-                base_url=url, tls=tls, timeout=timeout, use_ssh_client=url.startswith("ssh://")
-            )
-            client.ping()
-        except _CONNECTION_ERRORS as exc:
+        outcome: dict = {}
+
+        def connect() -> None:  # over ssh docker-py applies no timeout: a frozen engine would block forever
+            try:
+                client = docker.DockerClient(
+                    base_url=url, tls=tls, timeout=timeout, use_ssh_client=url.startswith("ssh://")
+                )
+                client.ping()
+                outcome["engine"] = cls(client, url, tls)
+            except BaseException as exc:  # handed over to the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=connect, name=f"connect {display_url(url)}", daemon=True)
+        worker.start()
+        worker.join(3 * timeout)  # a ping, the version and the info
+        if worker.is_alive():
+            raise EngineUnreachable(f"Docker engine at {display_url(url)} did not answer within {3 * timeout:g} s",
+                                    hint=_UNREACHABLE_HINT)
+        error = outcome.get("error")
+        if isinstance(error, EngineError):
+            raise error
+        if isinstance(error, _CONNECTION_ERRORS):
             raise EngineUnreachable(
-                f"Docker engine not reachable at {display_url(url)}: {_short_reason(exc)}", hint=_UNREACHABLE_HINT
-            ) from exc
-        client.api.timeout = _CALL_TIMEOUT
-        return cls(client, url, tls)
+                f"Docker engine not reachable at {display_url(url)}: {_short_reason(error)}", hint=_UNREACHABLE_HINT
+            ) from error
+        if error is not None:
+            raise error
+        engine = outcome["engine"]
+        engine._api.timeout = _CALL_TIMEOUT
+        return engine
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -153,20 +196,27 @@ class Engine:
         threading.Thread(target=ping, name=f"ping {display_url(self.url)}", daemon=True).start()
         return answered.wait(seconds)
 
-    def watched(self, call: Callable[[], T], *, every: float = 20.0, misses: int = 2) -> T:
-        """`call()` (requests to this engine) while the engine is pinged on the side.
+    def watched(self, call: Callable[[Attempt], T], *, every: float = 20.0, misses: int = 2,
+                attempt: Attempt | None = None) -> T:
+        """`call(attempt)` (requests to this engine, with `attempt` given to its runs) while the engine
+        is pinged on the side.
 
         When `misses` pings in a row go unanswered, EngineUnreachable is raised instead of
-        waiting forever on a hung engine; the call's thread is left behind, blocked on a
-        connection that will not answer again.
+        waiting forever on a hung engine, and the attempt is given up: revoked (nothing it
+        copies out later lands, no new container starts) and its containers removed in the
+        background (at once, or when the engine answers again). Its thread may stay blocked
+        on the dead connection until then.
         """
+        attempt = attempt or Attempt()
         outcome: dict = {}
 
         def work() -> None:
             try:
-                outcome["value"] = call()
+                outcome["value"] = call(attempt)
             except BaseException as exc:  # handed over to the caller's thread as it is
                 outcome["error"] = exc
+            finally:
+                attempt.finished.set()
 
         worker = threading.Thread(target=work, name=f"on {display_url(self.url)}", daemon=True)
         worker.start()
@@ -177,11 +227,40 @@ class Engine:
                 break
             missed = 0 if self.answers(every) else missed + 1
             if missed >= misses:
+                self.give_up(attempt)
                 raise EngineUnreachable(f"the engine at {display_url(self.url)} stopped answering "
                                         f"({misses} pings of {every:g} s missed)", hint=_UNREACHABLE_HINT)
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
+
+    def machine(self) -> dict:
+        """Which machine the engine runs on, as known when it was connected: the engine's own id, host name,
+        cores, memory and kernel, and the CPU model where the engine is on this machine (a unix socket)."""
+        from builder.device_facts import machine_identity
+
+        info = self._info
+        known = {"engine_id": info.get("ID"), "host": info.get("Name"), "cores": info.get("NCPU"),
+                 "memory": info.get("MemTotal"), "kernel": info.get("KernelVersion")}
+        return known | ({"cpu_model": machine_identity()["cpu_model"]} if self.url.startswith("unix://") else {})
+
+    def give_up(self, attempt: Attempt) -> None:
+        """Revoke `attempt` and remove its containers, in the background (the engine may not answer)."""
+        attempt.revoke()
+        for cid in list(attempt.containers):
+            threading.Thread(target=self._remove, args=(cid,), name=f"remove {cid[:12]}", daemon=True).start()
+
+    def remove_container(self, cid: str) -> None:
+        """Kill and remove a container this process started (a given-up attempt's, once its engine is back)."""
+        self._remove(cid)
+
+    def copy_paths(self, cid: str, container_dir: str, rels: list[str], dest: Path) -> None:
+        """Copy files or folders `rels` (relative to `container_dir`) out of a container, running or not,
+        into the same places under `dest`."""
+        for rel in rels:
+            with self._errors(f"copying {rel} out of container {cid[:12]}"):
+                chunks, _ = self._api.get_archive(cid, f"{container_dir}/{rel}")
+                take_path(chunks, dest / rel)
 
     @property
     def platform(self) -> str:
@@ -323,6 +402,7 @@ class Engine:
         group_add: list[str] | None = None,
         labels: dict[str, str] | None = None,
         on_log: LogFn | None = None,
+        attempt: Attempt | None = None,
     ) -> RunResult:
         """Run `command` in a new container of `image`, with `workdir_in` copied to `container_dir`.
 
@@ -340,7 +420,7 @@ class Engine:
             image, [*_MERGED_OUTPUT, *command], working_dir=container_dir, environment=environment,
             user=user, platform=platform,
             host_config=self._api.create_host_config(network_mode=network, runtime=runtime, group_add=group_add),
-            labels=labels,
+            labels=labels, attempt=attempt,
         ) as cid:  # fmt: skip
             with self._errors(f"running {command[0]} in {image}"):
                 if workdir_in is not None:
@@ -354,7 +434,7 @@ class Engine:
                 exit_code = int(self._api.wait(cid)["StatusCode"])
                 if copy_out and workdir_in is not None:
                     chunks, _ = self._api.get_archive(cid, container_dir)
-                    take_work_dir(chunks, Path(workdir_in))
+                    take_work_dir(chunks, Path(workdir_in), attempt.landing if attempt else None)
         return RunResult(exit_code, list(tail))
 
     def exec_python(self, image: str, code: str, platform: str | None = None) -> str:
@@ -390,17 +470,24 @@ class Engine:
 
     @contextlib.contextmanager
     def _container(
-        self, image: str, command: list[str], labels: dict[str, str] | None = None, **kwargs: Any
+        self, image: str, command: list[str], labels: dict[str, str] | None = None,
+        attempt: Attempt | None = None, **kwargs: Any
     ) -> Iterator[str]:
         """Create a labelled container and remove it afterwards, whatever happens (Ctrl-C too)."""
         labels = {MANAGED_LABEL: "1", **(labels or {})}
         with _RUNNING_LOCK:  # creation under the lock: remove_all_containers sees every container
             if _CANCELLED.is_set():
                 raise EngineError("interrupted: no new containers are started")
+            if attempt and attempt.revoked:
+                raise EngineUnreachable("this attempt was given up: no new containers are started")
             with self._errors(f"creating a container from {image}"):
                 cid = self._api.create_container(image, command, labels=labels, **kwargs)["Id"]
             _RUNNING[cid] = self
+            if attempt:
+                attempt.containers.append(cid)
         try:
+            if attempt and attempt.revoked:  # given up while it was being created
+                raise EngineUnreachable("this attempt was given up: its container is removed")
             yield cid
         finally:
             self._remove(cid)

@@ -14,7 +14,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -68,24 +68,20 @@ def dir_tar(src: Path, container_dir: str, owner: tuple[int, int]) -> Iterator[I
         yield iter(lambda: tmp.read(1 << 20), b"")
 
 
-def take_work_dir(chunks: Iterable[bytes], dest: Path) -> None:
+def take_work_dir(chunks: Iterable[bytes], dest: Path,
+                  landing: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
     """Extract a container's work dir into a staging folder, then move it over `dest`.
 
     A connection lost halfway through the copy leaves `dest` as it was: nothing
-    half-copied is ever seen by the report or a later run.
+    half-copied is ever seen by the report or a later run. The moves happen inside
+    `landing()`, which refuses a copy whose attempt was given up (docker_api.Attempt).
     """
     staging = Path(tempfile.mkdtemp(prefix=".copy-out-", dir=dest.parent))
     try:
         _extract_dir(chunks, staging)
         _refuse_links_out(staging, dest)
-        for path in sorted(staging.rglob("*")):
-            target = dest / path.relative_to(staging)
-            if path.is_dir() and not path.is_symlink():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                os.replace(path, target)
+        with landing() if landing else contextlib.nullcontext():
+            _move_over(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _refuse_links_out(dest, dest, remove=True)  # a link that leads out through one an earlier copy brought
@@ -102,8 +98,25 @@ def _refuse_links_out(root: Path, dest: Path, remove: bool = False) -> None:
                           hint="a step must not leave links that lead out of its work dir")
 
 
-def _extract_dir(chunks: Iterable[bytes], dest: Path) -> None:
-    """Extract a `get_archive` stream into `dest`, dropping its top folder.
+def take_path(chunks: Iterable[bytes], dest: Path) -> None:
+    """Extract a `get_archive` stream of one file or folder to `dest` (a path that does not exist yet)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _extract_dir(chunks, dest.parent, keep_top=True)
+
+
+def _move_over(staging: Path, dest: Path) -> None:
+    for path in sorted(staging.rglob("*")):
+        target = dest / path.relative_to(staging)
+        if path.is_dir() and not path.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(path, target)
+
+
+def _extract_dir(chunks: Iterable[bytes], dest: Path, keep_top: bool = False) -> None:
+    """Extract a `get_archive` stream into `dest`, dropping its top folder unless `keep_top`.
 
     Written by hand rather than with tarfile.extractall: the files must belong to
     the invoking user, and nothing may land outside `dest` (no absolute paths,
@@ -116,7 +129,7 @@ def _extract_dir(chunks: Iterable[bytes], dest: Path) -> None:
         tmp.seek(0)
         with tarfile.open(fileobj=tmp, mode="r") as tar:
             for member in tar:
-                target = _inside(root, member.name)
+                target = _inside(root, member.name, keep_top)
                 if target is None:
                     continue
                 if member.isdir():
@@ -131,7 +144,7 @@ def _extract_dir(chunks: Iterable[bytes], dest: Path) -> None:
                 if member.isfile():
                     with tar.extractfile(member) as src, open(target, "wb") as out:  # type: ignore[union-attr]
                         shutil.copyfileobj(src, out)
-                elif member.islnk() and (source := _inside(root, member.linkname)) and source.is_file():
+                elif member.islnk() and (source := _inside(root, member.linkname, keep_top)) and source.is_file():
                     shutil.copyfile(source, target)
                 elif member.issym() and _link_stays_inside(root, target, member.linkname):
                     os.symlink(member.linkname, target)
@@ -143,9 +156,9 @@ def _extract_dir(chunks: Iterable[bytes], dest: Path) -> None:
                 os.utime(target, (member.mtime, member.mtime))
 
 
-def _inside(root: Path, name: str) -> Path | None:
-    """`root / name` minus the archive's top folder; None for the top folder itself."""
-    parts = PurePosixPath(name).parts[1:]
+def _inside(root: Path, name: str, keep_top: bool = False) -> Path | None:
+    """`root / name` minus the archive's top folder (unless `keep_top`); None for the top folder itself."""
+    parts = PurePosixPath(name).parts[0 if keep_top else 1:]
     if not parts or parts == (".",):
         return None
     if PurePosixPath(name).is_absolute() or ".." in parts:

@@ -48,6 +48,10 @@ class GpuUnavailable(StepError):
     cause = "gpu-unavailable"
 
 
+class StageDied(StepError):
+    """A stage's process ended without a record of each step: it crashed, was killed or ran out of disk."""
+
+
 class GateError(BuilderError):
     """A variant missed an accuracy gate set in the recipe."""
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -33,6 +34,7 @@ from builder.workdir import LOGS, PLAN, RECORDS, VERSIONS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any step imports TensorFlow
 
 LOG_TAIL = 30
+STEPS_FAILED = 3  # exit code: some step failed and said so in its record (1 is Python's uncaught exception)
 
 
 def load_plan(workdir: Path) -> Plan:
@@ -89,6 +91,20 @@ def tool_output_to(log_path: Path):
         os.dup2(saved[1], 2)
         for f in (fd, *saved):
             os.close(f)
+
+
+_FINISHED = re.compile(r"^\s*< (\S+) ok \(")
+
+
+def finished_step(line: str) -> str | None:
+    """The id of the step a console line of run_stage says has just finished ok (its record is written)."""
+    found = _FINISHED.match(line)
+    return found[1] if found else None
+
+
+def step_files(call: StepCall) -> list[str]:
+    """What a finished step leaves in the run, relative to it: its record, its log and its outputs."""
+    return [f"{RECORDS}/{call.id}.json", f"{LOGS}/{call.id}.log", *call.outputs.values()]
 
 
 def _tail(path: Path) -> list[str]:
@@ -191,9 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     placement = Placement(device=args.device, engine=args.engine, emulated=args.emulated, on_target=not args.off_target)
     console = os.fdopen(os.dup(1), "w", buffering=1)  # stays the console while a step's fds go to its log
-    ran = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
-                    echo=lambda line: print(line, file=console, flush=True))
-    return 0 if all(r["status"] == "ok" for r in ran) else 1
+    try:
+        ran = run_stage(args.workdir, args.stage, placement=placement, quiet=not args.verbose,
+                        echo=lambda line: print(line, file=console, flush=True))
+    except Exception as exc:  # the stage itself died, not a step: the host fails the steps left without a record
+        if args.verbose:
+            traceback.print_exc(file=console)
+        print(f"the stage died: {type(exc).__name__}: {exc}", file=console, flush=True)
+        return 1
+    return 0 if all(r["status"] == "ok" for r in ran) else STEPS_FAILED
 
 
 if __name__ == "__main__":

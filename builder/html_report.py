@@ -29,7 +29,7 @@ ACCURACY_FIGURES = ("top1_accuracy", "top1_agreement", "cosine")  # the first on
 LAYERS_SHOWN = 25
 _DRAWING = threading.Lock()  # matrix runs write their reports from threads; rcParams and font caches are global
 STATUS_COLOURS = {"ok": "#d9f2d9", "gate-failed": "#fde2c8", "gate-undecided": "#fff3c4", "failed": "#f8d0d0",
-                  "skipped": "#e6e6e6"}
+                  "skipped": "#e6e6e6", "not-validated": "#fff3c4"}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}

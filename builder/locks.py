@@ -28,6 +28,16 @@ def lock_names() -> list[str]:
     return sorted(p.stem for p in (catalog.dockerfiles_dir() / "locks").glob("*.in"))
 
 
+def locked_packages() -> list[str]:
+    """Every package any image installs (the locks' full closure): what stage code may import."""
+    names = set()
+    for lock in (catalog.dockerfiles_dir() / "locks").glob("*.txt"):
+        for line in lock.read_text().splitlines():
+            if line.split("#")[0].strip():
+                names.add(line.split("==")[0].split("[")[0].strip().lower())
+    return sorted(names)
+
+
 def _arch(lock: str) -> str:
     suffix = lock.rsplit("-", 1)[-1]
     if suffix not in ARCHES:

@@ -6,10 +6,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from builder import html_report
+from builder import catalog, html_report
 from builder.causes import classify
 from builder.devices import Device, DevicePool
-from builder.errors import BuilderError
+from builder.errors import BuilderError, ConfigError
 from builder.records import StepOutcome
 from builder.run import Outcome, run_recipe
 from builder.step_cache import CachePolicy
@@ -24,7 +24,8 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
     """Every recipe x target. Up to `jobs` toolchain stages run at once on the build host; device stages
     take a free device of their target each, so one job's benchmark overlaps the next one's conversion."""
     pairs = [(r, t) for r in recipes for t in targets]
-    pool = DevicePool(devices or [], toolchain_jobs=jobs, echo=echo)
+    _refuse_shared_folders(pairs, out)
+    pool = DevicePool(devices or [], toolchain_jobs=jobs, echo=echo, probe=getattr(runner, "probe", None))
 
     def one(pair) -> Outcome:
         recipe, target = pair
@@ -55,6 +56,23 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
         write_verification(outcomes, out)
         echo(f"status report: {out / 'status.md'}")
     return outcomes
+
+
+def _refuse_shared_folders(pairs: list[tuple[Path, str]], out: Path) -> None:
+    """Two runs of one command never share a folder: a recipe or target given twice, or two recipes of one name."""
+    seen: dict[Path, Path] = {}
+    for recipe, target in pairs:
+        name = catalog.load_recipe(recipe, target).name
+        folder = out / name / target
+        if folder not in seen:
+            seen[folder] = recipe
+        elif seen[folder].resolve() == recipe.resolve():
+            raise ConfigError(f"{recipe} on target {target} is asked for twice: both runs would write {folder}",
+                              hint="name each recipe and each target once")
+        else:
+            raise ConfigError(f"{seen[folder]} and {recipe} are both named {name!r}: on target {target} both "
+                              f"would write {folder}", hint="give each recipe its own `name:`, or run them with "
+                                                            "different --out folders")
 
 
 def _run_failure(outcome: Outcome) -> tuple[str, str | None]:
@@ -116,7 +134,7 @@ def write_verification(outcomes: list[Outcome], out: Path) -> None:
             missed = [f"{g.metric} = {g.value:.4g} vs {g.gate} {g.threshold}" if g.value is not None
                       else f"{g.metric} not measured" for g in (r.validation.gates if r.validation else []) if not g.passed]
             notes = "" if r.status == "ok" else note(r.status, (f and f.cause) or "; ".join(missed), f and f.error)
-            ok = {"ok": "OK", "gate-undecided": "UNDECIDED"}.get(r.status, "FAIL")
+            ok = {"ok": "OK", "gate-undecided": "UNDECIDED", "not-validated": "NOT-VALIDATED"}.get(r.status, "FAIL")
             rows.append(f"{o.workdir / r.artifact},{ok},"
                         f"{'' if mean is None else f'{mean:.3f}'},{notes}")
     atomic_write_bytes(out / VERIFY_CSV, ("\n".join(rows) + "\n").encode())

@@ -310,7 +310,9 @@ class VariantResult(Strict):
     format: str
     precision: str
     io_dtype: str = Field(description="the artifact's input/output dtype")
-    status: Literal["ok", "failed", "skipped", "gate-failed", "gate-undecided"]
+    status: Literal["ok", "failed", "skipped", "gate-failed", "gate-undecided", "not-validated"] = Field(
+        description="ok: built, timed and within every gate; not-validated: built and timed, but the recipe has no "
+                    "validation data, so no gate could pass")
     benchmark: BenchmarkResult | None = None
     validation: ValidationResult | None = None
     conversion: dict[str, Any] | None = Field(

@@ -95,9 +95,17 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
             failure = Failure(step=first_failure.id, error=first_failure.error, cause=cause, hint=hint)
             if first_failure.status == "failed":  # a step it needs failed, even one shared with other variants
                 status = "failed"
+        unrecorded = [c.id for c in plan.steps if c.variant in (v, None) and c.id not in records]
+        if unrecorded and not failure:  # ok only with every step's record
+            status = "failed"
+            failure = Failure(step=unrecorded[0], error=f"{len(unrecorded)} step(s) left no record, e.g. "
+                              f"{unrecorded[0]}: the run stopped before them", cause="no-record",
+                              hint="rerun; if it happens again, the step logs and the console show where it stopped")
         outcomes = {g.outcome for g in (validation.gates if validation else [])}
         if status == "ok" and outcomes - {"pass"}:
             status = "gate-failed" if "fail" in outcomes else "gate-undecided"
+        if status == "ok" and validation is None:
+            status = "not-validated"
         out.append(VariantResult(
             name=v, artifact=plan.artifacts[v], format=plan.target.format, precision=plan.recipe.precision_of(v),
             io_dtype=next((c["io_dtype"] for c in reversed(conversions) if "io_dtype" in c),  # what the artifact has
@@ -305,7 +313,7 @@ def fp32_baseline(results: list[VariantResult]) -> VariantResult | None:
 def _flags(r: VariantResult, base: VariantResult | None) -> list[str]:
     p50 = _p50(r)
     flags = {"failed": ["failed"], "skipped": ["not built"], "gate-failed": ["fails a gate"],
-             "gate-undecided": ["gate undecided"]}.get(r.status, [])
+             "gate-undecided": ["gate undecided"], "not-validated": ["not validated"]}.get(r.status, [])
     if not p50 and r.status == "ok":
         flags.append("not timed")
     if base and r is not base and p50 and p50 > (fp32 := base.benchmark.p50_ms):

@@ -11,15 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from builder import catalog, inputs, records, report, source_precision
+from builder import catalog, inputs, records, report, run_dir, source_precision
 from builder.devices import HOST, Device, DevicePool
-from builder.errors import BuilderError, DeviceError, EngineUnreachable, GateError, GateUndecided, StepError
+from builder.errors import BuilderError, DeviceError, EngineUnreachable, GateError, GateUndecided, StageDied, StepError
 from builder.plan import Plan, make_plan, recipe_hash, source_path
 from builder.progress import download_progress
 from builder.records import VariantResult
 from builder.step_cache import MADE_NOW, NEW, CachePolicy, StageIdentity
 from builder.steps import registry
-from builder.util import atomic_write_bytes, remove
+from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, PLAN, RECORDS, RUN, VERSIONS
 
 Echo = Callable[[str], None]
@@ -31,9 +31,11 @@ class Runner(Protocol):
     def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
         """What the stage's steps run in and where, known without building or running anything."""
 
-    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo: Echo, device: Device = HOST) -> dict:
+    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo: Echo, device: Device = HOST,
+                  on_step: Callable[[str, Path], None] | None = None) -> dict:
         """Run one stage's steps (the device stage on `device`) that have no record yet; return its image
-        and placement."""
+        and placement. `on_step(step_id, folder)` as each step finishes ok: `folder` holds its record, log
+        and outputs at their places in the run (the run's folder itself, or a copy)."""
 
 
 @dataclass
@@ -62,33 +64,54 @@ def _now() -> str:
 def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
                offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
                echo: Echo = print, trust_remote_code: bool = False) -> Outcome:
-    """fetch -> plan -> toolchain stage (build host) -> device stage (a device of the target) -> report."""
+    """fetch -> plan -> toolchain stage (build host) -> device stage (a device of the target) -> report,
+    in a fresh folder that replaces `out/<recipe>/<target>/` only once the report is written."""
     pool = pool or DevicePool([], echo=echo)
-    plan, workdir, run = run_toolchain(recipe_path, target_id, runner, out=out, variants=variants, offline=offline,
-                                       pool=pool, cache=cache, echo=echo, trust_remote_code=trust_remote_code)
-    echo = _lines_of(echo, plan.recipe.name, plan.target.id)
-    try:
-        _device_stage(runner, plan, workdir, pool, run, cache, echo)
-    except DeviceError as exc:
-        if exc.cause == "device-needed":
-            exc.hint = _finish_elsewhere(recipe_path, target_id, out, exc.hint)
-        _skip_stage(plan, workdir, "device", exc)
-        return replace(finish(plan, workdir, run, echo), error=exc.message, cause=exc.cause, hint=exc.hint)
-    return finish(plan, workdir, run, echo)
+    recipe, target = _load(recipe_path, target_id, variants, trust_remote_code)
+    with run_dir.claim(out / recipe.name / target.id) as folder:
+        plan, run = _toolchain(recipe_path, recipe, target, runner, folder.staging, variants=variants,
+                               offline=offline, pool=pool, cache=cache, echo=echo, trust_remote_code=trust_remote_code)
+        echo = _lines_of(echo, plan.recipe.name, plan.target.id)
+        failure: DeviceError | None = None
+        try:
+            _device_stage(runner, plan, folder.staging, pool, run, cache, echo)
+        except DeviceError as exc:
+            if exc.cause == "device-needed":
+                exc.hint = _finish_elsewhere(recipe_path, target_id, out, exc.hint)
+            _skip_stage(plan, folder.staging, "device", exc)
+            failure = exc
+        outcome = finish(plan, folder.staging, run)
+        folder.commit()
+    echo(f"[{plan.recipe.name} / {plan.target.id}] report: {folder.final / 'report.md'}")
+    outcome = replace(outcome, workdir=folder.final)
+    return replace(outcome, error=failure.message, cause=failure.cause, hint=failure.hint) if failure else outcome
 
 
 def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
                   offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
                   echo: Echo = print, trust_remote_code: bool = False) -> tuple[Plan, Path, dict]:
-    """Everything up to the device stage, in a clean `out/<recipe>/<target>/`; `work/run.json` keeps the run."""
-    pool = pool or DevicePool([], echo=echo)
+    """Everything up to the device stage, in a fresh `out/<recipe>/<target>/`; `work/run.json` keeps the run."""
+    recipe, target = _load(recipe_path, target_id, variants, trust_remote_code)
+    with run_dir.claim(out / recipe.name / target.id) as folder:
+        plan, run = _toolchain(recipe_path, recipe, target, runner, folder.staging, variants=variants,
+                               offline=offline, pool=pool or DevicePool([], echo=echo), cache=cache, echo=echo,
+                               trust_remote_code=trust_remote_code)
+        folder.commit()
+    return plan, folder.final, run
+
+
+def _load(recipe_path: Path, target_id: str, variants: list[str] | None, trust_remote_code: bool):
     recipe = catalog.load_recipe(recipe_path, target_id)
     target = catalog.load_target(target_id)
     make_plan(recipe, target, variants=variants, trust_remote_code=trust_remote_code)  # bad input: before fetching
+    return recipe, target
+
+
+def _toolchain(recipe_path: Path, recipe, target, runner: Runner, workdir: Path, *, variants: list[str] | None,
+               offline: bool, pool: DevicePool, cache: CachePolicy | None, echo: Echo,
+               trust_remote_code: bool) -> tuple[Plan, dict]:
+    """fetch -> plan -> the toolchain stage, in `workdir` (a run's fresh folder)."""
     echo = _lines_of(echo, recipe.name, target.id)
-    workdir = out / recipe.name / target.id
-    remove(workdir)  # a run never trusts a previous run's files
-    workdir.mkdir(parents=True)
     run: dict = {"recipe_path": str(recipe_path), "recipe_sha256": recipe_hash(recipe_path), "runner": runner.name,
                  "started": _now(), "timings": {}, "images": {}, "stages": {}}
     t0 = time.perf_counter()
@@ -106,7 +129,7 @@ def run_toolchain(recipe_path: Path, target_id: str, runner: Runner, *, out: Pat
     with pool.toolchain():
         _stage(runner, plan, workdir, "toolchain", HOST, run, cache, echo)
     atomic_write_bytes(workdir / RUN, json.dumps(run, indent=1).encode())
-    return plan, workdir, run
+    return plan, run
 
 
 def _lines_of(echo: Echo, recipe: str, target: str) -> Echo:
@@ -133,8 +156,25 @@ def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device
         run["stages"][stage] |= {"cached_steps": len(calls) - len(to_run), "placement": identity.placement}
         calls = to_run
     versions = workdir / VERSIONS / f"{stage}.json"
+    stored: set[str] = set()
+
+    def keep(step_id: str, folder: Path) -> None:
+        """A step that just finished goes into the cache at once: a run killed later keeps it."""
+        call = next((c for c in calls if c.id == step_id), None)
+        if stage_cache and call:
+            try:
+                stage_cache.store(call, records.read_record(folder / RECORDS / f"{step_id}.json"), folder)
+                stored.add(step_id)
+            except (OSError, BuilderError) as exc:
+                echo(f"  warning: step cache: {step_id} not kept yet: {exc}")
+
     if calls or not (stage_cache and stage_cache.place_versions(versions)):
-        info = runner.run_stage(plan, workdir, stage, echo, device)
+        try:
+            info = runner.run_stage(plan, workdir, stage, echo, device, on_step=keep)
+        except StageDied as exc:
+            echo(f"{name} {stage} stage died: {exc.message}")
+            _fail_unrecorded(calls, workdir, exc)
+            info = {}
         if info.get("image"):
             run["images"][stage] = info["image"]
         run["stages"][stage]["placement"] = info.get("placement")
@@ -142,7 +182,7 @@ def _stage(runner: Runner, plan: Plan, workdir: Path, stage: str, device: Device
             stage_cache.keep_versions(versions)
             for call in calls:
                 path = _record_path(workdir, call.id)
-                if path.exists():  # a runner that stopped midway wrote no record
+                if path.exists() and call.id not in stored:  # a runner that stopped midway wrote no record
                     stage_cache.store(call, records.read_record(path))
     else:
         if stage_cache.identity.image:
@@ -176,6 +216,23 @@ def _restore(stage_cache, calls: list, workdir: Path, echo: Echo) -> list:
     return to_run
 
 
+def _forget_stage(plan: Plan, workdir: Path, stage: str) -> None:
+    for call in plan.stage_steps(stage):
+        _record_path(workdir, call.id).unlink(missing_ok=True)
+
+
+def _fail_unrecorded(calls: list, workdir: Path, exc: StageDied) -> None:
+    """Each step a dead stage left without a record fails with the stage's cause: never absent, never ok."""
+    for call in calls:
+        path = _record_path(workdir, call.id)
+        if not path.exists():
+            records.write_record(path, {
+                "id": call.id, "kind": call.kind, "stage": call.stage, "variant": call.variant, "outputs": {},
+                "status": "failed", "seconds": 0.0, "cause": "stage-died", "log_tail": exc.log_tail,
+                "error": f"the {call.stage} stage died before this step finished: {exc.message}",
+                "hint": "the log tail shows why the stage's process ended; rerun once it is fixed"})
+
+
 def _record_path(workdir: Path, step_id: str) -> Path:
     return workdir / RECORDS / f"{step_id}.json"
 
@@ -185,6 +242,7 @@ def _device_stage(runner: Runner, plan: Plan, workdir: Path, pool: DevicePool, r
     """Run the device stage on a device of the target; a device that stops answering hands the job on."""
     while True:
         with pool.device(plan.target.id) as device:
+            _forget_stage(plan, workdir, "device")  # a given-up attempt's records are not this device's
             try:
                 _stage(runner, plan, workdir, "device", device, run, cache, echo)
                 return
@@ -211,11 +269,11 @@ def _skip_stage(plan: Plan, workdir: Path, stage: str, exc: DeviceError) -> None
             "status": "skipped", "seconds": 0.0, "cause": exc.cause, "error": exc.message, "hint": exc.hint})
 
 
-def finish(plan: Plan, workdir: Path, run: dict, echo: Echo) -> Outcome:
+def finish(plan: Plan, workdir: Path, run: dict) -> Outcome:
+    """Write the report of the run in `workdir`."""
     run["timings"]["total_s"] = round(sum(v for k, v in run["timings"].items() if k != "total_s"), 2)
     run["finished"] = _now()
     results = report.write(plan, workdir, run)
-    echo(f"[{plan.recipe.name} / {plan.target.id}] report: {workdir / 'report.md'}")
     return Outcome(recipe=plan.recipe.name, target=plan.target.id, workdir=workdir, results=results)
 
 

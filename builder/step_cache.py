@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.inputs import cache_dir
@@ -59,13 +59,15 @@ class StageIdentity:
     environment: str
     placement: dict
     image: str | None = None  # the image's tag under docker
+    machine: dict = field(default_factory=dict)  # the machine it runs on: CPU, cores, the device's own id
 
 
 def key_parts(call: StepCall, inputs: dict[str, str], identity: StageIdentity) -> dict:
     parts = {"format": FORMAT, "kind": call.kind, "params": call.params, "inputs": inputs,
              "outputs": sorted(call.outputs), "environment": identity.environment}
-    if call.stage == "device":
+    if call.stage == "device":  # benchmarks and validations: a figure of one machine is not another's
         parts["placement"] = identity.placement
+        parts["machine"] = identity.machine
     return parts
 
 
@@ -82,7 +84,7 @@ def why_different(old: dict | None, new: dict) -> str:
     for part in ("params", "inputs"):
         keys = sorted(k for k in {*old.get(part, {}), *new[part]} if old.get(part, {}).get(k) != new[part].get(k))
         changed += [f"{part[:-1] if part == 'inputs' else 'param'} {k}" for k in keys]
-    changed += [part for part in ("kind", "outputs", "environment", "placement", "format")
+    changed += [part for part in ("kind", "outputs", "environment", "placement", "machine", "format")
                 if old.get(part) != new.get(part)]
     return ("changed: " + ", ".join(changed)) if changed else "its cache entry is gone"
 
@@ -320,13 +322,17 @@ class StageCache:
         except FileNotFoundError:
             return False
 
-    def store(self, call: StepCall, record: StepRecord) -> None:
-        """Keep a step that ran and succeeded (its inputs are still in the run, unchanged): the newest result."""
+    def store(self, call: StepCall, record: StepRecord, folder: Path | None = None) -> None:
+        """Keep a step that ran and succeeded (its inputs are still in the run, unchanged, or made by a step
+        kept before): the newest result. Its outputs and log are read from `folder` (default: the run)."""
         inputs = self._input_hashes(call)
         if record.status != "ok" or record.cached or inputs is None:
             return
         parts = key_parts(call, inputs, self.identity)  # a step run again (--remeasure) replaces its entry
-        self.cache.store(_digest(parts), parts, step_scope(self.scope, call), self.workdir, call, as_json(record))
+        self.cache.store(_digest(parts), parts, step_scope(self.scope, call), folder or self.workdir, call,
+                         as_json(record))
+        for name, rel in call.outputs.items():  # what the next steps' keys read, before the stage copies it out
+            self._hashes[rel] = record.outputs[name].sha256
 
 
 def tree_sha256(path: Path) -> str:

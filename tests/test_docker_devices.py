@@ -207,10 +207,106 @@ def test_a_device_that_hangs_mid_stage_is_given_up_on(device_urls, device_socket
     started = time.monotonic()
     try:
         with pytest.raises(EngineUnreachable, match="stopped answering"):
-            engine.watched(lambda: engine.run(image=base_image, command=["sleep", "120"]), every=3, misses=2)
+            engine.watched(lambda attempt: engine.run(image=base_image, command=["sleep", "120"], attempt=attempt),
+                           every=3, misses=2)
         assert time.monotonic() - started < 60
     finally:
         device_control.resume("eb-dev1")
+        remove_left_behind(device_sockets[0])
+
+
+def test_a_given_up_attempt_lands_nothing_late_and_its_container_is_removed(device_urls, device_sockets,
+                                                                          device_control, base_image, tmp_path):
+    """The device freezes mid-run and is given up; the run goes on elsewhere (here: the file is rewritten as
+    another device would). When the device thaws, its container's copy-out must not land over that."""
+    import threading
+
+    import docker
+
+    from builder.docker_api import Attempt, Engine
+    from builder.errors import EngineUnreachable
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "result.txt").write_text("before\n")
+    engine = Engine.connect(device_urls[0])
+    attempt = Attempt()
+    threading.Timer(4, device_control.pause, args=["eb-dev1"]).start()
+    try:
+        with pytest.raises(EngineUnreachable, match="stopped answering"):
+            engine.watched(lambda a: engine.run(image=base_image, command=["sh", "-c", "sleep 8; echo late > result.txt"],
+                                                workdir_in=work, attempt=a), every=3, misses=2, attempt=attempt)
+        (work / "result.txt").write_text("the other device's\n")
+    finally:
+        device_control.resume("eb-dev1")
+    assert attempt.finished.wait(120), "the abandoned worker never ended"
+    assert (work / "result.txt").read_text() == "the other device's\n"
+    sdk = docker.DockerClient(base_url=device_sockets[0])
+    deadline = time.monotonic() + 60
+    while any(c.id in attempt.containers for c in sdk.containers.list(all=True)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not [c.id for c in sdk.containers.list(all=True) if c.id in attempt.containers]
+
+
+def test_connecting_to_a_frozen_engine_gives_up_within_its_timeout(device_urls, device_control):
+    import threading
+
+    from builder.docker_api import Engine
+    from builder.errors import EngineUnreachable
+
+    outcome: dict = {}
+
+    def connect() -> None:
+        try:
+            Engine.connect(device_urls[0], timeout=3)
+        except EngineUnreachable as exc:
+            outcome["error"] = exc.message
+
+    device_control.pause("eb-dev1")
+    try:
+        started = time.monotonic()
+        worker = threading.Thread(target=connect, daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "Engine.connect to a frozen engine is still waiting after 60 s"
+        assert "did not answer within" in outcome["error"] and time.monotonic() - started < 20
+    finally:
+        device_control.resume("eb-dev1")
+
+
+def test_a_device_that_comes_back_is_readmitted_and_its_abandoned_container_removed(
+        device_urls, device_sockets, device_control, docker_engine, base_image):
+    import docker
+
+    from builder.devices import Device, DevicePool
+    from builder.docker_api import MANAGED_LABEL
+    from builder.errors import DeviceError
+    from builder.runners.docker import DockerRunner
+
+    sdk = docker.DockerClient(base_url=device_sockets[0])
+    left = sdk.containers.run(base_image, ["sleep", "600"], detach=True, labels={MANAGED_LABEL: "1"})
+    runner = DockerRunner(docker_engine, echo=lambda line: None)
+    device = Device("eb-dev1", device_urls[0], ("rpi",))
+    lines: list[str] = []
+    pool = DevicePool([device], echo=lines.append, probe=runner.probe, readmit_after=1)
+    try:
+        device_control.stop("eb-dev1")
+        pool.mark_down(device, "stopped answering")
+        runner.abandon(device, [left.id])  # as a given-up attempt leaves its container
+        time.sleep(1.5)
+        with pytest.raises(DeviceError, match="no device of target rpi answers"):
+            with pool.device("rpi"):
+                pass
+        device_control.start("eb-dev1")  # live-restore: the container is there again, running
+        sdk = docker.DockerClient(base_url=device_sockets[0])
+        assert sdk.containers.get(left.id).status == "running"
+        with pool.device("rpi") as chosen:
+            assert chosen.name == "eb-dev1"
+        assert "device eb-dev1 answers again: back in the pool" in lines
+        with pytest.raises(docker.errors.NotFound):
+            sdk.containers.get(left.id)
+    finally:
+        device_control.start("eb-dev1")
         remove_left_behind(device_sockets[0])
 
 

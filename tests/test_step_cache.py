@@ -122,6 +122,77 @@ def test_changing_the_benchmark_settings_reruns_only_the_benchmarks(cold, tmp_pa
     assert len(_ran(records)) == 2
 
 
+def test_a_measurement_cached_on_one_machine_is_not_served_on_another(cold, tmp_path, monkeypatch):
+    """The same cache on a machine with another CPU (a shared or copied cache): only its measurements rerun."""
+    from builder import device_facts
+    from builder.runners import local
+
+    other = device_facts.machine_identity() | {"cpu_model": "Some Other CPU @ 1.0GHz", "cores": 64}
+    monkeypatch.setattr(local, "machine_identity", lambda: other)
+    _, records, lines = _rerun(cold, tmp_path)
+    assert {records[r]["kind"] for r in _ran(records)} == {"benchmark", "validate"}
+    assert all(records[r]["stage"] == "toolchain" for r in records if r not in _ran(records))
+    assert any("runs:" in line and "changed: machine" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("package", ["pillow", "ai-edge-quantizer", "flatbuffers"])
+def test_the_local_environment_key_covers_every_package_the_steps_import(package, monkeypatch):
+    from importlib import metadata
+
+    from builder.runners import local
+
+    local.environment.cache_clear()
+    before = local.environment()
+    real = metadata.version
+    monkeypatch.setattr(local.metadata, "version",
+                        lambda name: "0.0.0-other" if name.lower() == package else real(name))
+    local.environment.cache_clear()
+    try:
+        assert local.environment() != before
+    finally:
+        local.environment.cache_clear()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_killed_docker_run_keeps_the_steps_its_container_finished(docker_engine, base_image, tmp_path):
+    """kill -9 of the whole run while its toolchain container works: each step it finished was copied out
+    of the running container into the step cache as it finished, and the next run takes it from there."""
+    import uuid
+
+    import docker
+
+    name = f"tiny-killed-{uuid.uuid4().hex[:8]}"  # its containers are told apart from everyone else's by it
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY.read_text().replace("name: tiny-mobilenet", f"name: {name}"))
+    env = {**os.environ, "COLUMNS": "300", "EDGE_BUILDER_STEP_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "builder.cli", "run", str(recipe), "-t", TARGET, "--runner", "docker",
+            "--variant", "fp32", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    finished: list[str] = []
+    try:
+        for line in proc.stdout:
+            if line.strip().startswith("< ") and " ok (" in line:
+                finished.append(line.split()[1])
+                if len(finished) == 2:
+                    break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        sdk = docker.DockerClient(base_url=docker_engine.url)
+        for container in sdk.containers.list(all=True, filters={"label": f"dev.edge-builder.recipe={name}"}):
+            container.remove(force=True)  # what a killed run cannot remove itself
+    assert len(finished) == 2
+    kept = {entry["record"]["id"] for path in (tmp_path / "cache" / "entries").glob("*/*.json")
+            if (entry := json.loads(path.read_text()))}
+    assert set(finished) <= kept
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1500)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr
+    for step in finished:
+        assert f"cached: {step}" in rerun.stdout
+
+
 def test_remeasure_reruns_the_measurements_and_no_cache_everything(cold, tmp_path):
     _, records, _ = _rerun(cold, tmp_path / "a", remeasure=True)
     assert {records[r]["kind"] for r in _ran(records)} == {"benchmark", "validate"}
@@ -165,8 +236,8 @@ def test_an_entry_whose_record_no_longer_matches_its_model_runs_again(cold, tmp_
     outcome = run_recipe(root / "recipe" / "tiny-mobilenet.yaml", TARGET, LocalRunner(), out=tmp_path / "out",
                          cache=CachePolicy(tmp_path / "cache" / "steps"), echo=lines.append)
     step = entry["record"]["id"]
-    assert any(f"warning: step cache: {outcome.workdir}" in line and "retired_field" in line and "it runs" in line
-               for line in lines), lines
+    assert any("warning: step cache: " in line and f"work/records/{step}.json" in line and "retired_field" in line
+               and "it runs" in line for line in lines), lines  # the run's own folder, built beside outcome.workdir
     records = {p.stem: json.loads(p.read_text()) for p in (outcome.workdir / "work" / "records").glob("*.json")}
     assert _ran(records) == {step}
     assert [v.status for v in outcome.results] == ["ok", "ok"]

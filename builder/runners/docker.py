@@ -11,14 +11,16 @@ they need was fetched on the host.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 from builder.devices import HOST, Device
-from builder.docker_api import Engine, display_url
 from builder.config.target import Target
-from builder.errors import DeviceError, EngineError, GpuUnavailable, StepError
+from builder.docker_api import Attempt, Engine, display_url
+from builder.errors import DeviceError, EngineError, EngineUnreachable, GpuUnavailable, StageDied
+from builder.execute import STEPS_FAILED, finished_step, step_files
 from builder.image_build import ImageBuilder
 from builder.placement import Placement
 from builder.plan import Plan
@@ -62,15 +64,33 @@ class DockerRunner:
                                    registry=registry, echo=echo)
         self._engines: dict[str, Engine] = {}
         self._smoked: set[tuple[str, str]] = set()  # (engine, image) whose run_smoke passed
+        self._abandoned: dict[str, list[str]] = {}  # device -> containers of its given-up attempts
         self._lock = threading.Lock()
 
     def engine_of(self, device: Device) -> Engine:
         if device.is_host:
             return self.engine
         with self._lock:
-            if device.name not in self._engines:
-                self._engines[device.name] = Engine.connect(device.engine, tls_files=device.tls_files)
-            return self._engines[device.name]
+            engine = self._engines.get(device.name)
+        if engine is None:  # connected outside the lock: a frozen device holds up only its own jobs
+            engine = Engine.connect(device.engine, tls_files=device.tls_files)
+            with self._lock:
+                engine = self._engines.setdefault(device.name, engine)
+        return engine
+
+    def probe(self, device: Device) -> bool:
+        """Whether a device marked down answers again (a new connection, with a deadline); if so, the
+        containers of its given-up attempts are removed and its jobs use the new connection."""
+        try:
+            engine = Engine.connect(device.engine, tls_files=device.tls_files)
+        except EngineError:
+            return False
+        with self._lock:
+            self._engines[device.name] = engine
+            abandoned = self._abandoned.pop(device.name, [])
+        for cid in abandoned:
+            engine.remove_container(cid)
+        return True
 
     def check(self, plan: Plan, engine: Engine, device: Device) -> None:
         """Stop early, with the fix, when `engine` cannot run the target's device stage."""
@@ -91,7 +111,8 @@ class DockerRunner:
         """The stage's image (by content-hash tag, so nothing is built to know it) and placement."""
         engine = self.engine if stage == "toolchain" else self.engine_of(device)
         image = self.images.render(plan.target, stage, engine)
-        return StageIdentity(image.tag, self._placement(plan, engine, device, image.platform).model_dump(), image.tag)
+        return StageIdentity(image.tag, self._placement(plan, engine, device, image.platform).model_dump(), image.tag,
+                             machine=engine.machine())
 
     @staticmethod
     def _placement(plan: Plan, engine: Engine, device: Device, image_platform: str) -> Placement:
@@ -99,15 +120,31 @@ class DockerRunner:
         return Placement(device=device.name, engine=display_url(engine.url), emulated=emulated,
                          on_target=not emulated and image_platform == plan.target.platform)
 
-    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
-        """Run one stage's steps in a container; return its image and placement for the manifest."""
+    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST, on_step=None) -> dict:
+        """Run one stage's steps in a container; return its image and placement for the manifest.
+        `on_step(step_id, folder)` is called as each step finishes, with its files copied out into `folder`."""
         if not plan.stage_steps(stage):
             return {}
         engine = self.engine if stage == "toolchain" else self.engine_of(device)
-        if stage == "device":
-            self.check(plan, engine, device)
+        calls = {call.id: call for call in plan.stage_steps(stage)}
 
-        def image_and_container() -> dict:
+        def step_done(attempt: Attempt, line: str) -> None:
+            """A step that finished in the running container: its files out now, for the step cache."""
+            step = finished_step(line)
+            if not (on_step and step in calls and attempt.containers):
+                return
+            with tempfile.TemporaryDirectory(prefix=".step-", dir=workdir) as tmp:  # goes with a killed run
+                try:
+                    engine.copy_paths(attempt.containers[-1], "/work", step_files(calls[step]), Path(tmp))
+                except EngineError as exc:
+                    echo(f"  warning: {step} is kept in the step cache at the end of the stage only: {exc.message}")
+                    return
+                with attempt.landing():  # a given-up attempt keeps nothing
+                    on_step(step, Path(tmp))
+
+        def image_and_container(attempt: Attempt) -> dict:
+            if stage == "device":
+                self.check(plan, engine, device)
             image = self.images.ensure_role(engine, plan.target, stage)
             if (engine.url, image["tag"]) not in self._smoked:
                 run_smoke(engine, image, plan.target, stage)
@@ -119,14 +156,29 @@ class DockerRunner:
             result = engine.run(
                 image=image["tag"], command=command, workdir_in=workdir,
                 platform=image["platform"], network="none", **container_options(plan.target, stage),
-                on_log=lambda line: echo(f"  {line}"),
+                on_log=lambda line: (step_done(attempt, line), echo(f"  {line}")),
                 labels={"dev.edge-builder.recipe": plan.recipe.name, "dev.edge-builder.target": plan.target.id},
+                attempt=attempt,
             )
-            if result.exit_code not in (0, 1):  # 1 = some step failed and said so in its record
-                raise StepError(f"the {stage} container of {plan.target.id} exited with {result.exit_code} after "
+            if result.exit_code not in (0, STEPS_FAILED):
+                raise StageDied(f"the {stage} container of {plan.target.id} exited with {result.exit_code} after "
                                 f"{time.perf_counter() - started:.0f} s", log_tail=result.log_tail,
                                 hint="exit 137 is usually the engine's memory limit; see the log above")
             return {"image": image, "placement": placement.model_dump()}
 
         # a device can hang (frozen, cut off) rather than fail: its engine is watched
-        return image_and_container() if device.is_host else engine.watched(image_and_container)
+        attempt = Attempt()
+        if device.is_host:
+            return image_and_container(attempt)
+        try:
+            return engine.watched(image_and_container, attempt=attempt)
+        except EngineUnreachable:  # the device is down: a new connection when it is back, its containers removed
+            self.abandon(device, attempt.containers)
+            raise
+
+    def abandon(self, device: Device, containers: list[str]) -> None:
+        """`device` is down: its next job connects anew, and `containers` (of its given-up attempt) are
+        removed once it answers again (probe)."""
+        with self._lock:
+            self._engines.pop(device.name, None)
+            self._abandoned.setdefault(device.name, []).extend(containers)

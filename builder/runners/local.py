@@ -16,11 +16,14 @@ import shutil
 import subprocess
 import sys
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 from builder import images, locks, versions
+from builder.device_facts import machine_identity
 from builder.devices import HOST, Device
-from builder.errors import ConfigError, DeviceError, StepError
+from builder.errors import ConfigError, DeviceError, StageDied
+from builder.execute import STEPS_FAILED, finished_step
 from builder.placement import Placement
 from builder.plan import Plan
 from builder.step_cache import StageIdentity
@@ -38,8 +41,15 @@ def has_nvidia_gpu() -> bool:
 
 @cache
 def environment() -> str:
-    """This Python's tool versions and the project's step code, as one digest."""
-    digest = hashlib.sha256(json.dumps(versions.collect(), sort_keys=True).encode())
+    """This Python's version and the version of every package the images lock (all that step code may
+    import, directly or not), and the project's step code, as one digest."""
+    installed = {}
+    for name in locks.locked_packages():
+        try:
+            installed[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed[name] = None
+    digest = hashlib.sha256(json.dumps([versions.collect(), installed], sort_keys=True).encode())
     for name, data in images.code_files().items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return f"local:{digest.hexdigest()}"
@@ -52,14 +62,14 @@ class LocalRunner:
         self.verbose = verbose  # the tools' own output on the console too
 
     def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
-        return StageIdentity(environment(), self._placement(plan).model_dump())
+        return StageIdentity(environment(), self._placement(plan).model_dump(), machine=machine_identity())
 
     @staticmethod
     def _placement(plan: Plan) -> Placement:
         """This machine, standing in for the target when it is of another platform."""
         return Placement(on_target=host_platform() == plan.target.platform)
 
-    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST) -> dict:
+    def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST, on_step=None) -> dict:
         if not device.is_host:
             raise ConfigError(f"device {device.name}: the local runner runs on this machine only",
                               hint="use --runner docker to run device stages on a device's engine")
@@ -74,7 +84,9 @@ class LocalRunner:
             for line in proc.stdout:
                 line = line.rstrip("\n")
                 tail = (tail + [line])[-30:]
+                if on_step and (step := finished_step(line)):
+                    on_step(step, workdir)
                 echo(line)
-        if proc.returncode not in (0, 1):  # 1 = some step failed and said so in its record
-            raise StepError(f"the {stage} stage of {plan.target.id} exited with {proc.returncode}", log_tail=tail)
+        if proc.returncode not in (0, STEPS_FAILED):
+            raise StageDied(f"the {stage} stage of {plan.target.id} exited with {proc.returncode}", log_tail=tail)
         return {"placement": placement.model_dump()}
