@@ -7,8 +7,8 @@ from rich.table import Table
 
 from builder.inputs import planned_images
 from builder.plan import Plan
-from builder.steps.data import CALIBRATION_FLOOR
 from builder.steps import registry
+from builder.steps.data import CALIBRATION_FLOOR
 
 
 def data_lines(plan: Plan) -> list[str]:

@@ -312,7 +312,7 @@ def _recommendation_line(rec: records.Recommendation) -> str:
     if rec.emulated or rec.estimate:
         line += " (timings " + ("emulated)" if rec.emulated else "estimated)")
     if rec.provisional:
-        line += (f"; a gate is undecided: " + (f"about {rec.photos_needed} distinct validation photos would decide it"
+        line += ("; a gate is undecided: " + (f"about {rec.photos_needed} distinct validation photos would decide it"
                  if rec.photos_needed else "no number of photos would decide it")
                  + f"; decided: {rec.otherwise or 'none'}")
     return line

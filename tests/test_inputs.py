@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import zipfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -14,8 +14,8 @@ from urllib.request import url2pathname
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from builder import formats
-from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, Task, path_kind
 from builder.config.boxes import box_problem, read_boxes
+from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, Task, path_kind
 from builder.config.detection import Detection
 from builder.config.labels import read_labels
 from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource

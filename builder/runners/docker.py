@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from builder.devices import HOST, Device
 from builder.config.target import Target
+from builder.devices import HOST, Device
 from builder.docker_api import Attempt, Engine, display_url
 from builder.errors import DeviceError, EngineError, EngineUnreachable, GpuUnavailable, StageDied
 from builder.execute import STEPS_FAILED, finished_step, step_files
@@ -26,7 +26,6 @@ from builder.placement import Placement
 from builder.plan import Plan
 from builder.runtimes.tensorrt import GPU_HINT
 from builder.step_cache import StageIdentity
-
 
 USER = "1000:1000"  # images.UID: the steps never run as root
 

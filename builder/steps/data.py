@@ -14,7 +14,6 @@ from builder.steps.base import PlanScope, Step, StepContext, StepParams
 from builder.util import atomic_write_bytes, npy_bytes
 from builder.workdir import INPUTS
 
-
 CALIBRATION_FLOOR = 64  # distinct images below which post-training quantization is warned about
 
 

@@ -34,7 +34,7 @@ GATE_METRICS = {  # gate field -> (result field, passes(value, threshold)); "sou
     "min_psnr_db": ("psnr_db", lambda v, t: v >= t),
     "max_cer": ("cer", lambda v, t: v <= t),
 }
-LABEL_GATES = ("min_accuracy", "min_accuracy_ratio", "min_map50")  # their figures are against the data's labels, not another model
+LABEL_GATES = ("min_accuracy", "min_accuracy_ratio", "min_map50")  # figures against the data's labels, not another model
 
 
 GateName = Literal[tuple(GATE_METRICS)]  # type: ignore[valid-type]

@@ -30,7 +30,6 @@ from builder.steps.layout import LayoutParams, layout_params, samples_for
 from builder.steps.measure import LABEL_GATES, GateName, runtime_for
 from builder.steps.onnx import OrtStaticOptions
 
-
 _BOUND = Search()
 _BENCHMARK = Benchmark()
 
