@@ -252,7 +252,7 @@ name: faces-map
 task: detection
 source: {file: MODEL}
 input: {shape: [1, 128, 128, 3], layout: NHWC, mean: 127.5, std: 127.5, resize: crop}
-calibration: {folder: photos, augment: {crops: 4, flips: true}}
+calibration: {folder: calibration, augment: {crops: 4, flips: true}}
 validation: {folder: photos, boxes: boxes.txt, augment: {crops: 3, flips: true}}
 detection:  # face_detection_short_range.pbtxt's SsdAnchorsCalculator and TensorsToDetectionsCalculator options
   anchors: {num_layers: 4, min_scale: 0.1484375, max_scale: 0.75, input_size_height: 128, input_size_width: 128,
@@ -276,6 +276,9 @@ def test_a_face_detection_run_scores_map_against_hand_labeled_faces(tmp_path, me
              for face in faces]
     recipe = _folder(tmp_path, "\n".join(lines) + "\n",
                      FACE_RECIPE.replace("MODEL", str(mediapipe_models["face_detection_short_range"])))
+    (tmp_path / "calibration").mkdir()  # other photos than validation's: a face (the cameraman) and none
+    for photo in ("camera.png", "rocket.jpg"):
+        shutil.copy(_site("skimage") / "data" / photo, tmp_path / "calibration" / photo)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(recipe), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
     assert result.exit_code in (0, 1), result.output  # int8 may miss the mAP gate
