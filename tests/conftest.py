@@ -351,3 +351,25 @@ def tiny_x86_tflite_run(tmp_path_factory) -> Path:
     result = CliRunner().invoke(cli, ["run", str(recipe), "-t", "x86-tflite", "--runner", "local", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out / "tiny-mobilenet" / "x86-tflite"
+
+
+def kill_after_steps(args: list[str], env: dict, count: int = 2) -> list[str]:
+    """Run a `builder run` command and kill -9 its whole process group once `count` steps finished ok;
+    return the ids of those steps."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    finished: list[str] = []
+    try:
+        for line in proc.stdout:
+            if line.strip().startswith("< ") and " ok (" in line:
+                finished.append(line.split()[1])
+                if len(finished) == count:
+                    break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return finished

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import kill_after_steps
 
 from builder import run_dir
 from builder.cli import cli
@@ -99,19 +99,7 @@ def killed_rerun(tmp_path_factory):
     workdir = out / "tiny-mobilenet" / "x86-tflite"
     good = {name: (workdir / name).read_bytes() for name in ("results.json", "report.md", "manifest.json")}
     env["EDGE_BUILDER_STEP_CACHE"] = cache = str(tmp_path_factory.mktemp("cache-2"))
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    finished: list[str] = []
-    try:
-        for line in proc.stdout:
-            if line.strip().startswith("< ") and " ok (" in line:
-                finished.append(line.split()[1])
-                if len(finished) == 2:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    break
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-        proc.wait()
+    finished = kill_after_steps(args, env)
     assert len(finished) == 2
     return out, workdir, good, finished, Path(cache), env, args
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import kill_after_steps
 
 from builder.cli import cli
 from builder.run import run_recipe
 from builder.runners.local import LocalRunner
-from builder.step_cache import CachePolicy, StepCache, key_parts, StageIdentity
+from builder.step_cache import CachePolicy, StageIdentity, StepCache, key_parts
 from builder.steps.base import StepCall
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
@@ -168,18 +169,9 @@ def test_a_killed_docker_run_keeps_the_steps_its_container_finished(docker_engin
     env = {**os.environ, "COLUMNS": "300", "EDGE_BUILDER_STEP_CACHE": str(tmp_path / "cache")}
     args = [sys.executable, "-m", "builder.cli", "run", str(recipe), "-t", TARGET, "--runner", "docker",
             "--variant", "fp32", "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    finished: list[str] = []
     try:
-        for line in proc.stdout:
-            if line.strip().startswith("< ") and " ok (" in line:
-                finished.append(line.split()[1])
-                if len(finished) == 2:
-                    break
+        finished = kill_after_steps(args, env)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
         sdk = docker.DockerClient(base_url=docker_engine.url)
         for container in sdk.containers.list(all=True, filters={"label": f"dev.edge-builder.recipe={name}"}):
             container.remove(force=True)  # what a killed run cannot remove itself
