@@ -131,6 +131,11 @@ def _dataset(samples: np.ndarray):
     return nncf.Dataset(samples, lambda sample: sample[None])
 
 
+def _subset(calibration: np.ndarray, subset_size: int | None) -> int:
+    """The calibration samples NNCF uses: all of them unless `subset_size` says fewer."""
+    return min(len(calibration), subset_size or len(calibration))
+
+
 def _ptq_kwargs(preset: str, subset_size: int, fast_bias_correction: bool,
                 ignored_scope: list[str] | None, model_type: str | None, overflow_fix: str) -> dict:
     import nncf
@@ -184,7 +189,7 @@ def nncf_quantize(
     import nncf
 
     dataset = _dataset(calibration)
-    samples = min(len(calibration), subset_size or len(calibration))
+    samples = _subset(calibration, subset_size)
     kwargs = _ptq_kwargs(preset, samples, fast_bias_correction, ignored_scope, model_type, overflow_fix)
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize(model, dataset, **kwargs))
     return {**report, "preset": preset, "samples": samples}
@@ -230,8 +235,8 @@ def nncf_quantize_with_accuracy_control(
         return float(validation_fn(compiled_model, validation[indices], indices))
 
     cal_dataset = _dataset(calibration)
-    kwargs = _ptq_kwargs(preset, min(len(calibration), subset_size or len(calibration)), fast_bias_correction,
-                         ignored_scope, model_type, overflow_fix)
+    kwargs = _ptq_kwargs(preset, _subset(calibration, subset_size), fast_bias_correction, ignored_scope, model_type,
+                         overflow_fix)
     kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")  # this API's name for it
     if max_reverted is not None:  # NNCF's iterations: one layer reverted to float each
         kwargs["advanced_accuracy_restorer_parameters"] = AdvancedAccuracyRestorerParameters(
