@@ -13,6 +13,7 @@ import pytest
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
 from builder import catalog
+from builder.convert import onnx_quant
 from builder.convert.onnx import torch_to_onnx
 from builder.convert.onnx_quant import input_dtype, ort_quantize_dynamic, ort_quantize_static
 from builder.errors import ConfigError
@@ -49,6 +50,19 @@ def test_static_qdq_each_calibration_method(fp32, tmp_path, method):
     assert report["format"] == "QDQ" and report["samples"] == 32
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(out)
     assert _mean_cosine(fp32, out) > (0.98 if method == "minmax" else 0.9)
+
+
+@pytest.mark.parametrize("method, tolerance", [("percentile", 0.01), ("entropy", 0.1)])
+def test_histograms_built_a_chunk_at_a_time_give_the_ranges_of_one_pass(fp32, tmp_path, monkeypatch, method, tolerance):
+    """Memory is bounded by the chunk, not the calibration set; merged histograms fit nearly the same ranges."""
+    samples = images(40)  # chunks of 16, 16 and 8
+    chunked = onnx_quant._histogram_ranges(fp32, samples, method, False, tmp_path)
+    monkeypatch.setattr(onnx_quant, "HISTOGRAM_CHUNK", len(samples))
+    whole = onnx_quant._histogram_ranges(fp32, samples, method, False, tmp_path)
+    assert chunked.keys() == whole.keys() and len(whole) > 10
+    for name, [ranges] in whole.items():
+        for bound in ("rmin", "rmax"):
+            assert chunked[name][0][bound] == pytest.approx(ranges[bound], rel=tolerance, abs=1e-6), name
 
 
 def test_static_uint8_activations(fp32, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -23,21 +24,25 @@ from builder.util import atomic_write_bytes
 METRIC = "rmse/scale"
 
 
-def _debugger(saved_model: Path, representative: Representative, denylisted: list[str] | None = None) -> Any:
+def _debugger(saved_model: Path, representative: Representative, denylisted: list[str] | None = None,
+              debug_samples: int | None = None) -> Any:
+    """Calibrated on every representative sample; the layer statistics are taken on the first `debug_samples`."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylisted) if denylisted else None
-    return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
-                                                     debug_options=options)
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: itertools.islice(representative(), debug_samples),
+        debug_options=options)
 
 
-def layer_errors(saved_model: Path, representative: Representative) -> list[tuple[str, float]]:
-    """(tensor name, rmse/scale) of every quantized layer, in the order of the model's tensors."""
+def layer_errors(saved_model: Path, representative: Representative, samples: int) -> list[tuple[str, float]]:
+    """(tensor name, rmse/scale) of every quantized layer, in the order of the model's tensors, measured on
+    the first `samples` samples: the debugger runs the model op by op, a second a sample for EfficientNet-Lite0."""
     try:
-        debugger = _debugger(saved_model, representative)
+        debugger = _debugger(saved_model, representative, debug_samples=samples)
         debugger.run()
     except Exception as exc:  # the debugger raises whatever TF and its interpreter raise
         raise ConversionError(f"the quantization debugger failed on {saved_model}: {exc}",

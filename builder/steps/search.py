@@ -134,7 +134,7 @@ class SearchTflite(_Search):
 
         yield Candidate("int8", "full int8, float32 inputs and outputs", convert("int8"))
         try:
-            errors = tflite_selective.layer_errors(saved, representative)
+            errors = tflite_selective.layer_errors(saved, representative, LAYER_SAMPLES)
         except BuilderError as exc:
             ctx.log.warning("no per-layer errors, so no selective int8: %s", exc.message)
             return
