@@ -51,13 +51,13 @@ missing() { echo "gpu check: $*" >&2; exit 2; }
 command -v nvidia-smi >/dev/null || missing "needs an NVIDIA GPU: nvidia-smi not found"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
     || missing "nvidia-smi cannot reach the GPU driver"
-"$PY" -c 'import tensorrt; from builder.runtimes.tensorrt import check_version; check_version(tensorrt.__version__);
+"$PY" -c 'import tensorrt; from builder.backends.tensorrt.runtime import check_version; check_version(tensorrt.__version__);
 print("TensorRT", tensorrt.__version__)' \
     || missing "needs TensorRT 10.x's Python bindings in $PY (pip install tensorrt-cu12)"
-"$PY" -c 'from cuda.bindings import runtime as c; from builder.runtimes.tensorrt import cuda_call;
+"$PY" -c 'from cuda.bindings import runtime as c; from builder.backends.tensorrt.runtime import cuda_call;
 print("CUDA devices:", cuda_call(c, "cudaGetDeviceCount"))' \
     || missing "cuda-python cannot use the GPU (pip install cuda-python matching the driver's CUDA)"
-"$PY" -c 'from builder import trtexec; b = trtexec.trtexec_binary(); print("trtexec:", b); raise SystemExit(b is None)' \
+"$PY" -c 'from builder.backends.tensorrt import trtexec; b = trtexec.trtexec_binary(); print("trtexec:", b); raise SystemExit(b is None)' \
     || missing "trtexec not found: put it on PATH or set TRTEXEC_BIN (TensorRT's tar package has it in bin/)"
 
 started=$SECONDS

@@ -228,7 +228,7 @@ def benchmark_model_tool(binary: Path, model: Path, *, threads: int, runs: int, 
         f"--num_runs={runs}",
         f"--warmup_runs={warmup}",
     ]
-    output = _run_tool(args, "benchmark_model", hint="set BENCHMARK_MODEL_BIN to the benchmark_model binary")
+    output = run_tool(args, "benchmark_model", hint="set BENCHMARK_MODEL_BIN to the benchmark_model binary")
     return {"tool": "benchmark_model", "threads": threads, "warmup": warmup, **parse_benchmark_model(output)}
 
 
@@ -266,11 +266,11 @@ def benchmark_app_tool(
             config = Path(tmp) / "config.json"
             config.write_text(json.dumps({device: {"INFERENCE_NUM_THREADS": str(threads)}}))
             args += ["-load_config", str(config)]
-        output = _run_tool(args, "benchmark_app", hint="run the same command by hand to see the full log")
+        output = run_tool(args, "benchmark_app", hint="run the same command by hand to see the full log")
     return {"tool": "benchmark_app", "hint": hint, "device": device, **parse_benchmark_app(output)}
 
 
-def _run_tool(args: list[str], name: str, *, hint: str, timeout: float | None = None) -> str:
+def run_tool(args: list[str], name: str, *, hint: str, timeout: float | None = None) -> str:
     try:
         done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
                               timeout=timeout)

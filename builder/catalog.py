@@ -33,11 +33,17 @@ def dockerfiles_dir() -> Path:
     return project_root() / "dockerfiles"
 
 
+def data_dirs(name: str) -> list[Path]:
+    """The project's `dockerfiles/<name>` (or `dockerfiles/` itself) and every backend's `<name>/`, in that order."""
+    own = dockerfiles_dir() / name if name != "dockerfiles" else dockerfiles_dir()
+    return [own] + [folder for plugin in plugins.load() if (folder := plugin.folder(name))]
+
+
 def target_files() -> dict[str, Path]:
     """Every target by id: the project's, then the installed plugins' (a plugin cannot replace one)."""
     found = {p.stem: p for p in sorted(targets_dir().glob("*.yaml"))}
     for plugin in plugins.load():
-        folder = plugin.targets_dir
+        folder = plugin.folder("targets")
         for path in sorted(folder.glob("*.yaml")) if folder else ():
             if path.stem in found:
                 raise ConfigError(f"plugin {plugin.name}: target {path.stem!r} ({path}) is already defined by "

@@ -445,7 +445,7 @@ def recipes() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths) -> None:
     """Load every target and recipe (default: all shipped) and report every problem."""
-    paths = list(paths) or [catalog.targets_dir(), catalog.recipes_dir()]
+    paths = list(paths) or [*sorted({f.parent for f in catalog.target_files().values()}), catalog.recipes_dir()]
     problems = catalog.validate_paths(paths)
     if problems:
         for p in problems:

@@ -1,8 +1,9 @@
-"""`python -m builder.device_check RUNTIME`: a device image's bring-up check (`builder devices --check`).
+"""`python -m builder.device_check RUNTIME [STEP...]`: a device image's bring-up check (`builder devices --check`).
 
 Runs a tiny model through the runtime the way a benchmark does, inside the device image with the device
 stage's container options, and prints one JSON line: ok, the milliseconds it took, or the error and its fix.
-A TensorRT check builds its engine here first (convert.tensorrt), as a run does on the device.
+The target's device-only steps (a TensorRT engine's build) make the tiny model here first, as a run does on
+the device. The runtime says which tiny model it runs (`BaseSession.check_with`) and which tools it found.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from builder import formats, runtimes
 from builder.errors import BuilderError
+from builder.steps import registry
+from builder.steps.base import StepCall, StepContext
 
 # relu(2x + 1) as TFLite (made by TensorFlow 2.21's converter) and relu(x) as ONNX (opset 13), both [1, 4] float32
 TINY = {
@@ -41,55 +45,41 @@ TINY = {
     "CAoCCAEKAggEQgQKABAN"),
     lambda x: np.maximum(x, 0)),
 }
-CHECKED_AS = {"litert": ("tflite", "litert"), "ethos-u": ("tflite", "litert"), "onnxruntime": ("onnx", "onnxruntime"),
-              "openvino": ("onnx", "openvino"), "tensorrt": ("onnx", "tensorrt")}
-"""A target's runtime -> the tiny model's format and the runtime that runs it (the Ethos-U NPU is not here:
-its device image runs the fp32 baseline in LiteRT)."""
+def _built_on_device(model: Path, kinds: list[str]) -> Path:
+    """The tiny model through the target's device-only steps, each with its default params, as a run builds it."""
+    for kind in kinds:
+        step = registry.get(kind)
+        out = model.with_name(f"tiny{formats.get(step.produces).suffix}")
+        call = StepCall(id="check", kind=kind, stage="device", inputs={"model": model.name}, outputs={"model": out.name})
+        step().run(StepContext(workdir=model.parent, call=call, log=logging.getLogger("check")), step.Params())
+        model = out
+    return model
 
 
-def _engine(onnx: Path) -> Path:
-    """The tiny ONNX model built into a TensorRT engine by the step a run uses."""
-    from builder.steps.base import StepCall, StepContext
-    from builder.steps.tensorrt import ToTensorrt
-
-    call = StepCall(id="check", kind=ToTensorrt.kind, stage="device", inputs={"model": onnx.name},
-                    outputs={"model": "tiny.engine"})
-    ToTensorrt().run(StepContext(workdir=onnx.parent, call=call, log=logging.getLogger("check")),
-                     ToTensorrt.Params(precision="fp16"))
-    return onnx.parent / "tiny.engine"
-
-
-def check(runtime: str, folder: Path) -> dict:
-    from builder import runtimes
-
-    if runtime not in CHECKED_AS:
+def check(runtime: str, folder: Path, device_steps: list[str]) -> dict:
+    checked_with = runtimes.runtime_class(runtime).check_with
+    if checked_with is None:
         return {"ok": True, "note": f"no tiny model for runtime {runtime}: only the image was checked"}
-    fmt, runs_in = CHECKED_AS[runtime]
+    fmt, runs_in = checked_with
     data, expected = TINY[fmt]
     model = folder / f"tiny.{fmt}"
     model.write_bytes(data)
     started = time.perf_counter()
-    if runs_in == "tensorrt":
-        model = _engine(model)
+    model = _built_on_device(model, device_steps)
     session = runtimes.load(model, runtime=runs_in, threads=1)
     x = np.array([[-1.0, 0.0, 0.5, 2.0]], dtype=np.float32)
     got = session.run([x])[0]
     if not np.allclose(got, expected(x), atol=1e-2):
         return {"ok": False, "error": f"{runs_in} ran the tiny model wrongly: {got.tolist()}",
                 "hint": "the runtime's install is broken: rebuild the device image (--rebuild)"}
-    result = {"ok": True, "runtime": runs_in, "ms": round((time.perf_counter() - started) * 1000, 1)}
-    if runs_in == "tensorrt":
-        from builder import trtexec
-
-        binary = trtexec.trtexec_binary()
-        result["trtexec"] = str(binary) if binary else "absent: benchmarks will have no trtexec figures"
-    return result
+    return {"ok": True, "runtime": runs_in, "ms": round((time.perf_counter() - started) * 1000, 1),
+            **runtimes.runtime_class(runs_in).tools()}
 
 
-def main(runtime: str) -> int:
+def main(runtime: str, device_steps: list[str]) -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
-            result = check(runtime, Path(folder))
+            result = check(runtime, Path(folder), device_steps)
     except BuilderError as exc:
         result = {"ok": False, "error": exc.message, "hint": exc.hint, "cause": getattr(exc, "cause", None)}
     except Exception as exc:  # noqa: BLE001 - any failure is the check's answer, reported with its type
@@ -99,4 +89,4 @@ def main(runtime: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

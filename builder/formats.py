@@ -61,9 +61,6 @@ for _builtin in (
     Format("tflite", ".tflite", runtime="litert"),
     Format("onnx", ".onnx", runtime="onnxruntime"),
     Format("openvino", ".xml", runtime="openvino", companions={"weights": ".bin"}),
-    Format("tensorrt", ".engine", runtime="tensorrt"),
-    # an Ethos-U command stream: a .tflite that only the NPU runs (its graph is one ethos-u op)
-    Format("vela", "_vela.tflite", runtime="ethos-u"),
 ):
     register(_builtin)
 

@@ -73,7 +73,8 @@ def check_device(device: Device, images: ImageBuilder) -> list[dict]:
         started = time.perf_counter()
         try:
             run_smoke(engine, info, target, "device")
-            result = engine.run(image=image.tag, command=["python", "-m", "builder.device_check", target.runtime],
+            result = engine.run(image=image.tag, command=["python", "-m", "builder.device_check", target.runtime,
+                                                          *target.device_only],
                                 platform=image.platform, network="none", **container_options(target, "device"))
             found = json.loads(result.log_tail[-1]) if result.log_tail else {}
         except (BuilderError, ValueError) as exc:

@@ -88,15 +88,11 @@ def resolve_base(image: str, platform: str) -> str:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(catalog.dockerfiles_dir()),
+        loader=jinja2.FileSystemLoader(catalog.data_dirs("dockerfiles")),  # a backend's templates and partials too
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
     )
-
-
-def lock_path(lock: str) -> Path:
-    return catalog.dockerfiles_dir() / "locks" / f"{lock}.txt"
 
 
 def code_files() -> dict[str, bytes]:
@@ -120,11 +116,12 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
     spec: ImageSpec = getattr(target.images, role)
     platform = image_platform(target, role, engine_platform)
     install_platform = install_platform or engine_platform
-    lock = lock_path(spec.lock)
+    lock = locks.lock_file(spec.lock)
     if not lock.exists():
         raise ConfigError(f"target {target.id}: images.{role}.lock: {lock} does not exist",
                           hint="create it with `builder lock`")
     base = resolve_base(spec.base, platform)
+    code = code_files()
     try:
         dockerfile = _environment().get_template(spec.template).render(
             base=base, platform=platform, role=role, lock=spec.lock, apt=spec.apt, smoke=spec.smoke, uid=UID,
@@ -132,15 +129,15 @@ def render_image(target: Target, role: str, *, engine_platform: str = "linux/amd
             install_base=resolve_base(spec.base, install_platform), pip_platform=locks.platform_args(spec.lock),
             python=locks.python_of(spec.lock), system_site_packages=spec.system_site_packages,
             base_provides=[p.model_dump() for p in spec.base_provides],
-            plugins=bool(plugins.load()),
+            plugins=any(path.startswith("plugins/") for path in code),
         )
     except jinja2.TemplateNotFound:
         raise ConfigError(f"target {target.id}: images.{role}.template: "
-                          f"no {spec.template} in {catalog.dockerfiles_dir()}") from None
+                          f"no {spec.template} in {', '.join(map(str, catalog.data_dirs('dockerfiles')))}") from None
     except jinja2.TemplateError as exc:
         raise ConfigError(f"target {target.id}: images.{role}.template: {spec.template}: {exc.message}",
                           hint="a template may use only the values its target declares") from None
-    context = {"Dockerfile": dockerfile.encode(), "lock.txt": lock.read_bytes(), **code_files()}
+    context = {"Dockerfile": dockerfile.encode(), "lock.txt": lock.read_bytes(), **code}
     return RenderedImage(role=role, spec=spec, platform=platform, base=base, dockerfile=dockerfile, context=context)
 
 

@@ -1,7 +1,7 @@
 """Locked package sets for images, and wheelhouses built from them on the host.
 
-`dockerfiles/locks/<name>.in` lists the direct pins; `<name>.txt` is the full,
-resolved set that images install with --no-deps. The lock name ends in the
+`dockerfiles/locks/<name>.in` (or a backend's `locks/<name>.in`) lists the direct pins; `<name>.txt`
+beside it is the full, resolved set that images install with --no-deps. The lock name ends in the
 platform it is for (`-amd64`, `-arm64`). Resolution and downloads use the
 host's own pip, so its configuration (index mirrors, CA bundle, find-links) applies.
 """
@@ -24,14 +24,31 @@ PYTHON = "3.11"
 GLIBC_MINORS = range(17, 37)  # manylinux tags a bookworm (glibc 2.36) image accepts
 
 
+def _files(suffix: str) -> dict[str, Path]:
+    """Every lock's `suffix` file by name: the project's dockerfiles/locks/ and each backend's locks/."""
+    found: dict[str, Path] = {}
+    for folder in catalog.data_dirs("locks"):
+        for path in sorted(folder.glob(f"*{suffix}")):
+            if found.setdefault(path.stem, path) != path:
+                raise ConfigError(f"lock {path.stem!r} is defined twice: {found[path.stem]} and {path}",
+                                  hint="give one of them another name")
+    return found
+
+
+def lock_file(lock: str, suffix: str = ".txt") -> Path:
+    """`<lock>.txt` (or .in) beside its .in file, wherever that lives (the project's dockerfiles/locks/ by default)."""
+    source = _files(".in").get(lock, catalog.dockerfiles_dir() / "locks" / f"{lock}.in")
+    return source.with_suffix(suffix)
+
+
 def lock_names() -> list[str]:
-    return sorted(p.stem for p in (catalog.dockerfiles_dir() / "locks").glob("*.in"))
+    return sorted(_files(".in"))
 
 
 def locked_packages() -> list[str]:
     """Every package any image installs (the locks' full closure): what stage code may import."""
     names = set()
-    for lock in (catalog.dockerfiles_dir() / "locks").glob("*.txt"):
+    for lock in _files(".txt").values():
         for line in lock.read_text().splitlines():
             if line.split("#")[0].strip():
                 names.add(line.split("==")[0].split("[")[0].strip().lower())
@@ -48,7 +65,7 @@ def _arch(lock: str) -> str:
 def python_of(lock: str) -> str:
     """The Python a lock is for: a `# python: X.Y` line in its .in file (a base image's own Python,
     e.g. JetPack's 3.10), else the project's."""
-    source = catalog.dockerfiles_dir() / "locks" / f"{lock}.in"
+    source = lock_file(lock, ".in")
     text = source.read_text() if source.exists() else ""
     match = re.search(r"^# python: (3\.\d+)\s*$", text, re.MULTILINE)
     return match.group(1) if match else PYTHON
@@ -72,7 +89,7 @@ def _pip(args: list[str], what: str) -> str:
 
 def resolve(lock: str) -> list[str]:
     """Resolve `<lock>.in` for its platform into exact `name==version` lines."""
-    source = catalog.dockerfiles_dir() / "locks" / f"{lock}.in"
+    source = lock_file(lock, ".in")
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
@@ -83,7 +100,7 @@ def resolve(lock: str) -> list[str]:
 
 def write_lock(lock: str) -> Path:
     lines = resolve(lock)
-    path = catalog.dockerfiles_dir() / "locks" / f"{lock}.txt"
+    path = lock_file(lock)
     header = [f"# {lock}: resolved from {lock}.in for linux/{lock.rsplit('-', 1)[-1]}, Python {python_of(lock)}.",
               "# Regenerate on purpose with `builder lock`; images install exactly this with --no-deps."]
     path.write_text("\n".join(header + lines) + "\n")
@@ -92,13 +109,13 @@ def write_lock(lock: str) -> Path:
 
 def wheelhouse(lock: str, cache: Path) -> Path:
     """Download every wheel of `<lock>.txt` for its platform into a cached folder (once)."""
-    lock_file = catalog.dockerfiles_dir() / "locks" / f"{lock}.txt"
-    folder = cache / "wheelhouse" / f"{lock}-{hashlib.sha256(lock_file.read_bytes()).hexdigest()[:16]}"
+    locked = lock_file(lock)
+    folder = cache / "wheelhouse" / f"{lock}-{hashlib.sha256(locked.read_bytes()).hexdigest()[:16]}"
     done = folder / ".complete"
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    _pip(["download", "--no-deps", "--quiet", "--dest", str(folder), *platform_args(lock), "-r", str(lock_file)],
-         f"downloading the wheels of {lock_file.name}")
+    _pip(["download", "--no-deps", "--quiet", "--dest", str(folder), *platform_args(lock), "-r", str(locked)],
+         f"downloading the wheels of {locked.name}")
     done.write_text("ok\n")
     return folder

@@ -1,10 +1,12 @@
-"""Extensions from other packages, found through the `edge_builder.plugins` entry point group.
+"""Backends, found through the `edge_builder.plugins` entry point group: the project's own
+(`builder/backends/<vendor>/`, declared in its pyproject.toml) and other packages' alike.
 
-An entry point names a module. Importing it registers what it adds, the way built-in
-code does: `Step` subclasses (step kinds), `BaseSession` subclasses (runtimes) and
-`formats.register(...)` (formats). A module may also set `TARGETS` to a folder of
-target YAML files. The modules' files go into the toolchain and device images with
-the project's own code (`images.code_files`), so a plugin works under either runner.
+An entry point names a package. Importing it registers what it adds: `Step` subclasses (step
+kinds), `BaseSession` subclasses (runtimes) and `formats.register(...)` (formats). Beside its
+`__init__.py` it may keep data folders: `targets/` (target YAML), `locks/` (the `.in` and `.txt`
+package locks its images install) and `dockerfiles/` (Dockerfile templates and partials). Other
+packages' files go into the toolchain and device images with the project's own code
+(`images.code_files`), so a plugin works under either runner.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import ModuleType
 from builder.errors import ConfigError
 
 GROUP = "edge_builder.plugins"
+OWN_DISTRIBUTION = "edge-builder"  # its backends ship with builder/ itself
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,11 @@ class Plugin:
     module: ModuleType
     distribution: importlib.metadata.Distribution | None
 
-    @property
-    def targets_dir(self) -> Path | None:
-        folder = getattr(self.module, "TARGETS", None)
-        return Path(folder) if folder else None
+    def folder(self, name: str) -> Path | None:
+        """The data folder `name` (targets, locks, dockerfiles) beside the package's __init__.py, if any."""
+        package = getattr(self.module, "__file__", None)
+        found = Path(package).parent / name if package else None
+        return found if found and found.is_dir() else None
 
 
 @functools.cache
@@ -48,15 +52,25 @@ def load() -> tuple[Plugin, ...]:
 
 
 def code_files() -> dict[str, bytes]:
-    """Each plugin distribution's Python files and metadata (its entry points), by path relative to its
-    install folder: on the images' PYTHONPATH they import and register as they do here."""
+    """Each plugin distribution's files and metadata, by path relative to its install folder: on the images'
+    PYTHONPATH they import and register as they do here. The project's own distribution gives only its
+    metadata: its backends' code goes into images with builder/."""
     files = {}
-    for plugin in load():
-        if plugin.distribution is None:
+    for dist in {p.distribution.name: p.distribution for p in load() if p.distribution is not None}.values():
+        files |= _metadata(dist)
+        if dist.name == OWN_DISTRIBUTION:
             continue
-        for rel in plugin.distribution.files or ():
-            path = Path(plugin.distribution.locate_file(rel))
-            if rel.suffix in (".py", ".yaml", ".txt") or rel.name in ("METADATA", "entry_points.txt"):
+        for rel in dist.files or ():
+            path = Path(dist.locate_file(rel))
+            if rel.suffix in (".py", ".yaml", ".txt") and not rel.parts[0].endswith((".dist-info", ".egg-info")):
                 if "__pycache__" not in rel.parts and ".." not in rel.parts and path.is_file():
                     files[rel.as_posix()] = path.read_bytes()
     return dict(sorted(files.items()))
+
+
+def _metadata(dist: importlib.metadata.Distribution) -> dict[str, bytes]:
+    """A distribution's name, version and entry points as a minimal .dist-info folder: what importlib.metadata
+    needs to find its plugins (an editable install's own metadata may be an .egg-info beside the sources)."""
+    folder = f"{dist.name.replace('-', '_')}-{dist.version}.dist-info"
+    return {f"{folder}/METADATA": f"Metadata-Version: 2.1\nName: {dist.name}\nVersion: {dist.version}\n".encode(),
+            f"{folder}/entry_points.txt": (dist.read_text("entry_points.txt") or "").encode()}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from test_tensorrt import TRTEXEC_10_3
 
-from builder import trtexec
+from builder.backends.tensorrt import trtexec
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "gpu_check.sh"
 

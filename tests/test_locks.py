@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import catalog, locks
+from builder import locks
 from builder.errors import BuildError, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def test_platform_args_follow_the_lock_name():
 
 def test_shipped_locks_pin_every_package_exactly():
     for name in locks.lock_names():
-        lines = [line for line in (catalog.dockerfiles_dir() / "locks" / f"{name}.txt").read_text().splitlines()
+        lines = [line for line in locks.lock_file(name).read_text().splitlines()
                  if line and not line.startswith("#")]
         assert lines and all("==" in line for line in lines), name
 

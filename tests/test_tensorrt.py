@@ -17,12 +17,13 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
-from builder import catalog, runtimes, trtexec
+from builder import catalog, runtimes
+from builder.backends.tensorrt import trtexec
 from builder.cli import cli
 from builder.errors import ConfigError, StepError
-from builder.runtimes import tensorrt as trt_runtime
+from builder.backends.tensorrt import runtime as trt_runtime
 from builder.steps import registry
-from builder.steps.tensorrt import ToTensorrt, apply_settings, builder_settings, trtexec_command
+from builder.backends.tensorrt.steps import ToTensorrt, apply_settings, builder_settings, trtexec_command
 
 BASE = ["--memPoolSize=workspace:1024M", "--builderOptimizationLevel=3", "--avgTiming=8"]
 
@@ -116,7 +117,7 @@ def test_bad_params_are_config_errors(params, problem):
 
 
 def test_fp32_on_a_dla_core_in_a_target_file_exits_2_naming_the_field(tmp_path):
-    data = yaml.safe_load((catalog.targets_dir() / "jetson.yaml").read_text())
+    data = yaml.safe_load(catalog.target_files()["jetson"].read_text())
     data["variants"]["fp32"] = {"step": "convert.tensorrt", "params": {"precision": "fp32", "dla_core": 0}}
     path = tmp_path / "targets" / "jetson.yaml"
     path.parent.mkdir()
@@ -427,7 +428,7 @@ def stand_in_tensorrt(version="10.3.0.30", *, explicit_batch=True, no_gpu=False,
 
 
 def test_explicit_batch_where_tensorrt_has_the_flag_none_where_it_is_gone():
-    from builder.steps.tensorrt import network_flags
+    from builder.backends.tensorrt.steps import network_flags
 
     assert network_flags(stand_in_tensorrt("8.6.2")[0]) == 1  # 1 << EXPLICIT_BATCH: 8.6 is implicit-batch without it
     assert network_flags(stand_in_tensorrt("10.3.0", explicit_batch=False)[0]) == 0

@@ -24,7 +24,7 @@ from builder.execute import STEPS_FAILED, finished_step, step_files
 from builder.image_build import ImageBuilder
 from builder.placement import Placement
 from builder.plan import Plan
-from builder.runtimes.tensorrt import GPU_HINT
+from builder.backends.tensorrt.runtime import GPU_HINT
 from builder.step_cache import StageIdentity
 
 USER = "1000:1000"  # images.UID: the steps never run as root

@@ -76,6 +76,10 @@ class BaseSession:
     """Params of the step that made a model which its sessions need too (a TensorRT engine's DLA core):
     the plan gives them to the benchmark and validation that load it."""
 
+    check_with: ClassVar[tuple[str, str] | None] = None
+    """`builder devices --check`: the format of the tiny model it runs and the runtime that runs it (an NPU's
+    image may check its CPU baseline's); None: only the image is checked."""
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _REGISTRY[cls.runtime] = cls
@@ -100,6 +104,11 @@ class BaseSession:
     @classmethod
     def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
         """The vendor's own benchmark tools that are installed, by name: each returns its parsed figures."""
+        return {}
+
+    @classmethod
+    def tools(cls) -> dict[str, str]:
+        """The vendor tools its benchmarks run beside our timing, and where they were found (or why not)."""
         return {}
 
     def __init__(self, path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], threads: int):
@@ -283,4 +292,4 @@ def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, *, origin: str = "
 
 
 # Registration: these modules import their runtime library only when a model is loaded.
-from builder.runtimes import ethos_u, litert, onnxruntime, openvino, tensorrt  # noqa: E402,F401
+from builder.runtimes import litert, onnxruntime, openvino  # noqa: E402,F401

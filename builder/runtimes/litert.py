@@ -59,6 +59,7 @@ class LiteRTSession(BaseSession):
     """
 
     runtime = "litert"
+    check_with = ("tflite", "litert")
 
     @classmethod
     def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:

@@ -30,6 +30,7 @@ class OnnxRuntimeSession(BaseSession):
     """An InferenceSession with `threads` intra-op threads (CPU provider unless `providers` says)."""
 
     runtime = "onnxruntime"
+    check_with = ("onnx", "onnxruntime")
 
     def __init__(
         self,

@@ -71,6 +71,7 @@ class OpenVINOSession(BaseSession):
     """A compiled model with one infer request; f32 precision and LATENCY hint by default."""
 
     runtime = "openvino"
+    check_with = ("onnx", "openvino")
 
     @classmethod
     def extra_figures(cls, model: Path, session: Session, timing: Timing) -> dict:

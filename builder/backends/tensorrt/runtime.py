@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.backends.tensorrt import trtexec
 from builder.errors import ConfigError, GpuUnavailable, StepError
 from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
@@ -96,13 +97,17 @@ class TensorRTSession(BaseSession):
     """
 
     runtime = "tensorrt"
+    check_with = ("onnx", "tensorrt")  # an engine built from it first (convert.tensorrt)
 
     build_options = ("dla_core",)
 
     @classmethod
-    def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
-        from builder import trtexec
+    def tools(cls) -> dict[str, str]:
+        binary = trtexec.trtexec_binary()
+        return {"trtexec": str(binary) if binary else "absent: benchmarks will have no trtexec figures"}
 
+    @classmethod
+    def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
         binary = trtexec.trtexec_binary()
         if binary is None:
             return {"trtexec": trtexec.not_found}

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from builder.errors import ConversionError
-from builder.runtimes.tensorrt import check_version, gpu_object, import_tensorrt
+from builder.backends.tensorrt.runtime import check_version, gpu_object, import_tensorrt
 from builder.steps.base import Step, StepContext, StepParams
 from builder.util import atomic_write_bytes
 

@@ -28,6 +28,7 @@ def _declared(files: Mapping[str, Path], name: str) -> Path:
 
 class EthosUSession(BaseSession):
     runtime = "ethos-u"
+    check_with = ("tflite", "litert")  # its device image runs the fp32 baseline: the NPU is not here
 
     def __init__(self, path: Path, *, threads: int = 2):
         raise StepError(f"{path.name} runs only on an Ethos-U NPU", hint="its benchmark is Vela's estimate, and "

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from builder.benchmark import TOOL_LOG_TAIL, _run_tool
+from builder.benchmark import TOOL_LOG_TAIL, run_tool
 from builder.errors import StepError
 
 JETPACK_TRTEXEC = Path("/usr/src/tensorrt/bin/trtexec")  # where JetPack installs it (not on PATH)
@@ -87,7 +87,7 @@ def trtexec_tool(
         args.append(f"--shapes={shapes}")
     if no_data_transfers:
         args.append("--noDataTransfers")
-    output = _run_tool(args, "trtexec", hint="run the same command by hand to see the full log", timeout=timeout_s)
+    output = run_tool(args, "trtexec", hint="run the same command by hand to see the full log", timeout=timeout_s)
     return {"tool": "trtexec", **parse_trtexec(output)}
 
 

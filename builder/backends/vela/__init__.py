@@ -1,0 +1,10 @@
+"""Arm Ethos-U NPUs: full-int8 TFLite compiled by Vela, measured by Vela's own performance estimate
+(no NPU here); the arm-npu target lives here."""
+
+from __future__ import annotations
+
+from builder import formats
+from builder.backends.vela import runtime, steps  # noqa: F401  (they register themselves)
+
+# an Ethos-U command stream: a .tflite that only the NPU runs (its graph is one ethos-u op)
+formats.register(formats.Format("vela", "_vela.tflite", runtime="ethos-u"))

@@ -1,0 +1,24 @@
+"""builder.device_check, the check inside a device image, run here on each CPU runtime's tiny model: the runtime
+declares which tiny model it runs (an NPU's image runs its CPU baseline's) and which tools it found."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from builder import device_check
+
+
+@pytest.mark.parametrize("runtime, runs_in", [("litert", "litert"), ("ethos-u", "litert"), ("onnxruntime", "onnxruntime"),
+                                              ("openvino", "openvino")])
+def test_each_runtime_runs_its_tiny_model(tmp_path, runtime, runs_in):
+    result = device_check.check(runtime, tmp_path, [])
+    assert result["ok"] and result["runtime"] == runs_in and result["ms"] > 0, result
+
+
+def test_the_tensorrt_check_builds_its_engine_with_the_targets_device_step_first(capsys):
+    """No TensorRT here: the check fails inside convert.tensorrt, the step the jetson target runs on the device."""
+    assert device_check.main("tensorrt", ["convert.tensorrt"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert not result["ok"] and "TensorRT" in result["error"], result
