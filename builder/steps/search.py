@@ -134,14 +134,15 @@ class SearchTflite(_Search):
 
         yield Candidate("int8", "full int8, float32 inputs and outputs", convert("int8"))
         try:
-            errors = tflite_selective.layer_errors(saved, representative, LAYER_SAMPLES)
+            debugger = tflite_selective.Debugger(saved, representative, LAYER_SAMPLES)
+            errors = debugger.layer_errors()
         except BuilderError as exc:
             ctx.log.warning("no per-layer errors, so no selective int8: %s", exc.message)
             return
         outputs = [errors[-1][0]]
 
         def build(names: list[str]) -> Callable[[Path], dict]:
-            return lambda path: tflite_selective.selective_int8(saved, path, representative, names)
+            return lambda path: debugger.selective_int8(path, names)
 
         yield from _float_ladder(outputs, lambda: probe.by_effect(
             _ranked(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite", found, ctx.log),
@@ -258,7 +259,7 @@ class SearchOrt(_Search):
         return fp32, ladder, [fallbacks[name] for name in params.fallbacks]
 
 
-LAYER_SAMPLES = 8  # calibration samples the per-node error is measured on
+LAYER_SAMPLES = 8  # calibration samples the per-layer error is measured on
 PROBES = 6  # the noisiest layers whose effect on the output is measured one at a time
 PROBE_SAMPLES = 32  # validation samples each probe is measured on
 
