@@ -39,7 +39,8 @@ def build_artifacts(folder: Path) -> dict[str, Path]:
     """The artifacts, made once per folder (a second run reuses them)."""
     from importlib.resources import files
 
-    from builder.convert import onnx, onnx2tf, openvino, tflite
+    from builder.backends.openvino import convert as openvino
+    from builder.convert import onnx, onnx2tf, tflite
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -85,12 +86,13 @@ def _ours_here(path: Path, threads: int, seconds: float) -> dict:
 
 
 def theirs(path: Path, threads: int, seconds: float) -> dict | None:
-    from builder import benchmark
+    from builder.backends.litert import benchmark_model
+    from builder.backends.openvino import benchmark_app
 
     if path.suffix == ".xml":
-        return benchmark.benchmark_app_tool(path, seconds=max(1, round(seconds)), threads=threads)
-    if path.suffix == ".tflite" and (binary := benchmark.benchmark_model_binary()):
-        return benchmark.benchmark_model_tool(binary, path, threads=threads, runs=50, warmup=20)
+        return benchmark_app.benchmark_app_tool(path, seconds=max(1, round(seconds)), threads=threads)
+    if path.suffix == ".tflite" and (binary := benchmark_model.benchmark_model_binary()):
+        return benchmark_model.benchmark_model_tool(binary, path, threads=threads, runs=50, warmup=20)
     if path.suffix == ".tflite" and (binary := shutil.which("litert-benchmark", path=str(Path(sys.executable).parent))):
         return _litert_benchmark(binary, path, threads, seconds)
     return None

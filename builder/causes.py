@@ -60,7 +60,7 @@ _OP_NAMES = (  # the ops named by each converter's "cannot convert this op" mess
     re.compile(r"(\w+) OP is not yet implemented"),  # onnx2tf
     re.compile(r"(?:TFLite builtins|TF Select ops|Custom ops): ([\w.]+(?:, [\w.]+)*)"),  # TFLiteConverter
     re.compile(r"Tensorflow op \[[^\]]*: (\w+)\] is not supported"),  # tf2onnx
-    re.compile(r"unsupported op ([\w./:-]+)"),  # builder.convert.openvino
+    re.compile(r"unsupported op ([\w./:-]+)"),  # builder.backends.openvino.convert
     re.compile(r"No translator found for ([\w./:-]+) node"),
     re.compile(r"No conversion rule found for operations: ([\w./:-]+(?:, [\w./:-]+)*)"),
 )

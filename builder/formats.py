@@ -58,9 +58,6 @@ for _builtin in (
     Format("pytorch_state_dict", ".pth"),
     Format("torchscript", ".pt"),
     Format("exported_program", ".pt2"),
-    Format("tflite", ".tflite", runtime="litert"),
-    Format("onnx", ".onnx", runtime="onnxruntime"),
-    Format("openvino", ".xml", runtime="openvino", companions={"weights": ".bin"}),
 ):
     register(_builtin)
 

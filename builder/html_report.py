@@ -20,8 +20,7 @@ import threading
 from html import escape
 from pathlib import Path
 
-from builder.records import BenchmarkResult, LayerErrors, Recommendation, Results, VariantResult
-from builder.report import fp32_baseline
+from builder.records import BenchmarkResult, LayerErrors, Recommendation, Results, VariantResult, fp32_baseline
 from builder.step_cache import step_cache_dir
 from builder.util import atomic_write_bytes
 

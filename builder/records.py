@@ -342,6 +342,12 @@ class Recommendation(Strict):
     otherwise: str | None = Field(None, description="provisional: the fastest variant with every gate passed")
 
 
+def fp32_baseline(results: list[VariantResult]) -> VariantResult | None:
+    """The fp32 variant with a timing: what speed-ups and sizes are measured against."""
+    timed = [r for r in results if r.precision == "fp32" and r.benchmark and r.benchmark.p50_ms]
+    return next((r for r in timed if r.name == "fp32"), timed[0] if timed else None)
+
+
 class Results(Strict):
     """results.json: a run of one recipe on one target."""
 

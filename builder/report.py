@@ -12,13 +12,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from builder import __version__, formats
+from builder import __version__, formats, html_report
 from builder.causes import classify
 from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
 from builder.records import (Agreement, BenchmarkRecord, BenchmarkResult, DataCount, Failure, Recommendation, Results,
-                             StepRecord, ValidateRecord, ValidationResult, VariantResult, write_results)
+                             StepRecord, ValidateRecord, ValidationResult, VariantResult, fp32_baseline, write_results)
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
 
@@ -304,12 +304,6 @@ def _p50(r: VariantResult) -> float | None:
     return r.benchmark.p50_ms if r.benchmark else None
 
 
-def fp32_baseline(results: list[VariantResult]) -> VariantResult | None:
-    """The fp32 variant with a timing: what speed-ups and sizes are measured against."""
-    timed = [r for r in results if r.precision == "fp32" and _p50(r)]
-    return next((r for r in timed if r.name == "fp32"), timed[0] if timed else None)
-
-
 def _flags(r: VariantResult, base: VariantResult | None) -> list[str]:
     p50 = _p50(r)
     flags = {"failed": ["failed"], "skipped": ["not built"], "gate-failed": ["fails a gate"],
@@ -488,8 +482,6 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
 
 def write(plan: Plan, workdir: Path, run: dict) -> list[VariantResult]:
     """Write the five report files; return the per-variant results (results.json's `variants`)."""
-    from builder import html_report  # it imports this module
-
     records = read_records(workdir)
     results = variant_results(plan, records)
     man = manifest(plan, workdir, records, run)

@@ -13,6 +13,9 @@ import pytest
 import runtime_models as rm
 
 from builder import benchmark, runtimes
+from builder.backends.litert import benchmark_model
+from builder.backends.openvino import benchmark_app
+from builder.backends.openvino import runtime as openvino_runtime
 from builder.errors import ConfigError, StepError
 from builder.steps.measure import vs_tool
 
@@ -115,7 +118,7 @@ def test_peak_rss_sees_a_short_lived_allocation():
 
 
 def test_openvino_throughput_uses_optimal_requests(models):
-    result = benchmark.openvino_throughput(models["xml"], seconds=0.5)
+    result = openvino_runtime.async_throughput(models["xml"], seconds=0.5)
     assert result["mode"] == "throughput" and result["requests"] >= 1
     assert result["infers"] > 0 and result["seconds"] >= 0.5
     assert result["throughput_fps"] == pytest.approx(result["infers"] / result["seconds"])
@@ -176,7 +179,7 @@ Peak memory footprint (MB): init=4.92969 overall=138.809
 
 
 def test_parse_benchmark_model_new_format_takes_the_measured_run():
-    result = benchmark.parse_benchmark_model(BENCHMARK_MODEL_NEW)
+    result = benchmark_model.parse_benchmark_model(BENCHMARK_MODEL_NEW)
     assert result["runs"] == 944
     assert result["mean_ms"] == pytest.approx(1.05963)
     assert (result["std_ms"], result["min_ms"], result["max_ms"], result["p50_ms"]) == pytest.approx(
@@ -188,7 +191,7 @@ def test_parse_benchmark_model_new_format_takes_the_measured_run():
 
 
 def test_parse_benchmark_model_old_format_has_no_median():
-    result = benchmark.parse_benchmark_model(BENCHMARK_MODEL_OLD)
+    result = benchmark_model.parse_benchmark_model(BENCHMARK_MODEL_OLD)
     assert result["runs"] == 50 and result["p50_ms"] is None
     assert (result["mean_ms"], result["std_ms"], result["min_ms"], result["max_ms"]) == pytest.approx(
         (249.684, 1.442, 247.067, 254.474)
@@ -199,7 +202,7 @@ def test_parse_benchmark_model_old_format_has_no_median():
 def test_parse_benchmark_model_without_timings_raises_with_tail():
     log = "INFO: Loaded model m.tflite\nERROR: Didn't find op for builtin opcode 'CONV_2D' version '6'\n"
     with pytest.raises(StepError) as caught:
-        benchmark.parse_benchmark_model(log)
+        benchmark_model.parse_benchmark_model(log)
     assert caught.value.log_tail[-1].startswith("ERROR: Didn't find op")
 
 
@@ -214,19 +217,19 @@ def test_benchmark_model_tool_failure_reports_last_lines(tmp_path):
     )
     fake.chmod(0o755)
     with pytest.raises(StepError, match="benchmark_model exited with code 1") as caught:
-        benchmark.benchmark_model_tool(fake, tmp_path / "m.tflite", threads=2, runs=5, warmup=1)
+        benchmark_model.benchmark_model_tool(fake, tmp_path / "m.tflite", threads=2, runs=5, warmup=1)
     assert caught.value.log_tail == [
         f"INFO: Graph: [--graph={tmp_path / 'm.tflite'}]",
         "ERROR: Could not build model from the provided pointer.",
     ]
     with pytest.raises(StepError, match="could not be started") as missing:
-        benchmark.benchmark_model_tool(tmp_path / "absent", tmp_path / "m.tflite", threads=2, runs=5, warmup=1)
+        benchmark_model.benchmark_model_tool(tmp_path / "absent", tmp_path / "m.tflite", threads=2, runs=5, warmup=1)
     assert "BENCHMARK_MODEL_BIN" in missing.value.hint
 
 
 def test_benchmark_model_binary_prefers_the_env_var(monkeypatch, tmp_path):
     monkeypatch.setenv("BENCHMARK_MODEL_BIN", str(tmp_path / "bm"))
-    assert benchmark.benchmark_model_binary() == tmp_path / "bm"
+    assert benchmark_model.benchmark_model_binary() == tmp_path / "bm"
 
 
 # --- OpenVINO benchmark_app ----------------------------------------------------
@@ -255,7 +258,7 @@ BENCHMARK_APP = """\
 
 
 def test_parse_benchmark_app_report():
-    assert benchmark.parse_benchmark_app(BENCHMARK_APP) == {
+    assert benchmark_app.parse_benchmark_app(BENCHMARK_APP) == {
         "runs": 719, "duration_ms": 1001.71, "p50_ms": 0.86, "mean_ms": 1.34, "min_ms": 0.53,
         "max_ms": 56.20, "throughput_fps": 717.77, "first_ms": 3.46, "compile_ms": 286.35, "threads": 2,
     }  # fmt: skip
@@ -272,7 +275,7 @@ def test_parse_benchmark_app_converts_microseconds():
 [ INFO ]    Max:           5390.64 us
 [ INFO ] Throughput:   24978.43 FPS
 """
-    result = benchmark.parse_benchmark_app(tiny_model_report)
+    result = benchmark_app.parse_benchmark_app(tiny_model_report)
     assert (result["p50_ms"], result["mean_ms"], result["min_ms"], result["max_ms"]) == pytest.approx(
         (0.01872, 0.03237, 0.01424, 5.39064)
     )
@@ -281,7 +284,7 @@ def test_parse_benchmark_app_converts_microseconds():
 
 @pytest.mark.slow
 def test_benchmark_app_runs_for_real(models):
-    result = benchmark.benchmark_app_tool(models["xml"], seconds=1, hint="latency", threads=1)
+    result = benchmark_app.benchmark_app_tool(models["xml"], seconds=1, hint="latency", threads=1)
     assert result["tool"] == "benchmark_app" and result["runs"] > 0
     assert result["threads"] == 1  # as its compiled model reports it, with the latency hint kept
     assert 0 < result["min_ms"] <= result["p50_ms"] <= result["max_ms"]
@@ -290,7 +293,7 @@ def test_benchmark_app_runs_for_real(models):
 
 def test_benchmark_app_failure_carries_its_log(tmp_path):
     with pytest.raises(StepError, match="benchmark_app exited") as caught:
-        benchmark.benchmark_app_tool(tmp_path / "absent.xml", seconds=1)
+        benchmark_app.benchmark_app_tool(tmp_path / "absent.xml", seconds=1)
     assert any("absent.xml" in line for line in caught.value.log_tail)
 
 

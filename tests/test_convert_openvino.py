@@ -1,4 +1,4 @@
-"""builder.convert.openvino: IR fp32/fp16, NNCF PTQ and accuracy control, unsupported ops (real OpenVINO)."""
+"""builder.backends.openvino.convert: IR fp32/fp16, NNCF PTQ and accuracy control, unsupported ops (real OpenVINO)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
 from builder.convert.onnx import torch_to_onnx
-from builder.convert.openvino import compile_f32, nncf_quantize, nncf_quantize_with_accuracy_control, to_openvino
+from builder.backends.openvino.convert import compile_f32, nncf_quantize, nncf_quantize_with_accuracy_control, to_openvino
 from builder.errors import ConversionError
 
 MEDIAPIPE = "mediapipe==0.10.21"

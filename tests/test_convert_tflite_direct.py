@@ -206,7 +206,7 @@ def test_sparse_mediapipe_model_is_densified_and_quantized(mediapipe_models, tmp
 
 
 def test_openvino_fp16_of_a_model_that_stores_fp16_weights_is_not_different_from_fp32(mediapipe_models, tmp_path):
-    from builder.convert.openvino import to_openvino
+    from builder.backends.openvino.convert import to_openvino
 
     source = mediapipe_models["face_detection_short_range"]
     to_openvino(source, tmp_path / "fp32.xml")

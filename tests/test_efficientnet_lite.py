@@ -106,7 +106,7 @@ def test_onnx2tf_tflite_fp32_and_int8_classify_photos(onnx_model, photos, tmp_pa
 
 @pytest.mark.slow
 def test_openvino_fp32_and_nncf_int8_classify_photos(onnx_model, photos, tmp_path):
-    from builder.convert.openvino import compile_f32, nncf_quantize, to_openvino
+    from builder.backends.openvino.convert import compile_f32, nncf_quantize, to_openvino
 
     to_openvino(onnx_model, tmp_path / "fp32.xml")
     calibration = np.stack(list(photos.values()) + [x[:, :, ::-1] for x in photos.values()])

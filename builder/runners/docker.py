@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from builder.backends.tensorrt.runtime import GPU_HINT
 from builder.config.target import Target
 from builder.devices import HOST, Device
 from builder.docker_api import Attempt, Engine, display_url
@@ -24,7 +25,6 @@ from builder.execute import STEPS_FAILED, finished_step, step_files
 from builder.image_build import ImageBuilder
 from builder.placement import Placement
 from builder.plan import Plan
-from builder.backends.tensorrt.runtime import GPU_HINT
 from builder.step_cache import StageIdentity
 
 USER = "1000:1000"  # images.UID: the steps never run as root

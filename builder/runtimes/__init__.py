@@ -290,6 +290,3 @@ def random_inputs(infos: Sequence[TensorInfo], seed: int = 0, *, origin: str = "
             arrays.append(rng.random(shape, dtype=np.float32).astype(dtype))
     return arrays
 
-
-# Registration: these modules import their runtime library only when a model is loaded.
-from builder.runtimes import litert, onnxruntime, openvino  # noqa: E402,F401

@@ -1,10 +1,9 @@
 """Accuracy-aware variants (precision: auto): each format's candidates, searched by quant_search.
 
 TFLite: full int8, then int8 with the layers the quantization debugger finds worst kept in float
-(1, 2, 4, ... of them), then int16x8 and fp16. OpenVINO: NNCF int8, then NNCF's accuracy-control
-mode (it reverts the most harmful layers itself), then fp16 weights. ONNX Runtime: QDQ int8 with
-each calibration method, then the closest of them with its output layer and noisiest nodes in
-float, then int16x8 and fp16.
+(1, 2, 4, ... of them), then int16x8 and fp16. ONNX Runtime: QDQ int8 with each calibration method,
+then the closest of them with its output layer and noisiest nodes in float, then int16x8 and fp16.
+A backend's own search subclasses `SearchStep` (OpenVINO's: builder/backends/openvino/search.py).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pydantic import Field
 
 from builder import formats
 from builder.config.common import Task
-from builder.config.recipe import Benchmark, Nncf, Search
+from builder.config.recipe import Benchmark, Search
 from builder.errors import BuilderError, StepError
 from builder.quant_search import Budget, Candidate, Judge, Ladder, built_at, closeness, place, search
 from builder.records import SearchCandidate
@@ -47,7 +46,7 @@ class SearchParams(LayoutParams):
     threads: int = Field(_BENCHMARK.threads, description="the recipe's benchmark threads")
 
 
-class _Search(Step):
+class SearchStep(Step):
     """One format's accuracy-aware search; subclasses propose the candidates."""
 
     Params = SearchParams
@@ -100,7 +99,7 @@ class _Search(Step):
         return {"search": result.model_dump(mode="json"), "io_dtype": "float32", **found}
 
 
-class SearchTflite(_Search):
+class SearchTflite(SearchStep):
     kind = "search.tflite"
     consumes = ("saved_model",)
     produces = "tflite"
@@ -144,67 +143,12 @@ class SearchTflite(_Search):
         def build(names: list[str]) -> Callable[[Path], dict]:
             return lambda path: debugger.selective_int8(path, names)
 
-        yield from _float_ladder(outputs, lambda: probe.by_effect(
-            _ranked(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite", found, ctx.log),
+        yield from float_ladder(outputs, lambda: probe.by_effect(
+            ranked_layers(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite", found, ctx.log),
             max_float, build)
 
 
-class SearchNncf(_Search):
-    kind = "search.nncf"
-    consumes = ("openvino",)
-    produces = "openvino"
-    summary = ("the fastest OpenVINO IR within the gates: NNCF int8, then with full bias correction, then NNCF "
-               "accuracy control, then fp16 weights")
-
-    class Params(SearchParams):
-        nncf: Nncf = Field(Nncf(), description="the variant's nncf options")
-
-    @classmethod
-    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        variant = scope.variant_spec
-        return super().resolve_params(scope, params) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
-
-    def candidates(self, ctx: StepContext, params: Params, folder: Path,
-                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
-        """NNCF's accuracy control ranks the layers to revert by their effect itself: `probe` is not needed."""
-        from builder.convert import openvino
-
-        xml = ctx.input("model")
-        fp16 = Candidate("fp16", "fp16 weights, float compute", lambda path: openvino.compress_fp16(xml, path),
-                         fallback=True)
-        return xml, lambda tried: self._ladder(ctx, params, folder), [fp16]
-
-    @staticmethod
-    def _ladder(ctx: StepContext, params: Params, folder: Path) -> Iterator[Candidate]:
-        from builder.convert import openvino
-
-        xml = ctx.input("model")
-        calibration = samples_for(ctx.input("calibration"), params)
-        options = params.nncf.ptq_options()
-        full = built_at(folder, "int8", ".xml")
-        yield Candidate("int8", "NNCF int8", lambda path: openvino.nncf_quantize(xml, path, calibration, **options))
-        stronger = options | {"fast_bias_correction": False, "preset": "mixed"}
-        if stronger != options:  # PTQ's own remedies before any layer goes back to float
-            yield Candidate("int8-bias-corrected", "NNCF int8 with full bias correction and asymmetric activations",
-                            lambda path: openvino.nncf_quantize(xml, path, calibration, **stronger))
-        controlled = _controlled_metric(params.gates, params.task)
-        if controlled:
-            name, threshold, metric = controlled
-            validation = samples_for(ctx.input("validation"), params)
-
-            def build(path: Path) -> dict:
-                report = openvino.nncf_quantize_with_accuracy_control(
-                    xml, path, calibration, validation, metric(validation, xml), max_drop=1 - threshold,
-                    max_reverted=params.max_float_layers, **options)
-                if full.exists():  # the layers NNCF reverted to float
-                    report["kept_float"] = sorted(openvino.quantized_ops(full) - openvino.quantized_ops(path))
-                return report
-
-            yield Candidate("int8-accuracy-control", f"NNCF accuracy control on {name} (max drop {1 - threshold:g}, "
-                            f"at most {params.max_float_layers} layers in float)", build)
-
-
-class SearchOrt(_Search):
+class SearchOrt(SearchStep):
     kind = "search.ort"
     consumes = ("onnx",)
     produces = "onnx"
@@ -251,8 +195,8 @@ class SearchOrt(_Search):
                 ctx.log.warning("no per-node errors, so no selective int8: %s", exc.message)
                 return
             outputs = onnx_selective.output_nodes(fp32)
-            yield from _float_ladder(outputs, lambda: probe.by_effect(
-                _ranked(errors, onnx_selective.METRIC, found), outputs, lambda kept: quantize(method, kept),
+            yield from float_ladder(outputs, lambda: probe.by_effect(
+                ranked_layers(errors, onnx_selective.METRIC, found), outputs, lambda kept: quantize(method, kept),
                 folder / "probe.onnx", found, ctx.log), params.max_float_layers, lambda kept: quantize(method, kept),
                 f", {method} calibration")
 
@@ -302,14 +246,14 @@ class Probe:
         return ranked + [name for name in worst if name not in ranked]
 
 
-def _ranked(errors: list[tuple[str, float]], metric: str, found: dict) -> list[str]:
+def ranked_layers(errors: list[tuple[str, float]], metric: str, found: dict) -> list[str]:
     """Layer names, worst first; the errors go into the step's result as its `layer_errors`."""
     ranked = sorted(errors, key=lambda e: -e[1])
     found["layer_errors"] = {"metric": metric, "layers": [{"name": n, "value": round(v, 4)} for n, v in ranked]}
     return [name for name, _ in ranked]
 
 
-def _float_ladder(outputs: list[str], rank: Callable[[], list[str]], max_float: int,
+def float_ladder(outputs: list[str], rank: Callable[[], list[str]], max_float: int,
                   build: Callable[[list[str]], Callable[[Path], dict]], how: str = "") -> Iterator[Candidate]:
     """int8 with the output layers in float (their rounding flips near-tied classes: EfficientNet-Lite0's
     TFLite top-1 agreement 0.88 -> 0.94), then also the worst other layers by `rank` (asked only once the
@@ -325,16 +269,3 @@ def _float_ladder(outputs: list[str], rank: Callable[[], list[str]], max_float: 
         yield Candidate(f"int8-float{len(names)}", f"int8 with the output layer and the {count} worst in float{how}",
                         build(names), kept_float=names)
         count *= 2
-
-
-def _controlled_metric(gates: dict[str, float], task: str):
-    """(figure, threshold, metric factory) for NNCF's accuracy control: top-1 agreement for a classifier,
-    else mean cosine; None when no gate bounds either."""
-    from builder.steps.openvino import cosine_metric, top1_agreement_metric
-
-    if task == "classification" and "min_top1_agreement" in gates:
-        return "top-1 agreement", gates["min_top1_agreement"], top1_agreement_metric
-    if "min_cosine" in gates:
-        return "cosine", gates["min_cosine"], cosine_metric
-    return None
-

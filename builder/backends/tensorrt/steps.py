@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from builder.errors import ConversionError
 from builder.backends.tensorrt.runtime import check_version, gpu_object, import_tensorrt
+from builder.errors import ConversionError
 from builder.steps.base import Step, StepContext, StepParams
 from builder.util import atomic_write_bytes
 

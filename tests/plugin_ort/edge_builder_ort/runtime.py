@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builder.runtimes.onnxruntime import OnnxRuntimeSession
+from builder.backends.onnxruntime.runtime import OnnxRuntimeSession
 
 
 class OrtFormatSession(OnnxRuntimeSession):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
+from builder.backends.openvino import convert
 from builder.config.recipe import Nncf
+from builder.runtimes import load
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
 from builder.steps.layout import LayoutParams, layout_params, samples_for
 
@@ -19,9 +22,7 @@ class ToOpenvino(Step):
         compress_fp16: bool = False
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.convert import openvino
-
-        report = openvino.to_openvino(ctx.input("model"), ctx.output("model"), compress_fp16=params.compress_fp16)
+        report = convert.to_openvino(ctx.input("model"), ctx.output("model"), compress_fp16=params.compress_fp16)
         return {"conversion": report}
 
 
@@ -45,17 +46,15 @@ class QuantizeNncf(Step):
         return ("calibration", "validation") if with_validation else ("calibration",)
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.convert import openvino
-
         model = ctx.input("model")
         nncf = params.nncf
         options = nncf.ptq_options()
         calibration = samples_for(ctx.input("calibration"), params)
         if nncf.max_accuracy_drop is None:
-            report = openvino.nncf_quantize(model, ctx.output("model"), calibration, **options)
+            report = convert.nncf_quantize(model, ctx.output("model"), calibration, **options)
         else:
             validation = samples_for(ctx.input("validation"), params)
-            report = openvino.nncf_quantize_with_accuracy_control(
+            report = convert.nncf_quantize_with_accuracy_control(
                 model, ctx.output("model"), calibration, validation, top1_agreement_metric(validation, model),
                 max_drop=nncf.max_accuracy_drop, **options,
             )
@@ -64,10 +63,6 @@ class QuantizeNncf(Step):
 
 def top1_agreement_metric(validation, reference_xml):
     """Validation metric for accuracy control: top-1 agreement with the fp32 model on the given samples."""
-    import numpy as np
-
-    from builder.runtimes import load
-
     reference = load(reference_xml)
     expected = np.array([np.argmax(reference.run([s])[0]) for s in validation])
 
@@ -80,10 +75,6 @@ def top1_agreement_metric(validation, reference_xml):
 
 def cosine_metric(validation, reference_xml):
     """Validation metric for accuracy control: mean cosine of the first output with the fp32 model's."""
-    import numpy as np
-
-    from builder.runtimes import load
-
     reference = load(reference_xml)
     expected = [reference.run([s])[0].reshape(-1) for s in validation]
 

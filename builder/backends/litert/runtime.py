@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.backends.litert import benchmark_model
 from builder.errors import ConfigError, StepError
 from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
@@ -63,12 +64,10 @@ class LiteRTSession(BaseSession):
 
     @classmethod
     def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:
-        from builder import benchmark
-
-        binary = benchmark.benchmark_model_binary()
+        binary = benchmark_model.benchmark_model_binary()
         if binary is None:
             return {}
-        return {"benchmark_model": lambda: benchmark.benchmark_model_tool(
+        return {"benchmark_model": lambda: benchmark_model.benchmark_model_tool(
             binary, model, threads=timing.threads, runs=timing.runs, warmup=timing.warmup)}
 
     def __init__(

@@ -1,0 +1,77 @@
+"""TFLite's benchmark_model, run and parsed for comparison with numbers users already know."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from builder.benchmark import NUMBER, TOOL_LOG_TAIL, run_tool
+from builder.errors import StepError
+
+
+def benchmark_model_binary() -> Path | None:
+    """TFLite's benchmark_model: $BENCHMARK_MODEL_BIN, else `benchmark_model` on PATH."""
+    found = os.environ.get("BENCHMARK_MODEL_BIN") or shutil.which("benchmark_model")
+    return Path(found) if found else None
+
+
+def benchmark_model_tool(binary: Path, model: Path, *, threads: int, runs: int, warmup: int) -> dict:
+    """Run TFLite's benchmark_model on `model` and parse its timings (see parse_benchmark_model)."""
+    args = [
+        str(binary),
+        f"--graph={model}",
+        f"--num_threads={threads}",
+        f"--num_runs={runs}",
+        f"--warmup_runs={warmup}",
+    ]
+    output = run_tool(args, "benchmark_model", hint="set BENCHMARK_MODEL_BIN to the benchmark_model binary")
+    return {"tool": "benchmark_model", "threads": threads, "warmup": warmup, **parse_benchmark_model(output)}
+
+
+_STATS = re.compile(
+    rf"count={NUMBER} first={NUMBER} curr={NUMBER} min={NUMBER} max={NUMBER} avg={NUMBER} std={NUMBER}(?:.*?median={NUMBER})?"
+)
+_SUMMARY = re.compile(
+    rf"Inference timings in us: Init: {NUMBER}, First inference: {NUMBER}, "
+    rf"Warmup \(avg\): {NUMBER}, Inference \(avg\): {NUMBER}"
+)
+_MEMORY = re.compile(
+    rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): init={NUMBER} overall={NUMBER}"
+)
+
+
+def parse_benchmark_model(output: str) -> dict:
+    """Timings from benchmark_model's log, in ms (it prints microseconds).
+
+    The last `count=... avg=... std=...` line is the measured run (the one
+    before it is the warm-up); `median=` is printed by newer builds only, so
+    `p50_ms` may be None.
+    """
+    summary = _SUMMARY.search(output)
+    if summary is None:
+        raise StepError(
+            "benchmark_model printed no 'Inference timings' line",
+            log_tail=output.strip().splitlines()[-TOOL_LOG_TAIL:],
+        )
+    init, first, warm, avg = (float(v) / 1000.0 for v in summary.groups())
+    result: dict = {
+        "runs": None, "mean_ms": avg, "std_ms": None, "min_ms": None, "max_ms": None, "p50_ms": None,
+        "throughput_fps": 1000.0 / avg if avg else None,
+        "init_ms": init, "first_ms": first, "warmup_mean_ms": warm,
+    }  # fmt: skip
+    stats = _STATS.findall(output)
+    if stats:
+        count, _first, _curr, low, high, _avg, std, median = stats[-1]
+        result.update(
+            runs=int(float(count)),
+            std_ms=float(std) / 1000.0,
+            min_ms=float(low) / 1000.0,
+            max_ms=float(high) / 1000.0,
+            p50_ms=float(median) / 1000.0 if median else None,
+        )
+    memory = _MEMORY.search(output)
+    if memory:
+        result["memory_init_mb"], result["memory_overall_mb"] = (float(v) for v in memory.groups())
+    return result
