@@ -64,8 +64,6 @@ _OP_NAMES = (  # the ops named by each converter's "cannot convert this op" mess
     re.compile(r"No translator found for ([\w./:-]+) node"),
     re.compile(r"No conversion rule found for operations: ([\w./:-]+(?:, [\w./:-]+)*)"),
 )
-_CONVERTERS = {"convert.onnx2tf": "onnx2tf", "convert.tflite": "TFLite", "convert.tf_onnx": "tf2onnx",
-               "convert.openvino": "OpenVINO", "quantize.nncf": "OpenVINO", "convert.tensorrt": "TensorRT"}
 _QUANTIZED_OP = re.compile(r"^(?:DynamicQuantize\w+|QLinear\w+|ConvInteger|QAttention|QGemm)$")
 
 
@@ -106,7 +104,7 @@ def _pseudo(op: str) -> str | None:
     return next((p for p in PSEUDO_OPS if p.lower() == op.lower().removeprefix("tf.")), None)
 
 
-def _unsupported_op_hint(ops: list[str], kind: str | None, source_format: str | None) -> str:
+def _unsupported_op_hint(ops: list[str], kind: str | None, tool: str | None, source_format: str | None) -> str:
     names = ", ".join(ops) or "an op"
     via_onnx2tf = source_format in ONNX2TF_SOURCES and kind in ("convert.onnx2tf", "convert.tflite")
     pseudo = [p for p in map(_pseudo, ops) if p]
@@ -118,8 +116,7 @@ def _unsupported_op_hint(ops: list[str], kind: str | None, source_format: str | 
                 "ops (e.g. TFLite_Detection_PostProcess), or rewrite the model without them")
     if any(_QUANTIZED_OP.match(op) for op in ops):
         return f"{names}: ops of an already quantized model; give the float model as the source"
-    tool = _CONVERTERS.get(kind or "", "the converter")
-    return f"{tool} has no {names}: replace it in the source model, or build for a target whose runtime has it"
+    return f"{tool or 'the converter'} has no {names}: replace it in the source model, or build for a target whose runtime has it"
 
 
 def _onnx2tf_hint(source_format: str | None) -> str:
@@ -148,7 +145,7 @@ def classify(record: StepOutcome | dict, *, source_format: str | None = None) ->
             return cause or "error", hint
     if cause == "unsupported-op":
         ops = unsupported_ops(record.error or "") or unsupported_ops(text)
-        return cause, _unsupported_op_hint(ops, record.kind, source_format)
+        return cause, _unsupported_op_hint(ops, record.kind, record.tool, source_format)
     if cause == "onnx2tf-failed":
         return cause, _onnx2tf_hint(source_format)
     return cause, hint

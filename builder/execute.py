@@ -152,6 +152,7 @@ def run_step(workdir: Path, call: StepCall, *, placement: Placement, blocked: di
         record["error"] = exc.message if isinstance(exc, BuilderError) else f"{type(exc).__name__}: {exc}"
         record["cause"] = getattr(exc, "cause", None) or ("error" if isinstance(exc, BuilderError) else "crash")
         record["hint"] = getattr(exc, "hint", None)
+        record["tool"] = registry.get(call.kind).tool
         if isinstance(exc, BuilderError):
             if exc.log_tail:
                 log.error("tool output:\n%s", "\n".join(exc.log_tail))

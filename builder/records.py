@@ -195,6 +195,7 @@ class StepOutcome(Strict):
 
     status: Literal["ok", "failed", "skipped"]
     kind: str | None = None
+    tool: str | None = Field(None, description="the vendor tool whose error failed the step (its step kind's)")
     error: str | None = None
     cause: str | None = None
     hint: str | None = None

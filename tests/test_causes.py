@@ -127,7 +127,7 @@ def test_only_a_frozen_graph_source_is_told_about_allow_custom_ops():
 
 
 def test_an_op_openvino_lacks_gets_no_tflite_or_onnx2tf_advice():
-    record = {"status": "failed", "kind": "convert.openvino", "cause": "unsupported-op",
+    record = {"status": "failed", "kind": "convert.openvino", "tool": "OpenVINO", "cause": "unsupported-op",
               "error": "OpenVINO cannot convert m.onnx: unsupported op Erf"}
     hint = classify(record, source_format="onnx")[1]
     assert hint.startswith("OpenVINO has no Erf") and "onnx2tf" not in hint and "allow_custom_ops" not in hint

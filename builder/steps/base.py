@@ -86,6 +86,7 @@ class Step:
     cleans_source: ClassVar[bool] = False  # run on every source of its format before anything else
     measures: ClassVar[bool] = False  # a measurement of the device it ran on: rerun by --remeasure
     summary: ClassVar[str] = ""
+    tool: ClassVar[str | None] = None  # the vendor tool whose errors it reports, as a failure's hint names it
     Params: ClassVar[type[StepParams]] = StepParams
 
     def __init_subclass__(cls, **kwargs):

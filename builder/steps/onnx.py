@@ -92,6 +92,7 @@ class TorchToOnnx(Step):
 
 class TfToOnnx(Step):
     kind = "convert.tf_onnx"
+    tool = "tf2onnx"
     consumes = ("saved_model", "tflite")
     produces = "onnx"
     summary = "tf2onnx: SavedModel or .tflite -> ONNX"
@@ -124,6 +125,7 @@ class TfToOnnx(Step):
 
 class OnnxToSavedModel(Step):
     kind = "convert.onnx2tf"
+    tool = "onnx2tf"
     consumes = ("onnx",)
     produces = "saved_model"
     summary = "onnx2tf: ONNX (NCHW) -> TF SavedModel (NHWC); its options from source.onnx2tf"

@@ -62,6 +62,7 @@ class KerasToSavedModel(Step):
 
 class ToTflite(Step):
     kind = "convert.tflite"
+    tool = "TFLite"
     consumes = ("saved_model", "frozen_graph", "tflite")
     produces = "tflite"
     summary = ("TFLiteConverter: fp32, fp16, dynamic range, full int8 (int8/uint8 io), int16x8; "

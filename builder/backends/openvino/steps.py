@@ -14,6 +14,7 @@ from builder.steps.layout import LayoutParams, layout_params, samples_for
 
 class ToOpenvino(Step):
     kind = "convert.openvino"
+    tool = "OpenVINO"
     consumes = ("onnx", "tflite", "saved_model")
     produces = "openvino"
     summary = "ov.convert_model + ov.save_model (optionally fp16-compressed weights)"
@@ -28,6 +29,7 @@ class ToOpenvino(Step):
 
 class QuantizeNncf(Step):
     kind = "quantize.nncf"
+    tool = "OpenVINO"
     consumes = ("openvino",)
     produces = "openvino"
     summary = "NNCF post-training int8 quantization (with accuracy control when the recipe sets max_accuracy_drop)"

@@ -92,6 +92,7 @@ def apply_settings(trt, config, settings: BuilderSettings) -> None:
 
 class ToTensorrt(Step):
     kind = "convert.tensorrt"
+    tool = "TensorRT"
     stage = "device"
     consumes = ("onnx",)
     produces = "tensorrt"
