@@ -6,7 +6,7 @@
 
 Builds the recipe's fp32 ONNX and its calibration and validation data with a local run
 (explicit steps: onnx.simplify only), quantizes that ONNX with each configuration through
-builder.convert.onnx_quant, then times every session round-robin (one inference of each in
+builder.backends.onnxruntime.quantize, then times every session round-robin (one inference of each in
 turn, so a change in machine load hits all of them alike). Prints p50, p50 / fp32 and the
 cosine to fp32 on the validation samples; writes <out>/ort_int8.json. `--member` and `--shape`
 take another model from the recipe's pip package (the OCR detector next to ppocr-cls's classifier)
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from builder.convert.onnx_quant import ort_quantize_static
+from builder.backends.onnxruntime.quantize import ort_quantize_static
 from builder.matrix import run_matrix
 from builder.runners.select import select_runner
 

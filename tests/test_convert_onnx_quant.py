@@ -1,4 +1,4 @@
-"""builder.convert.onnx_quant: ONNX Runtime dynamic and static QDQ quantization (real ORT),
+"""builder.backends.onnxruntime.quantize: ONNX Runtime dynamic and static QDQ quantization (real ORT),
 and the quantize.ort step as a CPU target runs it."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
 from builder import catalog
-from builder.convert import onnx_quant
+from builder.backends.onnxruntime import quantize as onnx_quant
+from builder.backends.onnxruntime.quantize import input_dtype, ort_quantize_dynamic, ort_quantize_static
 from builder.convert.onnx import torch_to_onnx
-from builder.convert.onnx_quant import input_dtype, ort_quantize_dynamic, ort_quantize_static
 from builder.errors import ConfigError
 
 

@@ -18,12 +18,12 @@ from onnx import numpy_helper
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
 from builder import catalog, runtimes
+from builder.backends.tensorrt import runtime as trt_runtime
 from builder.backends.tensorrt import trtexec
+from builder.backends.tensorrt.steps import ToTensorrt, apply_settings, builder_settings, trtexec_command
 from builder.cli import cli
 from builder.errors import ConfigError, StepError
-from builder.backends.tensorrt import runtime as trt_runtime
 from builder.steps import registry
-from builder.backends.tensorrt.steps import ToTensorrt, apply_settings, builder_settings, trtexec_command
 
 BASE = ["--memPoolSize=workspace:1024M", "--builderOptimizationLevel=3", "--avgTiming=8"]
 
@@ -380,7 +380,7 @@ def test_jetson_int8_is_symmetric_int8_qdq_as_tensorrt_requires(jetson_int8):
 
 
 def test_onnx_runtimes_default_activations_are_asymmetric_so_jetson_sets_its_params(jetson_int8, tmp_path):
-    from builder.convert.onnx_quant import ort_quantize_static
+    from builder.backends.onnxruntime.quantize import ort_quantize_static
 
     source, _, _ = jetson_int8
     ort_quantize_static(source, tmp_path / "default.onnx", images(16))

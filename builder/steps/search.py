@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -22,12 +21,10 @@ from builder import formats
 from builder.config.common import Task
 from builder.config.recipe import Benchmark, Search
 from builder.errors import BuilderError, StepError
-from builder.quant_search import Budget, Candidate, Judge, Ladder, built_at, closeness, place, search
-from builder.records import SearchCandidate
+from builder.quant_search import Budget, Candidate, Judge, Ladder, place, search
 from builder.steps.base import PlanScope, Step, StepContext
 from builder.steps.layout import LayoutParams, layout_params, samples_for
 from builder.steps.measure import LABEL_GATES, GateName, runtime_for
-from builder.steps.onnx import OrtStaticOptions
 
 _BOUND = Search()
 _BENCHMARK = Benchmark()
@@ -146,61 +143,6 @@ class SearchTflite(SearchStep):
         yield from float_ladder(outputs, lambda: probe.by_effect(
             ranked_layers(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite", found, ctx.log),
             max_float, build)
-
-
-class SearchOrt(SearchStep):
-    kind = "search.ort"
-    consumes = ("onnx",)
-    produces = "onnx"
-    summary = ("the fastest ONNX Runtime QDQ model within the gates: int8 with minmax, entropy and percentile "
-               "calibration, then the output layer and the noisiest nodes in float, then int16x8 and fp16")
-
-    class Params(OrtStaticOptions, SearchParams):
-        fallbacks: list[Literal["int16x8", "fp16"]] = Field(
-            ["int16x8", "fp16"], description="tried when no int8 candidate meets the gates (those the target runs)")
-
-    @classmethod
-    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        return super().resolve_params(scope, params) | OrtStaticOptions.resolve(scope)
-
-    def candidates(self, ctx: StepContext, params: Params, folder: Path,
-                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
-        from builder.convert import onnx_quant, onnx_selective
-
-        fp32 = ctx.input("model")
-        calibration = samples_for(ctx.input("calibration"), params)
-
-        def quantize(method: str, kept_float: Sequence[str] = (), activations: str | None = None) -> Callable[[Path], dict]:
-            options = params.static() | {"method": method} | ({"activation_type": activations} if activations else {})
-            return lambda path: onnx_quant.ort_quantize_static(fp32, path, calibration, nodes_to_exclude=list(kept_float),
-                                                               **options)
-
-        fallbacks = {"int16x8": Candidate("int16x8", "int16 activations, int8 weights",
-                                          quantize(params.calibration_method, activations="int16"), fallback=True),
-                     "fp16": Candidate("fp16", "fp16 weights and compute, float32 inputs and outputs",
-                                       lambda path: onnx_selective.to_fp16(fp32, path), fallback=True)}
-
-        def ladder(tried: Sequence[SearchCandidate]) -> Iterator[Candidate]:
-            methods = dict.fromkeys([params.calibration_method, "minmax", "entropy", "percentile"])
-            names = {m: "int8" if m == params.calibration_method else f"int8-{m}" for m in methods}
-            for method, name in names.items():
-                yield Candidate(name, f"int8, {method} calibration", quantize(method))
-            closest = max((c for c in tried if c.status == "ok" and c.name in names.values()), key=closeness, default=None)
-            if closest is None:
-                return
-            method = next(m for m, n in names.items() if n == closest.name)
-            try:
-                errors = onnx_selective.layer_errors(built_at(folder, closest.name, ".onnx"), calibration[:LAYER_SAMPLES])
-            except BuilderError as exc:
-                ctx.log.warning("no per-node errors, so no selective int8: %s", exc.message)
-                return
-            outputs = onnx_selective.output_nodes(fp32)
-            yield from float_ladder(outputs, lambda: probe.by_effect(
-                ranked_layers(errors, onnx_selective.METRIC, found), outputs, lambda kept: quantize(method, kept),
-                folder / "probe.onnx", found, ctx.log), params.max_float_layers, lambda kept: quantize(method, kept),
-                f", {method} calibration")
-
-        return fp32, ladder, [fallbacks[name] for name in params.fallbacks]
 
 
 LAYER_SAMPLES = 8  # calibration samples the per-layer error is measured on

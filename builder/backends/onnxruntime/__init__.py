@@ -1,10 +1,11 @@
-"""ONNX Runtime: sessions over ONNX models (CPU and other execution providers).
+"""ONNX Runtime: sessions over ONNX models (CPU and other execution providers), its dynamic and static QDQ
+quantization (quantize.ort) and the accuracy-aware search over it (search.ort).
 
-Its converters and steps still live in builder/convert/onnx*.py and builder/steps/onnx.py (issue 18)."""
+The ONNX exporters and onnx.simplify still live in builder/convert/onnx.py and builder/steps/onnx.py (issue 18)."""
 
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.onnxruntime import runtime  # noqa: F401  (it registers itself)
+from builder.backends.onnxruntime import runtime, search, steps  # noqa: F401  (they register themselves)
 
 formats.register(formats.Format("onnx", ".onnx", runtime="onnxruntime"))

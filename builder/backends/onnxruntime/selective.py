@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.convert.onnx_quant import single_input
+from builder.backends.onnxruntime.quantize import single_input
 from builder.errors import ConversionError
 from builder.util import atomic_copy
 
@@ -52,8 +52,7 @@ def layer_errors(qdq_model: Path, samples: np.ndarray) -> list[tuple[str, float]
     QuantizeLinear holds: the quantizer removes a Relu or Clip in front of a QuantizeLinear, so what it
     clipped is not quantization noise."""
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (compute_signal_to_quantization_noice_ratio,
-                                                         create_activation_matching)
+    from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio, create_activation_matching
 
     graph = onnx.load(str(qdq_model), load_external_data=False).graph
     ranges = _quantized_ranges(graph)
