@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import builder
@@ -93,3 +94,25 @@ def test_no_module_of_builder_imports_itself_back():
     graph = import_graph()
     assert len(graph) > 80 and "builder.backends.openvino.runtime" in graph["builder.backends.openvino"]
     assert cycles(graph) == []
+
+
+# The backends' names: their tools, formats and hardware. ONNX itself is the interchange format the core converts
+# through, not a vendor.
+VENDOR = re.compile(r"\b(tflite|litert|xnnpack|onnx2tf|tf2onnx|onnxruntime|openvino|nncf|tensorrt|trtexec|jetson"
+                    r"|nvidia|cuda|vela|ethos)\b", re.IGNORECASE)
+STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
+    "archives", "benchmark", "causes", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
+    "convert.onnx2tf", "convert.source_run", "convert.tflite", "convert.tflite_float", "convert.tflite_quant",
+    "convert.tflite_selective", "convert.tflite_variant", "detections", "device_check", "device_facts", "docker_api",
+    "doctor", "errors", "execute", "formats", "health", "importer", "metrics", "plan", "plan_view", "records", "report",
+    "runners.docker", "runners.local", "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure",
+    "steps.onnx", "steps.search", "steps.tflite", "steps.tflite_source", "task_metrics", "verify", "versions",
+}
+
+
+def test_vendors_are_named_only_in_their_backends_and_in_the_modules_still_to_move():
+    """Fails when a core module starts naming a vendor, and when one on the list stops (then strike it off)."""
+    naming = {name.removeprefix("builder.") for name, path in _modules().items()
+              if not name.startswith("builder.backends.") and VENDOR.search(path.read_text())}
+    assert naming - STILL_NAMING_VENDORS == set(), "vendor code belongs in builder/backends/<vendor>/"
+    assert STILL_NAMING_VENDORS - naming == set(), "no longer names a vendor: strike it off STILL_NAMING_VENDORS"
