@@ -40,7 +40,8 @@ def build_artifacts(folder: Path) -> dict[str, Path]:
     from importlib.resources import files
 
     from builder.backends.openvino import convert as openvino
-    from builder.convert import onnx, onnx2tf, tflite
+    from builder.backends.litert import onnx2tf, tflite
+    from builder.convert import onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {

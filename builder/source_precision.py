@@ -52,7 +52,7 @@ def _openvino(path: Path) -> SourcePrecision | None:
 
 
 def _tflite(path: Path) -> SourcePrecision | None:
-    from builder.convert.tflite import tflite_ops
+    from builder.backends.litert.tflite import tflite_ops
 
     weights = tflite_ops(path).get("weight_dtypes", {})
     integer = {t: n for t, n in weights.items() if t in ("int8", "uint8")}

@@ -102,11 +102,10 @@ VENDOR = re.compile(r"\b(tflite|litert|xnnpack|onnx2tf|tf2onnx|onnxruntime|openv
                     r"|nvidia|cuda|vela|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
     "archives", "benchmark", "causes", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
-    "convert.onnx2tf", "convert.source_run", "convert.tflite", "convert.tflite_float", "convert.tflite_quant",
-    "convert.tflite_selective", "convert.tflite_variant", "detections", "device_check", "device_facts", "docker_api",
-    "doctor", "errors", "execute", "formats", "health", "importer", "metrics", "plan", "plan_view", "records", "report",
-    "runners.docker", "runners.local", "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure",
-    "steps.onnx", "steps.search", "steps.tflite", "steps.tflite_source", "task_metrics", "verify", "versions",
+    "convert.source_run", "detections", "device_check", "device_facts", "docker_api", "doctor", "errors", "execute",
+    "formats", "health", "importer", "metrics", "plan", "plan_view", "records", "report", "runners.docker",
+    "runners.local", "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure", "steps.onnx",
+    "steps.search", "task_metrics", "verify", "versions",
 }
 
 

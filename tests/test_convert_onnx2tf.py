@@ -1,4 +1,4 @@
-"""builder.convert.onnx2tf: ONNX -> SavedModel (NHWC) -> TFLite via the shared to_tflite (real onnx2tf)."""
+"""builder.backends.litert.onnx2tf: ONNX -> SavedModel (NHWC) -> TFLite via the shared to_tflite (real onnx2tf)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from onnx_models import INPUT_NCHW, cosine, images, ort_run
 from builder.causes import classify
 from builder.cli import cli
 from builder.convert.onnx import simplify_onnx, torch_to_onnx
-from builder.convert.onnx2tf import onnx_to_saved_model
-from builder.convert.tflite import representative_from_array, tflite_ops, to_tflite
+from builder.backends.litert.onnx2tf import onnx_to_saved_model
+from builder.backends.litert.tflite import representative_from_array, tflite_ops, to_tflite
 from builder.errors import ConversionError
 from builder.runtimes import load
-from builder.steps.onnx import OnnxToSavedModel
+from builder.backends.litert.steps import OnnxToSavedModel
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from builder.convert.tflite import (
+from builder.backends.litert.tflite import (
     FrozenGraphSpec,
     classify_failure,
     keras_application,

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from builder.catalog import load_recipe, load_target
 from builder.cli import cli
-from builder.convert import tflite_float, tflite_quant
-from builder.convert.tflite import tflite_ops
-from builder.convert.tflite_variant import NO_OP, check_variant
+from builder.backends.litert import tflite_float, tflite_quant
+from builder.backends.litert.tflite import tflite_ops
+from builder.backends.litert.tflite_variant import NO_OP, check_variant
 from builder.errors import ConversionError
 from builder.plan import make_plan
 

@@ -90,8 +90,8 @@ def test_fp32_onnx_classifies_photos(onnx_model, photos):
 
 @pytest.mark.slow
 def test_onnx2tf_tflite_fp32_and_int8_classify_photos(onnx_model, photos, tmp_path):
-    from builder.convert.onnx2tf import onnx_to_saved_model
-    from builder.convert.tflite import representative_from_array, to_tflite
+    from builder.backends.litert.onnx2tf import onnx_to_saved_model
+    from builder.backends.litert.tflite import representative_from_array, to_tflite
     from builder.runtimes import load
 
     calibration = np.stack(list(photos.values()) + [x[:, :, ::-1] for x in photos.values()])

@@ -60,8 +60,8 @@ def test_targets_with_identical_images_share_them():
 def test_step_code_changes_the_tag_but_not_the_toolchain_layers(monkeypatch):
     before = render_image(catalog.load_target("x86-tflite"), "toolchain")
     code = images.code_files()
-    assert "builder/steps/tflite.py" in code and not any("__pycache__" in name for name in code)
-    changed = {**code, "builder/steps/tflite.py": code["builder/steps/tflite.py"] + b"\n# changed\n"}
+    assert "builder/steps/keras.py" in code and not any("__pycache__" in name for name in code)
+    changed = {**code, "builder/steps/keras.py": code["builder/steps/keras.py"] + b"\n# changed\n"}
     monkeypatch.setattr(images, "code_files", lambda: changed)
     after = render_image(catalog.load_target("x86-tflite"), "toolchain")
     assert after.tag != before.tag

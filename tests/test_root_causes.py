@@ -128,7 +128,7 @@ def test_tf2onnx_reads_sparse_weights_once_they_are_made_dense(tmp_path):
     LiteRT computes from the sparse file."""
     import onnxruntime
 
-    from builder.convert import tflite_float
+    from builder.backends.litert import tflite_float
     from builder.convert.onnx import tf_to_onnx
     from builder.runtimes import load
 

@@ -160,7 +160,7 @@ def tf_to_onnx(
     with tempfile.TemporaryDirectory(prefix="tf2onnx-") as tmpdir:
         work = Path(tmpdir)
         if source_format == "tflite":
-            from builder.convert import tflite_float
+            from builder.backends.litert import tflite_float
 
             try:
                 stored = tflite_float.describe(source)

@@ -1,5 +1,5 @@
-"""ONNX hub steps (seed 004's map): PyTorch/TF -> ONNX, hygiene, ONNX -> SavedModel (ONNX Runtime's quantization:
-builder/backends/onnxruntime/steps.py)."""
+"""ONNX hub steps (seed 004's map): PyTorch/TF -> ONNX and its hygiene (ONNX -> SavedModel: the LiteRT backend;
+ONNX Runtime's quantization: its backend)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from builder.config.onnx2tf import Onnx2tfOptions
 from builder.config.recipe import TorchExport
-from builder.errors import ConversionError
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
 from builder.steps.layout import Layout, layout_params
-from builder.util import remove
 
 TORCH_FORMATS = ("pytorch_state_dict", "torchscript", "exported_program")
 
@@ -121,42 +118,3 @@ class TfToOnnx(Step):
         report = onnx_convert.tf_to_onnx(model, ctx.output("model"), source_format=fmt, opset=params.opset,
                                          nchw_inputs=nchw)
         return {"tf2onnx": report}
-
-
-class OnnxToSavedModel(Step):
-    kind = "convert.onnx2tf"
-    tool = "onnx2tf"
-    consumes = ("onnx",)
-    produces = "saved_model"
-    summary = "onnx2tf: ONNX (NCHW) -> TF SavedModel (NHWC); its options from source.onnx2tf"
-
-    class Params(Onnx2tfOptions, StepParams):
-        """onnx2tf's options, passed on."""
-
-        output_layout: Layout = Field("NHWC", description=(
-            "the SavedModel's input layout: NCHW when keep_ncw_or_nchw_or_ncdhw_input_names keeps the input"))
-
-    @classmethod
-    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        options = scope.source.onnx2tf.step_params() if scope.source.onnx2tf else {}
-        kept = params.get("keep_ncw_or_nchw_or_ncdhw_input_names", options.get("keep_ncw_or_nchw_or_ncdhw_input_names"))
-        name = scope.recipe.input.name
-        return options | {"output_layout": "NCHW" if kept and (name is None or name in kept) else "NHWC"}
-
-    @classmethod
-    def output_layout(cls, params: dict, scope: PlanScope) -> str | None:
-        return params["output_layout"]
-
-    def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.convert import onnx2tf
-
-        out = ctx.output("model")
-        remove(out)
-        options = params.model_dump(exclude_defaults=True, exclude={"output_layout"})
-        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out, options=options)
-        if report["layout"] != params.output_layout:
-            remove(out)
-            raise ConversionError(f"onnx2tf made {report['layout']} inputs; the plan expected {params.output_layout}",
-                                  cause="conversion-failed", hint="name the model's input in input.name, and list "
-                                  "every input in source.onnx2tf.keep_ncw_or_nchw_or_ncdhw_input_names or none")
-        return {"onnx2tf": report}

@@ -1,9 +1,8 @@
-"""Accuracy-aware variants (precision: auto): each format's candidates, searched by quant_search.
+"""Accuracy-aware variants (precision: auto): the step that searches a format's candidates with quant_search.
 
-TFLite: full int8, then int8 with the layers the quantization debugger finds worst kept in float
-(1, 2, 4, ... of them), then int16x8 and fp16. ONNX Runtime: QDQ int8 with each calibration method,
-then the closest of them with its output layer and noisiest nodes in float, then int16x8 and fp16.
-A backend's own search subclasses `SearchStep` (OpenVINO's: builder/backends/openvino/search.py).
+Each backend's search subclasses `SearchStep` and proposes its format's candidates (builder/backends/*/search.py);
+this module holds what they share: the params, the probe of a layer's effect in float, the ladder of layers
+kept in float.
 """
 
 from __future__ import annotations
@@ -94,55 +93,6 @@ class SearchStep(Step):
                                 hint="see the step log; the variant's int8, int16x8 and fp16 steps may say more")
             place(chosen, out)
         return {"search": result.model_dump(mode="json"), "io_dtype": "float32", **found}
-
-
-class SearchTflite(SearchStep):
-    kind = "search.tflite"
-    consumes = ("saved_model",)
-    produces = "tflite"
-    summary = ("the fastest TFLite artifact within the gates: int8, then int8 with the quantization debugger's "
-               "worst layers in float, then int16x8 and fp16")
-
-    def candidates(self, ctx: StepContext, params: SearchParams, folder: Path,
-                   found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
-        from builder.convert import tflite
-
-        saved = ctx.input("model")
-        representative = tflite.representative_from_array(samples_for(ctx.input("calibration"), params))
-        fp32 = folder / "fp32.tflite"
-        tflite.to_tflite(saved, fp32, source_format="saved_model")
-
-        def convert(precision: str):
-            return lambda path: tflite.to_tflite(saved, path, source_format="saved_model", precision=precision,
-                                                 representative=representative, require_full_int8=False)
-
-        fallbacks = [Candidate("int16x8", "int16 activations, int8 weights", convert("int16x8"), fallback=True),
-                     Candidate("fp16", "fp16 weights, float compute", convert("fp16"), fallback=True)]
-        return fp32, lambda tried: self._ladder(ctx, saved, representative, convert, found, probe,
-                                                params.max_float_layers, folder), fallbacks
-
-    @staticmethod
-    def _ladder(ctx: StepContext, saved: Path, representative, convert, found: dict, probe: Probe,
-                max_float: int, folder: Path) -> Iterator[Candidate]:
-        """Full int8; then the output layer in float (its rounding flips near-tied classes: EfficientNet-Lite0's
-        top-1 agreement 0.88 -> 0.94), then also the layers that help the output most in float, 1, 2, 4, ..."""
-        from builder.convert import tflite_selective
-
-        yield Candidate("int8", "full int8, float32 inputs and outputs", convert("int8"))
-        try:
-            debugger = tflite_selective.Debugger(saved, representative, LAYER_SAMPLES)
-            errors = debugger.layer_errors()
-        except BuilderError as exc:
-            ctx.log.warning("no per-layer errors, so no selective int8: %s", exc.message)
-            return
-        outputs = [errors[-1][0]]
-
-        def build(names: list[str]) -> Callable[[Path], dict]:
-            return lambda path: debugger.selective_int8(path, names)
-
-        yield from float_ladder(outputs, lambda: probe.by_effect(
-            ranked_layers(errors, tflite_selective.METRIC, found), outputs, build, folder / "probe.tflite", found, ctx.log),
-            max_float, build)
 
 
 LAYER_SAMPLES = 8  # calibration samples the per-layer error is measured on

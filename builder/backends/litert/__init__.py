@@ -1,10 +1,10 @@
-"""Google's LiteRT (TFLite): the interpreter with XNNPACK, and benchmark_model beside our timing.
-
-Its converters and steps still live in builder/convert/tflite*.py and builder/steps/tflite*.py (issue 18)."""
+"""Google's LiteRT (TFLite): TFLite conversion at every precision (TensorFlow's converter, ai-edge-quantizer for a
+.tflite source, onnx2tf from ONNX), the accuracy-aware search with TensorFlow's quantization debugger, the
+interpreter with XNNPACK, and benchmark_model beside our timing."""
 
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.litert import runtime  # noqa: F401  (it registers itself)
+from builder.backends.litert import runtime, search, steps  # noqa: F401  (they register themselves)
 
 formats.register(formats.Format("tflite", ".tflite", runtime="litert"))

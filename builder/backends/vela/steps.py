@@ -1,7 +1,7 @@
 """compile.vela: full-int8 TFLite -> Ethos-U NPU command stream, with Vela's performance estimate.
 
 A Vela-compiled model runs only on the NPU, so the device stage cannot time or run
-it on a CPU: the `ethos-u` runtime (builder/runtimes/ethos_u.py) reports Vela's estimate
+it on a CPU: the `ethos-u` runtime (builder/backends/vela/runtime.py) reports Vela's estimate
 (an output of compile.vela, an input of the benchmark) and validates the int8 TFLite
 that Vela compiled in its place.
 """

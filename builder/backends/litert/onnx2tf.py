@@ -132,7 +132,7 @@ def onnx_to_saved_model(
     """Convert `onnx_path` to a SavedModel directory `out_dir` (only the SavedModel is kept).
 
     `calibration` (N, C, H, W) float32 only seeds onnx2tf's internal output check;
-    quantization happens later in `builder.convert.tflite.to_tflite`. `options` are
+    quantization happens later in `builder.backends.litert.tflite.to_tflite`. `options` are
     onnx2tf.convert's own (`Onnx2tfOptions`, with `param_replacements` as a list).
     Returns the serving signature (NHWC shapes unless the inputs keep NCHW) and timing.
     """

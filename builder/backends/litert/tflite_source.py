@@ -18,15 +18,15 @@ from builder.steps.layout import samples_for
 from builder.util import atomic_copy, remove
 
 if TYPE_CHECKING:
-    from builder.steps.tflite import ToTflite
+    from builder.backends.litert.steps import ToTflite
 
 DIRECT = "ai-edge-quantizer"
 ROUND_TRIP = "tf2onnx+onnx2tf"
 
 
 def _round_trip(model: Path, out: Path, params: ToTflite.Params, samples) -> dict:
+    from builder.backends.litert import onnx2tf, tflite
     from builder.convert import onnx as onnx_convert
-    from builder.convert import onnx2tf, tflite
     from builder.runtimes import load
 
     with tempfile.TemporaryDirectory(prefix="roundtrip-") as tmp:
@@ -42,7 +42,7 @@ def _round_trip(model: Path, out: Path, params: ToTflite.Params, samples) -> dic
 
 
 def _direct(model: Path, out: Path, precision: str, require_full_int8: bool, samples) -> dict:
-    from builder.convert import tflite, tflite_quant
+    from builder.backends.litert import tflite, tflite_quant
     from builder.runtimes import load
 
     report = tflite_quant.quantize(model, out, precision=precision, samples=samples)
@@ -64,7 +64,7 @@ def _direct(model: Path, out: Path, precision: str, require_full_int8: bool, sam
 def _fp32(model: Path, out: Path, source: dict) -> dict:
     """The source as it is, or, if it stores fp16 or sparse weights, its dense fp32 form: the reference every
     variant is compared with, and what an fp16 variant must differ from."""
-    from builder.convert import tflite_float
+    from builder.backends.litert import tflite_float
 
     if not (source["fp16_weights"] or source["sparse_tensors"]):
         atomic_copy(model, out)
@@ -77,7 +77,7 @@ def _fp32(model: Path, out: Path, source: dict) -> dict:
 def from_tflite(ctx: StepContext, params: ToTflite.Params) -> dict:
     """Make one precision (convert.tflite's params) of a .tflite source; the record names the path and what
     the source stores."""
-    from builder.convert import tflite, tflite_float, tflite_quant, tflite_variant
+    from builder.backends.litert import tflite, tflite_float, tflite_quant, tflite_variant
 
     model, out = ctx.input("model"), ctx.output("model")
     precision, io_dtype = params.precision, params.io_dtype

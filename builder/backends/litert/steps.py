@@ -1,4 +1,5 @@
-"""TensorFlow-side steps: Keras -> SavedModel, and (SavedModel | frozen graph) -> TFLite at any precision."""
+"""LiteRT's steps: (SavedModel | frozen graph | .tflite) -> TFLite at any precision, and ONNX -> SavedModel by
+onnx2tf, the way to TFLite from ONNX. TensorFlow and onnx2tf are imported only when a step runs."""
 
 from __future__ import annotations
 
@@ -6,58 +7,18 @@ from typing import Literal
 
 from pydantic import Field
 
+from builder.backends.litert import onnx2tf, tflite
+from builder.backends.litert.tflite_source import from_tflite
+from builder.backends.litert.tflite_variant import check_variant
 from builder.config.common import IoDtype
+from builder.config.onnx2tf import Onnx2tfOptions
 from builder.config.recipe import FrozenGraph
+from builder.errors import ConversionError
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
-from builder.steps.layout import LayoutParams, layout_params, samples_for
+from builder.steps.layout import Layout, LayoutParams, layout_params, samples_for
 from builder.util import remove
-from builder.workdir import SOURCE_DIR
 
-KERAS_WEIGHTS = f"{SOURCE_DIR}/weights.h5"
 QUANTIZED = ("int8", "int16x8")  # the precisions that read calibration data and take the variant's io options
-
-
-class KerasToSavedModel(Step):
-    kind = "convert.keras"
-    consumes = ("keras",)
-    produces = "saved_model"
-    summary = "Keras application or .keras/.h5 file -> SavedModel"
-
-    class Params(StepParams):
-        application: str | None = Field(None, description="the source's keras.applications model (else a file)")
-        alpha: float | None = None
-        input_shape: list[int] | None = Field(None, description="H, W, C: source.keras.input_shape or the input's")
-        weights: bool = Field(False, description="the application's weights file was fetched (else random weights)")
-
-    @classmethod
-    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        app = scope.source.keras
-        if app is None:
-            return {}
-        return {"application": app.application, "alpha": app.alpha, "weights": app.weights != "none",
-                "input_shape": app.input_shape or scope.recipe.input.shape[1:]}
-
-    @classmethod
-    def file_inputs(cls, params: dict) -> dict[str, str]:
-        return {"weights": KERAS_WEIGHTS} if params.get("application") and params.get("weights") else {}
-
-    def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.convert import tflite
-
-        out = ctx.output("model")
-        if params.application is not None:
-            extra = {"alpha": params.alpha} if params.alpha else {}
-            model = tflite.keras_application(params.application, weights=None,
-                                             weights_path=ctx.input("weights") if params.weights else None,
-                                             input_shape=tuple(params.input_shape), **extra)
-            if not params.weights:
-                ctx.log.warning("Keras %s has RANDOM weights (weights: none): accuracy is not meaningful",
-                                params.application)
-        else:
-            model = tflite.load_keras_file(ctx.input("model"))
-        remove(out)
-        tflite.save_keras(model, out)
-        return {"application": params.application, "random_weights": bool(params.application and not params.weights)}
 
 
 class ToTflite(Step):
@@ -92,12 +53,8 @@ class ToTflite(Step):
         return ("calibration",) if params.get("precision") in QUANTIZED else ()
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.convert import tflite
-
         model = ctx.input("model")
         if model.suffix == ".tflite":
-            from builder.steps.tflite_source import from_tflite
-
             return from_tflite(ctx, params)
         representative = None
         if params.precision in QUANTIZED:
@@ -112,10 +69,44 @@ class ToTflite(Step):
             allow_custom_ops=bool(frozen and frozen.allow_custom_ops), require_full_int8=params.require_full_int8,
         )
         if params.precision != "fp32":  # no float source to compare with: the tensor types must show it
-            from builder.convert.tflite_variant import check_variant
-
             check_variant(params.precision, report, report["size"], {}, 0)
         if report.get("float_ops") and params.precision in ("int8", "int16x8"):
             ctx.log.warning("ops left in float: %s", ", ".join(report["float_ops"]))
         return {"conversion": report}
 
+
+class OnnxToSavedModel(Step):
+    kind = "convert.onnx2tf"
+    tool = "onnx2tf"
+    consumes = ("onnx",)
+    produces = "saved_model"
+    summary = "onnx2tf: ONNX (NCHW) -> TF SavedModel (NHWC); its options from source.onnx2tf"
+
+    class Params(Onnx2tfOptions, StepParams):
+        """onnx2tf's options, passed on."""
+
+        output_layout: Layout = Field("NHWC", description=(
+            "the SavedModel's input layout: NCHW when keep_ncw_or_nchw_or_ncdhw_input_names keeps the input"))
+
+    @classmethod
+    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
+        options = scope.source.onnx2tf.step_params() if scope.source.onnx2tf else {}
+        kept = params.get("keep_ncw_or_nchw_or_ncdhw_input_names", options.get("keep_ncw_or_nchw_or_ncdhw_input_names"))
+        name = scope.recipe.input.name
+        return options | {"output_layout": "NCHW" if kept and (name is None or name in kept) else "NHWC"}
+
+    @classmethod
+    def output_layout(cls, params: dict, scope: PlanScope) -> str | None:
+        return params["output_layout"]
+
+    def run(self, ctx: StepContext, params: Params) -> dict:
+        out = ctx.output("model")
+        remove(out)
+        options = params.model_dump(exclude_defaults=True, exclude={"output_layout"})
+        report = onnx2tf.onnx_to_saved_model(ctx.input("model"), out, options=options)
+        if report["layout"] != params.output_layout:
+            remove(out)
+            raise ConversionError(f"onnx2tf made {report['layout']} inputs; the plan expected {params.output_layout}",
+                                  cause="conversion-failed", hint="name the model's input in input.name, and list "
+                                  "every input in source.onnx2tf.keep_ncw_or_nchw_or_ncdhw_input_names or none")
+        return {"onnx2tf": report}

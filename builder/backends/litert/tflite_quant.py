@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from builder.convert import tflite_float
+from builder.backends.litert import tflite_float
 from builder.errors import ConfigError, ConversionError
 from builder.util import atomic_write_bytes
 

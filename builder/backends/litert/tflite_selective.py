@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from builder.convert.tflite import Representative, tflite_ops
+from builder.backends.litert.tflite import Representative, tflite_ops
 from builder.errors import ConversionError
 from builder.util import atomic_write_bytes
 
