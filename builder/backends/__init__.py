@@ -4,6 +4,7 @@ package's would be (pyproject.toml names this package; builder.plugins calls `ba
 A backend folder holds its runtime (`BaseSession`), its steps, its formats, the wrappers of its
 vendor's tools, and beside them its data: `targets/` (the targets that ship its format),
 `locks/` (the package locks of its images) and `dockerfiles/` (templates and partials).
+Its `__init__.py` may name its `PACKAGES`: the distributions whose versions every manifest records.
 Adding a folder here is all a new backend takes.
 """
 
