@@ -25,6 +25,7 @@ from builder.config.target import Target
 from builder.errors import ConfigError
 
 PROBE_SECONDS = 10.0
+DISK_NEEDED_GIB = 15
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy")
 _SIMPLE_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
@@ -52,10 +53,7 @@ def checks(ca_bundle: Path | None = None, targets: tuple[str, ...] = ()) -> list
 
     wanted = [catalog.load_target(target) for target in targets]  # an unknown id stops here, exit 2
     out = _engine_checks(wanted)
-    for folder in (cache_dir(), Path.cwd()):
-        free = shutil.disk_usage(folder if folder.exists() else Path.home()).free / 2**30
-        out.append(Check(f"free disk at {folder}", free > 15, f"{free:.0f} GiB free",
-                         None if free > 15 else "images and wheelhouses need about 15 GiB"))
+    out += [disk_check(folder) for folder in (cache_dir(), Path.cwd())]
     try:
         pip = PipConfig.read()
     except ConfigError as exc:
@@ -71,6 +69,13 @@ def checks(ca_bundle: Path | None = None, targets: tuple[str, ...] = ()) -> list
     if pip:
         out += _index_checks(pip, ca)
     return out
+
+
+def disk_check(folder: Path) -> Check:
+    free = shutil.disk_usage(folder if folder.exists() else Path.home()).free / 2**30
+    ok = free > DISK_NEEDED_GIB
+    return Check(f"free disk at {folder}", ok, f"{free:.0f} GiB free",
+                 None if ok else f"images and wheelhouses need about {DISK_NEEDED_GIB} GiB")
 
 
 def _engine_checks(wanted: list[Target]) -> list[Check]:

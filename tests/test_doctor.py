@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -20,6 +21,7 @@ from urllib.error import HTTPError
 
 import pytest
 
+from builder import doctor as doctor_module
 from builder.doctor import NO_PROXY_VARS, PROXY_VARS
 
 CHECKS = ("docker engine", "arm64 (", "NVIDIA container runtime", "base image edge-builder/base:bookworm-amd64",
@@ -50,13 +52,18 @@ def lines_of(proc: subprocess.CompletedProcess, mark: str) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line.startswith(mark)]
 
 
+def problems(proc: subprocess.CompletedProcess) -> list[str]:
+    """The ✗ lines, but free disk's: that verdict is the host's (tested on its own below)."""
+    return [line for line in lines_of(proc, "✗") if "free disk at" not in line]
+
+
 @pytest.mark.docker
 def test_every_check_passes_on_a_prepared_engine(docker_engine, base_image, base_image_arm64):
     proc = doctor()
-    assert proc.returncode == 0, proc.stdout
+    assert proc.returncode == (1 if lines_of(proc, "✗ free disk") else 0), proc.stdout
     for name in CHECKS:
-        assert any(name in line for line in lines_of(proc, "✓")), name
-    assert lines_of(proc, "✗") == []
+        assert any(name in line for line in lines_of(proc, "✓") + lines_of(proc, "✗ free disk")), name
+    assert problems(proc) == []
 
 
 @pytest.mark.docker
@@ -65,20 +72,30 @@ def test_a_missing_base_image_is_a_problem_with_its_fix(docker_engine, base_imag
     mapping.write_text("python:3.11-slim-bookworm: edge-builder-test/no-such-base:1\n")
     proc = doctor(EDGE_BUILDER_BASE_IMAGES=str(mapping))
     assert proc.returncode == 1
-    problems = lines_of(proc, "✗")
-    assert problems and all("base image edge-builder-test/no-such-base:1" in p for p in problems)
-    assert any("(linux/arm64)" in p and "rpi device" in p for p in problems)
+    found = problems(proc)
+    assert found and all("base image edge-builder-test/no-such-base:1" in p for p in found)
+    assert any("(linux/arm64)" in p and "rpi device" in p for p in found)
     assert "fix: docker pull it, or map it" in proc.stdout
 
 
 def test_unreachable_engine_and_bad_ca_bundle_are_problems_and_the_rest_still_runs(tmp_path):
     proc = isolated("--ca-bundle", str(tmp_path / "missing.pem"), DOCKER_HOST="tcp://127.0.0.1:1", PIP_NO_INDEX="1")
     assert proc.returncode == 1
-    problems = lines_of(proc, "✗")
-    assert [p.split(":")[0] for p in problems] == ["✗ docker engine", "✗ CA bundle"]
-    assert "127.0.0.1:1" in problems[0] and "missing.pem" in problems[1]
-    assert proc.stdout.count("fix:") == 2
-    assert any("free disk at" in line for line in lines_of(proc, "✓"))
+    found = problems(proc)
+    assert [p.split(":")[0] for p in found] == ["✗ docker engine", "✗ CA bundle"]
+    assert "127.0.0.1:1" in found[0] and "missing.pem" in found[1]
+    assert proc.stdout.count("fix:") == 2 + len(lines_of(proc, "✗ free disk"))
+    assert any("free disk at" in line for line in proc.stdout.splitlines())
+
+
+def test_low_disk_is_a_problem_with_its_fix(tmp_path, monkeypatch):
+    total = shutil.disk_usage(tmp_path)
+    for free_gib, ok in ((doctor_module.DISK_NEEDED_GIB + 1, True), (doctor_module.DISK_NEEDED_GIB - 1, False)):
+        monkeypatch.setattr(doctor_module.shutil, "disk_usage",
+                            lambda _folder, free=free_gib: total._replace(free=free * 2**30))
+        check = doctor_module.disk_check(tmp_path)
+        assert (check.ok, check.detail) == (ok, f"{free_gib} GiB free")
+        assert (check.fix is None) == ok and (ok or f"about {doctor_module.DISK_NEEDED_GIB} GiB" in check.fix)
 
 
 def test_proxy_credentials_are_never_printed():
