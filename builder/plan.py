@@ -189,6 +189,12 @@ def find_path(start: str, goals: tuple[str, ...]) -> list[tuple[str, str]] | Non
     return None
 
 
+def reads(target: Target, source_fmt: str) -> bool:
+    """Whether every variant `target` builds has a conversion path from a source in `source_fmt`."""
+    return all(find_path(source_fmt, registry.get(chain[0].step).consumes) is not None
+               for chain in target.variants.values())
+
+
 def _hygiene_steps(fmt: str) -> list[str]:
     """Steps that check and clean a source in its own format (e.g. ONNX simplification): every source gets them."""
     return [kind for kind, step in registry.all_steps().items() if step.cleans_source and fmt in step.consumes]

@@ -1,8 +1,10 @@
 """Backends, found through the `edge_builder.plugins` entry point group: the project's own
-(`builder/backends/<vendor>/`, declared in its pyproject.toml) and other packages' alike.
+(`builder/backends/<vendor>/`) and other packages' alike.
 
-An entry point names a package. Importing it registers what it adds: `Step` subclasses (step
-kinds), `BaseSession` subclasses (runtimes) and `formats.register(...)` (formats). Beside its
+An entry point names a package (or a package of backends whose `backends()` imports and returns
+them: the project's `builder.backends`, so a new folder there needs no other file). Importing it
+registers what it adds: `Step` subclasses (step kinds), `BaseSession` subclasses (runtimes) and
+`formats.register(...)` (formats). Beside its
 `__init__.py` it may keep data folders: `targets/` (target YAML), `locks/` (the `.in` and `.txt`
 package locks its images install) and `dockerfiles/` (Dockerfile templates and partials). Other
 packages' files go into the toolchain and device images with the project's own code
@@ -43,11 +45,13 @@ def load() -> tuple[Plugin, ...]:
     for entry in sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
         try:
             module = entry.load()
+            held = getattr(module, "backends", None)  # a package of several backends imports and names them
+            modules = held() if held else [module]
         except Exception as exc:
             dist = entry.dist.name if entry.dist else entry.value
             raise ConfigError(f"plugin {entry.name} ({entry.value}) failed to load: {type(exc).__name__}: {exc}",
                               hint=f"fix or uninstall the package {dist}") from None
-        found.append(Plugin(entry.name, module, entry.dist))
+        found += [Plugin(m.__name__.rpartition(".")[2] if held else entry.name, m, entry.dist) for m in modules]
     return tuple(found)
 
 

@@ -1,4 +1,5 @@
-"""Versions of the tools a stage ran with, read where the stage runs (host or image)."""
+"""Versions of the tools a stage ran with, read where the stage runs (host or image): the core's, and the
+packages each backend declares (`PACKAGES` in its __init__.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import platform
 import sys
 from importlib import metadata
 
-TOOLS = (
-    "edge-builder", "tensorflow", "tensorflow-cpu", "tf-keras", "keras", "onnx", "onnxruntime", "onnx2tf",
-    "onnxslim", "onnxsim", "tf2onnx", "openvino", "nncf", "torch", "ai-edge-litert", "tflite-runtime",
-    "ethos-u-vela", "tensorrt", "numpy", "protobuf",
-)
+from builder import plugins
+
+TOOLS = ("edge-builder", "tensorflow", "tensorflow-cpu", "tf-keras", "keras", "onnx", "onnxslim", "onnxsim", "tf2onnx",
+         "torch", "numpy", "protobuf")
 
 
 def collect() -> dict:
     found = {}
-    for name in TOOLS:
+    for name in dict.fromkeys([*TOOLS, *(n for p in plugins.load() for n in getattr(p.module, "PACKAGES", ()))]):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -96,10 +96,11 @@ def test_no_module_of_builder_imports_itself_back():
     assert cycles(graph) == []
 
 
-# The backends' names: their tools, formats and hardware. ONNX itself is the interchange format the core converts
-# through, not a vendor.
-VENDOR = re.compile(r"\b(tflite|litert|xnnpack|onnx2tf|tf2onnx|onnxruntime|openvino|nncf|tensorrt|trtexec|jetson"
-                    r"|nvidia|cuda|vela|ethos)\b", re.IGNORECASE)
+# The backends' names (every folder in builder/backends/) and their tools', formats' and hardware's. ONNX itself is
+# the interchange format the core converts through, not a vendor.
+BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__init__.py").is_file())
+VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
+                    r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
     "archives", "benchmark", "causes", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
     "convert.source_run", "detections", "device_check", "device_facts", "docker_api", "doctor", "errors", "execute",

@@ -98,6 +98,22 @@ def test_a_broken_plugin_is_a_clear_error(plugin_env, tmp_path):
     assert "edge-builder-ort" in proc.stderr  # the package to fix or uninstall
 
 
+def test_a_broken_backend_folder_is_a_clear_error_too(tmp_path):
+    """A backend of the project's own that fails to import (its module raising, as a missing library would)."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class Refuse(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'builder.backends.vela.steps':\n"
+        "            raise ImportError('no vela here')\n"
+        "sys.meta_path.insert(0, Refuse())\n")
+    proc = _builder(dict(os.environ) | {"PYTHONPATH": str(inject)}, "targets", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "plugin builder (builder.backends) failed to load: ImportError: no vela here" in proc.stderr
+
+
 def test_an_auto_variant_on_the_plugin_target_searches_with_onnx_runtime_and_ships_the_closest(plugin_env, tmp_path):
     """A gate no int8 candidate meets (the random-weight softmax rounds to 0 in int8): two int8 calibrations,
     then both fallbacks; the chosen one is converted to .ort, benchmarked and validated."""

@@ -7,4 +7,6 @@ from __future__ import annotations
 from builder import formats
 from builder.backends.litert import runtime, search, steps  # noqa: F401  (they register themselves)
 
+PACKAGES = ("ai-edge-litert", "tflite-runtime", "ai-edge-quantizer", "onnx2tf")
+
 formats.register(formats.Format("tflite", ".tflite", runtime="litert"))

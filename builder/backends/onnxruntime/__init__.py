@@ -8,4 +8,6 @@ from __future__ import annotations
 from builder import formats
 from builder.backends.onnxruntime import runtime, search, steps  # noqa: F401  (they register themselves)
 
+PACKAGES = ("onnxruntime",)
+
 formats.register(formats.Format("onnx", ".onnx", runtime="onnxruntime"))

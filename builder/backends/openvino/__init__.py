@@ -6,4 +6,6 @@ from __future__ import annotations
 from builder import formats
 from builder.backends.openvino import runtime, search, steps  # noqa: F401  (they register themselves)
 
+PACKAGES = ("openvino", "nncf")
+
 formats.register(formats.Format("openvino", ".xml", runtime="openvino", companions={"weights": ".bin"}))

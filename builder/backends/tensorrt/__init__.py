@@ -6,4 +6,6 @@ from __future__ import annotations
 from builder import formats
 from builder.backends.tensorrt import runtime, steps  # noqa: F401  (they register themselves)
 
+PACKAGES = ("tensorrt", "cuda-python", "cuda-bindings")
+
 formats.register(formats.Format("tensorrt", ".engine", runtime="tensorrt"))

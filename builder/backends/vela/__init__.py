@@ -7,4 +7,6 @@ from builder import formats
 from builder.backends.vela import runtime, steps  # noqa: F401  (they register themselves)
 
 # an Ethos-U command stream: a .tflite that only the NPU runs (its graph is one ethos-u op)
+PACKAGES = ("ethos-u-vela",)
+
 formats.register(formats.Format("vela", "_vela.tflite", runtime="ethos-u"))
