@@ -78,8 +78,30 @@ def platform_args(lock: str) -> list[str]:
     return args + [f"--python-version={python_of(lock)}", "--implementation=cp", "--only-binary=:all:"]
 
 
-def _pip(args: list[str], what: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+def target_markers(lock: str) -> dict[str, str]:
+    """The environment markers (PEP 508) of the lock's platform and Python."""
+    python = python_of(lock)
+    return {"platform_machine": _arch(lock), "python_version": python, "python_full_version": f"{python}.0",
+            "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+# pip evaluates a requirement's markers (`; platform_machine == "aarch64"`, `; python_version < "3.11"`) for the
+# interpreter it runs in, whatever --platform and --python-version say; so it runs with the target's markers.
+_PIP_WITH_MARKERS = """
+import json, sys
+from pip._vendor.packaging import markers
+target = json.loads(sys.argv.pop(1))
+host = markers.default_environment
+markers.default_environment = lambda: {**host(), **target}
+from pip._internal.cli.main import main
+sys.exit(main())
+"""
+
+
+def _pip(args: list[str], what: str, markers: dict[str, str] | None = None) -> str:
+    command = ["-c", _PIP_WITH_MARKERS, json.dumps(markers)] if markers else ["-m", "pip"]
+    proc = subprocess.run([sys.executable, *command, *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(f"{what} failed (pip exit {proc.returncode})",
                          log_tail=(proc.stdout + proc.stderr).splitlines()[-30:],
@@ -93,7 +115,8 @@ def resolve(lock: str) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-              "--target", str(Path(tmp) / "t"), *platform_args(lock), "-r", str(source)], f"resolving {source.name}")
+              "--target", str(Path(tmp) / "t"), *platform_args(lock), "-r", str(source)], f"resolving {source.name}",
+             markers=target_markers(lock))
         installs = json.loads(report.read_text())["install"]
     return sorted(f"{i['metadata']['name'].lower()}=={i['metadata']['version']}" for i in installs)
 

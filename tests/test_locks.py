@@ -47,6 +47,16 @@ def test_lock_resolves_for_arm64_and_the_wheelhouse_is_cached(home, tmp_path):
 
 
 @pytest.mark.slow
+def test_markers_are_the_target_platforms_and_pythons_not_the_hosts(home):
+    (home / "dockerfiles" / "locks" / "marked-arm64.in").write_text(
+        "# python: 3.10\n"
+        'six==1.17.0; platform_machine == "aarch64"\n'
+        'tomli==2.2.1; python_version < "3.11"\n'
+        'psutil==7.2.2; platform_machine == "x86_64"\n')
+    assert locks.resolve("marked-arm64") == ["six==1.17.0", "tomli==2.2.1"]
+
+
+@pytest.mark.slow
 def test_an_unresolvable_pin_is_a_build_error_with_pips_words(home):
     (home / "dockerfiles" / "locks" / "bad-amd64.in").write_text("numpy==0.0.1\n")
     with pytest.raises(BuildError) as err:
