@@ -87,8 +87,18 @@ def _typed_sections(record: ExtraOf, sections: dict | None) -> dict | None:
     """Each section read through the model its backend declares; a section of a backend not installed here
     (a plugin's, in a results.json from another machine) stays as its file holds it."""
     declared = extra_sections(record)
-    return sections and {name: declared[name].model.model_validate(value) if name in declared else value
+    return sections and {name: _section(declared[name].model, name, value) if name in declared else value
                          for name, value in sections.items()}
+
+
+def _section(model: type[BaseModel], name: str, value: Any) -> BaseModel:
+    """`value` as `model`; a problem names the section in its field path."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationError.from_exception_data(exc.title, [
+            {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            for e in exc.errors()]) from None
 
 
 def _sections_schema(record: ExtraOf):
