@@ -243,7 +243,9 @@ def test_compare_reads_a_run_of_the_previous_version_beside_one_of_this_version(
         (tmp_path / name / "results.json").write_text(json.dumps(payload))
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--json"])
     assert result.exit_code == 0, result.output
-    assert "int8" in result.output and "0.5" in result.output
+    int8 = next(row for row in json.loads(result.output) if row["variant"] == "int8")
+    assert next(f for f in int8["figures"] if f["name"] == "p50_ms") | {"noise": None} == {
+        "name": "p50_ms", "old": 1.0, "new": 0.5, "change_pct": -50.0, "noise": None, "worse": False}
 
 
 def test_a_section_of_a_backend_not_installed_here_is_kept_as_the_file_holds_it():
