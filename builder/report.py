@@ -1,8 +1,8 @@
 """manifest.json, results.json, results.csv, report.md and report.html from a plan and its step records.
 
-The report names no vendor: a backend adds its own sections to report.md (`register_section`) and its own
-words to the line of each machine the benchmarks ran on (`register_device_words`), read from the `extra`
-sections it declares in the records.
+The report names no vendor: a backend adds its own sections to report.md and report.html (`register_section`)
+and its own words to the line of each machine the benchmarks ran on (`register_device_words`), read from the
+`extra` sections it declares in the records.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import platform
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,8 +38,27 @@ CSV_FIELDS = (
 )
 M = TypeVar("M", BenchmarkResult, ValidationResult)
 
-ReportSection = Callable[[list[VariantResult]], list[str]]
-"""A backend's own section of report.md: its lines, a `## heading` first, or none when the run has nothing of it."""
+
+
+@dataclass
+class Section:
+    """A backend's own section of report.md and report.html: a titled table of its figures, and notes under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> list[str]:
+        return [f"## {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns),
+                *("| " + " | ".join(row) + " |" for row in self.rows), *(["", *self.notes] if self.notes else [])]
+
+    def html(self) -> str:
+        return html_report.section(self.title, self.columns, self.rows, self.notes)
+
+
+ReportSection = Callable[[list[VariantResult]], Section | None]
+"""A backend's own section of a run's report, or None when the run has nothing of it."""
 DeviceWords = Callable[[DeviceFacts], list[str]]
 """What a backend adds to the line of a machine the benchmarks ran on (its SDK, its power mode)."""
 _SECTIONS: list[ReportSection] = []
@@ -51,6 +71,11 @@ def register_section(section: ReportSection) -> None:
 
 def register_device_words(words: DeviceWords) -> None:
     _DEVICE_WORDS.append(words)
+
+
+def backend_sections(results: list[VariantResult]) -> list[Section]:
+    """The sections the backends have of these results."""
+    return [own for section in _SECTIONS if (own := section(results))]
 
 
 def _variant_records(records: dict[str, StepRecord], variant: str) -> list[StepRecord]:
@@ -465,9 +490,8 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     extra = _other_measurements(results)
     if extra:
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
-    for section in _SECTIONS:
-        if own := section(results):
-            lines += ["", *own]
+    for section in backend_sections(results):
+        lines += ["", *section.markdown()]
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
     for r in results:
@@ -530,5 +554,6 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[VariantResult]:
     writer.writerows(_csv_row(r) for r in results)
     atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
     atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec, data).encode())
-    atomic_write_bytes(workdir / "report.html", html_report.run_page(payload).encode())
+    atomic_write_bytes(workdir / "report.html",
+                       html_report.run_page(payload, [s.html() for s in backend_sections(results)]).encode())
     return results

@@ -280,14 +280,18 @@ def test_the_schema_describes_each_section_a_backend_declares():
 
 
 def test_the_report_takes_a_backends_own_section_and_its_words_on_the_machine():
-    from builder.report import _SECTIONS, _device_lines
+    from builder.report import _device_lines, backend_sections
 
     npu = VariantResult.model_validate(variant("int8", 1.0, precision="int8") | {"benchmark": OLDER_NPU
                                                                                 | {"cpu_operators": 2}})
-    lines = [line for section in _SECTIONS for line in section([npu])]
+    [section] = backend_sections([npu])
+    lines = section.markdown()
     assert lines[0] == "## Vela's estimate"
     assert "| int8 | Ethos_U55_256 | Ethos_U55_High_End_Embedded | Shared_Sram | 500,000 | - | 64 | 2 |" in lines
     assert "Operators left to the CPU are not in the estimate" in lines[-1]
+    page = section.html()
+    assert page.startswith("<h2>Vela&#x27;s estimate</h2><table>") and "<td>500,000</td>" in page
+    assert backend_sections([VariantResult.model_validate(variant("fp32", 10.0))]) == []
     jetson = variant("fp16", 2.0, precision="fp16")
     jetson["benchmark"]["device"] = OLDER_JETSON
     assert _device_lines([VariantResult.model_validate(jetson)]) == [
