@@ -92,5 +92,7 @@ def main(runtime: str, device_steps: list[str]) -> int:
     return 0 if result["ok"] else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+if __name__ == "__main__":  # the backends register their tiny models with the module, not with __main__
+    from builder import device_check
+
+    sys.exit(device_check.main(sys.argv[1], sys.argv[2:]))

@@ -217,5 +217,7 @@ def main() -> None:
     print(json.dumps({"machine": machine_facts(), "thermal": thermal_state()}, indent=2))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the backends register their probes with the module, not with __main__
+    from builder import device_facts
+
+    device_facts.main()
