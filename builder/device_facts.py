@@ -2,10 +2,10 @@
 
 Reads /proc, /sys and /etc (visible read-only inside a container too) and asks `vcgencmd` when it is
 on PATH. Its readers are stdlib only: they run in the small arm64 device images, also under QEMU, where
-/proc/cpuinfo may describe the host's CPU rather than the emulated one. Every reader gives nothing for a missing or unreadable
-file and never raises, and a key with no value is left out, so a result states only what the machine itself
-reported. A backend adds its own readers (`register_probe`: its accelerator's SDK, its board's power mode);
-their facts go into a benchmark's `device.extra`, under the backend's section.
+/proc/cpuinfo may describe the host's CPU rather than the emulated one. Every reader gives nothing for a
+missing or unreadable file and never raises, and a key with no value is left out, so a result states only
+what the machine itself reported. A backend adds its own readers (`register_probe`: its accelerator's SDK,
+its board's power mode); their facts go into a benchmark's `device.extra`, under the backend's section.
 
     python -m builder.device_facts      # both, as JSON
 """
@@ -144,8 +144,8 @@ def generic_facts(root: Path = Path("/")) -> dict:
     pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', os_release, re.M)
     facts["os"] = pretty[1] if pretty else None
     facts["board_model"] = next(filter(None, map(read_text, (root / "proc/device-tree/model",
-                                                         root / "sys/firmware/devicetree/base/model",
-                                                         root / "sys/class/dmi/id/product_name"))), None)
+                                                             root / "sys/firmware/devicetree/base/model",
+                                                             root / "sys/class/dmi/id/product_name"))), None)
     return {key: value for key, value in facts.items() if value not in (None, "", [])}
 
 
