@@ -39,7 +39,6 @@ CSV_FIELDS = (
 M = TypeVar("M", BenchmarkResult, ValidationResult)
 
 
-
 @dataclass
 class Section:
     """A backend's own section of report.md and report.html: a titled table of its figures, and notes under it."""
