@@ -296,3 +296,16 @@ def test_the_report_takes_a_backends_own_section_and_its_words_on_the_machine():
     jetson["benchmark"]["device"] = OLDER_JETSON
     assert _device_lines([VariantResult.model_validate(jetson)]) == [
         "- device `orin` via ssh://nvidia@orin: Cortex-A78AE, L4T 36.3.0, MAXN", ""]
+
+
+def test_the_manifest_names_the_conversion_path_of_whichever_converter_reports_one():
+    from builder.report import _made_by
+
+    def step(kind: str, result: dict | None, status: str = "ok") -> StepRecord:
+        return StepRecord(id=f"01-{kind}", kind=kind, stage="toolchain", status=status, seconds=0.1, result=result)
+
+    chain = [step("convert.mine", {"conversion": {"path": "direct", "prepared": {"signature_added": "main"}}}),
+             step("quantize.mine", {"conversion": {"precision": "int8"}}), step("compile.npu", {"npu": {}})]
+    assert _made_by(chain) == {"path": "direct", "source_edits": {"signature_added": "main"}}
+    assert _made_by([step("convert.mine", {"conversion": {"path": "direct"}}, status="failed")]) == {}
+    assert _made_by([step("convert.mine", None)]) == {}
