@@ -2,8 +2,9 @@
 
 `measure` times the inference `Session.prepared` returns (native dtypes, inputs
 bound once, outputs left in the runtime's buffers) in this process. `run_tool` runs a
-vendor's own benchmark tool (a backend's: LiteRT's benchmark_model, OpenVINO's
-benchmark_app, TensorRT's trtexec), whose figures users already know.
+vendor's own benchmark tool, whose figures users already know: each backend keeps its
+tool's wrapper (its command line and the parser of its report) and offers it through
+its runtime's `second_opinions`.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def measure(
     `peak_rss_mb` is the peak resident memory of this whole process (model,
     runtime, Python), sampled every 5 ms while binding and warming up, and once
     after the timed runs: a sampling thread waking during them preempted the
-    model's own threads (+3-9% p50 with OpenVINO on 2 cores). `process_peak_rss_mb`
+    model's own threads (+3-9% p50 with one runtime on 2 cores). `process_peak_rss_mb`
     is the process's lifetime peak, which includes loading and anything the
     process did before. `other_cpu_load` is the share of the machine's CPU time that
     other processes took during the timed runs (see OtherLoad). `progress(done, total)`

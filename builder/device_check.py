@@ -2,7 +2,7 @@
 
 Runs a tiny model through the runtime the way a benchmark does, inside the device image with the device
 stage's container options, and prints one JSON line: ok, the milliseconds it took, or the error and its fix.
-The target's device-only steps (a TensorRT engine's build) make the tiny model here first, as a run does on
+The target's device-only steps (an engine built on the device) make the tiny model here first, as a run does on
 the device. The runtime says which tiny model it runs (`BaseSession.check_with`) and which tools it found.
 """
 
@@ -14,6 +14,8 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +25,28 @@ from builder.errors import BuilderError
 from builder.steps import registry
 from builder.steps.base import StepCall, StepContext
 
-# relu(2x + 1) as TFLite (made by TensorFlow 2.21's converter) and relu(x) as ONNX (opset 13), both [1, 4] float32
-TINY = {
-    "tflite": (base64.b64decode(
-    "HAAAAFRGTDMUACAAHAAYABQAEAAMAAAACAAEABQAAAAcAAAAHAAAAHQAAABUAQAAZAEAAGQDAAADAAAAAAAAAAIAAAA0AAAABAAA"
-    "ANz///8HAAAABAAAABMAAABDT05WRVJTSU9OX01FVEFEQVRBAAgADAAIAAQACAAAAAYAAAAEAAAAEwAAAG1pbl9ydW50aW1lX3Zl"
-    "cnNpb24ACAAAANwAAADUAAAAwAAAAKQAAACcAAAAlAAAAHQAAAAEAAAAXv///wQAAABgAAAAEAAAAAAAAAAIAA4ACAAEAAgAAAAQ"
-    "AAAAJAAAAAAABgAIAAQABgAAAAQAAAAAAAAADAAYABQAEAAMAAQADAAAADdlf7AXNt3tAwAAAAIAAAAEAAAABgAAADIuMjEuMAAA"
-    "yv///wQAAAAQAAAAMS41LjAAAAAAAAAAAAAAAKT9//+o/f//7v///wQAAAAEAAAAAAAAQAAABgAIAAQABgAAAAQAAAAEAAAAAACA"
-    "P9T9///Y/f//DwAAAE1MSVIgQ29udmVydGVkLgABAAAAFAAAAAAADgAYABQAEAAMAAgABAAOAAAAFAAAABwAAACsAAAAsAAAALQA"
-    "AAAEAAAAbWFpbgAAAAACAAAAZAAAABQAAAAAAA4AGgAUABAADAALAAQADgAAABwAAAAAAAALHAAAACAAAAABAAAAAAAGAAgABwAG"
-    "AAAAAAAAAQEAAAAEAAAAAgAAAAMAAAABAAAAAAAOABQAAAAQAAwACwAEAA4AAAAQAAAAAAAAFQwAAAAQAAAAqP7//wEAAAADAAAA"
-    "AgAAAAAAAAACAAAAAQAAAAQAAAABAAAAAAAAAAUAAADsAAAApAAAAHQAAABAAAAABAAAAD7///8AAAABEAAAABAAAAAFAAAAGAAA"
-    "AAD///8IAAAASWRlbnRpdHkAAAAAAgAAAAEAAAAEAAAAdv///wAAAAEQAAAAEAAAAAQAAAAQAAAAOP///wMAAABtdWwAAgAAAAEA"
-    "AAAEAAAApv///wAAAAEQAAAAEAAAAAMAAAAUAAAAaP///wUAAABtdWwveQAAAAAAAADS////AAAAARAAAAAQAAAAAgAAABQAAACU"
-    "////BQAAAGFkZC95AAAAAAAAAAAAFgAYABQAAAAQAAwACAAAAAAAAAAHABYAAAAAAAABEAAAABAAAAABAAAAFAAAANj///8FAAAA"
-    "aW5wdXQAAAACAAAAAQAAAAQAAAACAAAAHAAAAAgAAAAEAAQABAAAAAwADAALAAAAAAAEAAwAAAASAAAAAAAAEg=="),
-    lambda x: np.maximum(2 * x + 1, 0)),
-    "onnx": (base64.b64decode(
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A model of one format small enough to live in the code: [1, 4] float32 in and out, and what it computes."""
+
+    data: bytes
+    expected: Callable[[np.ndarray], np.ndarray]
+
+
+TINY: dict[str, TinyModel] = {
+    # relu(x) as ONNX (opset 13): the interchange format every backend reads
+    "onnx": TinyModel(base64.b64decode(
     "CAg6UAoVCgVpbnB1dBIGb3V0cHV0IgRSZWx1EgR0aW55WhcKBWlucHV0Eg4KDAgBEggKAggBCgIIBGIYCgZvdXRwdXQSDgoMCAES"
-    "CAoCCAEKAggEQgQKABAN"),
-    lambda x: np.maximum(x, 0)),
+    "CAoCCAEKAggEQgQKABAN"), lambda x: np.maximum(x, 0)),
 }
+
+
+def register_tiny_model(fmt: str, model: TinyModel) -> None:
+    """A backend's tiny model of its own format, for the runtimes whose check runs that format (`check_with`)."""
+    TINY[fmt] = model
+
+
 def _built_on_device(model: Path, kinds: list[str]) -> Path:
     """The tiny model through the target's device-only steps, each with its default params, as a run builds it."""
     for kind in kinds:
@@ -61,15 +63,17 @@ def check(runtime: str, folder: Path, device_steps: list[str]) -> dict:
     if checked_with is None:
         return {"ok": True, "note": f"no tiny model for runtime {runtime}: only the image was checked"}
     fmt, runs_in = checked_with
-    data, expected = TINY[fmt]
-    model = folder / f"tiny.{fmt}"
-    model.write_bytes(data)
+    if fmt not in TINY:
+        return {"ok": True, "note": f"no tiny {fmt} model for runtime {runtime}: only the image was checked"}
+    tiny = TINY[fmt]
+    model = folder / f"tiny{formats.get(fmt).suffix}"
+    model.write_bytes(tiny.data)
     started = time.perf_counter()
     model = _built_on_device(model, device_steps)
     session = runtimes.load(model, runtime=runs_in, threads=1)
     x = np.array([[-1.0, 0.0, 0.5, 2.0]], dtype=np.float32)
     got = session.run([x])[0]
-    if not np.allclose(got, expected(x), atol=1e-2):
+    if not np.allclose(got, tiny.expected(x), atol=1e-2):
         return {"ok": False, "error": f"{runs_in} ran the tiny model wrongly: {got.tolist()}",
                 "hint": "the runtime's install is broken: rebuild the device image (--rebuild)"}
     return {"ok": True, "runtime": runs_in, "ms": round((time.perf_counter() - started) * 1000, 1),
@@ -88,5 +92,7 @@ def main(runtime: str, device_steps: list[str]) -> int:
     return 0 if result["ok"] else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+if __name__ == "__main__":  # the backends register their tiny models with the module, not with __main__
+    from builder import device_check
+
+    sys.exit(device_check.main(sys.argv[1], sys.argv[2:]))

@@ -1,27 +1,31 @@
 """What machine a benchmark really ran on, and whether it was in a state to give good numbers.
 
-Reads /proc, /sys and /etc (visible read-only inside a container too) and asks `nvpmodel` and
-`vcgencmd` when they are on PATH. Stdlib only: it runs in the small arm64 device images, also
-under QEMU, where /proc/cpuinfo may describe the host's CPU rather than the emulated one. Every
-reader gives nothing for a missing or unreadable file and never raises, and a key with no value
-is left out, so a result states only what the machine itself reported.
+Reads /proc, /sys and /etc (visible read-only inside a container too) and asks `vcgencmd` when it is
+on PATH. Its readers are stdlib only: they run in the small arm64 device images, also under QEMU, where
+/proc/cpuinfo may describe the host's CPU rather than the emulated one. Every reader gives nothing for a
+missing or unreadable file and never raises, and a key with no value is left out, so a result states only
+what the machine itself reported. A backend adds its own readers (`register_probe`: its accelerator's SDK,
+its board's power mode); their facts go into a benchmark's `device.extra`, under the backend's section.
 
     python -m builder.device_facts      # both, as JSON
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+from builder import plugins
+from builder.errors import BuilderError
 
 INFERENCE_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
                    "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
-"""The ISA extensions inference kernels (XNNPACK, oneDNN, OpenVINO) dispatch on, as /proc/cpuinfo names them:
+"""The ISA extensions inference kernels dispatch on, as /proc/cpuinfo names them:
 x86 `flags` first, then ARM `Features` (asimddp is dot-product, asimdhp fp16 arithmetic)."""
 
 ARM_CORES = {
@@ -29,15 +33,10 @@ ARM_CORES = {
     ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
     ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78", ("0x41", "0xd42"): "Cortex-A78AE",
     ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd49"): "Neoverse-N2", ("0x41", "0xd4f"): "Neoverse-V2",
-    ("0x4e", "0x004"): "NVIDIA Carmel",
+    ("0x4e", "0x004"): "Carmel",
 }
 """(CPU implementer, CPU part) -> core, from Linux's arch/arm64/include/asm/cputype.h: arm64 kernels print no
 `model name`, only these two numbers."""
-
-JETPACK = {"35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
-           "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1"}
-"""Exact L4T release -> the JetPack that ships it (NVIDIA's JetPack archive). Any other release reports its
-L4T version alone rather than a guessed JetPack."""
 
 THROTTLE_BITS = {0: "under_voltage_now", 1: "freq_capped_now", 2: "throttled_now", 3: "soft_temp_limit_now",
                  16: "under_voltage_occurred", 17: "freq_capped_occurred", 18: "throttled_occurred",
@@ -47,7 +46,18 @@ FIRMWARE_THROTTLED = Path("sys/devices/platform/soc/soc:firmware/get_throttled")
 """The same word from the Raspberry Pi firmware driver (hex without 0x), readable inside a container."""
 
 
-def _read(path: Path) -> str | None:
+Probe = Callable[[Path], dict]
+"""A backend's reader of its own facts under a root: like the readers here, it never raises and leaves out
+what the machine does not report."""
+_PROBES: dict[str, Probe] = {}
+
+
+def register_probe(name: str, probe: Probe) -> None:
+    """A backend's probe; `name` is its section of a benchmark's `device.extra` (records.register_extra)."""
+    _PROBES[name] = probe
+
+
+def read_text(path: Path) -> str | None:
     """A file's text without the NUL and whitespace around it (device-tree strings end in NUL), or None."""
     try:
         return path.read_text(errors="replace").strip("\x00 \t\n") or None
@@ -57,12 +67,12 @@ def _read(path: Path) -> str | None:
 
 def _int(path: Path) -> int | None:
     try:
-        return int(_read(path) or "")
+        return int(read_text(path) or "")
     except ValueError:  # absent, or a word such as cgroup v2's "max"
         return None
 
 
-def _run(*command: str) -> str:
+def tool_output(*command: str) -> str:
     """A tool's output if it is on PATH and answers within 5 s, else ""; a hung vcgencmd must not hang a run."""
     exe = shutil.which(command[0])
     if exe is None:
@@ -76,7 +86,7 @@ def _run(*command: str) -> str:
 def _cpuinfo(root: Path) -> dict[str, list[str]]:
     """Every value of each /proc/cpuinfo key, in order: one per core for most keys."""
     fields: dict[str, list[str]] = {}
-    for line in (_read(root / "proc/cpuinfo") or "").splitlines():
+    for line in (read_text(root / "proc/cpuinfo") or "").splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip(), []).append(value.strip())
@@ -97,37 +107,27 @@ def _cpu_model(info: dict[str, list[str]]) -> str:
 
 def _cgroup_cpus(root: Path) -> float | None:
     """The CPUs a container may use by quota (cgroup v2 cpu.max, else v1 CFS), None when unlimited."""
-    v2 = (_read(root / "sys/fs/cgroup/cpu.max") or "").split()
-    quota, period = v2 if len(v2) == 2 else (_read(root / "sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-                                              _read(root / "sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    v2 = (read_text(root / "sys/fs/cgroup/cpu.max") or "").split()
+    quota, period = v2 if len(v2) == 2 else (read_text(root / "sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                                              read_text(root / "sys/fs/cgroup/cpu/cpu.cfs_period_us"))
     try:
         return round(int(quota) / int(period), 2) if int(quota) > 0 else None
     except (TypeError, ValueError, ZeroDivisionError):  # "max", -1 or absent: no limit
         return None
 
 
-def _cuda(root: Path) -> str | None:
-    """The CUDA toolkit version: version.json since CUDA 11, version.txt before."""
-    try:
-        return json.loads(_read(root / "usr/local/cuda/version.json") or "")["cuda"]["version"]
-    except (ValueError, KeyError, TypeError):
-        found = re.search(r"CUDA Version (\S+)", _read(root / "usr/local/cuda/version.txt") or "")
-        return found[1] if found else None
-
-
 def machine_identity(root: Path = Path("/")) -> dict:
     """Which machine this is, known without running anything: its CPU, core count and machine id (what a
     cached measurement must match to be reused here)."""
     return {"cpu_model": _cpu_model(_cpuinfo(root)), "cores": os.cpu_count(),
-            "machine_id": (_read(root / "etc/machine-id") or os.uname().nodename).strip()}
+            "machine_id": (read_text(root / "etc/machine-id") or os.uname().nodename).strip()}
 
 
-def machine_facts(root: Path = Path("/")) -> dict:
-    """What the machine is: CPU, cores, memory, OS, board and, on a Jetson, its L4T, JetPack and power mode.
+def generic_facts(root: Path = Path("/")) -> dict:
+    """What the machine is: CPU, cores, memory, OS and board.
 
-    Files are read under `root`; cores, uname, TensorRT and nvpmodel are this process's own view: `cpus_allowed`
-    is a container's cpuset, `kernel` the host's even in a container, `arch` the emulated one under QEMU. On a
-    Jetson the power mode stands for throttling state: there is no single throttled flag as on a Raspberry Pi."""
+    Files are read under `root`; cores and uname are this process's own view: `cpus_allowed` is a container's
+    cpuset, `kernel` the host's even in a container, `arch` the emulated one under QEMU."""
     info = _cpuinfo(root)
     features = set((info.get("flags") or info.get("Features") or [""])[0].split())
     uname = os.uname()
@@ -135,31 +135,38 @@ def machine_facts(root: Path = Path("/")) -> dict:
                    "logical_cores": os.cpu_count(),
                    "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                    "cgroup_cpu_quota": _cgroup_cpus(root), "kernel": uname.release, "arch": uname.machine}
-    total = re.search(r"^MemTotal:\s+(\d+) kB", _read(root / "proc/meminfo") or "", re.M)
+    total = re.search(r"^MemTotal:\s+(\d+) kB", read_text(root / "proc/meminfo") or "", re.M)
     facts["memory_total_bytes"] = int(total[1]) * 1024 if total else None
     limit = _int(root / "sys/fs/cgroup/memory.max") or _int(root / "sys/fs/cgroup/memory/memory.limit_in_bytes")
     if limit and (facts["memory_total_bytes"] is None or limit < facts["memory_total_bytes"]):
         facts["cgroup_memory_limit_bytes"] = limit  # cgroup v1 writes "no limit" as a huge number
-    os_release = _read(root / "etc/os-release") or _read(root / "usr/lib/os-release") or ""
+    os_release = read_text(root / "etc/os-release") or read_text(root / "usr/lib/os-release") or ""
     pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', os_release, re.M)
     facts["os"] = pretty[1] if pretty else None
-    facts["board_model"] = next(filter(None, map(_read, (root / "proc/device-tree/model",
-                                                         root / "sys/firmware/devicetree/base/model",
-                                                         root / "sys/class/dmi/id/product_name"))), None)
-    release = re.search(r"R(\d+) \(release\), REVISION: (\d+\.\d+)", _read(root / "etc/nv_tegra_release") or "")
-    if release:
-        facts["l4t"] = f"{release[1]}.{release[2]}"
-        facts["jetpack"] = JETPACK.get(facts["l4t"])
-    try:
-        facts["tensorrt"] = importlib.metadata.version("tensorrt")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    mode = re.search(r"NV Power Mode:\s*(\S+)(?:\s+(\d+))?", _run("nvpmodel", "-q"))
-    if mode:
-        facts["jetson_power_mode"] = mode[1]
-        facts["jetson_power_mode_id"] = int(mode[2]) if mode[2] else None
-    facts["cuda"] = _cuda(root)
+    facts["board_model"] = next(filter(None, map(read_text, (root / "proc/device-tree/model",
+                                                             root / "sys/firmware/devicetree/base/model",
+                                                             root / "sys/class/dmi/id/product_name"))), None)
     return {key: value for key, value in facts.items() if value not in (None, "", [])}
+
+
+def backend_facts(root: Path = Path("/")) -> dict[str, dict]:
+    """Each backend probe's facts, by its section; a probe that found nothing is left out."""
+    try:
+        plugins.load()
+    except BuilderError:  # a backend that does not load probes nothing; the run that needs it says why
+        pass
+    return {name: facts for name, probe in sorted(_PROBES.items()) if (facts := probe(root))}
+
+
+def machine_facts(root: Path = Path("/")) -> dict:
+    """The generic facts and every backend's beside them, in one mapping: what `builder devices` shows."""
+    return generic_facts(root) | {key: value for facts in backend_facts(root).values() for key, value in facts.items()}
+
+
+def recorded_facts(root: Path = Path("/")) -> dict:
+    """What a benchmark records of its machine: the generic facts, and each backend's in its `extra` section."""
+    found = backend_facts(root)
+    return generic_facts(root) | ({"extra": found} if found else {})
 
 
 def thermal_state(root: Path = Path("/")) -> dict:
@@ -167,7 +174,7 @@ def thermal_state(root: Path = Path("/")) -> dict:
     on a Raspberry Pi, its throttling flags. A typical x86 VM has none of these, and gives {}."""
     state: dict = {}
     policies = sorted((root / "sys/devices/system/cpu/cpufreq").glob("policy*"), key=lambda p: (len(p.name), p.name))
-    governors = {p.name: g for p in policies if (g := _read(p / "scaling_governor"))}
+    governors = {p.name: g for p in policies if (g := read_text(p / "scaling_governor"))}
     if governors:  # one value when all policies agree, the usual case
         state["cpu_governor"] = next(iter(governors.values())) if len(set(governors.values())) == 1 else governors
     freqs = {p.name: {name: khz // 1000 for name in ("cur", "min", "max")
@@ -178,7 +185,7 @@ def thermal_state(root: Path = Path("/")) -> dict:
     for zone in zones:
         millidegrees = _int(zone / "temp")
         if millidegrees is not None:
-            name = _read(zone / "type") or zone.name
+            name = read_text(zone / "type") or zone.name
             temperatures[f"{name} ({zone.name})" if name in temperatures else name] = millidegrees / 1000
     state["temperatures_c"] = temperatures
     raw = _throttled_raw(root)
@@ -191,10 +198,10 @@ def thermal_state(root: Path = Path("/")) -> dict:
 def _throttled_raw(root: Path) -> str | None:
     """A Raspberry Pi's throttling word ("0x50005"): `vcgencmd get_throttled`, else the firmware driver's sysfs
     node, which a container sees without vcgencmd or /dev/vchiq (the device image has neither)."""
-    found = re.search(r"throttled=(0x[0-9a-fA-F]+)", _run("vcgencmd", "get_throttled"))
+    found = re.search(r"throttled=(0x[0-9a-fA-F]+)", tool_output("vcgencmd", "get_throttled"))
     if found:
         return found[1]
-    text = _read(root / FIRMWARE_THROTTLED)
+    text = read_text(root / FIRMWARE_THROTTLED)
     return f"0x{text.lower()}" if text and re.fullmatch(r"[0-9a-fA-F]+", text) else None
 
 
@@ -210,5 +217,7 @@ def main() -> None:
     print(json.dumps({"machine": machine_facts(), "thermal": thermal_state()}, indent=2))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the backends register their probes with the module, not with __main__
+    from builder import device_facts
+
+    device_facts.main()

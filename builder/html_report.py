@@ -17,6 +17,7 @@ import io
 import json
 import os
 import threading
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -237,6 +238,12 @@ def _table(head: list[str], rows: list[str]) -> str:
     return "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
+def section(title: str, head: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """A titled table of plain cells and notes under it: a backend's own section of a run's page."""
+    cells = ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+    return f"<h2>{escape(title)}</h2>" + _table(head, cells) + "".join(f"<p>{escape(n)}</p>" for n in notes)
+
+
 def run_sections(payload: Results, baseline: Results | None = None) -> list[str]:
     """A run's recommendation, table and plots; with a baseline run, its p50s are marked on the latency plot."""
     variants = payload.variants
@@ -260,8 +267,9 @@ def page(title: str, sections: list[str]) -> str:
             f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>\n")
 
 
-def run_page(payload: Results) -> str:
-    return page(f"{payload.recipe} on {payload.target}", run_sections(payload)[1:])
+def run_page(payload: Results, backend_sections: Sequence[str] = ()) -> str:
+    """A run's page; `backend_sections`: what the backends add to it (report.Section.html)."""
+    return page(f"{payload.recipe} on {payload.target}", run_sections(payload)[1:] + list(backend_sections))
 
 
 def matrix_page(runs: list[dict]) -> str:

@@ -15,7 +15,7 @@ from builder.run import Outcome, run_recipe
 from builder.step_cache import CachePolicy
 from builder.util import atomic_write_bytes
 
-VERIFY_CSV = "verify_tflite.csv"  # seed 000's name for it
+VERIFY_CSV = "verify_{format}.csv"  # seed 000's name for it, for the artifacts of one format
 
 
 def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, variants=None, offline=False,
@@ -116,16 +116,23 @@ def _report_link(workdir: Path, out: Path) -> str | None:
     return page.relative_to(out).as_posix() if page.is_file() and page.is_relative_to(out) else None
 
 
+def _format_of(outcome: Outcome) -> str:
+    """The format of a run's artifacts: its variants', or its target's for a run that failed before any."""
+    return outcome.results[0].format if outcome.results else catalog.load_target(outcome.target).format
+
+
 def write_verification(outcomes: list[Outcome], out: Path) -> None:
-    """verify_tflite.csv: seed 000's `file,ok,avg_ms,notes`, one row per artifact (a run that failed before it
-    had any: its folder). OK, FAIL, or UNDECIDED when no gate was missed but one is undecided (exit code 3).
+    """verify_<format>.csv per format of the artifacts (seed 000's verify_tflite.csv): seed 000's
+    `file,ok,avg_ms,notes`, one row per artifact (a run that failed before it had any: its folder). OK, FAIL,
+    or UNDECIDED when no gate was missed but one is undecided (exit code 3).
 
     As the seed's script writes it: no quoting, commas in notes become ";", lines one line."""
     def note(*parts) -> str:
         return " ".join(": ".join(str(p) for p in parts if p).replace(",", ";").split())
 
-    rows = ["file,ok,avg_ms,notes"]
+    files: dict[str, list[str]] = {}
     for o in outcomes:
+        rows = files.setdefault(_format_of(o), ["file,ok,avg_ms,notes"])
         if o.error and not o.results:
             rows.append(f"{out / o.recipe / o.target},FAIL,,{note(_run_failure(o)[0], o.error)}")
         for r in o.results:
@@ -137,4 +144,5 @@ def write_verification(outcomes: list[Outcome], out: Path) -> None:
             ok = {"ok": "OK", "gate-undecided": "UNDECIDED", "not-validated": "NOT-VALIDATED"}.get(r.status, "FAIL")
             rows.append(f"{o.workdir / r.artifact},{ok},"
                         f"{'' if mean is None else f'{mean:.3f}'},{notes}")
-    atomic_write_bytes(out / VERIFY_CSV, ("\n".join(rows) + "\n").encode())
+    for fmt, rows in files.items():
+        atomic_write_bytes(out / VERIFY_CSV.format(format=fmt), ("\n".join(rows) + "\n").encode())

@@ -5,16 +5,24 @@ They are written and read here, through these models, and nowhere else. Every mo
 project forbids unknown keys; only a vendor tool's parsed figures and a converter's own report stay open
 dicts. A model dumps only the fields its producer set, so the files keep the keys they always had.
 `builder schema results` prints the JSON Schema of results.json.
+
+A benchmark and the machine it ran on name no vendor: a backend's own figures go into their `extra`, one
+section per backend, typed by the model it registers (`register_extra`); a section moves there the fields
+older records held at their top level when one is read.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
+from builder import plugins
 from builder.errors import BuilderError, StepError
 from builder.placement import Placement
 from builder.util import atomic_write_bytes
@@ -26,6 +34,89 @@ class Strict(BaseModel):
     """Our own producer, fixed keys: an unknown one is an error, not a silent extra."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+# --- a backend's own figures -------------------------------------------------------------------------------
+
+ExtraOf = Literal["benchmark", "device"]  # the records that hold an `extra`
+
+
+@dataclass(frozen=True)
+class ExtraSection:
+    """A backend's own figures in a record's `extra`, under `name`, typed by `model`.
+
+    `moved`: fields an older record held at its top level, moved into this section when it is read;
+    `implied`: the top-level fields such an older record implies (e.g. which tool made an estimate)."""
+
+    name: str
+    model: type[BaseModel]
+    moved: tuple[str, ...] = ()
+    implied: Mapping[str, Any] = field(default_factory=dict)
+
+
+_SECTIONS: dict[str, dict[str, ExtraSection]] = {"benchmark": {}, "device": {}}
+
+
+def register_extra(record: ExtraOf, section: ExtraSection) -> None:
+    """A backend declares its section of a benchmark's (`benchmark`) or a machine's (`device`) `extra`."""
+    _SECTIONS[record][section.name] = section
+
+
+def extra_sections(record: ExtraOf) -> dict[str, ExtraSection]:
+    """Every section the installed backends declare for `record` (a plugin's too)."""
+    plugins.load()
+    return _SECTIONS[record]
+
+
+def _move_older_fields(record: ExtraOf, data: Any) -> Any:
+    """A record written before its backend's figures moved into `extra`: they move there now."""
+    if not isinstance(data, dict):
+        return data
+    moved, implied = {}, {}
+    for section in extra_sections(record).values():
+        if found := {key: data[key] for key in section.moved if key in data}:
+            moved[section.name] = found
+            implied |= section.implied
+    if not moved:
+        return data
+    kept = {key: value for key, value in data.items() if not any(key in found for found in moved.values())}
+    return implied | kept | {"extra": moved | (data.get("extra") or {})}
+
+
+def _typed_sections(record: ExtraOf, sections: dict | None) -> dict | None:
+    """Each section read through the model its backend declares; a section of a backend not installed here
+    (a plugin's, in a results.json from another machine) stays as its file holds it."""
+    declared = extra_sections(record)
+    return sections and {name: _section(declared[name].model, name, value) if name in declared else value
+                         for name, value in sections.items()}
+
+
+def _section(model: type[BaseModel], name: str, value: Any) -> BaseModel:
+    """`value` as `model`; a problem names the section in its field path."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationError.from_exception_data(exc.title, [
+            {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            for e in exc.errors()]) from None
+
+
+def _sections_schema(record: ExtraOf):
+    """The JSON Schema of `extra`: each declared section's model, others open."""
+    def fill(schema: dict) -> None:
+        schema["anyOf"][0]["properties"] = {name: section.model.model_json_schema()
+                                            for name, section in sorted(extra_sections(record).items())}
+    return fill
+
+
+def _extra_field(record: ExtraOf, what: str):
+    return Field(None, description=f"{what}, one section per backend, typed by the model it declares",
+                 json_schema_extra=_sections_schema(record))
+
+
+def undeclared_sections(record: ExtraOf, sections: dict | None) -> list[str]:
+    """The sections of an `extra` that no installed backend declares."""
+    return sorted(set(sections or {}) - set(extra_sections(record)))
 
 
 # --- a benchmark ------------------------------------------------------------------------------------------
@@ -53,18 +144,24 @@ class DeviceFacts(Placement):
     cgroup_memory_limit_bytes: int | None = None
     os: str | None = None
     board_model: str | None = None
-    l4t: str | None = None
-    jetpack: str | None = None
-    tensorrt: str | None = None
-    jetson_power_mode: str | None = None
-    jetson_power_mode_id: int | None = None
-    cuda: str | None = None
     thermal_before: Thermal | None = None
     thermal_after: Thermal | None = None
+    extra: dict[str, Any] | None = _extra_field("device", "what a backend's probe found on the machine "
+                                                           "(its accelerator's SDK and power mode)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_fields(cls, data: Any) -> Any:
+        return _move_older_fields("device", data)
+
+    @field_validator("extra")
+    @classmethod
+    def _typed_extra(cls, value: dict | None) -> dict | None:
+        return _typed_sections("device", value)
 
 
 class AsyncThroughput(Strict):
-    """OpenVINO's asynchronous throughput (THROUGHPUT hint, every optimal infer request kept busy)."""
+    """A runtime's asynchronous throughput: as many infer requests as it finds best, kept busy."""
 
     mode: str
     device: str
@@ -84,7 +181,8 @@ class ToolComparison(Strict):
 
 
 class BenchmarkResult(Strict):
-    """A variant's timings: measured by the benchmark step, or Vela's estimate for an NPU (`estimate`)."""
+    """A variant's timings: measured by the benchmark step, or a tool's estimate for hardware that is not here
+    (`estimate`)."""
 
     runtime: str
     threads: int | None = None
@@ -110,17 +208,24 @@ class BenchmarkResult(Strict):
     device: DeviceFacts | None = None
     async_: AsyncThroughput | None = Field(None, alias="async")
     tools: dict[str, dict[str, Any]] | None = Field(
-        None, description="a vendor tool's own figures (benchmark_model, benchmark_app, trtexec), as it reports them")
+        None, description="a vendor tool's own figures (its benchmark tool's), as it reports them")
     vs_tools: dict[str, ToolComparison] | None = None
-    estimate: bool = Field(False, description="Vela's estimate for the NPU, not a measurement")
-    accelerator: str | None = None
-    system_config: str | None = None
-    memory_mode: str | None = None
-    cycles_total: int | None = None
-    npu_operators: int | None = None
-    cpu_operators: int | None = None
+    estimate: bool = Field(False, description="an estimate, not a measurement (`estimated_by` made it)")
+    estimated_by: str | None = Field(None, description="the tool that estimated the timings")
+    estimated_for: str | None = Field(None, description="the hardware the estimate is for (not here)")
+    extra: dict[str, Any] | None = _extra_field("benchmark", "the runtime's or the estimating tool's own figures")
     cached: bool = Field(False, description="reused from the step cache, measured when `measured` says")
     measured: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_fields(cls, data: Any) -> Any:
+        return _move_older_fields("benchmark", data)
+
+    @field_validator("extra")
+    @classmethod
+    def _typed_extra(cls, value: dict | None) -> dict | None:
+        return _typed_sections("benchmark", value)
 
 
 # --- a validation -----------------------------------------------------------------------------------------
@@ -164,7 +269,8 @@ class ValidationResult(Agreement):
     reference: str
     samples: int
     emulated: bool = False
-    validated: str | None = Field(None, description="the model validated in the artifact's place (Vela's int8 TFLite)")
+    validated: str | None = Field(None, description="the model validated in the artifact's place (the model an "
+                                                                   "accelerator's compiler compiled)")
     top1_accuracy: float | None = Field(None, description="against the labels, over the labeled photos")
     top1_accuracy_interval: Interval | None = None
     labeled_photos: int | None = None
@@ -393,6 +499,14 @@ def check_result(kind: str, result: dict) -> None:
         except ValidationError as exc:
             raise StepError(f"the {kind} result does not match its record: {_problems(exc)}",
                             hint="a bug in the step: report it with this message") from None
+    if kind == "benchmark":  # a section read back from a file may be of a backend not installed; a new one may not
+        bench = result.get("benchmark") or {}
+        undeclared = [f"extra.{name}" for name in undeclared_sections("benchmark", bench.get("extra"))]
+        undeclared += [f"device.extra.{name}" for name in undeclared_sections("device", (bench.get("device") or {})
+                                                                              .get("extra"))]
+        if undeclared:
+            raise StepError(f"the benchmark result holds {', '.join(undeclared)}, which no backend declares",
+                            hint="the backend declares the model of its section with records.register_extra")
 
 
 def write_record(path: Path, record: dict) -> StepRecord:

@@ -1,4 +1,9 @@
-"""manifest.json, results.json, results.csv, report.md and report.html from a plan and its step records."""
+"""manifest.json, results.json, results.csv, report.md and report.html from a plan and its step records.
+
+The report names no vendor: a backend adds its own sections to report.md and report.html (`register_section`)
+and its own words to the line of each machine the benchmarks ran on (`register_device_words`), read from the
+`extra` sections it declares in the records.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import io
 import json
 import platform
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,8 +24,9 @@ from builder.causes import classify
 from builder.compare import p50_noise
 from builder.execute import describe_output, read_records
 from builder.plan import Plan
-from builder.records import (Agreement, BenchmarkRecord, BenchmarkResult, DataCount, Failure, Recommendation, Results,
-                             StepRecord, ValidateRecord, ValidationResult, VariantResult, fp32_baseline, write_results)
+from builder.records import (Agreement, BenchmarkRecord, BenchmarkResult, DataCount, DeviceFacts, Failure,
+                             Recommendation, Results, StepRecord, ValidateRecord, ValidationResult, VariantResult,
+                             fp32_baseline, write_results)
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
 
@@ -29,6 +37,44 @@ CSV_FIELDS = (
     "source_cosine", "source_top1_agreement", "source_snr_db", "gates", "cause",
 )
 M = TypeVar("M", BenchmarkResult, ValidationResult)
+
+
+@dataclass
+class Section:
+    """A backend's own section of report.md and report.html: a titled table of its figures, and notes under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> list[str]:
+        return [f"## {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns),
+                *("| " + " | ".join(row) + " |" for row in self.rows), *(["", *self.notes] if self.notes else [])]
+
+    def html(self) -> str:
+        return html_report.section(self.title, self.columns, self.rows, self.notes)
+
+
+ReportSection = Callable[[list[VariantResult]], Section | None]
+"""A backend's own section of a run's report, or None when the run has nothing of it."""
+DeviceWords = Callable[[DeviceFacts], list[str]]
+"""What a backend adds to the line of a machine the benchmarks ran on (its SDK, its power mode)."""
+_SECTIONS: list[ReportSection] = []
+_DEVICE_WORDS: list[DeviceWords] = []
+
+
+def register_section(section: ReportSection) -> None:
+    _SECTIONS.append(section)
+
+
+def register_device_words(words: DeviceWords) -> None:
+    _DEVICE_WORDS.append(words)
+
+
+def backend_sections(results: list[VariantResult]) -> list[Section]:
+    """The sections the backends have of these results."""
+    return [own for section in _SECTIONS if (own := section(results))]
 
 
 def _variant_records(records: dict[str, StepRecord], variant: str) -> list[StepRecord]:
@@ -160,9 +206,10 @@ def _step_warnings(records: dict[str, StepRecord]) -> list[str]:
 
 
 def _made_by(recs: list[StepRecord]) -> dict:
-    """Which conversion path made a TFLite artifact, and the edits made to its source (e.g. a signature added)."""
-    conv = next(((r.result or {}).get("conversion") or {} for r in reversed(recs)
-                 if r.status == "ok" and r.kind == "convert.tflite"), {})
+    """Which conversion path made an artifact, where its converter names one, and the edits made to its source
+    (e.g. a signature added)."""
+    conv = next((conv for r in reversed(recs)
+                 if r.status == "ok" and (conv := (r.result or {}).get("conversion") or {}).get("path")), {})
     made = {"path": conv["path"]} if conv.get("path") else {}
     if conv.get("prepared"):
         made["source_edits"] = conv["prepared"]
@@ -247,8 +294,14 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def estimate_words(bench: BenchmarkResult) -> str:
+    """Whose estimate the timings are, and for what: "<tool>'s estimate for the NPU"."""
+    return ((f"{bench.estimated_by}'s estimate" if bench.estimated_by else "an estimate")
+            + (f" for the {bench.estimated_for}" if bench.estimated_for else ""))
+
+
 def _other_measurements(results: list[VariantResult]) -> list[str]:
-    """Async throughput and external tools (benchmark_app, benchmark_model, Vela's estimate) per variant."""
+    """Async throughput, a vendor's own tools and an estimate's origin, per variant."""
     lines = []
     for r in results:
         b = r.benchmark
@@ -265,7 +318,7 @@ def _other_measurements(results: list[VariantResult]) -> list[str]:
             if vs := (b.vs_tools or {}).get(tool):  # ours within 5% of the tool, or why not
                 parts[-1] += f", our p50 / its {_fmt(vs.p50_ratio)}" + (f" ({vs.why})" if vs.why else "")
         if b.estimate:
-            parts.append("timings are Vela's estimate for the NPU, not a measurement")
+            parts.append(f"timings are {estimate_words(b)}, not a measurement")
         if parts:
             lines.append(f"- {r.name}: " + "; ".join(parts))
     return lines
@@ -286,7 +339,8 @@ def measured_on(bench: BenchmarkResult | None) -> str:
 
 
 def _device_lines(results: list[VariantResult]) -> list[str]:
-    """One line per machine the benchmarks ran on: name, engine, CPU, cores, memory, OS, board."""
+    """One line per machine the benchmarks ran on: name, engine, CPU, cores, memory, OS, board, and what the
+    backends add."""
     seen = {}
     for r in results:
         if r.benchmark and (d := r.benchmark.device):
@@ -295,7 +349,7 @@ def _device_lines(results: list[VariantResult]) -> list[str]:
     for name, d in seen.items():
         facts = [d.board_model, d.cpu_model, f"{d.logical_cores} cores" if d.logical_cores else None,
                  f"{d.memory_total_bytes / 2**30:.1f} GiB" if d.memory_total_bytes else None,
-                 d.os, d.kernel, d.l4t and f"L4T {d.l4t}", d.jetson_power_mode]
+                 d.os, d.kernel, *(word for words in _DEVICE_WORDS for word in words(d))]
         lines.append(f"- device `{name}` via {d.engine}: " + ", ".join(f for f in facts if f))
     return lines + [""] if lines else []
 
@@ -435,6 +489,8 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
     extra = _other_measurements(results)
     if extra:
         lines += ["", "## Other measurements (side by side with the table above)", ""] + extra
+    for section in backend_sections(results):
+        lines += ["", *section.markdown()]
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
     for r in results:
@@ -497,5 +553,6 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[VariantResult]:
     writer.writerows(_csv_row(r) for r in results)
     atomic_write_bytes(workdir / "results.csv", buf.getvalue().encode())
     atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec, data).encode())
-    atomic_write_bytes(workdir / "report.html", html_report.run_page(payload).encode())
+    atomic_write_bytes(workdir / "report.html",
+                       html_report.run_page(payload, [s.html() for s in backend_sections(results)]).encode())
     return results

@@ -124,6 +124,24 @@ def test_openvino_throughput_uses_optimal_requests(models):
     assert result["throughput_fps"] == pytest.approx(result["infers"] / result["seconds"])
 
 
+def test_a_runtimes_own_figures_go_into_the_section_its_backend_declares(models, tmp_path):
+    from builder.device_check import TINY
+    from builder.records import BenchmarkResult, check_result
+
+    tflite = tmp_path / "tiny.tflite"
+    tflite.write_bytes(TINY["tflite"].data)
+    timing = runtimes.Timing(threads=1, runs=1, warmup=0, throughput=False, emulated=False)
+    for model, section in ((models["xml"], "openvino"), (tflite, "litert")):
+        session = runtimes.load(model, threads=1)
+        result = benchmark.measure(session, warmup=0, runs=2)
+        result |= runtimes.runtime_class(session.runtime).extra_figures(model, session, timing)
+        check_result("benchmark", {"benchmark": result})
+        assert list(BenchmarkResult.model_validate(result).extra) == [section]
+    assert result["extra"]["litert"] == {"xnnpack_applied": True, "interpreter": "ai_edge_litert"}
+    figures = runtimes.runtime_class("openvino").extra_figures(models["xml"], runtimes.load(models["xml"]), timing)
+    assert figures == {"extra": {"openvino": {"device": "CPU", "inference_precision": "f32"}}}
+
+
 @pytest.mark.slow
 def test_measure_litert_int8(tmp_path):
     path = rm.write_tflite(rm.keras_cnn(rm.weights()), tmp_path / "int8.tflite", io="int8")

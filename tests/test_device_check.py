@@ -4,6 +4,10 @@ declares which tiny model it runs (an NPU's image runs its CPU baseline's) and w
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +26,18 @@ def test_the_tensorrt_check_builds_its_engine_with_the_targets_device_step_first
     assert device_check.main("tensorrt", ["convert.tensorrt"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert not result["ok"] and "TensorRT" in result["error"], result
+
+
+def test_run_as_a_module_it_finds_the_tiny_model_a_backend_registered():
+    """`builder devices --check` runs `python -m builder.device_check`: the TFLite model is LiteRT's, registered
+    with builder.device_check, which __main__ is not."""
+    proc = subprocess.run([sys.executable, "-m", "builder.device_check", "ethos-u"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert proc.returncode == 0 and result["ok"] and result["runtime"] == "litert" and result["ms"] > 0, result
+
+
+def test_a_format_without_a_tiny_model_checks_the_image_only(tmp_path, monkeypatch):
+    monkeypatch.delitem(device_check.TINY, "tflite")
+    result = device_check.check("litert", tmp_path, [])
+    assert result == {"ok": True, "note": "no tiny tflite model for runtime litert: only the image was checked"}

@@ -159,6 +159,21 @@ def test_jetson_agx_orin(tmp_path, bin_dir, monkeypatch):
     assert facts["tensorrt"] == "8.6.2"
 
 
+def test_a_benchmark_records_the_jetsons_facts_in_the_section_of_the_backend_that_probes_them(tmp_path, bin_dir):
+    from builder.device_facts import generic_facts, recorded_facts
+    from builder.records import DeviceFacts
+
+    assert "extra" not in recorded_facts(tree(tmp_path / "pi", {"proc/cpuinfo": PI5_CPUINFO}))
+    root = tree(tmp_path / "orin", {"proc/cpuinfo": ORIN_CPUINFO, "etc/nv_tegra_release": NV_TEGRA_RELEASE_36_3,
+                                    "usr/local/cuda/version.json": CUDA_VERSION_JSON})
+    tool(bin_dir, "nvpmodel", "NV Power Mode: MAXN\n0\n")
+    recorded = recorded_facts(root)
+    assert recorded["extra"] == {"tensorrt": {"l4t": "36.3.0", "jetpack": "6.0", "jetson_power_mode": "MAXN",
+                                              "jetson_power_mode_id": 0, "cuda": "12.2.140"}}
+    assert recorded.keys() - {"extra"} == generic_facts(root).keys() and "l4t" not in generic_facts(root)
+    assert DeviceFacts.model_validate(recorded).extra["tensorrt"].jetpack == "6.0"
+
+
 @pytest.mark.parametrize(("line", "l4t", "jetpack"), [
     ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025",
      "36.4.3", "6.2"),

@@ -178,6 +178,21 @@ def test_the_verification_csv_says_why_an_artifact_is_not_ok(tmp_path):
     ]
 
 
+def test_each_format_gets_its_own_verification_csv_named_for_it(tmp_path):
+    def variant(name: str, fmt: str, suffix: str) -> VariantResult:
+        return VariantResult.model_validate({"name": name, "artifact": f"m_{name}{suffix}", "format": fmt,
+                                             "precision": name, "io_dtype": "float32", "status": "ok",
+                                             "benchmark": {"runtime": "r", "p50_ms": 2.0, "mean_ms": 2.0}})
+
+    write_verification([Outcome("m", "x86-tflite", tmp_path / "m" / "x86-tflite", [variant("fp32", "tflite", ".tflite")]),
+                        Outcome("m", "openvino", tmp_path / "m" / "openvino", [variant("int8", "openvino", ".xml")]),
+                        Outcome("n", "openvino", tmp_path, error="no mirror", cause="network")], tmp_path)
+    assert (tmp_path / "verify_tflite.csv").read_text().splitlines()[1:] == [
+        f"{tmp_path}/m/x86-tflite/m_fp32.tflite,OK,2.000,"]
+    assert (tmp_path / "verify_openvino.csv").read_text().splitlines()[1:] == [
+        f"{tmp_path}/m/openvino/m_int8.xml,OK,2.000,", f"{tmp_path}/n/openvino,FAIL,,network: no mirror"]
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

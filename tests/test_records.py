@@ -12,10 +12,18 @@ from test_compare import results, variant
 from builder.cli import cli
 from builder.errors import BuilderError, StepError
 from builder.execute import read_records
-from builder.records import (BenchmarkRecord, Results, StepRecord, ValidateRecord, VariantResult, as_json, check_result,
-                             load_results, write_record)
+from builder.records import (
+    BenchmarkRecord,
+    Results,
+    StepRecord,
+    ValidateRecord,
+    VariantResult,
+    as_json,
+    check_result,
+    load_results,
+    write_record,
+)
 from builder.workdir import RECORDS
-
 
 
 def results_schema() -> dict:
@@ -186,3 +194,118 @@ def test_the_report_flags_a_benchmark_taken_while_throttled_and_says_why_trtexec
     result = VariantResult.model_validate(pi)
     assert measured_on(result.benchmark) == "host, THROTTLED"
     assert _other_measurements([result]) == ["- int8: trtexec: not run (trtexec not found)"]
+
+
+# --- a backend's own figures: typed `extra` sections ---------------------------------------------------------
+
+OLDER_NPU = {"runtime": "vela-estimate", "estimate": True, "emulated": False, "threads": None, "runs": None,
+             "mean_ms": 1.0, "p50_ms": 1.0, "min_ms": 1.0, "throughput_fps": 1000.0, "accelerator": "Ethos_U55_256",
+             "system_config": "Ethos_U55_High_End_Embedded", "memory_mode": "Shared_Sram", "cycles_total": 500000,
+             "npu_operators": 64, "cpu_operators": 0, "size_bytes": 1_000_000}
+OLDER_JETSON = {"device": "orin", "engine": "ssh://nvidia@orin", "emulated": False, "on_target": True,
+                "cpu_model": "Cortex-A78AE", "l4t": "36.3.0", "jetpack": "6.0", "tensorrt": "8.6.2",
+                "jetson_power_mode": "MAXN", "jetson_power_mode_id": 0, "cuda": "12.2.140"}
+
+
+def test_a_results_json_of_the_previous_version_loads_with_its_backend_fields_moved_into_extra(tmp_path):
+    from builder.backends.tensorrt.facts import JetsonFacts
+    from builder.backends.vela.runtime import VelaEstimate
+
+    npu = variant("int8", 1.0, precision="int8") | {"benchmark": OLDER_NPU}
+    jetson = variant("fp16", 2.0, precision="fp16")
+    jetson["benchmark"]["device"] = OLDER_JETSON
+    (tmp_path / "results.json").write_text(json.dumps(results(variant("fp32", 10.0), npu, jetson)))
+    loaded = load_results(tmp_path / "results.json")
+    estimate, engine = loaded.variants[1].benchmark, loaded.variants[2].benchmark
+    assert (estimate.estimate, estimate.estimated_by, estimate.estimated_for) == (True, "Vela", "NPU")
+    assert estimate.extra["vela"] == VelaEstimate(accelerator="Ethos_U55_256", system_config="Ethos_U55_High_End_Embedded",
+                                                  memory_mode="Shared_Sram", cycles_total=500000, npu_operators=64,
+                                                  cpu_operators=0)
+    assert engine.device.extra["tensorrt"] == JetsonFacts(l4t="36.3.0", jetpack="6.0", tensorrt="8.6.2",
+                                                          jetson_power_mode="MAXN", jetson_power_mode_id=0,
+                                                          cuda="12.2.140")
+    assert engine.device.cpu_model == "Cortex-A78AE"  # the generic facts stay where they were
+    written = as_json(loaded)["variants"][1]["benchmark"]
+    assert "accelerator" not in written and written["extra"]["vela"]["cycles_total"] == 500000
+    assert as_json(Results.model_validate(as_json(loaded))) == as_json(loaded)  # the new shape reads back as is
+
+
+def test_compare_reads_a_run_of_the_previous_version_beside_one_of_this_version(tmp_path):
+    old = results(variant("fp32", 10.0), variant("int8", 1.0, precision="int8") | {"benchmark": OLDER_NPU},
+                  target="arm-npu")
+    new = json.loads(json.dumps(old))
+    moved = {key: new["variants"][1]["benchmark"].pop(key)
+             for key in ("accelerator", "system_config", "memory_mode", "cycles_total", "npu_operators", "cpu_operators")}
+    new["variants"][1]["benchmark"] |= {"estimated_by": "Vela", "estimated_for": "NPU", "extra": {"vela": moved},
+                                        "p50_ms": 0.5, "mean_ms": 0.5, "min_ms": 0.5}
+    for name, payload in (("old", old), ("new", new)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(payload))
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--json"])
+    assert result.exit_code == 0, result.output
+    int8 = next(row for row in json.loads(result.output) if row["variant"] == "int8")
+    assert next(f for f in int8["figures"] if f["name"] == "p50_ms") | {"noise": None} == {
+        "name": "p50_ms", "old": 1.0, "new": 0.5, "change_pct": -50.0, "noise": None, "worse": False}
+
+
+def test_a_section_of_a_backend_not_installed_here_is_kept_as_the_file_holds_it():
+    bench = variant("fp32", 10.0)["benchmark"] | {"extra": {"someone-elses-npu": {"tops": 26}}}
+    loaded = VariantResult.model_validate(variant("fp32", 10.0) | {"benchmark": bench})
+    assert loaded.benchmark.extra == {"someone-elses-npu": {"tops": 26}}
+    assert as_json(loaded)["benchmark"] == bench
+
+
+def test_a_benchmark_step_may_write_only_the_sections_a_backend_declares():
+    good = _benchmark_record(extra={"vela": {"accelerator": "Ethos_U55_256", "cycles_total": 1}})["result"]
+    check_result("benchmark", good)
+    with pytest.raises(StepError, match=r"holds extra\.mine, which no backend declares"):
+        check_result("benchmark", _benchmark_record(extra={"mine": {"x": 1}})["result"])
+    with pytest.raises(StepError, match=r"extra\.vela\.cycles: Extra inputs are not permitted"):
+        check_result("benchmark", _benchmark_record(extra={"vela": {"cycles": 1}})["result"])
+    device = {"device": "host", "engine": "local", "extra": {"gpu-of-mine": {"x": 1}}}
+    with pytest.raises(StepError, match=r"holds device\.extra\.gpu-of-mine, which no backend declares"):
+        check_result("benchmark", _benchmark_record(device=device)["result"])
+
+
+def test_the_schema_describes_each_section_a_backend_declares():
+    defs = results_schema()["$defs"]
+    sections = defs["BenchmarkResult"]["properties"]["extra"]["anyOf"][0]
+    assert sections["additionalProperties"] is True  # a section of another backend's is read as it is
+    assert sections["properties"]["vela"]["properties"]["cycles_total"]["anyOf"][0] == {"type": "integer"}
+    machine = defs["DeviceFacts"]["properties"]["extra"]["anyOf"][0]["properties"]
+    assert "jetson_power_mode" in machine["tensorrt"]["properties"]
+    payload = results(variant("int8", 1.0, precision="int8") | {"benchmark": OLDER_NPU})
+    written = as_json(Results.model_validate(payload))
+    assert schema_problems(written, results_schema(), defs) == []
+
+
+def test_the_report_takes_a_backends_own_section_and_its_words_on_the_machine():
+    from builder.report import _device_lines, backend_sections
+
+    npu = VariantResult.model_validate(variant("int8", 1.0, precision="int8") | {"benchmark": OLDER_NPU
+                                                                                | {"cpu_operators": 2}})
+    [section] = backend_sections([npu])
+    lines = section.markdown()
+    assert lines[0] == "## Vela's estimate"
+    assert "| int8 | Ethos_U55_256 | Ethos_U55_High_End_Embedded | Shared_Sram | 500,000 | - | 64 | 2 |" in lines
+    assert "Operators left to the CPU are not in the estimate" in lines[-1]
+    page = section.html()
+    assert page.startswith("<h2>Vela&#x27;s estimate</h2><table>") and "<td>500,000</td>" in page
+    assert backend_sections([VariantResult.model_validate(variant("fp32", 10.0))]) == []
+    jetson = variant("fp16", 2.0, precision="fp16")
+    jetson["benchmark"]["device"] = OLDER_JETSON
+    assert _device_lines([VariantResult.model_validate(jetson)]) == [
+        "- device `orin` via ssh://nvidia@orin: Cortex-A78AE, L4T 36.3.0, MAXN", ""]
+
+
+def test_the_manifest_names_the_conversion_path_of_whichever_converter_reports_one():
+    from builder.report import _made_by
+
+    def step(kind: str, result: dict | None, status: str = "ok") -> StepRecord:
+        return StepRecord(id=f"01-{kind}", kind=kind, stage="toolchain", status=status, seconds=0.1, result=result)
+
+    chain = [step("convert.mine", {"conversion": {"path": "direct", "prepared": {"signature_added": "main"}}}),
+             step("quantize.mine", {"conversion": {"precision": "int8"}}), step("compile.npu", {"npu": {}})]
+    assert _made_by(chain) == {"path": "direct", "source_edits": {"signature_added": "main"}}
+    assert _made_by([step("convert.mine", {"conversion": {"path": "direct"}}, status="failed")]) == {}
+    assert _made_by([step("convert.mine", None)]) == {}

@@ -12,6 +12,7 @@ import pytest
 from builder import execute, formats, inputs
 from builder.catalog import load_recipe, load_target
 from builder.plan import make_plan
+from builder.records import VariantResult
 from builder.runtimes import runtime_class
 from builder.workdir import PLAN
 
@@ -58,6 +59,23 @@ def test_the_benchmark_of_a_vela_artifact_is_the_marked_estimate(compiled):
     assert result["estimate"] is True and result["runtime"] == "vela-estimate"
     assert result["p50_ms"] == pytest.approx(record["result"]["vela"]["inference_ms"])
     assert result["size_bytes"] == (workdir / plan.artifacts["int8"]).stat().st_size
+
+
+def test_the_estimate_is_a_benchmark_record_with_velas_own_figures_in_its_section(compiled):
+    from builder.records import BenchmarkResult, check_result
+    from builder.report import _other_measurements, backend_sections
+
+    workdir, plan, record, call = compiled
+    result = runtime_class("ethos-u").estimate(_files(workdir, call))
+    check_result("benchmark", {"benchmark": result})
+    bench = BenchmarkResult.model_validate(result)
+    assert (bench.estimated_by, bench.estimated_for) == ("Vela", "NPU")
+    assert bench.extra["vela"].accelerator == "Ethos_U55_256" == record["result"]["vela"]["accelerator"]
+    assert bench.extra["vela"].macs == record["result"]["vela"]["macs"] > 0
+    variant = VariantResult(name="int8", artifact=plan.artifacts["int8"], format="vela", precision="int8",
+                            io_dtype="int8", status="ok", benchmark=bench)
+    assert _other_measurements([variant]) == ["- int8: timings are Vela's estimate for the NPU, not a measurement"]
+    assert backend_sections([variant])[0].rows[0][:2] == ["int8", "Ethos_U55_256"]
 
 
 def test_validation_stands_in_the_int8_tflite_that_vela_compiled(compiled):

@@ -15,7 +15,6 @@ A shape in `TensorInfo` uses -1 for a dynamic dimension; pass
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from builder import formats, plugins
 from builder.errors import ConfigError, StepError
 
 
@@ -73,8 +73,8 @@ class BaseSession:
 
     runtime: ClassVar[str]
     build_options: ClassVar[tuple[str, ...]] = ()
-    """Params of the step that made a model which its sessions need too (a TensorRT engine's DLA core):
-    the plan gives them to the benchmark and validation that load it."""
+    """Params of the step that made a model which its sessions need too (the accelerator core an engine was
+    built for): the plan gives them to the benchmark and validation that load it."""
 
     check_with: ClassVar[tuple[str, str] | None] = None
     """`builder devices --check`: the format of the tiny model it runs and the runtime that runs it (an NPU's
@@ -97,8 +97,9 @@ class BaseSession:
 
     @classmethod
     def extra_figures(cls, model: Path, session: Session, timing: Timing) -> dict:
-        """Figures beside the latency (e.g. an asynchronous throughput), merged into the benchmark record:
-        fields of `records.BenchmarkResult`, which refuses others."""
+        """Figures beside the latency, merged into the benchmark record: fields of `records.BenchmarkResult`
+        (`async`, an asynchronous throughput), or the runtime's own under `extra`, in the section its backend
+        declares (`records.register_extra`); the record refuses others."""
         return {}
 
     @classmethod
@@ -142,8 +143,6 @@ class BaseSession:
 
 def names() -> list[str]:
     """Every registered runtime (a plugin's too)."""
-    from builder import plugins
-
     plugins.load()
     return sorted(_REGISTRY)
 
@@ -156,15 +155,11 @@ def runtime_class(name: str) -> type[BaseSession]:
 
 
 def load(path: Path, *, threads: int = 2, runtime: str | None = None, **options) -> Session:
-    """Open `path` in `runtime`, or in the runtime of the format its name says (.tflite, .onnx, .xml, .engine).
+    """Open `path` in `runtime`, or in the runtime of the format its file name says (`formats.of_file`).
 
-    Options go to the runtime: `input_shapes` for all; `providers` and
-    `graph_optimization_level` for onnxruntime; `device`, `precision`
-    (default "f32") and `performance_hint` for OpenVINO; `xnnpack` for LiteRT;
-    `dla_core` for TensorRT (.engine).
+    Options go to the runtime: `input_shapes` for all, the others are its session's own keyword arguments
+    (an option it does not take is refused, naming those it does).
     """
-    from builder import formats
-
     path = Path(path)
     if runtime is None:
         fmt = formats.of_file(path.name)
@@ -184,41 +179,25 @@ def load(path: Path, *, threads: int = 2, runtime: str | None = None, **options)
     return session_cls(path, threads=threads, **options)
 
 
-# distribution name -> module it provides; only installed ones are reported
-_VERSIONED = {
-    "ai-edge-litert": "ai_edge_litert",
-    "tflite-runtime": "tflite_runtime",
-    "tensorflow": "tensorflow",
-    "tensorflow-cpu": "tensorflow",
-    "onnxruntime": "onnxruntime",
-    "onnxruntime-gpu": "onnxruntime",
-    "onnxruntime-openvino": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-    "cuda-python": "cuda",
-    "cuda-bindings": "cuda",  # cuda-python 12.8 on is a metapackage over cuda-bindings
-    "numpy": "numpy",
-    "psutil": "psutil",
-}
+CORE_PACKAGES = ("numpy", "psutil")  # what every session's measurement runs on
 
 
 def versions() -> dict[str, str]:
-    """Installed runtime packages and their versions, read from metadata (no imports)."""
+    """The installed versions of the packages the runtimes run on: the core's and those each backend declares
+    (`PACKAGES` in its __init__.py), read from metadata (no imports)."""
     found = {}
-    for dist, module in _VERSIONED.items():
+    for dist in dict.fromkeys([*CORE_PACKAGES, *(n for p in plugins.load() for n in getattr(p.module, "PACKAGES", ()))]):
         try:
-            version = importlib.metadata.version(dist)
+            found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-        if importlib.util.find_spec(module) is not None:
-            found[dist] = version
     return found
 
 
 def match_layout(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Fit `x` to a model's input `shape`: add a missing batch dim, and transpose
-    NCHW<->NHWC when only the transposed layout fits (onnx2tf turns NCHW ONNX
-    into NHWC TFLite, while datasets keep the source model's layout)."""
+    NCHW<->NHWC when only the transposed layout fits (a converter may turn an NCHW
+    source into an NHWC model, while datasets keep the source model's layout)."""
     if x.ndim == len(shape) - 1:
         x = x[np.newaxis]
     if x.ndim != 4 or len(shape) != 4 or _fits(x.shape, shape):

@@ -42,7 +42,7 @@ _DEFAULTS = Settings()  # a recipe's benchmark settings when it sets none
 
 
 def model_size(path: Path) -> int:
-    """Bytes on disk, the model's companions (an OpenVINO IR's weights) included."""
+    """Bytes on disk, the model's companions (an IR's weights file) included."""
     fmt = formats.of_file(path.name)
     return sum(f.stat().st_size for f in (fmt.files(path) if fmt else [path]) if f.exists())
 
@@ -67,7 +67,7 @@ class Benchmark(Step):
     kind = "benchmark"
     measures = True
     stage = "device"
-    summary = "latency percentiles, throughput, init time, peak memory (and benchmark_model / benchmark_app if present)"
+    summary = "latency percentiles, throughput, init time, peak memory (and the runtime vendor's own benchmark tool)"
 
     class Params(StepParams):
         """The recipe's benchmark settings; the run picks the emulated ones when its placement is emulated."""
@@ -81,8 +81,8 @@ class Benchmark(Step):
         runtime: str = Field(description="the runtime that loads the model: the target's for its format, "
                                          "else the format's")
         runtime_options: dict[str, int | float | str | bool] = Field(
-            {}, description="options its session needs from the step that made the model (a TensorRT engine's "
-                            "dla_core), resolved by the plan")
+            {}, description="options its session needs from the step that made the model (an engine's "
+                            "accelerator core), resolved by the plan")
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
@@ -107,7 +107,7 @@ class Benchmark(Step):
         thermal_after = device_facts.thermal_state()
         result |= {"init_ms": init_ms, "emulated": ctx.emulated, "on_target": ctx.placement.on_target,
                    "size_bytes": model_size(model),
-                   "device": {**ctx.placement.model_dump(), **device_facts.machine_facts(),
+                   "device": {**ctx.placement.model_dump(), **device_facts.recorded_facts(),
                               "thermal_before": thermal_before, "thermal_after": thermal_after}}
         if throttled := device_facts.throttled_during(thermal_before, thermal_after):
             result["throttled"] = throttled
@@ -206,8 +206,8 @@ class Validate(Step):
                                       description="samples validated under emulation (benchmark.emulated_validation_samples)")
         runtime: str = Field(description="the runtime that loads the model")
         runtime_options: dict[str, int | float | str | bool] = Field(
-            {}, description="options its session needs from the step that made the model (a TensorRT engine's "
-                            "dla_core), resolved by the plan")
+            {}, description="options its session needs from the step that made the model (an engine's "
+                            "accelerator core), resolved by the plan")
         reference_runtime: str = Field(description="the runtime that loads the reference (the fp32 artifact), "
                                                    "resolved by the plan from the reference's format")
         detection: Detection | None = Field(None, description="the recipe's decoding of raw per-anchor detections")

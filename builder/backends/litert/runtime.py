@@ -8,12 +8,27 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
+from builder import records
 from builder.backends.litert import benchmark_model
 from builder.errors import ConfigError, StepError
+from builder.records import ExtraSection, Strict
 from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
 log = logging.getLogger(__name__)
+
+
+class LiteRTFigures(Strict):
+    """How LiteRT ran a benchmarked model (`extra.litert` of a benchmark)."""
+
+    xnnpack_applied: bool | None = Field(description="whether XNNPACK took part of the graph (None: the "
+                                                     "interpreter cannot tell)")
+    interpreter: str = Field(description="the module whose Interpreter ran it: ai_edge_litert, tflite_runtime or "
+                                         "tensorflow.lite")
+
+
+records.register_extra("benchmark", ExtraSection("litert", LiteRTFigures))
 
 
 def interpreter_class() -> type:
@@ -61,6 +76,11 @@ class LiteRTSession(BaseSession):
 
     runtime = "litert"
     check_with = ("tflite", "litert")
+
+    @classmethod
+    def extra_figures(cls, model: Path, session: Session, timing: Timing) -> dict:
+        return {"extra": {"litert": {"xnnpack_applied": session.xnnpack_applied,
+                                     "interpreter": session.interpreter_module.removesuffix(".interpreter")}}}
 
     @classmethod
     def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:

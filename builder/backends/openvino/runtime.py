@@ -8,10 +8,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
+from builder import records
 from builder.backends.openvino import benchmark_app
 from builder.errors import ConfigError, StepError
+from builder.records import ExtraSection, Strict
 from builder.runtimes import BaseSession, Session, TensorInfo, Timing, random_inputs, with_shapes
+
+
+class OpenVINOFigures(Strict):
+    """Where and at what precision OpenVINO ran a benchmarked model (`extra.openvino` of a benchmark)."""
+
+    device: str = Field(description="the OpenVINO device: CPU, GPU, NPU, ...")
+    inference_precision: str | None = Field(description="the precision it computed in (INFERENCE_PRECISION_HINT)")
+
+
+records.register_extra("benchmark", ExtraSection("openvino", OpenVINOFigures))
 
 
 def _ov():
@@ -119,9 +132,10 @@ class OpenVINOSession(BaseSession):
 
     @classmethod
     def extra_figures(cls, model: Path, session: Session, timing: Timing) -> dict:
+        figures = {"extra": {"openvino": {"device": session.device, "inference_precision": session.precision}}}
         if not timing.throughput or timing.emulated:
-            return {}
-        return {"async": async_throughput(model)}
+            return figures
+        return figures | {"async": async_throughput(model)}
 
     @classmethod
     def second_opinions(cls, model: Path, session: Session, timing: Timing) -> dict[str, Callable[[], dict]]:

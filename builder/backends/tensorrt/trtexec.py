@@ -1,4 +1,4 @@
-"""TensorRT's trtexec beside our own numbers, as builder.benchmark runs benchmark_model and benchmark_app.
+"""TensorRT's trtexec beside our own numbers, run through builder.benchmark.run_tool as every vendor tool is.
 
 trtexec times an engine with its own CUDA streams and events, and its performance
 summary is what NVIDIA's documentation and forums quote, so a report shows both.

@@ -1,8 +1,8 @@
 """An Ethos-U NPU: a Vela-compiled model runs only there (its graph is one `ethos-u` custom op).
 
 Here, the benchmark reports Vela's performance estimate (written by compile.vela) in the
-benchmark schema, with `estimate: true`; validation runs the int8 TFLite that Vela
-compiled, whose integer arithmetic the NPU reproduces.
+benchmark schema, with `estimate: true` and Vela's own figures in its `extra.vela` section;
+validation runs the int8 TFLite that Vela compiled, whose integer arithmetic the NPU reproduces.
 """
 
 from __future__ import annotations
@@ -12,10 +12,32 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import Field
+
+from builder import records
 from builder.errors import StepError
+from builder.records import ExtraSection, Strict
 from builder.runtimes import BaseSession
 
 log = logging.getLogger(__name__)
+
+
+class VelaEstimate(Strict):
+    """Vela's figures beside the estimated timings (`extra.vela` of a benchmark)."""
+
+    accelerator: str | None = Field(None, description="the Ethos-U configuration estimated, e.g. ethos-u55-256")
+    system_config: str | None = None
+    memory_mode: str | None = None
+    cycles_total: int | None = None
+    macs: int | None = Field(None, description="multiply-accumulates per inference")
+    npu_operators: int | None = None
+    cpu_operators: int | None = Field(None, description="operators left to the CPU: the estimate leaves them out")
+
+
+ESTIMATED_BY = {"estimated_by": "Vela", "estimated_for": "NPU"}
+records.register_extra("benchmark", ExtraSection(  # before it, these were a benchmark's own fields
+    "vela", VelaEstimate, moved=("accelerator", "system_config", "memory_mode", "cycles_total", "npu_operators",
+                                 "cpu_operators"), implied=ESTIMATED_BY))
 
 
 def _declared(files: Mapping[str, Path], name: str) -> Path:
@@ -40,13 +62,10 @@ class EthosUSession(BaseSession):
         log.info("Vela estimate for %s on %s: %.3f ms, %.1f inferences/s (not measured)",
                  files["model"].name, est["accelerator"], est["inference_ms"], est["inferences_per_second"])
         return {
-            "runtime": "vela-estimate", "estimate": True, "emulated": False, "threads": None, "runs": None,
-            "mean_ms": est["inference_ms"], "p50_ms": est["inference_ms"], "min_ms": est["inference_ms"],
-            "throughput_fps": est["inferences_per_second"],
-            "accelerator": est["accelerator"], "system_config": est["system_config"],
-            "memory_mode": est["memory_mode"], "cycles_total": est["cycles_total"],
-            "npu_operators": est["npu_operators"], "cpu_operators": est["cpu_operators"],
-            "size_bytes": files["model"].stat().st_size,
+            "runtime": "vela-estimate", "estimate": True, **ESTIMATED_BY, "emulated": False, "threads": None,
+            "runs": None, "mean_ms": est["inference_ms"], "p50_ms": est["inference_ms"], "min_ms": est["inference_ms"],
+            "throughput_fps": est["inferences_per_second"], "size_bytes": files["model"].stat().st_size,
+            "extra": {"vela": {key: est.get(key) for key in VelaEstimate.model_fields}},
         }
 
     @classmethod
