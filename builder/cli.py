@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from builder import __version__, catalog
+from builder import __version__, catalog, container_runtimes
 from builder.config.common import kind_of
 from builder.devices import FLEET_ENV, HOST
 from builder.errors import BuilderError, ConfigError
@@ -195,7 +195,7 @@ def collect(source, out, accept_undecided) -> None:
 @click.option("--check", "bring_up", is_flag=True,
               help="run a tiny model through each device's image as a run would, and say what is missing")
 def devices(fleet, as_json, bring_up) -> None:
-    """List the fleet's devices with their health: engine, platform, NVIDIA runtime, CPU, memory, disk, OS."""
+    """List the fleet's devices with their health: engine, platform, container runtimes, CPU, memory, disk, OS."""
     from builder.devices import choose_devices, load_fleet
     from builder.health import check_device, device_health
     from builder.image_build import ImageBuilder
@@ -243,9 +243,10 @@ def _health_table(health: list[dict]) -> None:
         jetson = ", ".join(f"{k} {m[k]}" for k in ("l4t", "jetpack", "tensorrt", "jetson_power_mode") if m.get(k))
         console.print(f"[green]✓[/green] {escape(head)}")
         console.print(f"    {h['platform']}, {escape(str(h.get('os')))}, kernel {escape(str(h.get('kernel')))}, "
-                      f"{h.get('cores')} cores, {memory}{disk}; NVIDIA runtime: "
-                      f"{'yes' if h.get('nvidia_runtime') else 'no'}"
-                      + (f" (default runtime {escape(str(h.get('default_runtime')))})" if h.get("nvidia_runtime") else ""))
+                      f"{h.get('cores')} cores, {memory}{disk}"
+                      + "".join(f"; {runtime.label}: " + (f"yes (default runtime {escape(str(h.get('default_runtime')))})"
+                                                           if h.get(f"{name}_runtime") else "no")
+                                for name, runtime in container_runtimes.known().items()))
         console.print(f"    cpu: {escape(str(m.get('cpu_model', m.get('note', '?'))))}"
                       + (f"; {escape(m['board_model'])}" if m.get("board_model") else "")
                       + (f"; {escape(jetson)}" if jetson else ""))
@@ -366,7 +367,7 @@ def doctor(ca_bundle, targets) -> None:
         mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
         console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
         problems += not check.ok
-        if check.fix:  # an ok check may still say how to do better (the NVIDIA runtime as the default)
+        if check.fix:  # an ok check may still say how to do better (a container runtime as the default)
             console.print(f"    fix: {escape(check.fix)}")
     if problems:
         raise SystemExit(1)

@@ -103,9 +103,9 @@ VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nn
                     r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
     "archives", "benchmark", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
-    "convert.source_run", "detections", "device_check", "device_facts", "docker_api", "doctor", "errors", "execute",
-    "formats", "health", "importer", "metrics", "plan", "plan_view", "records", "report", "runners.docker",
-    "runners.local", "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure",
+    "convert.source_run", "detections", "device_check", "device_facts", "errors", "execute",
+    "formats", "importer", "metrics", "plan", "records", "report",
+    "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure",
     "steps.search", "task_metrics", "verify", "versions",
 }
 

@@ -4,7 +4,7 @@ timed beside trtexec. The jetson target and its device image's lock live here.""
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.tensorrt import causes, runtime, steps  # noqa: F401  (they register themselves)
+from builder.backends.tensorrt import causes, container_runtime, runtime, steps  # noqa: F401  (they register themselves)
 
 PACKAGES = ("tensorrt", "cuda-python", "cuda-bindings")
 
