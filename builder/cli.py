@@ -189,6 +189,10 @@ def collect(source, out, accept_undecided) -> None:
     verdict([collect_bundle(source, out, _echo)], accept_undecided=accept_undecided)
 
 
+_CHECK_FIELDS = ("device", "target", "ok", "what", "error", "hint", "cause", "default_runtime", "seconds", "emulated")
+"""A device check's own fields; the others are what the check found (the runtime, its ms, its vendor's tools)."""
+
+
 @cli.command()
 @click.option("--fleet", type=click.Path(path_type=Path), help="fleet file (default: $EDGE_BUILDER_FLEET)")
 @click.option("--json", "as_json", is_flag=True, help="print the health of every device as JSON")
@@ -210,7 +214,7 @@ def devices(fleet, as_json, bring_up) -> None:
             click.echo(json.dumps(checks, indent=1))
         for c in [] if as_json else checks:
             mark = "[green]✓[/green]" if c["ok"] else "[red]✗[/red]"
-            said = c.get("error") or ", ".join(f"{k} {c[k]}" for k in ("runtime", "ms", "trtexec", "note") if c.get(k))
+            said = c.get("error") or ", ".join(f"{k} {v}" for k, v in c.items() if k not in _CHECK_FIELDS and v)
             said += " (emulated: QEMU on another platform)" if c.get("emulated") and c["ok"] else ""
             console.print(f"{mark} {escape(c['device'])} {escape(str(c['target'] or ''))}: {escape(c['what'])}: "
                           f"{escape(said)}" + (f" ({c['seconds']} s)" if c.get("seconds") is not None else ""))

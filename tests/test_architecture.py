@@ -102,11 +102,11 @@ BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__in
 VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
                     r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
-    "archives", "benchmark", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
-    "convert.source_run", "detections", "device_check", "device_facts", "errors", "execute",
-    "formats", "importer", "metrics", "plan", "records", "report",
+    "benchmark", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
+    "convert.source_run", "device_check", "device_facts", "execute",
+    "formats", "metrics", "plan", "records", "report",
     "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure",
-    "steps.search", "task_metrics", "verify", "versions",
+    "steps.search", "verify", "versions",
 }
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from builder.catalog import load_recipe
 from builder.cli import cli
 from builder.errors import ConfigError
-from builder.importer import input_spec
+from builder.backends.litert.mirror_list import input_spec
 from builder.matrix import write_verification
 from builder.records import VariantResult
 from builder.run import Outcome
