@@ -44,8 +44,8 @@ def device_health(device: Device, images: ImageBuilder) -> dict:
 
 def check_device(device: Device, images: ImageBuilder) -> list[dict]:
     """`builder devices --check`: per target of the device, what its device stage would miss there, with the
-    fix: the engine, the container runtime it requires, the device image, then a tiny model through the image's runtime in a
-    container run as a device stage's are (builder.device_check)."""
+    fix: the engine, the container runtime it requires, the device image, then a tiny model through the image's
+    runtime in a container run as a device stage's are (builder.device_check)."""
     from builder.runners.docker import container_options, run_smoke
 
     checks: list[dict] = []

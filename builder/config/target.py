@@ -56,8 +56,8 @@ class Requires(Strict):
 
     container_runtime: str | None = Field(None, description="the OCI runtime its containers run with, by the "
                                           "engine's name for it (`docker info`), e.g. the one that reaches a GPU")
-    groups: list[str] = Field([], description="supplementary groups of the container user (the GPU's device nodes "
-                              "belong to `video` on a Jetson)")
+    groups: list[str] = Field([], description="supplementary groups of the container user (those that own a GPU's "
+                              "device nodes, e.g. `video`)")
     environment: dict[str, str] = Field({}, description="environment of the device stage's containers")
     note: str | None = None
 
