@@ -22,7 +22,7 @@ from typing import BinaryIO, Protocol
 from builder.errors import FetchError
 
 _MAX_LINKS = 8
-_HINT = "name the member by its path inside the archive (e.g. dir/model.tflite)"
+_HINT = "name the member by its path inside the archive (e.g. dir/model.onnx)"
 
 
 class _Reader(Protocol):

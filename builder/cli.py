@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from builder import __version__, catalog
+from builder import __version__, catalog, container_runtimes
 from builder.config.common import kind_of
 from builder.devices import FLEET_ENV, HOST
 from builder.errors import BuilderError, ConfigError
@@ -189,13 +189,17 @@ def collect(source, out, accept_undecided) -> None:
     verdict([collect_bundle(source, out, _echo)], accept_undecided=accept_undecided)
 
 
+_CHECK_FIELDS = ("device", "target", "ok", "what", "error", "hint", "cause", "default_runtime", "seconds", "emulated")
+"""A device check's own fields; the others are what the check found (the runtime, its ms, its vendor's tools)."""
+
+
 @cli.command()
 @click.option("--fleet", type=click.Path(path_type=Path), help="fleet file (default: $EDGE_BUILDER_FLEET)")
 @click.option("--json", "as_json", is_flag=True, help="print the health of every device as JSON")
 @click.option("--check", "bring_up", is_flag=True,
               help="run a tiny model through each device's image as a run would, and say what is missing")
 def devices(fleet, as_json, bring_up) -> None:
-    """List the fleet's devices with their health: engine, platform, NVIDIA runtime, CPU, memory, disk, OS."""
+    """List the fleet's devices with their health: engine, platform, container runtimes, CPU, memory, disk, OS."""
     from builder.devices import choose_devices, load_fleet
     from builder.health import check_device, device_health
     from builder.image_build import ImageBuilder
@@ -210,7 +214,7 @@ def devices(fleet, as_json, bring_up) -> None:
             click.echo(json.dumps(checks, indent=1))
         for c in [] if as_json else checks:
             mark = "[green]✓[/green]" if c["ok"] else "[red]✗[/red]"
-            said = c.get("error") or ", ".join(f"{k} {c[k]}" for k in ("runtime", "ms", "trtexec", "note") if c.get(k))
+            said = c.get("error") or ", ".join(f"{k} {v}" for k, v in c.items() if k not in _CHECK_FIELDS and v)
             said += " (emulated: QEMU on another platform)" if c.get("emulated") and c["ok"] else ""
             console.print(f"{mark} {escape(c['device'])} {escape(str(c['target'] or ''))}: {escape(c['what'])}: "
                           f"{escape(said)}" + (f" ({c['seconds']} s)" if c.get("seconds") is not None else ""))
@@ -243,9 +247,10 @@ def _health_table(health: list[dict]) -> None:
         jetson = ", ".join(f"{k} {m[k]}" for k in ("l4t", "jetpack", "tensorrt", "jetson_power_mode") if m.get(k))
         console.print(f"[green]✓[/green] {escape(head)}")
         console.print(f"    {h['platform']}, {escape(str(h.get('os')))}, kernel {escape(str(h.get('kernel')))}, "
-                      f"{h.get('cores')} cores, {memory}{disk}; NVIDIA runtime: "
-                      f"{'yes' if h.get('nvidia_runtime') else 'no'}"
-                      + (f" (default runtime {escape(str(h.get('default_runtime')))})" if h.get("nvidia_runtime") else ""))
+                      f"{h.get('cores')} cores, {memory}{disk}"
+                      + "".join(f"; {runtime.label}: " + (f"yes (default runtime {escape(str(h.get('default_runtime')))})"
+                                                           if h.get(f"{name}_runtime") else "no")
+                                for name, runtime in container_runtimes.known().items()))
         console.print(f"    cpu: {escape(str(m.get('cpu_model', m.get('note', '?'))))}"
                       + (f"; {escape(m['board_model'])}" if m.get("board_model") else "")
                       + (f"; {escape(jetson)}" if jetson else ""))
@@ -366,7 +371,7 @@ def doctor(ca_bundle, targets) -> None:
         mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
         console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
         problems += not check.ok
-        if check.fix:  # an ok check may still say how to do better (the NVIDIA runtime as the default)
+        if check.fix:  # an ok check may still say how to do better (a container runtime as the default)
             console.print(f"    fix: {escape(check.fix)}")
     if problems:
         raise SystemExit(1)

@@ -1,8 +1,8 @@
 """A detection model's outputs for one sample -> its detections (box, class, score), boxes as xmin, ymin, xmax, ymax
 normalized to the model's input.
 
-Outputs are either TFLite's post-processed four (boxes (1, N, 4) as ymin, xmin, ymax, xmax; classes; scores;
-count), or raw per anchor, decoded as mediapipe's TensorsToDetectionsCalculator does with the recipe's
+Outputs are either the four of an SSD post-processing op (boxes (1, N, 4) as ymin, xmin, ymax, xmax; classes;
+scores; count), or raw per anchor, decoded as mediapipe's TensorsToDetectionsCalculator does with the recipe's
 `detection:` options (SSD anchors, scales, a score threshold, then non-maximum suppression).
 """
 
@@ -26,7 +26,7 @@ class Found(NamedTuple):
 
 
 def postprocessed(outs: list[np.ndarray]) -> list[Found] | None:
-    """Every detection (up to count) of TFLite's detection op outputs, or None if these are not such."""
+    """Every detection (up to count) of an SSD post-processing op's outputs, or None if these are not such."""
     shapes = [np.shape(o) for o in outs]
     if len(outs) != 4 or len(shapes[0]) != 3 or shapes[0][-1] != 4 or np.size(outs[3]) != 1:
         return None
@@ -137,6 +137,6 @@ def detections(outputs: list[list[np.ndarray]], decoding: Decoding | None) -> li
                                      "mediapipe graph sets them)")
             found.append(decode(*raw, decoding, anchors))
         else:
-            raise StepError("detection outputs are neither TFLite's post-processed four (boxes, classes, scores, "
-                            "count) nor per-anchor boxes and scores", hint="use task: generic")
+            raise StepError("detection outputs are neither the post-processed four (boxes, classes, scores, count) "
+                            "of an SSD post-processing op nor per-anchor boxes and scores", hint="use task: generic")
     return found

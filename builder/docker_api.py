@@ -285,7 +285,7 @@ class Engine:
         return digests[0] if digests else None
 
     def has_runtime(self, name: str) -> bool:
-        """Whether the engine offers an OCI runtime, e.g. "nvidia" (NVIDIA container toolkit)."""
+        """Whether the engine offers an OCI runtime by this name (`docker info`'s Runtimes)."""
         with self._errors("reading the engine info"):
             return name in (self._api.info().get("Runtimes") or {})
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 
-from builder import __version__, catalog
+from builder import __version__, catalog, container_runtimes
 from builder.config.target import Target
 from builder.errors import ConfigError
 
@@ -89,13 +89,17 @@ def _engine_checks(wanted: list[Target]) -> list[Check]:
         return out
     engine = Engine.connect()
     arm_ok, arm_why = engine.binfmt_arm64()
-    out.append(Check("arm64 (rpi, jetson, arm-npu device images)", arm_ok, arm_why,
-                     None if arm_ok else "apt-get install -y qemu-user-static binfmt-support"))
     targets = catalog.load_targets().values()
+    arm64 = ", ".join(t.id for t in targets if t.platform == "linux/arm64")
+    out.append(Check(f"arm64 ({arm64} device images)", arm_ok, arm_why,
+                     None if arm_ok else "apt-get install -y qemu-user-static binfmt-support"))
     facts = engine.facts()
-    nvidia = "nvidia" in facts["runtimes"]
-    out.append(_nvidia_check(nvidia, [t.id for t in wanted if t.requires.nvidia_runtime],
-                             [t.id for t in targets if t.requires.nvidia_runtime], facts.get("default_runtime")))
+    required = {t.requires.container_runtime for t in targets if t.requires.container_runtime}
+    for name in sorted(required | container_runtimes.known().keys()):
+        out.append(_runtime_check(container_runtimes.get(name), name in facts["runtimes"],
+                                  [t.id for t in wanted if t.requires.container_runtime == name],
+                                  [t.id for t in targets if t.requires.container_runtime == name],
+                                  facts.get("default_runtime")))
     users: dict[tuple[str, str], list[str]] = {}
     runnable: set[tuple[str, str]] = set()  # bases of targets this engine can run
     for target in targets:
@@ -104,44 +108,31 @@ def _engine_checks(wanted: list[Target]) -> list[Check]:
             platform = image_platform(target, role, engine.platform)
             key = (resolve_base(spec.base, platform), platform)
             users.setdefault(key, []).append(f"{target.id} {role}")
-            if nvidia or not target.requires.nvidia_runtime:
+            if target.requires.container_runtime in (None, *facts["runtimes"]):
                 runnable.add(key)
     for (base, platform), who in users.items():
         present = engine.image_id(base) is not None
         needed = (base, platform) in runnable
         detail = ("present" if present else "not on the engine") + f"; used by {', '.join(who)}"
         if not present and not needed:
-            detail += " (not needed here: it needs the NVIDIA runtime)"
+            detail += " (not needed here: it needs a container runtime this engine lacks)"
         out.append(Check(f"base image {base} ({platform})", present or not needed, detail,
                          None if present or not needed else
                          "docker pull it, or map it to a local image with EDGE_BUILDER_BASE_IMAGES"))
     return out
 
 
-SET_DEFAULT_RUNTIME = ("sudo nvidia-ctk runtime configure --runtime=docker --set-as-default && "
-                       "sudo systemctl restart docker (or \"default-runtime\": \"nvidia\" in /etc/docker/daemon.json)")
-
-
-def default_runtime_note(default: str | None) -> tuple[str, str | None]:
-    """The engine's default runtime, and how to make it nvidia: builds do not need it (TensorRT is tested in
-    the image's first container run, with --runtime nvidia), a `docker build` that imports TensorRT does."""
-    if default == "nvidia":
-        return "default runtime nvidia", None
-    return (f"default runtime {default or 'unknown'}: enough for builder (its containers ask for nvidia), "
-            "not for a `docker build` that imports TensorRT"), SET_DEFAULT_RUNTIME
-
-
-def _nvidia_check(present: bool, wanted: list[str], needing: list[str], default: str | None = None) -> Check:
-    name = "NVIDIA container runtime"
+def _runtime_check(runtime: container_runtimes.ContainerRuntime, present: bool, wanted: list[str],
+                   needing: list[str], default: str | None = None) -> Check:
     if present:
-        note, fix = default_runtime_note(default)
-        return Check(name, True, f"present; {note}", fix)
+        note, fix = runtime.default_note(default)
+        return Check(runtime.title, True, f"present; {note}", fix)
     if wanted:
-        return Check(name, False, f"absent, and {', '.join(wanted)} (-t) needs it for its device stage on this engine",
-                     "install the NVIDIA container toolkit here and restart Docker, or run the device stage on the "
-                     "device's own engine (--device, or a fleet)")
-    return Check(name, True, f"absent: {', '.join(needing) or 'no target'} needs it, on its device's engine "
-                             "(`builder doctor -t ID` checks this engine for a target)")
+        return Check(runtime.title, False, f"absent, and {', '.join(wanted)} (-t) needs it for its device stage on "
+                     "this engine", f"{runtime.install_fix('here')}, or run the device stage on the device's own "
+                     "engine (--device, or a fleet)")
+    return Check(runtime.title, True, f"absent: {', '.join(needing) or 'no target'} needs it, on its device's engine "
+                                      "(`builder doctor -t ID` checks this engine for a target)")
 
 
 # --- pip and the network ----------------------------------------------------------------------------

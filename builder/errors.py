@@ -43,7 +43,7 @@ class StepError(BuilderError):
 
 
 class GpuUnavailable(StepError):
-    """CUDA or TensorRT could not start: the container does not reach the GPU (runtime, group, driver)."""
+    """A GPU runtime could not start: the container does not reach the GPU (container runtime, group, driver)."""
 
     cause = "gpu-unavailable"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from builder import catalog
+from builder import catalog, container_runtimes
 from builder.devices import Device
 from builder.docker_api import Engine
 from builder.errors import BuilderError
@@ -25,7 +25,7 @@ def device_health(device: Device, images: ImageBuilder) -> dict:
     try:
         engine = Engine.connect(device.engine, tls_files=device.tls_files)
         health |= {"answers": True, **engine.facts()}
-        health["nvidia_runtime"] = "nvidia" in health["runtimes"]
+        health |= {f"{name}_runtime": name in health["runtimes"] for name in container_runtimes.known()}
     except BuilderError as exc:
         return health | {"answers": False, "error": exc.message}
     for target_id in device.targets or []:
@@ -44,9 +44,8 @@ def device_health(device: Device, images: ImageBuilder) -> dict:
 
 def check_device(device: Device, images: ImageBuilder) -> list[dict]:
     """`builder devices --check`: per target of the device, what its device stage would miss there, with the
-    fix: the engine, the NVIDIA runtime, the device image, then a tiny model through the image's runtime in a
-    container run as a device stage's are (builder.device_check)."""
-    from builder.doctor import default_runtime_note
+    fix: the engine, the container runtime it requires, the device image, then a tiny model through the image's
+    runtime in a container run as a device stage's are (builder.device_check)."""
     from builder.runners.docker import container_options, run_smoke
 
     checks: list[dict] = []
@@ -59,10 +58,11 @@ def check_device(device: Device, images: ImageBuilder) -> list[dict]:
     for target_id in device.targets or []:
         target = catalog.load_target(target_id)
         row = {"device": device.name, "target": target_id}
-        if target.requires.nvidia_runtime and "nvidia" not in facts["runtimes"]:
-            checks.append(row | {"ok": False, "what": "NVIDIA runtime", "error": "the engine has no NVIDIA runtime",
-                                 "hint": "install the NVIDIA container toolkit (JetPack: sudo apt install "
-                                         "nvidia-container) and restart Docker"})
+        needed = target.requires.container_runtime
+        runtime = container_runtimes.get(needed) if needed else None
+        if runtime and runtime.name not in facts["runtimes"]:
+            checks.append(row | {"ok": False, "what": runtime.label, "error": f"the engine has no {runtime.label}",
+                                 "hint": runtime.install_fix()})
             continue
         image = images.render(target, "device", engine)
         if engine.image_id(image.tag) is None:
@@ -81,7 +81,7 @@ def check_device(device: Device, images: ImageBuilder) -> list[dict]:
             found = {"ok": False, "error": getattr(exc, "message", str(exc)), "hint": getattr(exc, "hint", None)}
         row |= {"what": f"tiny model in {target.runtime}", "seconds": round(time.perf_counter() - started, 1),
                 "emulated": image.platform != engine.platform, **found}
-        if target.requires.nvidia_runtime:
-            row["default_runtime"], _ = default_runtime_note(facts.get("default_runtime"))
+        if runtime:
+            row["default_runtime"], _ = runtime.default_note(facts.get("default_runtime"))
         checks.append(row)
     return checks

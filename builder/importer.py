@@ -1,9 +1,10 @@
 """`builder import`: a mirrors TSV in seed 000's format -> one recipe per model.
 
 Columns: family, model, filename, sha256, url1..urlN (tab-separated); `#` lines and blank
-lines are comments. Each model's input spec is read from its .tflite (fetched into the
+lines are comments. Each model's input spec is read from its file (fetched into the
 download cache, which the runs then reuse); where the file cannot be fetched, the recipe
-gets a default spec and says so.
+gets a default spec and says so. A model file's format is read by its backend's reader (`register_reader`):
+the formats with one are those a mirror list may name.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from builder import formats, plugins
 from builder.config.loader import load_model
 from builder.config.paths import ALLOW_ENV, extra_roots
 from builder.config.recipe import NAME_RE, Download, Recipe
@@ -43,6 +44,7 @@ class Row:
     line: int
     family: str
     name: str
+    format: str
     download: Download
     dropped: list[str]  # archive URLs: the file inside is not named in the TSV
 
@@ -102,18 +104,21 @@ def _row(path: Path, number: int, fields: list[str], warn: Warn) -> Row:
     if not re.match(NAME_RE, name):
         raise ConfigError(f"{where}: model {model!r} cannot name a recipe",
                           hint="use letters, digits, . _ - only, starting with a letter or digit")
-    if not filename.lower().endswith(".tflite"):
-        raise ConfigError(f"{where}: filename {filename!r} is not a .tflite file",
-                          hint="this import reads TFLite mirror lists: write a recipe by hand for other formats")
+    fmt = formats.of_file(filename)
+    if fmt is None or fmt.name not in readers():
+        known = [formats.get(name) for name in readers()]
+        raise ConfigError(f"{where}: filename {filename!r} is not a {' or '.join(f.suffix for f in known)} file",
+                          hint=f"this import reads mirror lists of {', '.join(f.name for f in known)} models: write a "
+                               "recipe by hand for other formats")
     urls = [u for u in urls if u]
     dropped = [u for u in urls if u.split("?")[0].lower().endswith(ARCHIVE_SUFFIXES)]
     kept = [u for u in urls if u not in dropped]
     for url in dropped:
-        warn(f"{where}: mirror {url} is an archive that does not name the .tflite inside it: left out "
+        warn(f"{where}: mirror {url} is an archive that does not name the {fmt.suffix} inside it: left out "
              "(add it by hand as a download with `member:`)")
     if not kept:
         raise ConfigError(f"{where}: every mirror of {filename} is an archive",
-                          hint="add a URL of the .tflite itself, or write the recipe by hand with download.member")
+                          hint=f"add a URL of the {fmt.suffix} itself, or write the recipe by hand with download.member")
     if not sha256:
         warn(f"{where}: {model} has no sha256: its download will not be verified (fill in the sha256 column)")
     try:
@@ -123,36 +128,49 @@ def _row(path: Path, number: int, fields: list[str], warn: Warn) -> Row:
                              for e in exc.errors())
         raise ConfigError(f"{where}: {problems}",
                           hint="sha256 is 64 hex digits (sha256sum FILE) or empty; URLs are http(s):// or file://")
-    return Row(path, number, family, name, download, dropped)
+    return Row(path, number, family, name, fmt.name, download, dropped)
 
 
-def input_spec(model: bytes) -> Spec:
-    """The input spec of a .tflite image model, from its one input tensor; ValueError if it has none we can use."""
-    from ai_edge_litert import schema_py_generated as schema
+@dataclass(frozen=True)
+class InputTensor:
+    """A model's one input as its file declares it (what a format's reader finds)."""
 
-    if len(model) < 8 or not schema.Model.ModelBufferHasIdentifier(model, 0):
-        raise ValueError("the file is not a .tflite model (no TFL3 identifier)")
-    try:  # flatbuffers reads offsets as it goes: a damaged file fails anywhere in here
-        graph = schema.Model.GetRootAs(model, 0).Subgraphs(0)
-        if graph is None or graph.InputsLength() != 1:
-            raise ValueError(f"the model has {graph.InputsLength() if graph else 0} inputs; an imported recipe takes one")
-        tensor = graph.Tensors(graph.Inputs(0))
-        shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
-        sizes = [int(d) for d in tensor.ShapeSignatureAsNumpy()] if tensor.ShapeSignatureLength() else shape
-        dtype = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}[tensor.Type()]
-        name = tensor.Name().decode()
-        quant = tensor.Quantization()
-        scale = float(quant.ScaleAsNumpy()[0]) if quant and quant.ScaleLength() == 1 else None
-        zero = int(quant.ZeroPointAsNumpy()[0]) if scale and quant.ZeroPointLength() else 0
-    except (IndexError, KeyError, struct.error, UnicodeDecodeError) as exc:
-        raise ValueError(f"the .tflite file is damaged ({type(exc).__name__}: {exc})") from None
+    name: str
+    shape: list[int]
+    sizes: list[int]  # the shape with -1 where a size is dynamic
+    dtype: str  # numpy's name: float32, uint8, int8, ...
+    scale: float | None = None
+    zero_point: int = 0
+
+
+_READERS: dict[str, Callable[[bytes], InputTensor]] = {}
+
+
+def register_reader(fmt: str, read: Callable[[bytes], InputTensor]) -> None:
+    """A backend's reader of its format's model input (ValueError when the bytes are not such a model)."""
+    _READERS[fmt] = read
+
+
+def readers() -> dict[str, Callable[[bytes], InputTensor]]:
+    plugins.load()
+    return dict(_READERS)
+
+
+def input_spec(model: bytes, fmt: str) -> Spec:
+    """The input spec of an image model in format `fmt`; ValueError if it has no input we can use."""
+    return image_spec(readers()[fmt](model))
+
+
+def image_spec(tensor: InputTensor) -> Spec:
+    """The recipe's `input:` for a model whose one input is an image; ValueError if it is not one."""
+    shape, dtype, scale, zero = tensor.shape, tensor.dtype, tensor.scale, tensor.zero_point
     if len(shape) != 4 or not (shape[-1] in (1, 3) or shape[1] in (1, 3)):
         raise ValueError(f"input {shape} ({dtype}) is not one image in NHWC or NCHW")
-    if min(sizes[1:]) < 1:
-        raise ValueError(f"input {sizes} has a dynamic size: the recipe needs a fixed one")
+    if min(tensor.sizes[1:]) < 1:
+        raise ValueError(f"input {tensor.sizes} has a dynamic size: the recipe needs a fixed one")
     layout = "NHWC" if shape[-1] in (1, 3) else "NCHW"
     channels = shape[-1] if layout == "NHWC" else shape[1]
-    fields = {"name": name, "shape": [1, *shape[1:]], "layout": layout}
+    fields = {"name": tensor.name, "shape": [1, *shape[1:]], "layout": layout}
     if channels == 1:
         fields["color"] = "GRAY"
     if dtype in ("uint8", "int8") and scale:
@@ -168,7 +186,7 @@ def input_spec(model: bytes) -> Spec:
 def _spec_of(row: Row, fetcher: Fetcher, warn: Warn) -> Spec:
     d = row.download
     try:
-        spec = input_spec(fetcher.fetch(d.urls, sha256=d.sha256, filename=d.filename).path.read_bytes())
+        spec = input_spec(fetcher.fetch(d.urls, sha256=d.sha256, filename=d.filename).path.read_bytes(), row.format)
         return Spec(spec.fields, f"shape and layout read from the model's input tensor {spec.fields['name']!r} ({spec.how})")
     except (BuilderError, ValueError) as exc:
         reason = " ".join((exc.message if isinstance(exc, BuilderError) else str(exc)).split())
@@ -183,7 +201,7 @@ def recipe_text(row: Row, spec: Spec, calibration: Path | None) -> str:
     q = json.dumps  # a JSON string is a YAML string
     lines = [f"# Imported by `builder import` from {row.file.name}, line {row.line}.",
              f"# input: {spec.how}."]
-    lines += [f"# left out (an archive whose .tflite is not named): {url}" for url in row.dropped]
+    lines += [f"# left out (an archive whose {formats.get(row.format).suffix} is not named): {url}" for url in row.dropped]
     lines += [f"name: {row.name}", f"description: {q(f'{row.family}/{row.name}, from the mirrors list {row.file.name}')}",
               f"task: {row.family.lower() if row.family.lower() in TASKS else 'generic'}", "source:", "  download:", "    urls:"]
     lines += [f"      - {q(url)}" for url in d.urls]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from builder import container_runtimes
 from builder.inputs import planned_images
 from builder.plan import Plan
 from builder.steps import registry
@@ -38,8 +39,9 @@ def show_plan(plan: Plan, console: Console, cached: dict[str, str] | None = None
     console.print(f"source: {source}", markup=False)
     console.print(f"images: toolchain from {t.images.toolchain.template} ({t.images.toolchain.lock}), "
                   f"device from {t.images.device.template} ({t.images.device.lock}) for {t.platform}", markup=False)
-    if t.requires.nvidia_runtime:
-        console.print(f"requires: NVIDIA container runtime on the device engine. {t.requires.note or ''}", markup=False)
+    if t.requires.container_runtime:
+        runtime = container_runtimes.get(t.requires.container_runtime)
+        console.print(f"requires: {runtime.title} on the device engine. {t.requires.note or ''}", markup=False)
     for line in data_lines(plan):
         console.print(line, markup=False)
     table = Table("step", "stage", "reads -> writes", *(["step cache"] if cached else []))

@@ -1,7 +1,7 @@
 """Agreement in a task's own terms, between a reference's outputs and a candidate's, over all samples.
 
 - detection: F1 of the detections both find (score >= 0.5), and the mean IoU of their boxes. Outputs are
-  either post-processed as TFLite's detection op makes them (boxes (1, N, 4) as y1, x1, y2, x2; classes;
+  either post-processed as an SSD post-processing op makes them (boxes (1, N, 4) as y1, x1, y2, x2; classes;
   scores; count), matched by IoU >= 0.5 and class, or raw per anchor (boxes (1, A, >=4) starting with
   centre x, y, width, height; scores (1, A) or (1, A, C), logits or probabilities), matched by anchor;
 - segmentation: mIoU of the class masks (argmax over the class axis; one channel: above 0.5 for
@@ -116,7 +116,7 @@ def _corners(centre_size: np.ndarray) -> np.ndarray:
 
 
 def _postprocessed(outs: list[np.ndarray]) -> list[tuple[np.ndarray, int]] | None:
-    """(corner box, class) of each detection of TFLite's detection op outputs, or None if these are not such."""
+    """(corner box, class) of each detection of an SSD post-processing op's outputs, or None if these are not such."""
     found = postprocessed(outs)
     return None if found is None else [(np.array(f.box), f.cls) for f in found if f.score >= DETECTED]
 
@@ -143,8 +143,8 @@ def detection(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray
             r, c = _detected(*ref_anchors, logits), _detected(*cand_anchors, logits)
             pairs = [(r[a][0], c[a][0]) for a in r.keys() & c.keys() if r[a][1] == c[a][1]]
         else:
-            raise StepError("detection outputs are neither TFLite's post-processed four (boxes, classes, "
-                            "scores, count) nor per-anchor boxes and scores", hint="use task: generic")
+            raise StepError("detection outputs are neither the post-processed four (boxes, classes, scores, "
+                            "count) of an SSD post-processing op nor per-anchor boxes and scores", hint="use task: generic")
         found += len(pairs)
         ref_total, cand_total = ref_total + len(r), cand_total + len(c)
         ious += [_iou(a, b) for a, b in pairs]

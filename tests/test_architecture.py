@@ -102,11 +102,8 @@ BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__in
 VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
                     r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
-    "archives", "causes", "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.onnx",
-    "convert.source_run", "detections", "docker_api", "doctor", "errors", "execute",
-    "formats", "health", "importer", "metrics", "plan", "plan_view", "runners.docker",
-    "runners.local", "source_precision", "steps.artifact", "steps.layout", "steps.onnx",
-    "steps.search", "task_metrics", "verify", "versions",
+    "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.source_run", "execute", "formats", "metrics",
+    "plan", "source_precision", "steps.artifact", "steps.layout", "steps.search", "verify", "versions",
 }
 
 

@@ -143,3 +143,29 @@ def test_onnx2tf_options_are_suggested_only_to_sources_that_can_set_them():
     record = {"status": "failed", "kind": "convert.onnx2tf", "cause": "onnx2tf-failed", "error": "x"}
     assert "source.onnx2tf.param_replacement_file" in classify(record, source_format="onnx")[1]
     assert "source.onnx2tf" not in classify(record, source_format="tflite")[1]  # the tf2onnx+onnx2tf round trip
+
+
+# --- what a backend contributes ---
+
+
+def test_a_backend_contributes_its_tools_rules_noise_op_names_and_hints(monkeypatch):
+    """A backend's rules are tried before the core's generic ones, its hint is chosen by the failed step's tool,
+    and the core's generic causes (memory, disk) stay last."""
+    from builder import causes
+
+    monkeypatch.setattr(causes, "_CONTRIBUTED", [*causes.contributed()])
+    causes.register(causes.ToolErrors(
+        rules=(causes.Rule(r"frobnicator: no kernel for", "unsupported-op", causes.UNSUPPORTED_OP_HINT),
+               causes.Rule(r"frobnicator", "frobnicator-failed", "see its log", after_core=True)),
+        not_the_error=(r"frobnicator advice:",),
+        op_names=(r"no kernel for (\w+)",),
+        hints={"unsupported-op": lambda f: f"{f.ops[0]}: give frob.ops" if f.tool == "Frob" else None},
+    ))
+    assert first_error("ERROR: frobnicator advice: read the manual\nERROR: no kernel for Erf\n") == "no kernel for Erf"
+    record = {"status": "failed", "tool": "Frob", "error": "frobnicator: no kernel for Erf", "cause": "error"}
+    assert classify(record) == ("unsupported-op", "Erf: give frob.ops")
+    assert classify(record | {"tool": "Other"}) == ("unsupported-op", "Other has no Erf: replace it in the source "
+                                                    "model, or build for a target whose runtime has it")
+    assert known_cause("frobnicator: shape mismatch") == "shape-mismatch"  # the core's specific rule first
+    assert known_cause("frobnicator exited") == "frobnicator-failed"
+    assert known_cause("frobnicator: Killed") == "frobnicator-failed"  # a tool's own failure before any tool's

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx_models import INPUT_NCHW, cosine, images, keras_cnn, ort_run, small_cnn
 
-from builder.convert.onnx import check_onnx, fix_static_shapes, simplify_onnx, tf_to_onnx, torch_to_onnx
+from builder.backends.tf2onnx.convert import tf_to_onnx
+from builder.convert.onnx import check_onnx, fix_static_shapes, simplify_onnx, torch_to_onnx
 from builder.errors import ConfigError, ConversionError
 
 FACTORY = "onnx_models:small_cnn"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from builder.backends.litert.mirror_list import input_spec
 from builder.catalog import load_recipe
 from builder.cli import cli
 from builder.errors import ConfigError
-from builder.importer import input_spec
 from builder.matrix import write_verification
 from builder.records import VariantResult
 from builder.run import Outcome

@@ -129,7 +129,7 @@ def test_tf2onnx_reads_sparse_weights_once_they_are_made_dense(tmp_path):
     import onnxruntime
 
     from builder.backends.litert import tflite_float
-    from builder.convert.onnx import tf_to_onnx
+    from builder.backends.tf2onnx.convert import tf_to_onnx
     from builder.runtimes import load
 
     source = _sparse_tflite(tmp_path / "sparse.tflite")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from builder.config.common import Platform, Precision, Strict
 
@@ -54,11 +54,25 @@ class ChainStep(Strict):
 class Requires(Strict):
     """What the device stage needs from the engine it runs on."""
 
-    nvidia_runtime: bool = False
-    groups: list[str] = Field([], description="supplementary groups of the container user (the GPU's device nodes "
-                              "belong to `video` on a Jetson)")
+    container_runtime: str | None = Field(None, description="the OCI runtime its containers run with, by the "
+                                          "engine's name for it (`docker info`), e.g. the one that reaches a GPU")
+    groups: list[str] = Field([], description="supplementary groups of the container user (those that own a GPU's "
+                              "device nodes, e.g. `video`)")
     environment: dict[str, str] = Field({}, description="environment of the device stage's containers")
     note: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_flag(cls, data):
+        """A target written before `container_runtime` says `<name>_runtime: true` (false asks for nothing)."""
+        if isinstance(data, dict) and "container_runtime" not in data:
+            flags = [key for key, value in data.items() if key.endswith("_runtime") and isinstance(value, bool)]
+            if len(flags) == 1:
+                asked = data[flags[0]]
+                data = {k: v for k, v in data.items() if k != flags[0]}
+                if asked:
+                    data["container_runtime"] = flags[0].removesuffix("_runtime")
+        return data
 
 
 class OrtQuantization(Strict):

@@ -1,26 +1,24 @@
-"""The ONNX hub: PyTorch / TensorFlow -> ONNX, checking, simplification, static shapes.
+"""The ONNX hub: PyTorch -> ONNX, checking, simplification, static shapes (TensorFlow -> ONNX: its
+backend).
 
 PyTorch export uses the legacy TorchScript exporter (`dynamo=False`): with torch
 2.13 the dynamo exporter needs `onnxscript` and rewrites graphs in ways that
-downstream converters (onnx2tf, OpenVINO) handle less well, while the tracer
+downstream converters handle less well, while the tracer
 exports plain CNNs into the classic Conv/Pad/Gemm graphs they expect.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from builder.causes import first_error, known_cause, strip_ansi
+from builder import runtimes
 from builder.code_trust import import_factory
 from builder.errors import ConfigError, ConversionError
-from builder.util import atomic_copy, atomic_write_bytes, create_beside
+from builder.runtimes import Session
+from builder.util import atomic_write_bytes, create_beside
 
 
 def _replace_atomically(tmp: Path, out: Path) -> None:
@@ -125,67 +123,6 @@ def torch_to_onnx(
     return {"opset": opset, "exporter": "torchscript", "torch": torch.__version__}
 
 
-def _tf2onnx_failure(source: Path, output: str, returncode: int) -> ConversionError:
-    """The first real error tf2onnx printed as the message."""
-    first = first_error(output) or f"exit code {returncode}"
-    return ConversionError(f"tf2onnx could not convert {source.name}: {first}",
-                           cause=known_cause(first) or "tf2onnx-failed",
-                           log_tail=strip_ansi(output).strip().splitlines()[-20:],
-                           hint="see the log tail; unsupported TF ops may need a newer opset")
-
-
-def _run_tf2onnx(args: list[str], log_dir: Path, source: Path) -> None:
-    """Run tf2onnx; a failure names `source`, the file the user gave."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", *args], cwd=log_dir,
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise _tf2onnx_failure(source, proc.stdout + proc.stderr, proc.returncode)
-
-
-def tf_to_onnx(
-    source: Path, out: Path, *, source_format: Literal["saved_model", "keras", "tflite"], opset: int = 17,
-    nchw_inputs: list[str] | None = None,
-) -> dict:
-    """Convert a SavedModel, Keras file or .tflite to ONNX with tf2onnx (run in a subprocess).
-
-    A Keras file is first exported to a SavedModel (Keras 3 models are not
-    handled by tf2onnx's `from_keras`). A .tflite with sparse (DENSIFY) or fp16-stored weights is
-    first made dense fp32 (tf2onnx cannot read sparse weights, and ONNX Runtime's quantizer sees
-    fp16 weights behind a Cast as activations). TFLite inputs keep their NHWC layout.
-    """
-    import tf2onnx
-
-    given, report = source, {}
-    with tempfile.TemporaryDirectory(prefix="tf2onnx-") as tmpdir:
-        work = Path(tmpdir)
-        if source_format == "tflite":
-            from builder.backends.litert import tflite_float
-
-            try:
-                stored = tflite_float.describe(source)
-            except Exception:  # not a TFLite flatbuffer: tf2onnx's own error says so
-                stored = {"sparse_tensors": [], "fp16_weights": 0}
-            if stored["sparse_tensors"] or stored["fp16_weights"]:
-                dense = work / "dense.tflite"
-                report["source_edits"] = tflite_float.float_model(source, dense)
-                source = dense
-        if source_format == "keras":
-            import keras
-
-            keras.models.load_model(str(source), compile=False, safe_mode=True).export(  # no Lambda layer code runs
-                str(work / "saved_model"), verbose=False)
-            source, source_format = work / "saved_model", "saved_model"
-        flag = {"saved_model": "--saved-model", "tflite": "--tflite"}[source_format]
-        tmp_out = work / "model.onnx"
-        args = [flag, str(source), "--output", str(tmp_out), "--opset", str(opset)]
-        if nchw_inputs:  # transpose these NHWC inputs to NCHW, the layout onnx2tf and ONNX tools expect
-            args += ["--inputs-as-nchw", ",".join(nchw_inputs)]
-        _run_tf2onnx(args, work, given)
-        atomic_copy(tmp_out, out)
-    return {"opset": opset, "exporter": "tf2onnx", "tf2onnx": tf2onnx.__version__, **report}
-
-
 def check_onnx(path: Path) -> dict:
     """Structural check plus full shape inference; returns opset, IR version and IO shapes."""
     import onnx
@@ -241,32 +178,32 @@ def fix_static_shapes(src: Path, out: Path, input_shapes: dict[str, list[int]]) 
     save_onnx(_fix_dims(onnx.load(str(src)), input_shapes), out)
 
 
-def _random_feeds(session, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+def _random_feeds(session: Session, rng: np.random.Generator) -> dict[str, np.ndarray]:
     feeds = {}
-    for i in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
-        dtype = types.get(i.type)
-        if dtype is None:
-            raise ConversionError(f"cannot make verification data for input {i.name!r} of type {i.type}")
+    for i in session.inputs:
+        shape = [d if d > 0 else 1 for d in i.shape]
+        try:
+            dtype = np.dtype(i.dtype)
+        except TypeError:
+            raise ConversionError(f"cannot make verification data for input {i.name!r} of type {i.dtype}") from None
         if np.issubdtype(dtype, np.floating):
             feeds[i.name] = rng.standard_normal(shape).astype(dtype)
-        else:
+        elif np.issubdtype(dtype, np.integer):
             feeds[i.name] = rng.integers(0, 10, shape).astype(dtype)
+        else:
+            raise ConversionError(f"cannot make verification data for input {i.name!r} of type {i.dtype}")
     return feeds
 
 
 def max_output_diff(a: Path, b: Path, samples: int, seed: int = 0) -> float:
-    """Run both models in ONNX Runtime on seeded random inputs (shaped for `b`); raise unless allclose."""
-    import onnxruntime as ort
-
-    sa = ort.InferenceSession(str(a), providers=["CPUExecutionProvider"])
-    sb = ort.InferenceSession(str(b), providers=["CPUExecutionProvider"])
+    """Run both models in the ONNX format's runtime on seeded random inputs (shaped for `b`); raise unless
+    allclose."""
+    sa, sb = runtimes.load(a), runtimes.load(b)
     rng, worst = np.random.default_rng(seed), 0.0
     for _ in range(samples):
         feeds = _random_feeds(sb, rng)
-        for ya, yb in zip(sa.run(None, feeds), sb.run(None, feeds)):
+        outputs = zip(sa.run_raw([feeds[i.name] for i in sa.inputs]), sb.run_raw([feeds[i.name] for i in sb.inputs]))
+        for ya, yb in outputs:
             if ya.shape != yb.shape or not np.allclose(ya, yb, rtol=1e-3, atol=1e-4):
                 diff = float(np.max(np.abs(ya.astype(np.float64) - yb))) if ya.shape == yb.shape else float("inf")
                 raise ConversionError(f"simplified model {b.name} differs from {a.name} (max abs diff {diff:.3g})",
@@ -280,7 +217,7 @@ def simplify_onnx(
 ) -> dict:
     """onnxslim (constant folding, fusion, dead-node removal), optionally with static input shapes.
 
-    The result is checked against the source in ONNX Runtime on seeded random inputs.
+    The result is checked against the source in the ONNX format's runtime on seeded random inputs.
     """
     import onnx
     import onnxslim

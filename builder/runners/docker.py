@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from builder.backends.tensorrt.runtime import GPU_HINT
+from builder import container_runtimes
 from builder.config.target import Target
 from builder.devices import HOST, Device
 from builder.docker_api import Attempt, Engine, display_url
@@ -31,17 +31,17 @@ USER = "1000:1000"  # images.UID: the steps never run as root
 
 
 def container_options(target: Target, stage: str) -> dict:
-    """How a stage's containers run: a device stage with the NVIDIA runtime, the groups that own the GPU's
-    device nodes and the environment the target requires."""
+    """How a stage's containers run: a device stage with the container runtime, the groups (those that own a
+    GPU's device nodes) and the environment the target requires."""
     if stage != "device":
         return {"user": USER, "runtime": None, "group_add": None, "env": {}}
-    return {"user": USER, "runtime": "nvidia" if target.requires.nvidia_runtime else None,
+    return {"user": USER, "runtime": target.requires.container_runtime,
             "group_add": list(target.requires.groups) or None, "env": dict(target.requires.environment)}
 
 
 def run_smoke(engine: Engine, image: dict, target: Target, stage: str) -> None:
     """Import the image's `run_smoke` modules in a container run as the stage's are (what an image build
-    cannot test: TensorRT loads libraries the NVIDIA runtime mounts only into running containers)."""
+    cannot test: a library that a container runtime mounts only into running containers)."""
     modules = getattr(target.images, stage).run_smoke
     if not modules:
         return
@@ -49,7 +49,8 @@ def run_smoke(engine: Engine, image: dict, target: Target, stage: str) -> None:
                         platform=image["platform"], network="none", **container_options(target, stage))
     if result.exit_code != 0:
         raise GpuUnavailable(f"the {stage} image of {target.id} cannot import {', '.join(modules)} when it runs "
-                             f"on {display_url(engine.url)}", log_tail=result.log_tail, hint=GPU_HINT)
+                             f"on {display_url(engine.url)}", log_tail=result.log_tail,
+                             hint=container_runtimes.smoke_hint(target.requires.container_runtime))
 
 
 class DockerRunner:
@@ -99,12 +100,14 @@ class DockerRunner:
             if not ok:
                 raise EngineError(f"target {target.id} runs on {target.platform}, but the engine at "
                                   f"{display_url(engine.url)} cannot: {why}")
-        if target.requires.nvidia_runtime and not engine.has_runtime("nvidia"):
+        needed = target.requires.container_runtime
+        if needed and not engine.has_runtime(needed):
+            runtime = container_runtimes.get(needed)
             if device.is_host:
-                raise DeviceError(f"target {target.id} needs a device: the build engine has no NVIDIA runtime",
+                raise DeviceError(f"target {target.id} needs a device: the build engine has no {runtime.label}",
                                   cause="device-needed", hint=target.requires.note)
-            raise EngineError(f"device {device.name}: its engine at {display_url(engine.url)} has no NVIDIA runtime",
-                              hint="install the NVIDIA container toolkit there (JetPack ships it) and restart Docker")
+            raise EngineError(f"device {device.name}: its engine at {display_url(engine.url)} has no {runtime.label}",
+                              hint=runtime.install_fix("there"))
 
     def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
         """The stage's image (by content-hash tag, so nothing is built to know it) and placement."""

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import subprocess
 import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from builder import images, locks, versions
+from builder import container_runtimes, images, locks, versions
 from builder.device_facts import machine_identity
 from builder.devices import HOST, Device
 from builder.errors import ConfigError, DeviceError, StageDied
@@ -33,10 +32,6 @@ def host_platform() -> str:
     machine = platform.machine().lower()
     docker_arch = {uname: arch for arch, uname in locks.ARCHES.items()}
     return f"linux/{docker_arch.get(machine, machine)}"
-
-
-def has_nvidia_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None or Path("/etc/nv_tegra_release").exists()
 
 
 @cache
@@ -73,8 +68,10 @@ class LocalRunner:
         if not device.is_host:
             raise ConfigError(f"device {device.name}: the local runner runs on this machine only",
                               hint="use --runner docker to run device stages on a device's engine")
-        if stage == "device" and plan.target.requires.nvidia_runtime and not has_nvidia_gpu():
-            raise DeviceError(f"target {plan.target.id} needs a device: this machine has no NVIDIA GPU",
+        needed = plan.target.requires.container_runtime
+        runtime = container_runtimes.get(needed) if stage == "device" and needed else None
+        if runtime and runtime.present_here and not runtime.present_here():
+            raise DeviceError(f"target {plan.target.id} needs a device: this machine has no {runtime.reaches}",
                               cause="device-needed", hint=plan.target.requires.note)
         placement = self._placement(plan)
         command = [sys.executable, "-m", "builder.execute", str(workdir), "--stage", stage, *placement.args(),

@@ -1,5 +1,5 @@
-"""ONNX hub steps (seed 004's map): PyTorch/TF -> ONNX and its hygiene (ONNX -> SavedModel: the LiteRT backend;
-ONNX Runtime's quantization: its backend)."""
+"""ONNX hub steps (seed 004's map): PyTorch -> ONNX and its hygiene (TensorFlow -> ONNX and the converters
+from ONNX: their backends)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pydantic import Field
 
 from builder.config.recipe import TorchExport
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
-from builder.steps.layout import Layout, layout_params
 
 TORCH_FORMATS = ("pytorch_state_dict", "torchscript", "exported_program")
 
@@ -85,36 +84,3 @@ class TorchToOnnx(Step):
             )
             simplify = onnx_convert.simplify_onnx(raw, ctx.output("model"), input_shapes=params.input_shapes)
         return {"export": export, "simplify": simplify}
-
-
-class TfToOnnx(Step):
-    kind = "convert.tf_onnx"
-    tool = "tf2onnx"
-    consumes = ("saved_model", "tflite")
-    produces = "onnx"
-    summary = "tf2onnx: SavedModel or .tflite -> ONNX"
-
-    class Params(StepParams):
-        opset: int = 17
-        layout: Layout = Field("NHWC", description="the input model's tensor layout (resolved by the plan)")
-
-    @classmethod
-    def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        return {"layout": layout_params(scope)["layout"]}
-
-    @classmethod
-    def output_layout(cls, params: dict, scope: PlanScope) -> str | None:
-        return "NCHW" if scope.format == "tflite" and params["layout"] == "NHWC" else params["layout"]
-
-    def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.convert import onnx as onnx_convert
-        from builder.runtimes import load
-
-        model = ctx.input("model")
-        fmt = "tflite" if model.suffix == ".tflite" else "saved_model"
-        nchw = None
-        if fmt == "tflite" and params.layout == "NHWC":  # hand ONNX the NCHW layout it is meant for
-            nchw = [t.name for t in load(model).inputs if len(t.shape) == 4]
-        report = onnx_convert.tf_to_onnx(model, ctx.output("model"), source_format=fmt, opset=params.opset,
-                                         nchw_inputs=nchw)
-        return {"tf2onnx": report}

@@ -5,7 +5,7 @@ interpreter with XNNPACK, and benchmark_model beside our timing."""
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.litert import runtime, search, steps, tiny_model  # noqa: F401  (they register themselves)
+from builder.backends.litert import causes, mirror_list, runtime, search, steps, tiny_model  # noqa: F401  (they register themselves)
 
 PACKAGES = ("ai-edge-litert", "tflite-runtime", "ai-edge-quantizer", "onnx2tf")
 

@@ -26,14 +26,14 @@ ROUND_TRIP = "tf2onnx+onnx2tf"
 
 def _round_trip(model: Path, out: Path, params: ToTflite.Params, samples) -> dict:
     from builder.backends.litert import onnx2tf, tflite
-    from builder.convert import onnx as onnx_convert
+    from builder.backends.tf2onnx.convert import tf_to_onnx
     from builder.runtimes import load
 
     with tempfile.TemporaryDirectory(prefix="roundtrip-") as tmp:
         onnx_model, saved_model = Path(tmp) / "model.onnx", Path(tmp) / "saved_model"
         # as convert.tf_onnx does: ONNX gets NCHW inputs, which onnx2tf turns back into the source's NHWC
         nchw = [t.name for t in load(model).inputs if len(t.shape) == 4] if params.layout == "NHWC" else None
-        onnx_convert.tf_to_onnx(model, onnx_model, source_format="tflite", opset=17, nchw_inputs=nchw)
+        tf_to_onnx(model, onnx_model, source_format="tflite", opset=17, nchw_inputs=nchw)
         onnx2tf.onnx_to_saved_model(onnx_model, saved_model)
         representative = tflite.representative_from_array(samples) if samples is not None else None
         return tflite.to_tflite(saved_model, out, source_format="saved_model", precision=params.precision,

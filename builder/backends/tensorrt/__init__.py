@@ -4,7 +4,9 @@ timed beside trtexec. The jetson target and its device image's lock live here.""
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.tensorrt import facts, report, runtime, steps  # noqa: F401  (they register themselves)
+from builder.backends.tensorrt import (  # noqa: F401  (they register themselves)
+    causes, container_runtime, facts, report, runtime, steps,
+)
 
 PACKAGES = ("tensorrt", "cuda-python", "cuda-bindings")
 
