@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import re
 
-from builder.config.onnx2tf import ONNX2TF_SOURCES, PSEUDO_OPS
 from builder.records import StepOutcome
+
+# as builder/backends/litert/onnx2tf_options.py declares them (importing a backend here would be a cycle): until
+# these hints move into that backend, with its cause rules
+PSEUDO_OPS = ("Abs", "Acos", "Asin", "Atan", "Erf", "GatherND", "Gelu", "HardSwish", "LeakyRelu", "MatMulInteger",
+              "Neg", "PRelu", "Pow")
+ONNX2TF_SOURCES = ("onnx", "pytorch_state_dict", "torchscript", "exported_program")
 
 # (pattern in the error or log, cause, hint); the first match wins.
 KNOWN_CAUSES: tuple[tuple[str, str, str], ...] = (

@@ -6,7 +6,7 @@ The ONNX exporters and onnx.simplify still live in builder/convert/onnx.py and b
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.onnxruntime import runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.backends.onnxruntime import options, runtime, search, steps  # noqa: F401  (they register themselves)
 
 PACKAGES = ("onnxruntime",)
 

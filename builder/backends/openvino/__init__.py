@@ -4,7 +4,7 @@ its asynchronous throughput, and benchmark_app beside our timing; the openvino t
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.openvino import runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.backends.openvino import options, runtime, search, steps  # noqa: F401  (they register themselves)
 
 PACKAGES = ("openvino", "nncf")
 
