@@ -102,11 +102,9 @@ BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__in
 VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
                     r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
-    "archives", "benchmark", "causes", "cli", "config.target", "convert.onnx",
-    "convert.source_run", "detections", "device_check", "device_facts", "docker_api", "doctor", "errors", "execute",
-    "formats", "health", "importer", "metrics", "plan", "plan_view", "records", "report", "runners.docker",
-    "runners.local", "runtimes", "source_precision", "steps.artifact", "steps.layout", "steps.measure", "steps.onnx",
-    "steps.search", "task_metrics", "verify", "versions",
+    "archives", "benchmark", "causes", "cli", "config.target", "convert.onnx", "detections", "device_check",
+    "device_facts", "docker_api", "doctor", "errors", "health", "importer", "plan_view", "records", "report",
+    "runners.docker", "runners.local", "runtimes", "steps.measure", "steps.onnx", "task_metrics",
 }
 
 

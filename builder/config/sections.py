@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, SerializationInfo, ValidationError, ValidationInfo, model_serializer,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, ValidationInfo, model_serializer, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from builder import plugins

@@ -5,8 +5,10 @@ interpreter with XNNPACK, and benchmark_model beside our timing."""
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.litert import runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.backends.litert import onnx2tf_options, runtime, search, steps, tflite_source  # noqa: F401  (they register themselves)
+from builder.convert import source_run
 
-PACKAGES = ("ai-edge-litert", "tflite-runtime", "ai-edge-quantizer", "onnx2tf")
+PACKAGES = ("ai-edge-litert", "tflite-runtime", "ai-edge-quantizer", "onnx2tf", "tf2onnx")  # tf2onnx: the round trip
 
 formats.register(formats.Format("tflite", ".tflite", runtime="litert"))
+source_run.runner("tflite")(source_run.in_its_runtime)  # its sources run in its runtime, as its artifacts do

@@ -13,7 +13,6 @@ from builder.config.common import Strict
 from builder.config.paths import FILE, loading, local_path
 from builder.config.sections import Section, register
 
-
 # onnx2tf 1.28 builds these ONNX ops from others TFLite has (its replace_to_pseudo_operators)
 PseudoOp = Literal["Abs", "Acos", "Asin", "Atan", "Erf", "GatherND", "Gelu", "HardSwish", "LeakyRelu",
                    "MatMulInteger", "Neg", "PRelu", "Pow"]

@@ -30,7 +30,8 @@ class SearchNncf(SearchStep):
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         variant = scope.variant_spec
-        return super().resolve_params(scope, params) | ({"nncf": variant.section("nncf").model_dump(mode="json")} if variant else {})
+        nncf = {"nncf": variant.section("nncf").model_dump(mode="json")} if variant else {}
+        return super().resolve_params(scope, params) | nncf
 
     def candidates(self, ctx: StepContext, params: Params, folder: Path,
                    found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:
