@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, ValidationInfo, model_serializer, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
@@ -48,17 +48,16 @@ def of(owner: Owner) -> dict[str, Section]:
     return dict(_REGISTRY[owner])
 
 
+_PYDANTIC_ERRORS = set(get_args(core_schema.ErrorType))  # rendered again from their context
+
+
 def _line_errors(exc: ValidationError, prefix: tuple = ()) -> list[InitErrorDetails]:
     """`exc`'s errors, located under `prefix`, to raise again with others."""
     details = []
     for error in exc.errors():
-        ctx = error.get("ctx")
-        try:  # pydantic's own error types, rendered again from their context
-            ValidationError.from_exception_data("check", [{"type": error["type"], "loc": (), "input": error["input"],
-                                                           **({"ctx": ctx} if ctx else {})}])
-            kind = error["type"]
-        except (KeyError, TypeError):
-            kind, ctx = PydanticCustomError(error["type"], error["msg"].replace("{", "{{").replace("}", "}}")), None
+        kind, ctx = error["type"], error.get("ctx")
+        if kind not in _PYDANTIC_ERRORS:  # a custom error keeps its message as it is
+            kind, ctx = PydanticCustomError(kind, error["msg"].replace("{", "{{").replace("}", "}}")), None
         details.append({"type": kind, "loc": prefix + tuple(error["loc"]), "input": error["input"],
                         **({"ctx": ctx} if ctx else {})})
     return details
@@ -112,7 +111,7 @@ class Sectioned(Strict):
     def _with_defaults(self, handler, info: SerializationInfo) -> dict:
         """Every registered section, the ones not given at their defaults: what the plan's JSON shows."""
         data = handler(self)
-        if info.include is None and info.exclude is None and not info.exclude_defaults:
+        if info.include is None and info.exclude is None and not (info.exclude_defaults or info.exclude_unset):
             for key, section in of(self.section_owner).items():
                 if key not in data and not (section.optional and info.exclude_none):
                     data[key] = None if section.optional else section.model().model_dump(mode=info.mode)
