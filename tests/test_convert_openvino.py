@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
+from pydantic import ValidationError
 
-from builder.convert.onnx import torch_to_onnx
 from builder.backends.openvino.convert import compile_f32, nncf_quantize, nncf_quantize_with_accuracy_control, to_openvino
 from builder.backends.openvino.options import Nncf
+from builder.convert.onnx import torch_to_onnx
 from builder.errors import ConversionError
 
 MEDIAPIPE = "mediapipe==0.10.21"
