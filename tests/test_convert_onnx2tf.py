@@ -11,6 +11,8 @@ import yaml
 from click.testing import CliRunner
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
+from builder import causes
+from builder.backends.litert import onnx2tf_options
 from builder.causes import classify
 from builder.cli import cli
 from builder.convert.onnx import simplify_onnx, torch_to_onnx
@@ -116,6 +118,12 @@ def test_pseudo_operators_and_param_replacements_reach_onnx2tf(tmp_path):
     x = np.linspace(-1.5, 1.5, 16, dtype=np.float32)[None]
     got = load(tmp_path / "pseudo.tflite").run([x])[0]
     np.testing.assert_allclose(got, erf(3.0 * x), atol=1e-3)  # c replaced by 3; Erf built from builtins
+
+
+def test_the_failure_hints_name_the_pseudo_ops_and_sources_the_options_take():
+    """causes.py keeps a copy of both lists until its onnx2tf hints move into the backend."""
+    assert causes.PSEUDO_OPS == onnx2tf_options.PSEUDO_OPS
+    assert causes.ONNX2TF_SOURCES == onnx2tf_options.ONNX2TF_SOURCES
 
 
 def _onnx_recipe(tmp_path: Path, onnx2tf: dict, source: str = "model.onnx") -> Path:

@@ -22,6 +22,7 @@ from builder.util import atomic_copy, remove
 if TYPE_CHECKING:
     from builder.backends.litert.steps import ToTflite
 
+
 @reader("tflite")
 def quantization(path: Path) -> SourcePrecision | None:
     """int8 when the file stores integer weights."""

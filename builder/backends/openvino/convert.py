@@ -31,6 +31,7 @@ _OP_PATTERNS = [
     re.compile(r"(\w+) is not supported"),
 ]
 
+
 def _unsupported_op(message: str) -> str | None:
     for pattern in _OP_PATTERNS:
         match = pattern.search(message)
