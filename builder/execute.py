@@ -174,7 +174,7 @@ def run_stage(workdir: Path, stage: str, *, placement: Placement | None = None,
               echo: Callable[[str], None] | None = None, quiet: bool = False) -> list[dict]:
     """Run every step of `stage` that has no record yet (the cache placed those); return the records
     of the steps run, as written to work/records/."""
-    workdir = workdir.resolve()  # steps hand paths to tools that run in other folders (tf2onnx, onnx2tf)
+    workdir = workdir.resolve()  # steps hand paths to converters that run in other folders
     plan = load_plan(workdir)
     atomic_write_bytes(workdir / VERSIONS / f"{stage}.json", json.dumps(versions.collect(), indent=1).encode())
     done = read_records(workdir)

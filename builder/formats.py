@@ -1,8 +1,8 @@
 """Model formats: the suffix a model file has, the files that are part of it, and the runtime that loads it.
 
-The built-in formats are data, like targets; a plugin adds its own with `register`.
-Generic code asks this module, never a suffix of its own: an OpenVINO IR's `.bin`
-beside its `.xml` is known here and nowhere else.
+The core's own formats are the sources it reads and converts through (Keras, SavedModel, PyTorch...); each
+backend registers its formats with `register`, as any plugin does. Generic code asks this module, never a suffix
+of its own: an IR's weights file beside its `.xml` is known here and nowhere else.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def get(name: str) -> Format:
 
 
 def of_file(name: str) -> Format | None:
-    """The format a source file's name says (the longest matching suffix wins: `_vela.tflite` over `.tflite`)."""
+    """The format a source file's name says (the longest matching suffix wins: a compiled model's `_<x>.<y>` over `.<y>`)."""
     lowered = name.lower()
     matches = [(len(s), f) for f in all_formats().values() for s in (f.suffix, *f.also_reads) if s and lowered.endswith(s)]
     return max(matches, key=lambda m: m[0])[1] if matches else None

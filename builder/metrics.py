@@ -121,8 +121,8 @@ _LAYOUTS = ((0, 2, 3, 1), (0, 3, 1, 2), (0, 2, 1))  # NCHW->NHWC, NHWC->NCHW, (N
 def align_outputs(reference: list[np.ndarray], candidate: list[np.ndarray]) -> list[tuple[int, tuple | None]]:
     """For each reference output, (candidate output index, axes to transpose it by or None).
 
-    A converter may reorder outputs (TFLite orders them by name) and change their layout
-    (onnx2tf makes NCHW outputs NHWC); outputs are matched by shape, in order where
+    A converter may reorder outputs (some order them by name) and change their layout
+    (ONNX to TensorFlow makes NCHW outputs NHWC); outputs are matched by shape, in order where
     that fits, then through a layout transpose. One sample's outputs are enough to decide.
     """
     if len(reference) != len(candidate):

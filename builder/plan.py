@@ -72,7 +72,7 @@ class Plan:
 
 
 def companions(name: str, path: str) -> dict[str, str]:
-    """Files that are part of the model at `path`, declared beside it (an OpenVINO IR's weights)."""
+    """Files that are part of the model at `path`, declared beside it (an IR's weights file)."""
     fmt = formats.of_file(path)
     return fmt.companion_paths(name, path) if fmt else {}
 
@@ -157,7 +157,7 @@ class _Builder:
         return out
 
     def measure_inputs(self, artifact: str) -> dict[str, str]:
-        """What measuring `artifact` reads besides it (e.g. Vela's estimate), from the step that made it."""
+        """What measuring `artifact` reads besides it (e.g. an NPU compiler's estimate), from the step that made it."""
         call = self.made_by.get(artifact)
         while call is not None and call.kind == "artifact.copy":
             call = self.made_by.get(call.inputs["model"])
@@ -285,7 +285,7 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
             precision = recipe.precision_of(v)
             chain = target.variants[precision]
             # a source already in the target's format is its own fp32, unless the chain reads that format
-            # (a .tflite that stores fp16 or sparse weights is made dense fp32 by convert.tflite)
+            # (a file that stores fp16 or sparse weights is made dense fp32 by the chain's converter)
             if (precision == "fp32" and source_fmt == _produced_format(chain, target)
                     and source_fmt not in registry.get(chain[0].step).consumes):
                 plan.artifacts[v] = b.artifact("artifact.copy", model, _artifact(recipe, v, source_fmt), None, v)

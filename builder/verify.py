@@ -2,8 +2,8 @@
 
 Both runs use the same runner (so the same images) and the same cached inputs;
 any difference comes from the converters themselves. Measured on the quickstart:
-every TFLite artifact (TF converter, onnx2tf) and every OpenVINO IR (fp32, fp16,
-NNCF int8, once auto-generated node names are made positional) is bit-identical.
+every artifact of the CPU targets, fp32 to int8, is bit-identical (an IR once its
+auto-generated node names are made positional).
 """
 
 from __future__ import annotations

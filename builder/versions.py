@@ -9,8 +9,8 @@ from importlib import metadata
 
 from builder import plugins
 
-TOOLS = ("edge-builder", "tensorflow", "tensorflow-cpu", "tf-keras", "keras", "onnx", "onnxslim", "onnxsim", "tf2onnx",
-         "torch", "numpy", "protobuf")
+TOOLS = ("edge-builder", "tensorflow", "tensorflow-cpu", "tf-keras", "keras", "onnx", "onnxslim", "onnxsim", "torch",
+         "numpy", "protobuf")
 
 
 def collect() -> dict:

@@ -102,8 +102,7 @@ BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__in
 VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
                     r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
-    "cli", "config.onnx2tf", "config.recipe", "config.target", "convert.source_run", "execute", "formats", "metrics",
-    "plan", "source_precision", "steps.artifact", "steps.layout", "steps.search", "verify", "versions",
+    "cli", "config.target",
 }
 
 

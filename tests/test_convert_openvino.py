@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
+from pydantic import ValidationError
 
-from builder.convert.onnx import torch_to_onnx
 from builder.backends.openvino.convert import compile_f32, nncf_quantize, nncf_quantize_with_accuracy_control, to_openvino
+from builder.backends.openvino.options import Nncf
+from builder.convert.onnx import torch_to_onnx
 from builder.errors import ConversionError
 
 MEDIAPIPE = "mediapipe==0.10.21"
@@ -63,6 +65,14 @@ def test_nncf_int8_matches_reference(models, tmp_path):
     assert report["samples"] == 32
     assert "FakeQuantize" in (tmp_path / "int8.xml").read_text()
     assert _worst_cosine(onnx_path, tmp_path / "int8.xml") > 0.98
+
+
+def test_nncf_options_are_the_recipes_nncf_section(models, tmp_path):
+    """One list of NNCF's options (options.NncfPtq): the converter refuses what a recipe could not say."""
+    with pytest.raises(ValidationError, match="presett"):
+        nncf_quantize(models[1], tmp_path / "int8.xml", images(4), presett="mixed")
+    assert not (tmp_path / "int8.xml").exists()
+    assert set(Nncf().ptq_options()) == set(Nncf.model_fields) - {"max_accuracy_drop"}
 
 
 @pytest.mark.slow

@@ -18,12 +18,12 @@ from builder.config.boxes import box_problem, read_boxes
 from builder.config.common import PRECISIONS, IoDtype, Precision, Strict, Task, path_kind
 from builder.config.detection import Detection
 from builder.config.labels import read_labels
-from builder.config.onnx2tf import ONNX2TF_SOURCES, Onnx2tfSource
 from builder.config.paths import DIRECTORY, FILE, allowed, loading, local_path, member_path, plain_name, within_reach
+from builder.config.sections import Sectioned
 from builder.errors import ConfigError
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
-MAX_NAME = 64  # a recipe's or variant's name goes into file names (<recipe>_<variant>_vela.tflite, bundles)
+MAX_NAME = 64  # a recipe's or variant's name goes into file names (<recipe>_<variant>.<suffix>, bundles)
 
 Dim = Annotated[int, Field(ge=1, le=1 << 16)]
 MAX_INPUT_ELEMENTS = 1 << 28  # one float32 input of 1 GiB
@@ -168,8 +168,11 @@ class TorchExport(Strict):
     dynamic_axes: dict[str, dict[int, str]] | None = None
 
 
-class Source(FileRef):
-    """Where the model comes from and in which format."""
+class Source(FileRef, Sectioned):
+    """Where the model comes from and in which format, and the option sections the backends register for
+    sources (config/sections.py)."""
+
+    section_owner = "source"
 
     download: Download | None = None
     pip: PipMember | None = None
@@ -179,8 +182,6 @@ class Source(FileRef):
                                "the file suffix")
     frozen_graph: FrozenGraph | None = None
     torch: TorchExport | None = None
-    onnx2tf: Onnx2tfSource | None = Field(
-        None, description="onnx2tf's options for this model (ONNX and PyTorch sources on TFLite targets)")
     license: str | None = None
     requantize: bool = Field(False, description="quantize a source that is already quantized (refused by default)")
 
@@ -208,17 +209,9 @@ class Source(FileRef):
         return self
 
     @model_validator(mode="after")
-    def _onnx2tf_reads_it(self):
-        fmt = self.resolved_format
-        if self.onnx2tf is not None and fmt not in ONNX2TF_SOURCES:
-            raise ValueError(f"source.onnx2tf: onnx2tf never converts a {fmt} source "
-                             f"(it reads {', '.join(ONNX2TF_SOURCES)} sources on their way to TFLite)")
-        return self
-
-    @model_validator(mode="after")
     def _file_kind(self, info: ValidationInfo):
         """A SavedModel is a folder; every other format is one file, with its companions beside it (an
-        OpenVINO IR's .bin)."""
+        IR's weights file)."""
         if not loading(info) or self.file is None:
             return self
         fmt = formats.get(self.resolved_format)
@@ -398,7 +391,7 @@ class Dataset(Strict):
 
 
 FP32_SOURCE_COSINE = 0.999  # an fp32 artifact computes what its source does, up to float rounding
-QUANTIZED_SOURCE_COSINE = 0.99  # ddddocr's ConvInteger model in OpenVINO against ONNX Runtime: 0.9990
+QUANTIZED_SOURCE_COSINE = 0.99  # ddddocr's ConvInteger model, its IR against its ONNX source: 0.9990
 DEFAULT_GATES = {  # when a recipe sets no gates: loose enough for int8 of a healthy model, tight enough for a broken one
     "any": {"min_cosine": 0.9},
     "classification": {"min_top1_agreement": 0.9},
@@ -427,24 +420,6 @@ class Gates(Strict):
     max_cer: float | None = Field(None, ge=0, description="ocr: character error rate of the CTC decodes")
 
 
-class Nncf(Strict):
-    preset: Literal["performance", "mixed"] = "performance"
-    subset_size: int | None = Field(None, ge=1, le=100_000, description=(
-        "calibration samples NNCF uses (the first ones); default: every one, so every distinct image counts"))
-    fast_bias_correction: bool = True
-    ignored_scope: list[str] | None = None
-    model_type: Literal["transformer"] | None = None
-    overflow_fix: Literal["enable", "first_layer_only", "disable"] = Field("enable", description=(
-        "7-bit weights where int8 dot products can saturate: CPUs without VNNI (AVX2 only) need it in every layer "
-        "(EfficientNet-Lite0 int8 top-1 agreement on such a CPU: 0.76 disable, 0.80 first_layer_only, 0.90 enable)"))
-    max_accuracy_drop: float | None = Field(None, gt=0, le=1, description="set to quantize with accuracy control")
-
-    def ptq_options(self) -> dict:
-        """The options NNCF's quantize (with or without accuracy control) takes."""
-        return self.model_dump(include={"preset", "subset_size", "fast_bias_correction", "ignored_scope", "model_type",
-                                        "overflow_fix"})
-
-
 class Search(Strict):
     """The bound of an accuracy-aware (precision: auto) variant's search."""
 
@@ -453,13 +428,14 @@ class Search(Strict):
     max_float_layers: int = Field(8, ge=1, le=1000, description="layers an int8 candidate may keep in float")
 
 
-class Variant(Strict):
+class Variant(Sectioned):
+    section_owner = "variant"  # and the option sections the backends register for variants (config/sections.py)
+
     precision: Precision | None = Field(None, description="default: the variant's name")
     io_dtype: IoDtype | None = Field(None, description="int8 default: int8 (strict S8); float32 otherwise")
     require_full_int8: bool = True
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
-    nncf: Nncf = Nncf()
     search: Search = Search()
     gates: Gates | None = None
 

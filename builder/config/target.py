@@ -1,6 +1,7 @@
 """The target: HOW to build for one kind of hardware. Pure data, one YAML file each.
 
-What it names in the registries (steps, formats, runtimes) is checked when it is loaded (registry_refs.py)."""
+What it names in the registries (steps, formats, runtimes) is checked when it is loaded (registry_refs.py); the
+option sections backends add to it are validated with it (config/sections.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from builder.config.common import Platform, Precision, Strict
+from builder.config.sections import Sectioned
 
 ID_RE = r"^[a-z0-9][a-z0-9-]*$"
 
@@ -31,12 +33,12 @@ class ImageSpec(Strict):
     apt: list[str] = Field([], description="Debian packages the image needs")
     smoke: list[str] = Field([], description="Python modules the image's smoke test imports")
     run_smoke: list[str] = Field([], description="Python modules imported in the image's first container run, "
-                                 "with the device stage's runtime flags, not at build (the NVIDIA runtime mounts "
-                                 "the libraries TensorRT loads only into running containers)")
+                                 "with the device stage's runtime flags, not at build (a GPU's container runtime "
+                                 "mounts the libraries its SDK loads only into running containers)")
     base_provides: list[BaseProvides] = Field([], description="what the base image is expected to carry, each "
                                               "checked at build and installed with apt where it is missing")
     system_site_packages: bool = Field(False, description="the venv also sees the base image's Python packages "
-                                       "(JetPack's TensorRT bindings come with the L4T image, not from PyPI)")
+                                       "(a board's SDK bindings may come with its base image, not from PyPI)")
 
 
 class Images(Strict):
@@ -75,19 +77,9 @@ class Requires(Strict):
         return data
 
 
-class OrtQuantization(Strict):
-    """What ONNX Runtime static int8 quantization (quantize.ort) makes for this target's runtime."""
+class Target(Sectioned):
+    section_owner = "target"  # and the option sections the backends register for targets (config/sections.py)
 
-    activation_type: Literal["int8", "uint8"] = Field(
-        "uint8", description="uint8 for CPUs (ONNX Runtime's u8 x s8 kernels; s8 activations measured slower "
-        "than fp32 there, bench/ort_int8.py); int8 for TensorRT, whose explicit quantization takes s8 only")
-    reduce_range: bool = Field(
-        True, description="7-bit weights, so that the u8 x s8 kernels of x86 CPUs without VNNI (AVX2) cannot "
-        "saturate (static int8: cosine to fp32 0.989 -> 0.997 on the OCR detector); false keeps 8 bits where "
-        "no such kernel runs (TensorRT)")
-
-
-class Target(Strict):
     id: str = Field(pattern=ID_RE)
     name: str
     description: str = ""
@@ -99,7 +91,6 @@ class Target(Strict):
     images: Images
     device_only: list[str] = Field([], description="step kinds that must run on the device itself")
     requires: Requires = Requires()
-    ort_quantization: OrtQuantization = Field(OrtQuantization(), description="weights are int8 on every target")
 
     @field_validator("variants", mode="before")
     @classmethod

@@ -1,9 +1,8 @@
 """Run a source model in the framework it came in, so every artifact can be compared with the source.
 
-ONNX runs in ONNX Runtime, TFLite in LiteRT, an OpenVINO IR in OpenVINO, a SavedModel
-(and so a Keras model, through the SavedModel `convert.keras` writes) in TensorFlow, and
-PyTorch files in PyTorch. Outputs come back as float32 arrays, one list per sample, in the
-model's own output order.
+A format a runtime loads runs in that runtime: its backend says so (`in_its_runtime`); a SavedModel (and so a
+Keras model, through the SavedModel `convert.keras` writes) runs in TensorFlow, and PyTorch files in PyTorch.
+Outputs come back as float32 arrays, one list per sample, in the model's own output order.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder import plugins
 from builder.errors import ConfigError
 
 # (model path, the PyTorch factory or None, the example input's shape, whether the user trusts the recipe's
@@ -30,6 +30,7 @@ def runner(*formats: str):
 
 
 def runnable(fmt: str) -> bool:
+    plugins.load()
     return fmt in _RUNNERS
 
 
@@ -46,15 +47,15 @@ def run_source(path: Path, fmt: str, samples: np.ndarray, *, factory: str | None
     """Each sample's outputs, sample by sample (a batch of one, as the artifacts are run). A PyTorch source
     is built by `factory` (source.torch.factory, from an installed package unless `trusted`) and traced with
     an input of `input_shape`."""
-    if fmt not in _RUNNERS:
+    if not runnable(fmt):
         raise ConfigError(f"no framework here runs a {fmt} source", hint=f"runnable: {', '.join(sorted(_RUNNERS))}")
     call = _RUNNERS[fmt](path, fmt, factory, input_shape or [1, *samples.shape[1:]], trusted)
     for sample in samples:
         yield [np.asarray(o, np.float32) for o in call(sample[None])]
 
 
-@runner("onnx", "tflite", "openvino")
-def _runtime(path: Path, fmt: str, factory: str | None, input_shape: list[int], trusted: bool):
+def in_its_runtime(path: Path, fmt: str, factory: str | None, input_shape: list[int], trusted: bool):
+    """A source in a format its runtime loads where the source runs (a backend registers its format with it)."""
     from builder.runtimes import load
 
     session = load(path)
@@ -70,7 +71,7 @@ def _saved_model(path: Path, fmt: str, factory: str | None, input_shape: list[in
 
     def call(x: np.ndarray) -> list[np.ndarray]:
         outputs = fn(**{name: tf.constant(x, dtype=spec.dtype)})
-        return [outputs[k].numpy() for k in sorted(outputs)]  # as the TFLite converter orders them
+        return [outputs[k].numpy() for k in sorted(outputs)]  # by name, as TF's converters to a flatbuffer order them
 
     return call
 

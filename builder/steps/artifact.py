@@ -9,7 +9,7 @@ from builder.util import atomic_copy
 
 class CopyArtifact(Step):
     kind = "artifact.copy"
-    summary = "pass a model through unchanged (e.g. a downloaded OpenVINO IR)"
+    summary = "pass a model through unchanged (e.g. a downloaded model already in the target's format)"
 
     def run(self, ctx: StepContext, params: StepParams) -> dict:
         for name in ctx.call.outputs:  # the model and the files that are part of it (an IR's weights)

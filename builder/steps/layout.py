@@ -1,4 +1,4 @@
-"""Tensor layouts, decided by the plan: a model's input layout (onnx2tf turns NCHW into NHWC) and the
+"""Tensor layouts, decided by the plan: a model's input layout (a converter may turn NCHW into NHWC) and the
 layout the prepared samples have (the recipe's), so that calibration data reaches a model as it wants it."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _TRANSPOSE = {("NCHW", "NHWC"): (0, 2, 3, 1), ("NHWC", "NCHW"): (0, 3, 1, 2)}  #
 
 
 def samples_for(path: Path, params: LayoutParams) -> np.ndarray:
-    """Preprocessed samples in the model's layout (e.g. NCHW -> NHWC for what onnx2tf made)."""
+    """Preprocessed samples in the model's layout (e.g. NCHW -> NHWC for a model converted to NHWC)."""
     samples = np.load(path)
     if axes := _TRANSPOSE.get((params.data_layout, params.layout)):
         samples = np.ascontiguousarray(samples.transpose(*axes))

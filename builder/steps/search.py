@@ -120,7 +120,7 @@ class Probe:
     def by_effect(self, worst: list[str], outputs: list[str], build: Callable[[list[str]], Callable[[Path], dict]],
                   path: Path, found: dict, log) -> list[str]:
         """The noisiest layers re-ranked by what keeping each one alone in float (with the output layers) does to
-        the output, as NNCF's accuracy control ranks the layers it reverts: local noise alone misjudges layers
+        the output, as accuracy-control quantizers rank the layers they revert: local noise alone misjudges layers
         whose error the next layers absorb. The rest keep their order."""
         probed = [name for name in worst if name not in outputs][:PROBES]
         effects = {}
@@ -148,7 +148,7 @@ def ranked_layers(errors: list[tuple[str, float]], metric: str, found: dict) -> 
 def float_ladder(outputs: list[str], rank: Callable[[], list[str]], max_float: int,
                   build: Callable[[list[str]], Callable[[Path], dict]], how: str = "") -> Iterator[Candidate]:
     """int8 with the output layers in float (their rounding flips near-tied classes: EfficientNet-Lite0's
-    TFLite top-1 agreement 0.88 -> 0.94), then also the worst other layers by `rank` (asked only once the
+    int8 top-1 agreement 0.88 -> 0.94), then also the worst other layers by `rank` (asked only once the
     output layers were not enough), 1, 2, 4, ... of them."""
     if len(outputs) > max_float:
         return

@@ -5,8 +5,12 @@ interpreter with XNNPACK, and benchmark_model beside our timing."""
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.litert import causes, mirror_list, runtime, search, steps, tiny_model  # noqa: F401  (they register themselves)
+from builder.backends.litert import (  # noqa: F401  (they register themselves)
+    causes, mirror_list, onnx2tf_options, runtime, search, steps, tflite_source, tiny_model,
+)
+from builder.convert import source_run
 
 PACKAGES = ("ai-edge-litert", "tflite-runtime", "ai-edge-quantizer", "onnx2tf")
 
 formats.register(formats.Format("tflite", ".tflite", runtime="litert"))
+source_run.runner("tflite")(source_run.in_its_runtime)  # its sources run in its runtime, as its artifacts do

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from builder import causes
 from builder.backends.litert.steps import OnnxToSavedModel, ToTflite
-from builder.config.onnx2tf import ONNX2TF_SOURCES, PSEUDO_OPS
+from builder.backends.litert.onnx2tf_options import ONNX2TF_SOURCES, PSEUDO_OPS
 
 
 def _pseudo(op: str) -> str | None:

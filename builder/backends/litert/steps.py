@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field
 
 from builder.backends.litert import onnx2tf, tflite
+from builder.backends.litert.onnx2tf_options import Onnx2tfOptions
 from builder.backends.litert.tflite_source import from_tflite
 from builder.backends.litert.tflite_variant import check_variant
 from builder.config.common import IoDtype
-from builder.config.onnx2tf import Onnx2tfOptions
 from builder.config.recipe import FrozenGraph
 from builder.errors import ConversionError
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
@@ -90,7 +90,8 @@ class OnnxToSavedModel(Step):
 
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
-        options = scope.source.onnx2tf.step_params() if scope.source.onnx2tf else {}
+        given = scope.source.section("onnx2tf")
+        options = given.step_params() if given else {}
         kept = params.get("keep_ncw_or_nchw_or_ncdhw_input_names", options.get("keep_ncw_or_nchw_or_ncdhw_input_names"))
         name = scope.recipe.input.name
         return options | {"output_layout": "NCHW" if kept and (name is None or name in kept) else "NHWC"}

@@ -1,4 +1,5 @@
-"""convert.tflite on a .tflite input: ai-edge-quantizer first, the tf2onnx+onnx2tf round trip second.
+"""A .tflite input: whether a source is quantized already, and convert.tflite on it: ai-edge-quantizer first, the
+tf2onnx+onnx2tf round trip second.
 
 A downloaded float .tflite (mediapipe, TF Hub) is quantized as TFLite; the round
 trip, which fails on fp16-stored, sparse or custom-op files, is only tried for
@@ -13,12 +14,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import BuilderError, ConversionError
+from builder.source_precision import SourcePrecision, reader
 from builder.steps.base import StepContext
 from builder.steps.layout import samples_for
 from builder.util import atomic_copy, remove
 
 if TYPE_CHECKING:
     from builder.backends.litert.steps import ToTflite
+
+
+@reader("tflite")
+def quantization(path: Path) -> SourcePrecision | None:
+    """int8 when the file stores integer weights."""
+    from builder.backends.litert.tflite import tflite_ops
+
+    weights = tflite_ops(path).get("weight_dtypes", {})
+    integer = {t: n for t, n in weights.items() if t in ("int8", "uint8")}
+    if integer:
+        return SourcePrecision(precision="int8", evidence=", ".join(f"{n} {t} weights" for t, n in integer.items()))
+    return None
+
 
 DIRECT = "ai-edge-quantizer"
 ROUND_TRIP = "tf2onnx+onnx2tf"

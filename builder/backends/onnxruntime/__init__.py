@@ -6,8 +6,10 @@ The ONNX exporters and onnx.simplify still live in builder/convert/onnx.py and b
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.onnxruntime import runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.backends.onnxruntime import options, runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.convert import source_run
 
 PACKAGES = ("onnxruntime",)
 
 formats.register(formats.Format("onnx", ".onnx", runtime="onnxruntime"))
+source_run.runner("onnx")(source_run.in_its_runtime)  # its sources run in its runtime, as its artifacts do

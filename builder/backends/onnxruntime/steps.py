@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from builder.backends.onnxruntime import quantize
-from builder.config.target import OrtQuantization
+from builder.backends.onnxruntime.options import OrtQuantization
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
 from builder.steps.layout import LayoutParams, layout_params, samples_for
 
@@ -28,7 +28,7 @@ class OrtStaticOptions(StepParams):
     def resolve(scope: PlanScope) -> dict:
         """The variant's and the target's options."""
         variant = scope.variant_spec
-        return {"ort_quantization": scope.target.ort_quantization.model_dump(mode="json"),
+        return {"ort_quantization": scope.target.section("ort_quantization").model_dump(mode="json"),
                 **({"per_channel": variant.per_channel, "calibration_method": variant.calibration_method} if variant else {})}
 
     def static(self) -> dict:

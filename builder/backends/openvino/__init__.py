@@ -4,8 +4,12 @@ its asynchronous throughput, and benchmark_app beside our timing; the openvino t
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.openvino import causes, runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.backends.openvino import (  # noqa: F401  (they register themselves)
+    causes, options, runtime, search, source, steps,
+)
+from builder.convert import source_run
 
 PACKAGES = ("openvino", "nncf")
 
 formats.register(formats.Format("openvino", ".xml", runtime="openvino", companions={"weights": ".bin"}))
+source_run.runner("openvino")(source_run.in_its_runtime)  # its sources run in its runtime, as its artifacts do

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from builder.backends.openvino.options import NncfPtq
 from builder.causes import first_error, known_cause
 from builder.errors import ConfigError, ConversionError
 
@@ -29,8 +30,6 @@ _OP_PATTERNS = [
     re.compile(r"[Uu]nsupported (?:operation|op)[:\s]+['\"]?([\w./:-]+)"),
     re.compile(r"(\w+) is not supported"),
 ]
-
-OverflowFixMode = Literal["enable", "first_layer_only", "disable"]  # NNCF: 7-bit weights in every layer, the first, none
 
 
 def _unsupported_op(message: str) -> str | None:
@@ -136,21 +135,20 @@ def _subset(calibration: np.ndarray, subset_size: int | None) -> int:
     return min(len(calibration), subset_size or len(calibration))
 
 
-def _ptq_kwargs(preset: str, subset_size: int, fast_bias_correction: bool,
-                ignored_scope: list[str] | None, model_type: str | None, overflow_fix: str) -> dict:
+def _ptq_kwargs(ptq: NncfPtq, subset_size: int) -> dict:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     kwargs: dict = {
-        "preset": nncf.QuantizationPreset(preset),
+        "preset": nncf.QuantizationPreset(ptq.preset),
         "subset_size": subset_size,
-        "fast_bias_correction": fast_bias_correction,
-        "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix)),
+        "fast_bias_correction": ptq.fast_bias_correction,
+        "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix(ptq.overflow_fix)),
     }
-    if ignored_scope:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_scope))
-    if model_type is not None:
-        kwargs["model_type"] = nncf.ModelType(model_type)
+    if ptq.ignored_scope:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ptq.ignored_scope))
+    if ptq.model_type is not None:
+        kwargs["model_type"] = nncf.ModelType(ptq.model_type)
     return kwargs
 
 
@@ -172,27 +170,17 @@ def _quantized(xml: Path, out_xml: Path, started: float, run: Callable[[Any], An
     }
 
 
-def nncf_quantize(
-    xml: Path,
-    out_xml: Path,
-    calibration: np.ndarray,
-    *,
-    preset: Literal["performance", "mixed"] = "performance",
-    subset_size: int | None = None,
-    fast_bias_correction: bool = True,
-    ignored_scope: list[str] | None = None,
-    model_type: Literal["transformer"] | None = None,
-    overflow_fix: OverflowFixMode = "enable",
-) -> dict:
-    """NNCF post-training int8 quantization of an IR; `calibration` is (N, ...) without batch dim, all of it
-    used unless `subset_size` says fewer."""
+def nncf_quantize(xml: Path, out_xml: Path, calibration: np.ndarray, **options) -> dict:
+    """NNCF post-training int8 quantization of an IR with `options` (NncfPtq's fields); `calibration` is
+    (N, ...) without batch dim, all of it used unless `subset_size` says fewer."""
     import nncf
 
+    ptq = NncfPtq(**options)
     dataset = _dataset(calibration)
-    samples = _subset(calibration, subset_size)
-    kwargs = _ptq_kwargs(preset, samples, fast_bias_correction, ignored_scope, model_type, overflow_fix)
+    samples = _subset(calibration, ptq.subset_size)
+    kwargs = _ptq_kwargs(ptq, samples)
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize(model, dataset, **kwargs))
-    return {**report, "preset": preset, "samples": samples}
+    return {**report, "preset": ptq.preset, "samples": samples}
 
 
 ValidationFn = Callable[[Any, np.ndarray, np.ndarray], float]
@@ -208,15 +196,10 @@ def nncf_quantize_with_accuracy_control(
     max_drop: float = 0.01,
     drop_type: Literal["absolute", "relative"] = "absolute",
     max_reverted: int | None = None,
-    preset: Literal["performance", "mixed"] = "performance",
-    subset_size: int | None = None,
-    fast_bias_correction: bool = True,
-    ignored_scope: list[str] | None = None,
-    model_type: Literal["transformer"] | None = None,
-    overflow_fix: OverflowFixMode = "enable",
+    **options,
 ) -> dict:
-    """Int8 PTQ that reverts the most harmful layers to float (at most `max_reverted`) until the metric
-    drop is <= `max_drop`.
+    """Int8 PTQ with `options` (NncfPtq's fields) that reverts the most harmful layers to float (at most
+    `max_reverted`) until the metric drop is <= `max_drop`.
 
     `validation_fn(compiled_model, samples, indices)` returns the metric
     (higher is better) on `validation[indices]`; NNCF calls it on the whole set
@@ -234,16 +217,16 @@ def nncf_quantize_with_accuracy_control(
         indices = np.asarray(list(items), dtype=np.int64)
         return float(validation_fn(compiled_model, validation[indices], indices))
 
+    ptq = NncfPtq(**options)
     cal_dataset = _dataset(calibration)
-    kwargs = _ptq_kwargs(preset, _subset(calibration, subset_size), fast_bias_correction, ignored_scope, model_type,
-                         overflow_fix)
+    kwargs = _ptq_kwargs(ptq, _subset(calibration, ptq.subset_size))
     kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")  # this API's name for it
     if max_reverted is not None:  # NNCF's iterations: one layer reverted to float each
         kwargs["advanced_accuracy_restorer_parameters"] = AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_reverted)
     report = _quantized(xml, out_xml, time.monotonic(), lambda model: nncf.quantize_with_accuracy_control(
         model, cal_dataset, val_dataset, metric, max_drop=max_drop, drop_type=nncf.DropType(drop_type), **kwargs))
-    return {**report, "preset": preset, "max_drop": max_drop, "drop_type": drop_type}
+    return {**report, "preset": ptq.preset, "max_drop": max_drop, "drop_type": drop_type}
 
 
 def compress_fp16(xml: Path, out_xml: Path) -> dict:

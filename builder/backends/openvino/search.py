@@ -9,8 +9,8 @@ from pathlib import Path
 from pydantic import Field
 
 from builder.backends.openvino import convert
+from builder.backends.openvino.options import Nncf
 from builder.backends.openvino.steps import cosine_metric, top1_agreement_metric
-from builder.config.recipe import Nncf
 from builder.quant_search import Candidate, Ladder, built_at
 from builder.steps.base import PlanScope, StepContext
 from builder.steps.layout import samples_for
@@ -30,7 +30,8 @@ class SearchNncf(SearchStep):
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         variant = scope.variant_spec
-        return super().resolve_params(scope, params) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
+        nncf = {"nncf": variant.section("nncf").model_dump(mode="json")} if variant else {}
+        return super().resolve_params(scope, params) | nncf
 
     def candidates(self, ctx: StepContext, params: Params, folder: Path,
                    found: dict, probe: Probe) -> tuple[Path, Ladder, list[Candidate]]:

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from builder.backends.openvino import convert
-from builder.config.recipe import Nncf
+from builder.backends.openvino.options import Nncf
 from builder.runtimes import load
 from builder.steps.base import PlanScope, Step, StepContext, StepParams
 from builder.steps.layout import LayoutParams, layout_params, samples_for
@@ -40,7 +40,7 @@ class QuantizeNncf(Step):
     @classmethod
     def resolve_params(cls, scope: PlanScope, params: dict) -> dict:
         variant = scope.variant_spec
-        return layout_params(scope) | ({"nncf": variant.nncf.model_dump(mode="json")} if variant else {})
+        return layout_params(scope) | ({"nncf": variant.section("nncf").model_dump(mode="json")} if variant else {})
 
     @classmethod
     def data_inputs(cls, params: dict) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""`source.onnx2tf`: onnx2tf's own conversion options, reachable from a recipe."""
+"""`source.onnx2tf`: onnx2tf's own conversion options, reachable from a recipe: convert.onnx2tf's params, and a
+section of the recipe's source (registered below)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from builder.config.common import Strict
 from builder.config.paths import FILE, loading, local_path
-
+from builder.config.sections import Section, register
 
 # onnx2tf 1.28 builds these ONNX ops from others TFLite has (its replace_to_pseudo_operators)
 PseudoOp = Literal["Abs", "Acos", "Asin", "Atan", "Erf", "GatherND", "Gelu", "HardSwish", "LeakyRelu",
@@ -89,3 +90,15 @@ def _file_operations(path: Path) -> Any:
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(f"{path} is not UTF-8 JSON: {exc}") from None
     return data.get("operations") if isinstance(data, dict) else None
+
+
+def _reads_it(source: Any, options: Onnx2tfSource) -> str | None:
+    fmt = source.resolved_format
+    if fmt not in ONNX2TF_SOURCES:
+        return (f"onnx2tf never converts a {fmt} source (it reads {', '.join(ONNX2TF_SOURCES)} sources on their "
+                "way to TFLite)")
+    return None
+
+
+register(Section("source", "onnx2tf", Onnx2tfSource, "onnx2tf's options for this model (ONNX and PyTorch "
+                 "sources on TFLite targets)", optional=True, check=_reads_it))
