@@ -102,7 +102,7 @@ BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__in
 VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
                     r"|ethos)\b", re.IGNORECASE)
 STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
-    "cli", "config.target",
+    "cli",
 }
 
 
