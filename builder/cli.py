@@ -244,7 +244,8 @@ def _health_table(health: list[dict]) -> None:
         m = h.get("machine") or {}
         memory = f"{h['memory_mb'] / 1024:.1f} GiB" if h.get("memory_mb") else "?"
         disk = f", free disk {m['free_disk_gb']} GB" if m.get("free_disk_gb") is not None else ""
-        jetson = ", ".join(f"{k} {m[k]}" for k in ("l4t", "jetpack", "tensorrt", "jetson_power_mode") if m.get(k))
+        backends = ", ".join(f"{k} {v}" for facts in (m.get("extra") or {}).values() for k, v in facts.items()
+                             if v is not None)
         console.print(f"[green]✓[/green] {escape(head)}")
         console.print(f"    {h['platform']}, {escape(str(h.get('os')))}, kernel {escape(str(h.get('kernel')))}, "
                       f"{h.get('cores')} cores, {memory}{disk}"
@@ -253,7 +254,7 @@ def _health_table(health: list[dict]) -> None:
                                 for name, runtime in container_runtimes.known().items()))
         console.print(f"    cpu: {escape(str(m.get('cpu_model', m.get('note', '?'))))}"
                       + (f"; {escape(m['board_model'])}" if m.get("board_model") else "")
-                      + (f"; {escape(jetson)}" if jetson else ""))
+                      + (f"; {escape(backends)}" if backends else ""))
 
 
 @cli.command()

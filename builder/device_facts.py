@@ -159,12 +159,13 @@ def backend_facts(root: Path = Path("/")) -> dict[str, dict]:
 
 
 def machine_facts(root: Path = Path("/")) -> dict:
-    """The generic facts and every backend's beside them, in one mapping: what `builder devices` shows."""
+    """The generic facts and every backend's beside them, in one mapping."""
     return generic_facts(root) | {key: value for facts in backend_facts(root).values() for key, value in facts.items()}
 
 
 def recorded_facts(root: Path = Path("/")) -> dict:
-    """What a benchmark records of its machine: the generic facts, and each backend's in its `extra` section."""
+    """What a benchmark records of its machine, and `builder devices` shows: the generic facts, and each backend's
+    in its `extra` section."""
     found = backend_facts(root)
     return generic_facts(root) | ({"extra": found} if found else {})
 

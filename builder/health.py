@@ -13,7 +13,7 @@ from builder.image_build import ImageBuilder
 
 _PROBE = (
     "import json, shutil; from builder import device_facts as f; "
-    "print(json.dumps({**f.machine_facts(), **f.thermal_state(), "
+    "print(json.dumps({**f.recorded_facts(), **f.thermal_state(), "
     "'free_disk_gb': round(shutil.disk_usage('/').free / 2**30, 1)}))"
 )
 

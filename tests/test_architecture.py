@@ -101,14 +101,9 @@ def test_no_module_of_builder_imports_itself_back():
 BACKENDS = sorted(p.name for p in (PACKAGE / "backends").iterdir() if (p / "__init__.py").is_file())
 VENDOR = re.compile(rf"\b({'|'.join(BACKENDS)}|tflite|xnnpack|onnx2tf|tf2onnx|nncf|trtexec|jetson|nvidia|cuda"
                     r"|ethos)\b", re.IGNORECASE)
-STILL_NAMING_VENDORS = {  # the core modules whose vendor code or words have not moved to a backend yet (issue 18)
-    "cli",
-}
 
 
-def test_vendors_are_named_only_in_their_backends_and_in_the_modules_still_to_move():
-    """Fails when a core module starts naming a vendor, and when one on the list stops (then strike it off)."""
+def test_the_core_names_no_vendor():
     naming = {name.removeprefix("builder.") for name, path in _modules().items()
               if not name.startswith("builder.backends.") and VENDOR.search(path.read_text())}
-    assert naming - STILL_NAMING_VENDORS == set(), "vendor code belongs in builder/backends/<vendor>/"
-    assert STILL_NAMING_VENDORS - naming == set(), "no longer names a vendor: strike it off STILL_NAMING_VENDORS"
+    assert naming == set(), "vendor code belongs in builder/backends/<vendor>/"

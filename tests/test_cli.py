@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from builder import __version__, catalog
-from builder.cli import cli
+from builder.cli import _health_table, cli
 from builder.images import render_target
 
 BASE_IMAGES = Path(__file__).resolve().parent.parent / ".ci" / "base-images.yaml"
@@ -125,3 +125,12 @@ def test_bad_base_image_map_is_a_config_error(tmp_path):
     bad.write_text("- not\n- a mapping\n")
     result = invoke("render", "-t", "rpi", env={"EDGE_BUILDER_BASE_IMAGES": str(bad)})
     assert result.exit_code == 2 and "expected a mapping" in result.output
+
+
+def test_the_devices_table_shows_what_each_backend_found_on_the_machine(capsys):
+    machine = {"cpu_model": "Cortex-A78AE", "extra": {"tensorrt": {"l4t": "36.3.0", "jetson_power_mode": "MAXN",
+                                                                   "cuda": None}}}
+    _health_table([{"name": "orin", "engine": "ssh://orin", "targets": ["jetson"], "labels": {}, "answers": True,
+                    "platform": "linux/arm64", "os": "Ubuntu 22.04", "kernel": "5.15", "cores": 12,
+                    "memory_mb": 32768, "machine": machine}])
+    assert "cpu: Cortex-A78AE; l4t 36.3.0, jetson_power_mode MAXN" in capsys.readouterr().out
