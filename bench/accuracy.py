@@ -22,10 +22,10 @@ from pathlib import Path
 import yaml
 
 from builder.config.paths import ALLOW_ENV
-from builder.matrix import run_matrix
+from builder.host.matrix import run_matrix
+from builder.host.report import fp32_baseline, gates_word, rate_with_interval
+from builder.host.runners.select import select_runner
 from builder.records import VariantResult
-from builder.report import fp32_baseline, gates_word, rate_with_interval
-from builder.runners.select import select_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 GATES = {"min_top1_agreement": 0.98, "min_accuracy_ratio": 0.99}

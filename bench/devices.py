@@ -16,13 +16,13 @@ import json
 import time
 from pathlib import Path
 
-from builder import catalog
 from builder.config.fleet import Fleet
-from builder.devices import choose_devices
-from builder.docker_api import Engine
-from builder.images import render_image
-from builder.matrix import run_matrix
-from builder.runners.select import select_runner
+from builder.host import catalog
+from builder.host.devices import choose_devices
+from builder.host.docker_api import Engine
+from builder.host.images import render_image
+from builder.host.matrix import run_matrix
+from builder.host.runners.select import select_runner
 
 
 def one_run(args, label: str) -> dict:

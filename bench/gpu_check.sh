@@ -62,7 +62,7 @@ print("CUDA devices:", cuda_call(c, "cudaGetDeviceCount"))' \
 
 started=$SECONDS
 status=0
-timeout "$((MINUTES * 60))" "$PY" -m builder.cli run "$RECIPE" -t jetson --runner local \
+timeout "$((MINUTES * 60))" "$PY" -m builder.host.cli run "$RECIPE" -t jetson --runner local \
     --variant fp32 --variant fp16 --variant int8 --out "$OUT" || status=$?
 [ "$status" = 124 ] && { echo "gpu check: not finished in $MINUTES minutes" >&2; exit 1; }
 echo "gpu check: builder run exited $status after $((SECONDS - started)) s"

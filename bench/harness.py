@@ -5,7 +5,7 @@
 
 Builds EfficientNet-Lite0 (real weights) with the project's converters: ONNX, OpenVINO IR fp32
 and NNCF int8, TFLite fp32 and int8. Then, for several rounds, times each artifact with
-`builder.benchmark.measure` (in a child process, as a device stage runs) and with the vendor's
+`builder.stage.timing.measure` (in a child process, as a device stage runs) and with the vendor's
 tool (benchmark_app for IRs; benchmark_model for TFLite if BENCHMARK_MODEL_BIN or PATH has it,
 else ai-edge-litert's own `litert-benchmark`), same threads, the two alternating which goes
 first. Prints per artifact the median p50 of each, the median of the per-round ratios
@@ -39,9 +39,9 @@ def build_artifacts(folder: Path) -> dict[str, Path]:
     """The artifacts, made once per folder (a second run reuses them)."""
     from importlib.resources import files
 
-    from builder.backends.openvino import convert as openvino
     from builder.backends.litert import onnx2tf, tflite
-    from builder.convert import onnx
+    from builder.backends.openvino import convert as openvino
+    from builder.stage.convert import onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -57,7 +57,7 @@ def build_artifacts(folder: Path) -> dict[str, Path]:
     weights = Path(str(files(WEIGHTS[0]).joinpath(WEIGHTS[1])))
     exported = folder / "exported.onnx"
     onnx.torch_to_onnx(exported, input_shape=SHAPE, state_dict=weights,
-                       factory="builder.models.efficientnet_lite:efficientnet_lite0")
+                       factory="builder.stage.models.efficientnet_lite:efficientnet_lite0")
     onnx.simplify_onnx(exported, paths["onnxruntime-fp32"], input_shapes={"input": SHAPE})
     exported.unlink()
     openvino.to_openvino(paths["onnxruntime-fp32"], paths["openvino-fp32"])
@@ -73,17 +73,17 @@ def build_artifacts(folder: Path) -> dict[str, Path]:
 
 
 def ours(path: Path, threads: int, seconds: float) -> dict:
-    """builder.benchmark.measure in a fresh Python, as the device stage runs it."""
+    """builder.stage.timing.measure in a fresh Python, as the device stage runs it."""
     done = subprocess.run([sys.executable, __file__, "ours", str(path), str(threads), str(seconds)],
                           stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _ours_here(path: Path, threads: int, seconds: float) -> dict:
-    from builder import benchmark
+    from builder.stage import timing
 
-    session, init_ms = benchmark.measure_load(path, threads=threads)
-    return {**benchmark.measure(session, warmup=20, runs=50, min_seconds=seconds), "init_ms": init_ms}
+    session, init_ms = timing.measure_load(path, threads=threads)
+    return {**timing.measure(session, warmup=20, runs=50, min_seconds=seconds), "init_ms": init_ms}
 
 
 def theirs(path: Path, threads: int, seconds: float) -> dict | None:

@@ -24,8 +24,8 @@ import numpy as np
 import yaml
 
 from builder.backends.onnxruntime.quantize import ort_quantize_static
-from builder.matrix import run_matrix
-from builder.runners.select import select_runner
+from builder.host.matrix import run_matrix
+from builder.host.runners.select import select_runner
 
 CONFIGS = {  # name -> ort_quantize_static keyword arguments
     "s8/s8 QDQ": {"activation_type": "int8"},

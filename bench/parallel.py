@@ -16,8 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from builder.matrix import run_matrix
-from builder.runners.select import select_runner
+from builder.host.matrix import run_matrix
+from builder.host.runners.select import select_runner
 
 
 def one(args, jobs: int) -> tuple[float, dict]:

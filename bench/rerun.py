@@ -35,7 +35,7 @@ def _changed_recipe(recipe: Path, folder: Path) -> Path:
 
 
 def _run(recipe: Path, target: str, runner: str, out: Path, *extra: str) -> dict:
-    command = [sys.executable, "-m", "builder.cli", "run", str(recipe), "-t", target, "--runner", runner,
+    command = [sys.executable, "-m", "builder.host.cli", "run", str(recipe), "-t", target, "--runner", runner,
                "--out", str(out), *extra]
     print("  $", " ".join(command[2:]), flush=True)
     started = time.perf_counter()

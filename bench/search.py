@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from builder.matrix import run_matrix
+from builder.host.matrix import run_matrix
+from builder.host.report import rate_with_interval
+from builder.host.runners.select import select_runner
 from builder.records import VariantResult
-from builder.report import rate_with_interval
-from builder.runners.select import select_runner
 
 PHOTOS = [f"skimage/data/{name}" for name in ("camera.png", "coins.png", "ihc.png", "motorcycle_right.png",
                                               "clock_motion.png")]

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from builder.matrix import run_matrix
+from builder.host.matrix import run_matrix
+from builder.host.runners.select import select_runner
 from builder.records import VariantResult
-from builder.runners.select import select_runner
 
 PHOTOS = [
     {"pip": {"package": "scikit-image", "version": "0.26.0", "member": "skimage/data/astronaut.png"}},

@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from builder.matrix import run_matrix
+from builder.host.matrix import run_matrix
+from builder.host.runners.select import select_runner
 from builder.records import VariantResult
-from builder.runners.select import select_runner
 
 
 def ratios(results: list[VariantResult]) -> list[dict]:

@@ -74,7 +74,7 @@ def import_factory(factory: str, *, trusted: bool):
     module_name, _, attr = factory.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"model factory {factory!r} is not of the form 'module.path:callable'",
-                          hint="e.g. builder.models.efficientnet_lite:efficientnet_lite0")
+                          hint="e.g. builder.stage.models.efficientnet_lite:efficientnet_lite0")
     try:
         with contextlib.nullcontext() if trusted else _installed_only():
             return getattr(importlib.import_module(module_name), attr)

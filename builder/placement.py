@@ -21,6 +21,6 @@ class Placement(BaseModel):
     on_target: bool = True
 
     def args(self) -> list[str]:
-        """The same, as `python -m builder.execute` flags."""
+        """The same, as `python -m builder.stage.execute` flags."""
         return ["--device", self.device, "--engine", self.engine] + (["--emulated"] if self.emulated else []) + (
             [] if self.on_target else ["--off-target"])

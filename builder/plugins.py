@@ -4,7 +4,9 @@
 An entry point names a package (or a package of backends whose `backends()` imports and returns
 them: the project's `builder.backends`, so a new folder there needs no other file). Importing it
 registers what it adds: `Step` subclasses (step kinds), `BaseSession` subclasses (runtimes) and
-`formats.register(...)` (formats). Beside its
+`formats.register(...)` (formats), all that a stage needs. What it adds to the host alone (report sections,
+container runtimes, readers of mirror lists) it keeps in its `host` module, which only the host loads
+(`load(host=True)`): a stage never imports builder.host. Beside its
 `__init__.py` it may keep data folders: `targets/` (target YAML), `locks/` (the `.in` and `.txt`
 package locks its images install) and `dockerfiles/` (Dockerfile templates and partials). Other
 packages' files go into the toolchain and device images with the project's own code
@@ -14,7 +16,9 @@ packages' files go into the toolchain and device images with the project's own c
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -38,8 +42,16 @@ class Plugin:
         return found if found and found.is_dir() else None
 
 
+def load(*, host: bool = False) -> tuple[Plugin, ...]:
+    """Every installed plugin, imported once; `host`: with its `host` module too (the host's side only)."""
+    found = _imported()
+    if host:
+        _import_host_modules()
+    return found
+
+
 @functools.cache
-def load() -> tuple[Plugin, ...]:
+def _imported() -> tuple[Plugin, ...]:
     """Import every installed plugin once; a plugin that fails to import is a clear error, not a silent gap."""
     found = []
     for entry in sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
@@ -54,6 +66,19 @@ def load() -> tuple[Plugin, ...]:
         found += [Plugin(m.__name__.rpartition(".")[2] if held else entry.name, m, entry.dist) for m in modules]
     return tuple(found)
 
+
+
+@functools.cache
+def _import_host_modules() -> None:
+    for plugin in _imported():
+        name = f"{plugin.module.__name__}.host"
+        try:
+            if hasattr(plugin.module, "__path__") and importlib.util.find_spec(name):
+                importlib.import_module(name)
+        except Exception as exc:
+            dist = plugin.distribution.name if plugin.distribution else plugin.name
+            raise ConfigError(f"plugin {plugin.name} ({name}) failed to load: {type(exc).__name__}: {exc}",
+                              hint=f"fix or uninstall the package {dist}") from None
 
 def code_files() -> dict[str, bytes]:
     """Each plugin distribution's files and metadata, by path relative to its install folder: on the images'

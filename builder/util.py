@@ -20,6 +20,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(path: Path) -> str:
+    """A file's sha256, or a directory's over its files' relative paths and hashes."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
+    return digest.hexdigest()
+
+
 def create_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     """A new, empty hidden file next to `path`, opened for writing: (fd, its path).
 

@@ -51,9 +51,9 @@ def _no_docker(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_engine():
-    """A connected builder.docker_api.Engine."""
-    from builder.docker_api import Engine
+    """A connected builder.host.docker_api.Engine."""
     from builder.errors import EngineError
+    from builder.host.docker_api import Engine
 
     try:
         return Engine.connect()
@@ -344,7 +344,7 @@ def tiny_x86_tflite_run(tmp_path_factory) -> Path:
     """The tiny-mobilenet test recipe run on x86-tflite by the local runner, through the CLI: its work dir."""
     from click.testing import CliRunner
 
-    from builder.cli import cli
+    from builder.host.cli import cli
 
     out = tmp_path_factory.mktemp("out")
     recipe = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"

@@ -1,5 +1,6 @@
 """The shape of the code: no import cycles among builder's modules, counting every import a module makes
-(inside functions too, so none can hide a cycle; `if TYPE_CHECKING:` imports aside, they never run)."""
+(inside functions too, so none can hide a cycle; `if TYPE_CHECKING:` imports aside, they never run); and the
+direction of its imports: the stage's code and the shared modules never reach the host's."""
 
 from __future__ import annotations
 
@@ -94,6 +95,49 @@ def test_no_module_of_builder_imports_itself_back():
     graph = import_graph()
     assert len(graph) > 80 and "builder.backends.openvino.runtime" in graph["builder.backends.openvino"]
     assert cycles(graph) == []
+
+
+def host_modules() -> set[str]:
+    """The host's side: builder.host, the `builder.cli` users run, and each backend's `host` module."""
+    return {name for name in _modules() if name == "builder.cli" or name.startswith("builder.host")
+            or (name.startswith("builder.backends.") and name.rpartition(".")[2] == "host")}
+
+
+def loaded_with(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """What importing a module loads: its imports, its parent packages (a backend's __init__ with any of its
+    modules) and, for builder.plugins, every backend package (what `plugins.load()` imports)."""
+    backends = {name for name in graph if name.count(".") == 2 and name.startswith("builder.backends.")}
+    loads = {}
+    for name, imported in graph.items():
+        parents = {name.rsplit(".", i)[0] for i in range(1, name.count("."))}
+        loads[name] = imported | parents | (backends if name == "builder.plugins" else set())
+    return loads
+
+
+def reached(loads: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for child in loads[todo.pop()] - seen:
+            seen.add(child)
+            todo.append(child)
+    return seen
+
+
+def test_the_stage_and_the_shared_modules_never_load_the_host():
+    graph = import_graph()
+    host, loads = host_modules(), loaded_with(graph)
+    assert {"builder.host.cli", "builder.cli", "builder.backends.tensorrt.host"} <= host
+    assert "builder.backends.openvino" in reached(loads, "builder.stage.execute")  # through plugins
+    for name in sorted(graph.keys() - host):
+        assert not reached(loads, name) & host, f"{name} loads the host's {sorted(reached(loads, name) & host)}"
+
+
+def test_the_layout_keeps_stage_and_host_apart():
+    """Top-level modules are the shared ones; the stage's and the host's code sit in their own packages."""
+    shared = sorted(n for n in _modules() if n.count(".") == 1 and not (PACKAGE / n.split(".")[1]).is_dir())
+    assert shared == ["builder.cli", "builder.code_trust", "builder.errors", "builder.formats", "builder.placement",
+                      "builder.plan", "builder.plugins", "builder.records", "builder.util", "builder.versions",
+                      "builder.workdir"]
 
 
 # The backends' names (every folder in builder/backends/) and their tools', formats' and hardware's. ONNX itself is

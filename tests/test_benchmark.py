@@ -1,4 +1,4 @@
-"""builder.benchmark: timing real sessions, OpenVINO throughput and the vendors' tools."""
+"""builder.stage.timing: timing real sessions, OpenVINO throughput and the vendors' tools."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import runtime_models as rm
 
-from builder import benchmark, runtimes
 from builder.backends.litert import benchmark_model
 from builder.backends.openvino import benchmark_app
 from builder.backends.openvino import runtime as openvino_runtime
 from builder.errors import ConfigError, StepError
-from builder.steps.measure import vs_tool
+from builder.stage import runtimes, timing
+from builder.stage.steps.measure import vs_tool
 
 KEYS = {
     "runtime", "threads", "warmup", "runs", "mean_ms", "std_ms", "min_ms", "max_ms",
@@ -34,7 +34,7 @@ def models(tmp_path_factory):
 
 def test_measure_returns_sane_statistics(models):
     session = runtimes.load(models["onnx"], threads=2)
-    result = benchmark.measure(session, warmup=3, runs=40)
+    result = timing.measure(session, warmup=3, runs=40)
     assert KEYS <= result.keys()
     assert (result["runtime"], result["threads"], result["warmup"], result["runs"]) == ("onnxruntime", 2, 3, 40)
     assert 0 < result["min_ms"] <= result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"] <= result["max_ms"]
@@ -55,7 +55,7 @@ def test_measure_times_the_prepared_inference_and_nothing_else(models, monkeypat
         return lambda: calls.append(1) or infer()
 
     monkeypatch.setattr(session, "prepared", slow_binding)
-    result = benchmark.measure(session, warmup=2, runs=10)
+    result = timing.measure(session, warmup=2, runs=10)
     assert len(calls) == 12 and result["runs"] == 10
     assert result["max_ms"] < 300
 
@@ -63,7 +63,7 @@ def test_measure_times_the_prepared_inference_and_nothing_else(models, monkeypat
 def test_no_sampling_thread_runs_beside_the_timed_runs(models):
     session = runtimes.load(models["xml"])
     seen: list[set[str]] = []
-    result = benchmark.measure(session, warmup=3, runs=5, progress=lambda d, t: seen.append({t.name for t in threading.enumerate()}))
+    result = timing.measure(session, warmup=3, runs=5, progress=lambda d, t: seen.append({t.name for t in threading.enumerate()}))
     assert len(seen) == 5 and not any("peak-rss" in names for names in seen)
     assert result["peak_rss_mb"] > 10  # sampled while warming up, and after
 
@@ -72,7 +72,7 @@ def test_other_load_sees_a_busy_process():
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.2)
-        with benchmark.OtherLoad() as load:
+        with timing.OtherLoad() as load:
             time.sleep(0.5)
     finally:
         busy.kill()
@@ -85,7 +85,7 @@ def test_measure_keeps_running_until_min_seconds(models):
     session = runtimes.load(models["xml"])
     seen: list[tuple[int, int]] = []
     t0 = time.perf_counter()
-    result = benchmark.measure(session, warmup=0, runs=3, min_seconds=0.3, progress=lambda d, t: seen.append((d, t)))
+    result = timing.measure(session, warmup=0, runs=3, min_seconds=0.3, progress=lambda d, t: seen.append((d, t)))
     assert time.perf_counter() - t0 >= 0.3
     assert result["runs"] > 3 and result["runtime"] == "openvino"
     assert seen[0] == (1, 3) and seen[-1] == (result["runs"], result["runs"])
@@ -96,21 +96,21 @@ def test_measure_uses_given_inputs_and_wraps_runtime_failures(models):
     session = runtimes.load(models["onnx"])
     wrong = [np.zeros((1, 3, 8, 8), np.float32)]
     with pytest.raises(StepError, match="onnxruntime inference failed during the benchmark"):
-        benchmark.measure(session, warmup=1, runs=2, inputs=wrong)
+        timing.measure(session, warmup=1, runs=2, inputs=wrong)
     with pytest.raises(ConfigError, match="runs >= 1"):
-        benchmark.measure(session, runs=0)
+        timing.measure(session, runs=0)
 
 
 def test_measure_load_times_initialisation(models):
-    session, init_ms = benchmark.measure_load(models["xml"], threads=1, precision="f32")
+    session, init_ms = timing.measure_load(models["xml"], threads=1, precision="f32")
     assert session.runtime == "openvino" and session.threads == 1
     assert init_ms > 0
 
 
 def test_peak_rss_sees_a_short_lived_allocation():
-    with benchmark.PeakRSS() as quiet:
+    with timing.PeakRSS() as quiet:
         time.sleep(0.05)
-    with benchmark.PeakRSS() as busy:
+    with timing.PeakRSS() as busy:
         block = np.ones(200 * 2**20, np.uint8)  # 200 MB, touched
         time.sleep(0.05)
         del block
@@ -125,20 +125,20 @@ def test_openvino_throughput_uses_optimal_requests(models):
 
 
 def test_a_runtimes_own_figures_go_into_the_section_its_backend_declares(models, tmp_path):
-    from builder.device_check import TINY
     from builder.records import BenchmarkResult, check_result
+    from builder.stage.device_check import TINY
 
     tflite = tmp_path / "tiny.tflite"
     tflite.write_bytes(TINY["tflite"].data)
-    timing = runtimes.Timing(threads=1, runs=1, warmup=0, throughput=False, emulated=False)
+    spec = runtimes.Timing(threads=1, runs=1, warmup=0, throughput=False, emulated=False)
     for model, section in ((models["xml"], "openvino"), (tflite, "litert")):
         session = runtimes.load(model, threads=1)
-        result = benchmark.measure(session, warmup=0, runs=2)
-        result |= runtimes.runtime_class(session.runtime).extra_figures(model, session, timing)
+        result = timing.measure(session, warmup=0, runs=2)
+        result |= runtimes.runtime_class(session.runtime).extra_figures(model, session, spec)
         check_result("benchmark", {"benchmark": result})
         assert list(BenchmarkResult.model_validate(result).extra) == [section]
     assert result["extra"]["litert"] == {"xnnpack_applied": True, "interpreter": "ai_edge_litert"}
-    figures = runtimes.runtime_class("openvino").extra_figures(models["xml"], runtimes.load(models["xml"]), timing)
+    figures = runtimes.runtime_class("openvino").extra_figures(models["xml"], runtimes.load(models["xml"]), spec)
     assert figures == {"extra": {"openvino": {"device": "CPU", "inference_precision": "f32"}}}
 
 
@@ -146,7 +146,7 @@ def test_a_runtimes_own_figures_go_into_the_section_its_backend_declares(models,
 def test_measure_litert_int8(tmp_path):
     path = rm.write_tflite(rm.keras_cnn(rm.weights()), tmp_path / "int8.tflite", io="int8")
     session = runtimes.load(path, threads=1)
-    result = benchmark.measure(session, warmup=2, runs=20)
+    result = timing.measure(session, warmup=2, runs=20)
     assert result["runtime"] == "litert" and result["threads"] == 1 and result["runs"] == 20
     assert session.example_inputs()[0].dtype == np.int8
 

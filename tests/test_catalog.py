@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from builder import catalog
-from builder.cli import cli
-from builder.plan import reads
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.host.planner import reads
 
 TARGETS = catalog.target_ids()
 RECIPES = catalog.recipe_paths()

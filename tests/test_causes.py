@@ -2,7 +2,7 @@
 
 import pytest
 
-from builder.causes import classify, first_error, known_cause
+from builder.stage.causes import classify, first_error, known_cause
 
 
 @pytest.mark.parametrize("error, cause", [
@@ -151,7 +151,7 @@ def test_onnx2tf_options_are_suggested_only_to_sources_that_can_set_them():
 def test_a_backend_contributes_its_tools_rules_noise_op_names_and_hints(monkeypatch):
     """A backend's rules are tried before the core's generic ones, its hint is chosen by the failed step's tool,
     and the core's generic causes (memory, disk) stay last."""
-    from builder import causes
+    from builder.stage import causes
 
     monkeypatch.setattr(causes, "_CONTRIBUTED", [*causes.contributed()])
     causes.register(causes.ToolErrors(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from builder import __version__, catalog
-from builder.cli import _health_table, cli
-from builder.images import render_target
+from builder import __version__
+from builder.host import catalog
+from builder.host.cli import _health_table, cli
+from builder.host.images import render_target
 
 BASE_IMAGES = Path(__file__).resolve().parent.parent / ".ci" / "base-images.yaml"
 QUICKSTART = catalog.recipes_dir() / "efficientnet-lite0.yaml"
@@ -26,6 +29,12 @@ def invoke(*args: str, env: dict | None = None):
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_python_m_builder_cli_is_still_the_builder_command():
+    """The CLI lives in builder.host.cli; `python -m builder.cli`, as users and scripts run it, still works."""
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and __version__ in proc.stdout
 
 
 def test_recipe_schema_for_editors():

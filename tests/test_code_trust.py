@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder.cli import cli
 from builder.code_trust import import_factory
 from builder.errors import ConfigError
+from builder.host.cli import cli
 
 EVIL = """\
 import pathlib
@@ -78,7 +78,7 @@ def test_a_factory_that_reaches_into_the_work_dir_is_not_imported_in_the_stage(t
     (tmp_path / "work" / "source").mkdir(parents=True)
     (tmp_path / "work" / "source" / "evil.py").write_text(EVIL.format(marker=str(tmp_path / "PWNED")))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m builder.execute` puts the current folder first
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m builder.stage.execute` puts the current folder first
     with pytest.raises(ConfigError, match="factories come from installed packages only") as refused:
         import_factory("work.source.evil:build", trusted=False)
     assert "--trust-remote-code" in refused.value.hint
@@ -89,7 +89,7 @@ def test_a_factory_that_reaches_into_the_work_dir_is_not_imported_in_the_stage(t
 
 
 def test_an_installed_factory_needs_no_trust():
-    assert callable(import_factory("builder.models.efficientnet_lite:efficientnet_lite0", trusted=False))
+    assert callable(import_factory("builder.stage.models.efficientnet_lite:efficientnet_lite0", trusted=False))
 
 
 @pytest.mark.parametrize("fmt,suffix", [("torchscript", "pt"), ("exported_program", "pt2"), ("saved_model", "tgz")])
@@ -117,7 +117,7 @@ def test_the_users_own_torchscript_file_runs_and_the_plan_says_so(tmp_path):
     assert any("source m.pt runs its own code: a TorchScript file is a program" in n and "your own file" in n
                for n in notes), notes
 
-# The shipped recipes (efficientnet-lite0's and edsr's factories are in builder.models, an installed package)
+# The shipped recipes (efficientnet-lite0's and edsr's factories are in builder.stage.models, an installed package)
 # plan on every target without the flag: tests/test_catalog.py.
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from builder.cli import cli
-from builder.compare import compare, load
+from builder.host.cli import cli
+from builder.host.compare import compare, load
 from builder.records import Results
 
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from builder import catalog
-from builder.cli import cli
+from builder.config.recipe import TorchExport
+from builder.host import catalog
+from builder.host.cli import cli
 
 GOOD = """\
 name: tiny
@@ -267,7 +268,7 @@ def test_config_models_validate_without_the_registries(tmp_path):
             "from builder.config.recipe import Recipe\nfrom builder.config.target import Target\n"
             f"Target.model_validate(yaml.safe_load(Path({str(target)!r}).read_text()))\n"
             f"Recipe.model_validate(yaml.safe_load(Path({str(recipe)!r}).read_text()))\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('builder.steps', 'builder.runtimes'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('builder.stage.steps', 'builder.stage.runtimes'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -297,3 +298,10 @@ def test_validate_shipped_catalog():
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
 def test_test_recipes_validate(path):
     assert invoke("validate", str(path)).exit_code == 0
+
+
+def test_a_recipe_naming_the_models_old_package_still_loads():
+    """The project's own model factories moved to builder.stage.models (issue 18); older recipes keep loading."""
+    old = TorchExport(factory="builder.models.efficientnet_lite:efficientnet_lite0")
+    assert old.factory == "builder.stage.models.efficientnet_lite:efficientnet_lite0"
+    assert TorchExport(factory="mypkg.models:net").factory == "mypkg.models:net"

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from builder.cli import cli
-from builder.console_view import ConsoleView
-from builder.progress import download_progress
-from builder.run import Outcome, summary
+from builder.host.cli import cli
+from builder.host.console_view import ConsoleView
+from builder.host.progress import download_progress
+from builder.host.run import Outcome, summary
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -185,7 +185,7 @@ def test_a_recipe_target_that_fails_in_a_matrix_leaves_the_live_area_with_its_me
     assert "unreachable / x86-tflite  fetching inputs" in snapshot(view)[0]
     failed = ("[unreachable / x86-tflite] FAILED: could not fetch model.tflite from any of 1 mirror(s):\n"
               "  http://127.0.0.1:9/model.tflite: blocked by allowlist: host 127.0.0.1 not in the recipe's allowlist "
-              "example.com")  # builder/matrix.py's line, on the run's own echo
+              "example.com")  # builder/host/matrix.py's line, on the run's own echo
     view(failed)
     assert snapshot(view) == []
     assert printed(console) == failed + "\n"

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from builder import catalog, container_runtimes
 from builder.config.target import Requires, Target
-from builder.devices import HOST, Device
 from builder.errors import DeviceError, EngineError
-from builder.runners.docker import DockerRunner, container_options
+from builder.host import catalog, container_runtimes
+from builder.host.devices import HOST, Device
+from builder.host.runners.docker import DockerRunner, container_options
 
 
 def with_runtime(name: str | None) -> Target:

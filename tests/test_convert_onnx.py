@@ -1,4 +1,4 @@
-"""builder.convert.onnx: torch/TF -> ONNX, check, simplify, static shapes (real exporters)."""
+"""builder.stage.convert.onnx: torch/TF -> ONNX, check, simplify, static shapes (real exporters)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from onnx_models import INPUT_NCHW, cosine, images, keras_cnn, ort_run, small_cnn
 
 from builder.backends.tf2onnx.convert import tf_to_onnx
-from builder.convert.onnx import check_onnx, fix_static_shapes, simplify_onnx, torch_to_onnx
 from builder.errors import ConfigError, ConversionError
+from builder.stage.convert.onnx import check_onnx, fix_static_shapes, simplify_onnx, torch_to_onnx
 
 FACTORY = "onnx_models:small_cnn"
 

@@ -11,16 +11,14 @@ import yaml
 from click.testing import CliRunner
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
-from builder import causes
-from builder.backends.litert import onnx2tf_options
-from builder.causes import classify
-from builder.cli import cli
-from builder.convert.onnx import simplify_onnx, torch_to_onnx
 from builder.backends.litert.onnx2tf import onnx_to_saved_model
+from builder.backends.litert.steps import OnnxToSavedModel
 from builder.backends.litert.tflite import representative_from_array, tflite_ops, to_tflite
 from builder.errors import ConversionError
-from builder.runtimes import load
-from builder.backends.litert.steps import OnnxToSavedModel
+from builder.host.cli import cli
+from builder.stage.causes import classify
+from builder.stage.convert.onnx import simplify_onnx, torch_to_onnx
+from builder.stage.runtimes import load
 
 pytestmark = pytest.mark.slow
 

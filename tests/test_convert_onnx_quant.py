@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
-from builder import catalog
 from builder.backends.onnxruntime import quantize as onnx_quant
 from builder.backends.onnxruntime.quantize import input_dtype, ort_quantize_dynamic, ort_quantize_static
-from builder.convert.onnx import torch_to_onnx
 from builder.errors import ConfigError
+from builder.host import catalog
+from builder.stage.convert.onnx import torch_to_onnx
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +117,9 @@ steps:
 @pytest.fixture(scope="module")
 def cpu_int8(tmp_path_factory, fp32):
     """x86-tflite's toolchain stage for real, under umask 027: recipe steps ending in quantize.ort."""
-    from builder import execute, inputs
-    from builder.plan import make_plan
+    from builder.host import inputs
+    from builder.host.planner import make_plan
+    from builder.stage import execute
     from builder.workdir import PLAN
 
     root = fp32.parent
@@ -150,8 +151,8 @@ def test_a_cpu_target_gets_u8_activations_and_s8_weights(cpu_int8):
 
 
 def test_the_results_give_the_artifacts_float_inputs_not_the_precision(cpu_int8):
-    from builder.execute import read_records
-    from builder.report import variant_results
+    from builder.host.report import variant_results
+    from builder.stage.execute import read_records
 
     plan, workdir, _ = cpu_int8
     assert plan.recipe.io_dtype_of("int8") == "int8"  # what the recipe alone would have claimed
@@ -190,7 +191,7 @@ def test_the_search_ranks_layers_by_what_keeping_each_in_float_does_to_the_outpu
     fp32 decides the order, not the node's own noise."""
     import logging
 
-    from builder.steps.search import Probe
+    from builder.stage.steps.search import Probe
 
     samples = images(16, seed=3)
     calibration = images(32)

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from builder.backends.openvino.convert import compile_f32, nncf_quantize, nncf_quantize_with_accuracy_control, to_openvino
 from builder.backends.openvino.options import Nncf
-from builder.convert.onnx import torch_to_onnx
 from builder.errors import ConversionError
+from builder.stage.convert.onnx import torch_to_onnx
 
 MEDIAPIPE = "mediapipe==0.10.21"
 SELFIE = "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite"

@@ -11,13 +11,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from builder.catalog import load_recipe, load_target
-from builder.cli import cli
 from builder.backends.litert import tflite_float, tflite_quant
 from builder.backends.litert.tflite import tflite_ops
 from builder.backends.litert.tflite_variant import NO_OP, check_variant
 from builder.errors import ConversionError
-from builder.plan import make_plan
+from builder.host.catalog import load_recipe, load_target
+from builder.host.cli import cli
+from builder.host.planner import make_plan
 
 MODELS = {  # mediapipe model (conftest.mediapipe_models) -> (input side, least cosine to the source on noise inputs)
     "face_detection_short_range": (128, 0.95),
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # real quantizers on real models (the mediapipe w
 
 
 def _outputs(model: Path, x: np.ndarray) -> list[np.ndarray]:
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     return load(model).run([x])
 

@@ -1,4 +1,4 @@
-"""builder.datasets on real photos (scikit-image's sample data): preprocessing math, layouts, crops, flips."""
+"""builder.stage.datasets on real photos (scikit-image's sample data): preprocessing math, layouts, crops, flips."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from builder import datasets
 from builder.config.recipe import Dataset, InputSpec
 from builder.errors import ConfigError
+from builder.stage import datasets
 
 PHOTOS = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data"
 COFFEE = PHOTOS / "coffee.png"  # 600 x 400 RGB
@@ -96,7 +96,7 @@ def test_synthetic_is_seeded_and_warned_about(tmp_path):
 
 
 def materialize(folder: Path, entries: list[tuple[str, object]]) -> None:
-    """Lay out files the way builder.inputs does: copies plus index.json in recipe order."""
+    """Lay out files the way builder.host.inputs does: copies plus index.json in recipe order."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, _ in entries:
         shutil.copy(PHOTOS / name, folder / name)

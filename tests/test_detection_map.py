@@ -15,15 +15,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from builder import datasets
-from builder.cli import cli
 from builder.config.boxes import Box
 from builder.config.detection import Detection, SsdAnchors
 from builder.config.recipe import InputSpec
-from builder.detection_map import mean_average_precision
-from builder.detections import Found, detections, ssd_anchors
 from builder.errors import StepError
+from builder.host.cli import cli
 from builder.records import load_results
+from builder.stage import datasets
+from builder.stage.detection_map import mean_average_precision
+from builder.stage.detections import Found, detections, ssd_anchors
 
 
 def _site(package: str) -> Path:

@@ -1,4 +1,4 @@
-"""builder.device_check, the check inside a device image, run here on each CPU runtime's tiny model: the runtime
+"""builder.stage.device_check, the check inside a device image, run here on each CPU runtime's tiny model: the runtime
 declares which tiny model it runs (an NPU's image runs its CPU baseline's) and which tools it found."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import device_check
+from builder.stage import device_check
 
 
 @pytest.mark.parametrize("runtime, runs_in", [("litert", "litert"), ("ethos-u", "litert"), ("onnxruntime", "onnxruntime"),
@@ -29,9 +29,9 @@ def test_the_tensorrt_check_builds_its_engine_with_the_targets_device_step_first
 
 
 def test_run_as_a_module_it_finds_the_tiny_model_a_backend_registered():
-    """`builder devices --check` runs `python -m builder.device_check`: the TFLite model is LiteRT's, registered
-    with builder.device_check, which __main__ is not."""
-    proc = subprocess.run([sys.executable, "-m", "builder.device_check", "ethos-u"], capture_output=True, text=True,
+    """`builder devices --check` runs `python -m builder.stage.device_check`: the TFLite model is LiteRT's, registered
+    with builder.stage.device_check, which __main__ is not."""
+    proc = subprocess.run([sys.executable, "-m", "builder.stage.device_check", "ethos-u"], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     result = json.loads(proc.stdout.splitlines()[-1])
     assert proc.returncode == 0 and result["ok"] and result["runtime"] == "litert" and result["ms"] > 0, result

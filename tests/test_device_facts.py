@@ -1,4 +1,4 @@
-"""builder.device_facts against fixture trees of real files from a Raspberry Pi 5, a Jetson AGX Orin and
+"""builder.stage.device_facts against fixture trees of real files from a Raspberry Pi 5, a Jetson AGX Orin and
 an x86 host, and against this very machine."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.device_facts import THROTTLE_BITS, machine_facts, thermal_state
+from builder.stage.device_facts import THROTTLE_BITS, machine_facts, thermal_state
 
 # --- real file contents ------------------------------------------------------------------------------
 
@@ -160,8 +160,8 @@ def test_jetson_agx_orin(tmp_path, bin_dir, monkeypatch):
 
 
 def test_a_benchmark_records_the_jetsons_facts_in_the_section_of_the_backend_that_probes_them(tmp_path, bin_dir):
-    from builder.device_facts import generic_facts, recorded_facts
     from builder.records import DeviceFacts
+    from builder.stage.device_facts import generic_facts, recorded_facts
 
     assert "extra" not in recorded_facts(tree(tmp_path / "pi", {"proc/cpuinfo": PI5_CPUINFO}))
     root = tree(tmp_path / "orin", {"proc/cpuinfo": ORIN_CPUINFO, "etc/nv_tegra_release": NV_TEGRA_RELEASE_36_3,
@@ -291,7 +291,7 @@ def test_this_machine():
 
 
 def test_cli_prints_both_as_json():
-    proc = subprocess.run([sys.executable, "-m", "builder.device_facts"], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-m", "builder.stage.device_facts"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -306,7 +306,7 @@ def test_a_container_without_vcgencmd_reads_the_pis_throttling_from_the_firmware
 
 
 def test_a_benchmark_is_flagged_for_throttling_now_not_for_throttling_since_boot():
-    from builder.device_facts import throttled_during
+    from builder.stage.device_facts import throttled_during
 
     def state(raw: int) -> dict:
         return {"throttled": {name: bool(raw >> bit & 1) for bit, name in THROTTLE_BITS.items()}}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import catalog
 from builder.errors import GpuUnavailable
-from builder.images import render_image
-from builder.runners.docker import container_options, run_smoke
+from builder.host import catalog
+from builder.host.images import render_image
+from builder.host.runners.docker import container_options, run_smoke
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -33,8 +33,8 @@ def provides_script(stage: str) -> str:
 def test_the_jetson_image_imports_tensorrt_when_a_container_runs_not_when_it_builds():
     jetson = catalog.load_target("jetson")
     dockerfile = render_image(jetson, "device", engine_platform="linux/arm64").dockerfile
-    smoke = next(line for line in dockerfile.splitlines() if "builder.smoke" in line)
-    assert smoke == "RUN python -m builder.smoke cuda.bindings.runtime numpy psutil"
+    smoke = next(line for line in dockerfile.splitlines() if "builder.stage.smoke" in line)
+    assert smoke == "RUN python -m builder.stage.smoke cuda.bindings.runtime numpy psutil"
     assert jetson.images.device.run_smoke == ["tensorrt"]
 
 
@@ -92,7 +92,7 @@ def test_the_container_user_is_in_video_as_a_jetson_device_stage_runs_it(docker_
 def test_the_first_container_run_imports_what_only_a_running_container_can(docker_engine, base_image):
     """run_smoke in a real device image (x86-tflite's): a module that imports passes, one that does not is
     GpuUnavailable with the container's own message and the fix."""
-    from builder.image_build import ImageBuilder
+    from builder.host.image_build import ImageBuilder
 
     target = catalog.load_target("x86-tflite")
     image = ImageBuilder().ensure_role(docker_engine, target, "device")
@@ -114,7 +114,7 @@ def test_an_engine_with_only_the_arm64_base_builds_the_rpi_device_image(docker_e
                                                                          monkeypatch):
     """As on a Raspberry Pi's engine, which has no amd64 image: the install stage runs on arm64 (here under
     QEMU), not on an amd64 base the engine does not have."""
-    from builder.image_build import ImageBuilder
+    from builder.host.image_build import ImageBuilder
 
     base_map = tmp_path / "base-images.yaml"
     base_map.write_text(f"python:3.11-slim-bookworm:\n  linux/amd64: edge-builder/absent:amd64\n"
@@ -139,7 +139,7 @@ def test_devices_check_runs_a_tiny_model_in_each_image_and_names_what_is_missing
     import os
     import time
 
-    from builder.image_build import ImageBuilder
+    from builder.host.image_build import ImageBuilder
 
     ImageBuilder(echo=lambda line: None).ensure_role(docker_engine, catalog.load_target("x86-tflite"), "device")
     url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -149,7 +149,7 @@ def test_devices_check_runs_a_tiny_model_in_each_image_and_names_what_is_missing
     if docker_engine.image_id(rpi_tag):
         docker_engine.remove_image(rpi_tag)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "builder.cli", "devices", "--fleet", str(fleet), "--check", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "builder.host.cli", "devices", "--fleet", str(fleet), "--check", "--json"],
                           capture_output=True, text=True)
     assert time.monotonic() - started < 60
     assert proc.returncode == 1, proc.stderr
@@ -158,7 +158,7 @@ def test_devices_check_runs_a_tiny_model_in_each_image_and_names_what_is_missing
     assert not checks["jetson"]["ok"]
     assert checks["jetson"]["what"] == "NVIDIA runtime" and "nvidia-container" in checks["jetson"]["hint"]
     assert not checks["rpi"]["ok"] and checks["rpi"]["hint"] == "builder build -t rpi --device here (or a first run)"
-    table = subprocess.run([sys.executable, "-m", "builder.cli", "devices", "--fleet", str(fleet), "--check"],
+    table = subprocess.run([sys.executable, "-m", "builder.host.cli", "devices", "--fleet", str(fleet), "--check"],
                            capture_output=True, text=True)
     assert "✓ here x86-tflite: tiny model in litert: runtime litert, ms" in table.stdout
     assert "✗ here jetson: NVIDIA runtime: the engine has no NVIDIA runtime" in table.stdout
@@ -171,12 +171,12 @@ def test_devices_check_on_a_device_reached_over_ssh(device_urls, tmp_path):
     LiteRT for arm64 under its QEMU; jetson there says what the engine lacks."""
     import json
 
-    built = subprocess.run([sys.executable, "-m", "builder.cli", "build", "-t", "rpi", "--device", device_urls[0]],
+    built = subprocess.run([sys.executable, "-m", "builder.host.cli", "build", "-t", "rpi", "--device", device_urls[0]],
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(f"devices:\n  - name: pi\n    engine: {device_urls[0]}\n    targets: [rpi, jetson]\n")
-    proc = subprocess.run([sys.executable, "-m", "builder.cli", "devices", "--fleet", str(fleet), "--check", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "builder.host.cli", "devices", "--fleet", str(fleet), "--check", "--json"],
                           capture_output=True, text=True)
     checks = {c["target"]: c for c in json.loads(proc.stdout)}
     assert proc.returncode == 1 and checks["rpi"]["ok"] and checks["rpi"]["runtime"] == "litert", checks
@@ -189,7 +189,7 @@ def test_a_device_image_gets_what_its_base_image_lacks_from_apt(docker_engine, b
     """A real build: the Debian base has pip but not `file`; the check installs `file` only, from the mirror
     the base image's apt names, and the image then has both (as l4t-tensorrt gets python3-libnvinfer)."""
     from builder.config.target import BaseProvides
-    from builder.image_build import ImageBuilder
+    from builder.host.image_build import ImageBuilder
 
     target = catalog.load_target("x86-tflite")
     provides = [BaseProvides(check="python3 -m pip --version", apt="python3-pip", install_stage=True),

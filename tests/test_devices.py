@@ -1,4 +1,4 @@
-"""builder.devices and builder.config.fleet: the fleet file, --device values, and the pool that places stages."""
+"""builder.host.devices and builder.config.fleet: the fleet file, --device values, and the pool that places stages."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 import pytest
 
 from builder.config.fleet import Fleet
-from builder.devices import HOST, Device, DevicePool, HostLock, choose_devices, load_fleet
 from builder.errors import ConfigError, DeviceError
+from builder.host.devices import HOST, Device, DevicePool, HostLock, choose_devices, load_fleet
 
 FLEET = """\
 registry: 127.0.0.1:5055/edge-builder
@@ -85,7 +85,7 @@ def test_device_values_are_fleet_names_or_engine_urls(tmp_path):
 
 
 def test_the_fleet_schema_is_printed_for_editors():
-    proc = subprocess.run([sys.executable, "-m", "builder.cli", "schema", "fleet"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "builder.host.cli", "schema", "fleet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     schema = json.loads(proc.stdout)
     assert {"registry", "devices"} <= set(schema["properties"])

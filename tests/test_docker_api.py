@@ -1,4 +1,4 @@
-"""builder.docker_api against a real Docker engine (see .ci/engine.sh, .ci/base-images.sh).
+"""builder.host.docker_api against a real Docker engine (see .ci/engine.sh, .ci/base-images.sh).
 
 The Docker SDK is used here directly only to observe the engine independently
 (labels, leftover containers, cleanup).
@@ -14,9 +14,9 @@ import uuid
 import docker
 import pytest
 
-from builder.docker_api import MANAGED_LABEL, Engine
-from builder.docker_tar import context_tar
 from builder.errors import BuildError, EngineError, StepError
+from builder.host.docker_api import MANAGED_LABEL, Engine
+from builder.host.docker_tar import context_tar
 
 TEST_REPO = "edge-builder-test/docker-api"
 

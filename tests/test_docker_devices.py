@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "builder.cli", *args]
+    return [sys.executable, "-m", "builder.host.cli", *args]
 
 
 def builder(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
@@ -67,7 +67,7 @@ def remove_left_behind(socket: str) -> None:
     could reach it. A device that dies mid-stage keeps such a container until someone removes it."""
     import docker
 
-    from builder.docker_api import MANAGED_LABEL
+    from builder.host.docker_api import MANAGED_LABEL
 
     for container in docker.DockerClient(base_url=socket).containers.list(all=True, filters={"label": MANAGED_LABEL}):
         container.remove(force=True)
@@ -173,7 +173,7 @@ def test_devices_lists_each_device_with_its_health(device_urls, tmp_path):
 def test_ctrl_c_in_a_matrix_leaves_no_container_on_any_engine(device_urls, docker_engine, tmp_path):
     import docker
 
-    from builder.docker_api import MANAGED_LABEL
+    from builder.host.docker_api import MANAGED_LABEL
 
     second = tiny_copy(tmp_path, "tiny-three")
     args = command("run", str(TINY), str(second), "-t", "rpi", "--device", device_urls[1], "--variant", "fp32",
@@ -199,8 +199,8 @@ def test_a_device_that_hangs_mid_stage_is_given_up_on(device_urls, device_socket
     """A frozen engine (SIGSTOP) answers nothing and fails nothing; over ssh docker-py would wait forever."""
     import threading
 
-    from builder.docker_api import Engine
     from builder.errors import EngineUnreachable
+    from builder.host.docker_api import Engine
 
     engine = Engine.connect(device_urls[0])
     threading.Timer(4, device_control.pause, args=["eb-dev1"]).start()
@@ -223,8 +223,8 @@ def test_a_given_up_attempt_lands_nothing_late_and_its_container_is_removed(devi
 
     import docker
 
-    from builder.docker_api import Attempt, Engine
     from builder.errors import EngineUnreachable
+    from builder.host.docker_api import Attempt, Engine
 
     work = tmp_path / "work"
     work.mkdir()
@@ -251,8 +251,8 @@ def test_a_given_up_attempt_lands_nothing_late_and_its_container_is_removed(devi
 def test_connecting_to_a_frozen_engine_gives_up_within_its_timeout(device_urls, device_control):
     import threading
 
-    from builder.docker_api import Engine
     from builder.errors import EngineUnreachable
+    from builder.host.docker_api import Engine
 
     outcome: dict = {}
 
@@ -278,10 +278,10 @@ def test_a_device_that_comes_back_is_readmitted_and_its_abandoned_container_remo
         device_urls, device_sockets, device_control, docker_engine, base_image):
     import docker
 
-    from builder.devices import Device, DevicePool
-    from builder.docker_api import MANAGED_LABEL
     from builder.errors import DeviceError
-    from builder.runners.docker import DockerRunner
+    from builder.host.devices import Device, DevicePool
+    from builder.host.docker_api import MANAGED_LABEL
+    from builder.host.runners.docker import DockerRunner
 
     sdk = docker.DockerClient(base_url=device_sockets[0])
     left = sdk.containers.run(base_image, ["sleep", "600"], detach=True, labels={MANAGED_LABEL: "1"})
@@ -313,8 +313,8 @@ def test_a_device_that_comes_back_is_readmitted_and_its_abandoned_container_remo
 def test_an_image_built_on_one_engine_is_pushed_and_pulled_by_another(device_urls, device_sockets, test_registry):
     import docker
 
-    from builder import catalog
-    from builder.images import render_image
+    from builder.host import catalog
+    from builder.host.images import render_image
 
     registry = f"{test_registry}/edge-builder-test-{uuid.uuid4().hex[:8]}"  # a repo no earlier run pushed to
     tag = render_image(catalog.load_target("rpi"), "device", engine_platform="linux/amd64").tag

@@ -1,6 +1,6 @@
 """The quickstart through the docker runner, for real: images built once, every step in a container.
 
-The CLI runs as a subprocess (`python -m builder.cli`, the same interpreter as
+The CLI runs as a subprocess (`python -m builder.host.cli`, the same interpreter as
 the tests), exactly as a user runs it. Each expensive run is module-scoped and
 shared: x86-tflite runs the full quickstart twice (the second run must reuse
 every image, and both must give the same artifacts), rpi runs it fully once
@@ -22,8 +22,8 @@ import docker
 import pytest
 import yaml
 
-from builder.docker_api import MANAGED_LABEL, Engine
-from builder.verify import compare
+from builder.host.docker_api import MANAGED_LABEL, Engine
+from builder.host.verify import compare
 from builder.workdir import PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def builder(*args: str, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "builder.host.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
 
 

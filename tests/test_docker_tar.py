@@ -1,4 +1,4 @@
-"""builder.docker_tar: what comes back from a container lands whole, inside the work dir, or not at all."""
+"""builder.host.docker_tar: what comes back from a container lands whole, inside the work dir, or not at all."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from builder.docker_tar import take_work_dir
 from builder.errors import EngineError
+from builder.host.docker_tar import take_work_dir
 
 
 def archive(files: dict[str, bytes]) -> bytes:

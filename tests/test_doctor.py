@@ -21,8 +21,8 @@ from urllib.error import HTTPError
 
 import pytest
 
-from builder import doctor as doctor_module
-from builder.doctor import NO_PROXY_VARS, PROXY_VARS
+from builder.host import doctor as doctor_module
+from builder.host.doctor import NO_PROXY_VARS, PROXY_VARS
 
 CHECKS = ("docker engine", "arm64 (", "NVIDIA container runtime", "base image edge-builder/base:bookworm-amd64",
           "base image edge-builder/base:bookworm-arm64", "free disk at", "proxy:", "CA bundle:", "pip index:")
@@ -39,7 +39,7 @@ ISOLATED = {
 def doctor(*args: str, **env: str | None) -> subprocess.CompletedProcess:
     """`builder doctor ARGS` with `env` over this process's environment (None unsets a variable)."""
     merged = {**os.environ, "COLUMNS": "250", **env}
-    return subprocess.run([sys.executable, "-m", "builder.cli", "doctor", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "builder.host.cli", "doctor", *args], capture_output=True, text=True,
                           env={k: v for k, v in merged.items() if v is not None}, timeout=120)
 
 

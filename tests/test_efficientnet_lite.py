@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from builder.convert.onnx import simplify_onnx, torch_to_onnx
-from builder.models.efficientnet_lite import efficientnet_lite0
+from builder.stage.convert.onnx import simplify_onnx, torch_to_onnx
+from builder.stage.models.efficientnet_lite import efficientnet_lite0
 
 ESPRESSO, CATS = 967, {281, 282, 285}  # ImageNet: espresso; tabby, tiger cat, Egyptian cat
 PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]
@@ -44,7 +44,7 @@ def photos() -> dict[str, np.ndarray]:
 def onnx_model(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("effnet")
     torch_to_onnx(work / "raw.onnx", input_shape=[1, 3, 224, 224],
-                  factory="builder.models.efficientnet_lite:efficientnet_lite0", state_dict=_weights())
+                  factory="builder.stage.models.efficientnet_lite:efficientnet_lite0", state_dict=_weights())
     simplify_onnx(work / "raw.onnx", work / "effnet.onnx", verify_samples=1)
     return work / "effnet.onnx"
 
@@ -92,7 +92,7 @@ def test_fp32_onnx_classifies_photos(onnx_model, photos):
 def test_onnx2tf_tflite_fp32_and_int8_classify_photos(onnx_model, photos, tmp_path):
     from builder.backends.litert.onnx2tf import onnx_to_saved_model
     from builder.backends.litert.tflite import representative_from_array, to_tflite
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     calibration = np.stack(list(photos.values()) + [x[:, :, ::-1] for x in photos.values()])
     onnx_to_saved_model(onnx_model, tmp_path / "sm", calibration=calibration)

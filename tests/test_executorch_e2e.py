@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def matrix(docker_engine, base_image, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("executorch-matrix")
-    proc = subprocess.run([sys.executable, "-m", "builder.cli", "run", str(RECIPE), *(f"--target={t}" for t in TARGETS),
+    proc = subprocess.run([sys.executable, "-m", "builder.host.cli", "run", str(RECIPE), *(f"--target={t}" for t in TARGETS),
                            "--variant=fp32", "--variant=int8", "--runner", "docker", "--out", str(out)],
                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

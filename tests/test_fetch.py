@@ -1,4 +1,4 @@
-"""builder.fetch against real HTTP servers on 127.0.0.1 (and real pip, for the pip test)."""
+"""builder.host.fetch against real HTTP servers on 127.0.0.1 (and real pip, for the pip test)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import inputs
-from builder.catalog import load_recipe
-from builder.causes import classify
 from builder.errors import ConfigError, FetchError
-from builder.fetch import Fetcher, host_allowed, parse_allowlist, write_missing
+from builder.host import inputs
+from builder.host.catalog import load_recipe
+from builder.host.fetch import Fetcher, host_allowed, parse_allowlist, write_missing
+from builder.stage.causes import classify
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 BODY = bytes(range(256)) * 40  # 10 KiB, every offset distinguishable

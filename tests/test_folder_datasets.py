@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder import catalog
-from builder.cli import cli
-from builder.inputs import materialize
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.host.inputs import materialize
 from builder.workdir import INPUTS
 
 PHOTOS = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data"

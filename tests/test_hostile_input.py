@@ -23,14 +23,14 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_config import GOOD  # the smallest valid recipe
 
-from builder import catalog
-from builder.cli import cli
 from builder.config.loader import MAX_FILE_BYTES
 from builder.config.paths import ALLOW_ENV
 from builder.errors import FetchError
-from builder.fetch import Fetcher
-from test_config import GOOD  # the smallest valid recipe
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.host.fetch import Fetcher
 
 KERAS = "  keras: {application: MobileNetV2, weights: none, alpha: 0.35}"
 SECONDS = 20  # no example or case may take longer: a hang fails instead of blocking the suite
@@ -69,7 +69,7 @@ def refused(result, *expected: str) -> str:
 
 def in_a_process(*args: str, seconds: float = 60) -> str:
     """Run the real `builder` in its own process: exit 2 within `seconds`, even if a hang would be in C code."""
-    proc = subprocess.run([sys.executable, "-m", "builder.cli", *map(str, args)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "builder.host.cli", *map(str, args)], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=seconds)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
@@ -434,7 +434,7 @@ def write_bad_models(folder: Path) -> None:
 
 
 def test_the_good_models_are_read():
-    from builder import source_precision
+    from builder.stage import source_precision
 
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "m.tflite").write_bytes(tiny_tflite())
@@ -580,7 +580,7 @@ def bundle_folder(folder: Path, info: dict | None = None, plan_changes: dict | N
     """A bundle of the tiny recipe on rpi whose device stage has run, as `collect` reads it, altered as asked."""
     import json
 
-    from builder.plan import make_plan
+    from builder.host.planner import make_plan
     from builder.workdir import PLAN, RECORDS
 
     plan = make_plan(catalog.load_recipe(TINY, "rpi"), catalog.load_target("rpi"), variants=["fp32"]).to_json()

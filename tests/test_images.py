@@ -1,4 +1,4 @@
-"""builder.images: deterministic Dockerfiles and content-hash tags that change exactly when an input does."""
+"""builder.host.images: deterministic Dockerfiles and content-hash tags that change exactly when an input does."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import catalog, images
 from builder.errors import ConfigError
-from builder.images import render_image, render_target, resolve_base
+from builder.host import catalog, images
+from builder.host.images import render_image, render_target, resolve_base
 
 SHIPPED_BASE = "python:3.11-slim-bookworm"
 
@@ -60,8 +60,8 @@ def test_targets_with_identical_images_share_them():
 def test_step_code_changes_the_tag_but_not_the_toolchain_layers(monkeypatch):
     before = render_image(catalog.load_target("x86-tflite"), "toolchain")
     code = images.code_files()
-    assert "builder/steps/keras.py" in code and not any("__pycache__" in name for name in code)
-    changed = {**code, "builder/steps/keras.py": code["builder/steps/keras.py"] + b"\n# changed\n"}
+    assert "builder/stage/steps/keras.py" in code and not any("__pycache__" in name for name in code)
+    changed = {**code, "builder/stage/steps/keras.py": code["builder/stage/steps/keras.py"] + b"\n# changed\n"}
     monkeypatch.setattr(images, "code_files", lambda: changed)
     after = render_image(catalog.load_target("x86-tflite"), "toolchain")
     assert after.tag != before.tag

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder.backends.litert.mirror_list import input_spec
-from builder.catalog import load_recipe
-from builder.cli import cli
+from builder.backends.litert.host import input_spec
 from builder.errors import ConfigError
-from builder.matrix import write_verification
+from builder.host.catalog import load_recipe
+from builder.host.cli import cli
+from builder.host.matrix import write_verification
+from builder.host.run import Outcome
 from builder.records import VariantResult
-from builder.run import Outcome
 
 HEADER = "# family\tmodel\tfilename\tsha256\turl1\turl2\turl3\n"
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from builder import inputs
-from builder.catalog import load_recipe
 from builder.errors import ConfigError, FetchError
+from builder.host import inputs
+from builder.host.catalog import load_recipe
 
 MODEL = b"not really a tflite model, but bytes with a checksum" * 100
 

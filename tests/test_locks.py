@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import locks
 from builder.errors import BuildError, ConfigError
+from builder.host import locks
 
 ROOT = Path(__file__).resolve().parent.parent
 

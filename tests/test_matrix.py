@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder.cli import cli
+from builder.host.cli import cli
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 

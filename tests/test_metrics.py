@@ -1,4 +1,4 @@
-"""builder.metrics on hand-computed arrays."""
+"""builder.stage.metrics on hand-computed arrays."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from builder.errors import ConfigError, StepError
-from builder.metrics import MAX_SNR_DB, accuracy, compare, topk_agreement
+from builder.stage.metrics import MAX_SNR_DB, accuracy, compare, topk_agreement
 
 
 def test_compare_per_sample_cosine_errors_and_snr():
@@ -79,7 +79,7 @@ def test_accuracy_top1_and_top2():
 
 
 def test_wilson_interval_of_the_quickstart_gate_on_50_samples_straddles_it():
-    from builder.metrics import photos_to_decide, wilson_interval
+    from builder.stage.metrics import photos_to_decide, wilson_interval
 
     low, high = wilson_interval(0.92, 50)
     assert 0.80 < low < 0.82 and 0.96 < high < 0.97  # 0.90 lies inside: 50 samples cannot tell
@@ -92,7 +92,7 @@ def test_wilson_interval_of_the_quickstart_gate_on_50_samples_straddles_it():
 
 
 def test_a_gate_inside_the_interval_is_undecided_not_passed():
-    from builder.steps.measure import add_intervals, check_gates
+    from builder.stage.steps.measure import add_intervals, check_gates
 
     result = {"samples": 50, "photos": 50, "top1_agreement": 0.92, "cosine": 0.99}
     add_intervals(result)
@@ -108,7 +108,7 @@ def test_a_gate_inside_the_interval_is_undecided_not_passed():
 
 def test_crops_of_one_photo_do_not_narrow_the_interval():
     """500 samples cut from 50 photos are as certain as 50 samples: the interval counts the photos."""
-    from builder.steps.measure import add_intervals, check_gates
+    from builder.stage.steps.measure import add_intervals, check_gates
 
     many_crops = {"samples": 500, "photos": 50, "top1_agreement": 0.92}
     add_intervals(many_crops)
@@ -120,7 +120,7 @@ def test_crops_of_one_photo_do_not_narrow_the_interval():
 
 
 def test_kept_accuracy_pairs_the_photos_and_never_claims_certainty_it_lacks():
-    from builder.metrics import KeptAccuracy
+    from builder.stage.metrics import KeptAccuracy
 
     photos = np.repeat(np.arange(100), 2)  # two crops of each of 100 photos
     ref = np.array([True] * 160 + [False] * 40)  # fp32 right on 80 photos
@@ -142,7 +142,7 @@ def test_kept_accuracy_pairs_the_photos_and_never_claims_certainty_it_lacks():
 
 def test_nan_figures_fail_the_variant():
     from builder.errors import StepError
-    from builder.steps.measure import check_finite
+    from builder.stage.steps.measure import check_finite
 
     check_finite({"cosine": 0.9, "source": {"cosine": 1.0}})
     with pytest.raises(StepError, match="cosine=nan"):
@@ -152,7 +152,7 @@ def test_nan_figures_fail_the_variant():
 
 
 def test_an_emulated_validation_subset_spans_every_image():
-    from builder.steps.measure import spread
+    from builder.stage.steps.measure import spread
 
     chosen = spread(50, 10)  # 10 photos x 5 crops: every photo, not the crops of the first two
     assert len(chosen) == 10 and chosen[0] == 0 and chosen[-1] == 49

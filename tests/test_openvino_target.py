@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from builder.cli import cli
+from builder.host.cli import cli
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 
@@ -81,7 +81,7 @@ def _accuracy_control_recipe(folder: Path) -> Path:
 
 
 def test_nncf_accuracy_control_keeps_top1_agreement_within_the_drop(tmp_path):
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     result = _run(_accuracy_control_recipe(tmp_path), tmp_path / "out")
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from builder.cli import cli
+from builder.host.cli import cli
 
 HERE = Path(__file__).parent
 TINY = HERE / "recipes" / "tiny-mobilenet.yaml"
@@ -88,7 +88,7 @@ def test_results_have_benchmark_and_validation_per_variant(tiny_run):
 
 def test_int8_io_tensors_really_are_int8_and_uint8(tiny_run):
     workdir, _ = tiny_run
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     for variant, dtype in (("int8", "int8"), ("int8-uint8", "uint8"), ("fp32", "float32")):
         session = load(workdir / f"tiny-mobilenet_{variant}.tflite")

@@ -1,4 +1,4 @@
-"""builder.plan: conversion paths come from the registered steps; nothing runs."""
+"""builder.host.planner: conversion paths come from the registered steps; nothing runs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from builder import catalog
 from builder.config.recipe import Recipe
 from builder.errors import ConfigError
-from builder.plan import Plan, find_path, make_plan, source_path
+from builder.host import catalog
+from builder.host.planner import find_path, make_plan, source_path
+from builder.plan import Plan
 
 SOURCES = {
-    "pytorch": {"file": "weights.pth", "torch": {"factory": "builder.models.efficientnet_lite:efficientnet_lite0"}},
+    "pytorch": {"file": "weights.pth", "torch": {"factory": "builder.stage.models.efficientnet_lite:efficientnet_lite0"}},
     "onnx": {"file": "model.onnx"},
     "tflite": {"file": "model.tflite"},
     "openvino": {"file": "model.xml"},
@@ -278,7 +279,7 @@ def test_identical_variants_share_their_steps_and_keep_their_artifacts(tmp_path)
 def test_step_context_has_no_recipe_target_or_variant():
     import dataclasses
 
-    from builder.steps.base import StepContext
+    from builder.stage.steps.base import StepContext
 
     assert {f.name for f in dataclasses.fields(StepContext)} == {"workdir", "call", "log", "placement"}
     assert not hasattr(StepContext, "variant")
@@ -287,7 +288,7 @@ def test_step_context_has_no_recipe_target_or_variant():
 def test_plan_json_lists_the_resolved_params(tmp_path):
     from click.testing import CliRunner
 
-    from builder.cli import cli
+    from builder.host.cli import cli
 
     result = CliRunner().invoke(cli, ["plan", str(catalog.recipes_dir() / "efficientnet-lite0.yaml"), "-t", "openvino",
                                       "--json"])
@@ -302,8 +303,8 @@ def test_plan_json_lists_the_resolved_params(tmp_path):
 def test_an_ir_copied_as_an_artifact_keeps_its_weights(tmp_path):
     import logging
 
-    from builder.steps.artifact import CopyArtifact
-    from builder.steps.base import StepContext, StepParams
+    from builder.stage.steps.artifact import CopyArtifact
+    from builder.stage.steps.base import StepContext, StepParams
 
     plan = plan_for(tmp_path, "openvino", "openvino")
     copy = next(s for s in plan.steps if s.kind == "artifact.copy")
@@ -320,7 +321,7 @@ def test_an_ir_copied_as_an_artifact_keeps_its_weights(tmp_path):
 def test_samples_reach_a_model_in_its_own_layout(tmp_path, data, model, shape):
     import numpy as np
 
-    from builder.steps.layout import LayoutParams, samples_for
+    from builder.stage.steps.layout import LayoutParams, samples_for
 
     np.save(tmp_path / "s.npy", np.arange(2 * 3 * 5 * 7, dtype=np.float32).reshape(2, 3, 5, 7))
     assert samples_for(tmp_path / "s.npy", LayoutParams(layout=model, data_layout=data)).shape == shape

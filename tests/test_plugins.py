@@ -19,6 +19,11 @@ TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 BUILDER = Path(sys.executable).parent / "builder"
 
 
+def _on_path(folder: Path) -> str:
+    """`folder` first on PYTHONPATH, before the one this test runs with (a checkout's builder/, if any)."""
+    return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory) -> dict[str, str]:
     """The environment of a shell where edge-builder-ort is installed."""
@@ -26,7 +31,7 @@ def plugin_env(tmp_path_factory) -> dict[str, str]:
     source = shutil.copytree(PLUGIN, root / "src")  # setuptools writes build/ beside the sources
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(root / "site"), str(source)], check=True, capture_output=True)
-    return os.environ | {"PYTHONPATH": str(root / "site")}
+    return os.environ | {"PYTHONPATH": _on_path(root / "site")}
 
 
 def _builder(env: dict, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -74,14 +79,14 @@ def test_a_run_on_the_plugin_target_converts_benchmarks_and_validates(plugin_env
 def test_the_plugin_goes_into_the_images_with_its_entry_point(plugin_env, tmp_path):
     """Rendered as the docker runner renders it: the plugin's files and metadata under plugins/, copied to
     the images' PYTHONPATH, where its entry point is found as it is here."""
-    script = ("import json; from builder import catalog, images; "
+    script = ("import json; from builder.host import catalog, images; "
               "image = images.render_image(catalog.load_target('x86-ort'), 'device'); "
               "print(json.dumps({'dockerfile': image.dockerfile, 'files': sorted(image.context)}))")
     proc = subprocess.run([sys.executable, "-c", script], env=plugin_env, cwd=tmp_path, capture_output=True,
                           text=True, check=True)
     rendered = json.loads(proc.stdout)
     assert "COPY plugins/ /opt/edge-builder/" in rendered["dockerfile"]
-    assert "python -m builder.smoke onnxruntime numpy psutil edge_builder_ort" in rendered["dockerfile"]
+    assert "python -m builder.stage.smoke onnxruntime numpy psutil edge_builder_ort" in rendered["dockerfile"]
     files = rendered["files"]
     assert {"plugins/edge_builder_ort/__init__.py", "plugins/edge_builder_ort/step.py",
             "plugins/edge_builder_ort/targets/x86-ort.yaml"} <= set(files)
@@ -90,9 +95,9 @@ def test_the_plugin_goes_into_the_images_with_its_entry_point(plugin_env, tmp_pa
 
 def test_a_broken_plugin_is_a_clear_error(plugin_env, tmp_path):
     broken = tmp_path / "site"
-    shutil.copytree(plugin_env["PYTHONPATH"], broken)
+    shutil.copytree(plugin_env["PYTHONPATH"].split(os.pathsep)[0], broken)
     (broken / "edge_builder_ort" / "runtime.py").write_text("raise ImportError('no onnxruntime here')\n")
-    proc = _builder(plugin_env | {"PYTHONPATH": str(broken)}, "targets", cwd=tmp_path)
+    proc = _builder(plugin_env | {"PYTHONPATH": _on_path(broken)}, "targets", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "plugin ort (edge_builder_ort) failed to load: ImportError: no onnxruntime here" in proc.stderr
     assert "edge-builder-ort" in proc.stderr  # the package to fix or uninstall
@@ -109,7 +114,7 @@ def test_a_broken_backend_folder_is_a_clear_error_too(tmp_path):
         "        if name == 'builder.backends.vela.steps':\n"
         "            raise ImportError('no vela here')\n"
         "sys.meta_path.insert(0, Refuse())\n")
-    proc = _builder(dict(os.environ) | {"PYTHONPATH": str(inject)}, "targets", cwd=tmp_path)
+    proc = _builder(dict(os.environ) | {"PYTHONPATH": _on_path(inject)}, "targets", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "plugin builder (builder.backends) failed to load: ImportError: no vela here" in proc.stderr
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from builder import catalog
-from builder.cli import cli
-from builder.plan import make_plan
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.host.planner import make_plan
 from builder.records import load_results
 
 QUICKSTART = Path(__file__).parent.parent / "recipes" / "efficientnet-lite0.yaml"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from builder.cli import cli
+from builder.host.cli import cli
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "efficientnet-lite0.yaml"
 ESPRESSO, CATS = 967, {281, 282, 285}
@@ -54,7 +54,7 @@ def test_int8_agrees_with_fp32_on_distinct_photos_and_the_gate_is_decided(quicks
 
 def test_fp32_recognises_the_packaged_photos(quickstart):
     workdir, variants = quickstart
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     samples = np.load(workdir / "work" / "data" / "validation.npy")
     labels = json.loads((workdir / "work" / "data" / "validation_labels.json").read_text())

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from builder.catalog import load_recipe, load_target, target_ids
-from builder.cli import cli
-from builder.plan import make_plan, reads
+from builder.host.catalog import load_recipe, load_target, target_ids
+from builder.host.cli import cli
+from builder.host.planner import make_plan, reads
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 ONNX_HUB_RECIPES = ["ppocr-cls", "face-detection", "selfie-segmentation", "centernet", "yolov4-tiny",
@@ -89,7 +89,7 @@ def test_ort_dynamic_quantization_through_explicit_steps(ort_runs):
 def test_ort_static_qdq_int8_agrees_with_the_real_classifier(ort_runs):
     import numpy as np
 
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     workdir = ort_runs["int8"]
     variants = _variants(workdir)

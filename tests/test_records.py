@@ -9,9 +9,8 @@ import pytest
 from click.testing import CliRunner
 from test_compare import results, variant
 
-from builder.cli import cli
 from builder.errors import BuilderError, StepError
-from builder.execute import read_records
+from builder.host.cli import cli
 from builder.records import (
     BenchmarkRecord,
     Results,
@@ -23,6 +22,7 @@ from builder.records import (
     load_results,
     write_record,
 )
+from builder.stage.execute import read_records
 from builder.workdir import RECORDS
 
 
@@ -161,7 +161,7 @@ def test_compare_names_the_field_of_a_results_json_it_cannot_read(tmp_path):
 
 
 def test_the_report_reads_a_benchmarks_other_figures_through_their_types():
-    from builder.report import _other_measurements, measured_on
+    from builder.host.report import _other_measurements, measured_on
 
     openvino = variant("fp32", 10.0)
     openvino["benchmark"] |= {
@@ -186,7 +186,7 @@ def test_the_report_reads_a_benchmarks_other_figures_through_their_types():
 
 
 def test_the_report_flags_a_benchmark_taken_while_throttled_and_says_why_trtexec_did_not_run():
-    from builder.report import _other_measurements, measured_on
+    from builder.host.report import _other_measurements, measured_on
 
     pi = variant("int8", 5.0, precision="int8")
     pi["benchmark"] |= {"throttled": ["soft_temp_limit_now"],
@@ -280,7 +280,7 @@ def test_the_schema_describes_each_section_a_backend_declares():
 
 
 def test_the_report_takes_a_backends_own_section_and_its_words_on_the_machine():
-    from builder.report import _device_lines, backend_sections
+    from builder.host.report import _device_lines, backend_sections
 
     npu = VariantResult.model_validate(variant("int8", 1.0, precision="int8") | {"benchmark": OLDER_NPU
                                                                                 | {"cpu_operators": 2}})
@@ -299,7 +299,7 @@ def test_the_report_takes_a_backends_own_section_and_its_words_on_the_machine():
 
 
 def test_the_manifest_names_the_conversion_path_of_whichever_converter_reports_one():
-    from builder.report import _made_by
+    from builder.host.report import _made_by
 
     def step(kind: str, result: dict | None, status: str = "ok") -> StepRecord:
         return StepRecord(id=f"01-{kind}", kind=kind, stage="toolchain", status=status, seconds=0.1, result=result)

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from test_compare import results, slower, variant, write_run
 
-from builder import html_report
-from builder.cli import cli
-from builder.matrix import write_status
+from builder.host import html_report
+from builder.host.cli import cli
+from builder.host.matrix import write_status
+from builder.host.report import recommendation, recommendation_lines
+from builder.host.run import Outcome
 from builder.records import Results, VariantResult, load_results
-from builder.report import recommendation, recommendation_lines
-from builder.run import Outcome
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (apt-get install chromium); Playwright's own download is not used
 

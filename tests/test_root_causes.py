@@ -12,12 +12,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from builder import catalog
-from builder.cli import cli
 from builder.config.recipe import Recipe
-from builder.execute import read_records, run_stage
-from builder.plan import make_plan, source_path
-from builder.report import variant_results
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.host.planner import make_plan, source_path
+from builder.host.report import variant_results
+from builder.stage.execute import read_records, run_stage
 from builder.util import atomic_write_bytes
 from builder.workdir import PLAN
 
@@ -130,7 +130,7 @@ def test_tf2onnx_reads_sparse_weights_once_they_are_made_dense(tmp_path):
 
     from builder.backends.litert import tflite_float
     from builder.backends.tf2onnx.convert import tf_to_onnx
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     source = _sparse_tflite(tmp_path / "sparse.tflite")
     sparse = tflite_float.describe(source)["sparse_tensors"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import GateError, GateUndecided, StepError
+from builder.host.run import Outcome, verdict
 from builder.records import Failure, Gate, ValidationResult, VariantResult
-from builder.run import Outcome, verdict
 
 
 def _variant(name: str, status: str = "ok", **more) -> VariantResult:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def builder(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "builder.host.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "300"}, timeout=900)
 
 
@@ -86,7 +86,7 @@ def test_a_bundle_carries_the_device_stage_and_collect_finishes_the_run(tmp_path
     assert refused.returncode == 2 and "the device stage has not run" in refused.stderr
 
     # What run.sh runs inside the device image, run here with this Python:
-    stage = subprocess.run([sys.executable, "-m", "builder.execute", str(device / "run"), "--stage", "device",
+    stage = subprocess.run([sys.executable, "-m", "builder.stage.execute", str(device / "run"), "--stage", "device",
                             "--device", "bench-pi", "--engine", "local", "--off-target"],
                            capture_output=True, text=True, timeout=600)
     assert stage.returncode == 0, stage.stdout[-3000:]

@@ -14,17 +14,17 @@ import pytest
 from click.testing import CliRunner
 from conftest import kill_after_steps
 
-from builder import run_dir
-from builder.cli import cli
 from builder.errors import ConfigError
-from builder.step_cache import StepCache
+from builder.host import run_dir
+from builder.host.cli import cli
+from builder.host.step_cache import StepCache
 
 HERE = Path(__file__).parent
 TINY = HERE / "recipes" / "tiny-mobilenet.yaml"
 
 
 def builder_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "builder.cli", *args]
+    return [sys.executable, "-m", "builder.host.cli", *args]
 
 
 def test_a_commit_swaps_the_new_folder_in_and_a_failure_before_it_keeps_the_old(tmp_path):
@@ -58,7 +58,7 @@ def test_a_folder_in_use_by_another_process_is_refused_naming_it(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from builder import run_dir
+        from builder.host import run_dir
         with run_dir.claim(Path({str(out / "tiny-mobilenet" / "x86-tflite")!r})):
             print("holding", flush=True)
             time.sleep(120)

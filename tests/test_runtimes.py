@@ -1,4 +1,4 @@
-"""builder.runtimes on real models: a tiny CNN in every format and rapidocr's classifier."""
+"""builder.stage.runtimes on real models: a tiny CNN in every format and rapidocr's classifier."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import runtime_models as rm
 
-from builder import runtimes
 from builder.errors import ConfigError, StepError
-from builder.metrics import compare
-from builder.runtimes import TensorInfo, dequantize, match_layout, quantize
+from builder.stage import runtimes
+from builder.stage.metrics import compare
+from builder.stage.runtimes import TensorInfo, dequantize, match_layout, quantize
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 from pydantic import Field, ValidationError
 from test_config import GOOD, config_error, invoke, shipped_target, write
 
-from builder import catalog
 from builder.config import sections
 from builder.config.common import Strict
 from builder.config.recipe import Recipe
 from builder.config.target import Target
+from builder.host import catalog
 
 
 def test_each_backend_registers_the_sections_users_write():

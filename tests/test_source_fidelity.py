@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 from onnx_models import small_cnn
 
-from builder import metrics
-from builder.cli import cli
 from builder.errors import StepError
+from builder.host.cli import cli
+from builder.stage import metrics
 
 
 def _onnx_source(path: Path) -> Path:
@@ -57,7 +58,7 @@ def test_every_variant_is_compared_with_the_source(tmp_path, target):
 
 _SWAP_HW = """
 import onnx
-from builder.convert import onnx as onnx_convert
+from builder.stage.convert import onnx as onnx_convert
 
 simplify = onnx_convert.simplify_onnx
 
@@ -83,7 +84,7 @@ def test_a_broken_conversion_fails_the_fp32_fidelity_gate(tmp_path, monkeypatch)
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(_SWAP_HW)
-    monkeypatch.setenv("PYTHONPATH", str(inject))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(inject), *filter(None, [os.environ.get("PYTHONPATH")])]))
     result, variants = _run(tmp_path, "openvino")
     assert result.exit_code == 1
     fp32 = variants["fp32"]

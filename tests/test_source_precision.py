@@ -10,8 +10,8 @@ import yaml
 from click.testing import CliRunner
 from onnx_models import small_cnn
 
-from builder import source_precision
-from builder.cli import cli
+from builder.host.cli import cli
+from builder.stage import source_precision
 
 
 def _dynamic_onnx(tmp_path: Path) -> Path:

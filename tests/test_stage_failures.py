@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from builder import catalog, records
-from builder.cli import cli
-from builder.plan import make_plan
-from builder.report import variant_results
+from builder import records
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.host.planner import make_plan
+from builder.host.report import variant_results
 
 HERE = Path(__file__).parent
 TINY = HERE / "recipes" / "tiny-mobilenet.yaml"
@@ -55,7 +57,8 @@ def quick_recipe(folder: Path, *, data: bool = True) -> Path:
 def test_a_stage_that_dies_midway_leaves_its_remaining_steps_failed_with_the_cause(tmp_path, monkeypatch):
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(DISK_FULL)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "inject"))  # the stage's own process, not this one
+    inject = [str(tmp_path / "inject"), *filter(None, [os.environ.get("PYTHONPATH")])]  # a checkout's builder/ stays
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(inject))  # the stage's own process, not this one
     code, output = run("run", str(quick_recipe(tmp_path)), "-t", "x86-tflite", "--runner", "local",
                        "--out", str(tmp_path / "o"), "--variant", "fp32")
     assert code == 1, output

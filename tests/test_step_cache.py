@@ -18,11 +18,11 @@ import yaml
 from click.testing import CliRunner
 from conftest import kill_after_steps
 
-from builder.cli import cli
-from builder.run import run_recipe
-from builder.runners.local import LocalRunner
-from builder.step_cache import CachePolicy, StageIdentity, StepCache, key_parts
-from builder.steps.base import StepCall
+from builder.host.cli import cli
+from builder.host.run import run_recipe
+from builder.host.runners.local import LocalRunner
+from builder.host.step_cache import CachePolicy, StageIdentity, StepCache, key_parts
+from builder.stage.steps.base import StepCall
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 TARGET = "x86-tflite"
@@ -79,7 +79,7 @@ def test_a_rerun_with_nothing_changed_runs_no_step_loads_no_framework_and_writes
     shutil.copytree(root / "cache", tmp_path / "cache")
     script = textwrap.dedent(f"""
         import json, sys
-        from builder.cli import cli
+        from builder.host.cli import cli
         try:
             cli.main(["run", {str(root / "recipe" / "tiny-mobilenet.yaml")!r}, "-t", "{TARGET}", "--runner", "local",
                       "--out", {str(tmp_path / "out")!r}], standalone_mode=False)
@@ -125,8 +125,8 @@ def test_changing_the_benchmark_settings_reruns_only_the_benchmarks(cold, tmp_pa
 
 def test_a_measurement_cached_on_one_machine_is_not_served_on_another(cold, tmp_path, monkeypatch):
     """The same cache on a machine with another CPU (a shared or copied cache): only its measurements rerun."""
-    from builder import device_facts
-    from builder.runners import local
+    from builder.host.runners import local
+    from builder.stage import device_facts
 
     other = device_facts.machine_identity() | {"cpu_model": "Some Other CPU @ 1.0GHz", "cores": 64}
     monkeypatch.setattr(local, "machine_identity", lambda: other)
@@ -140,7 +140,7 @@ def test_a_measurement_cached_on_one_machine_is_not_served_on_another(cold, tmp_
 def test_the_local_environment_key_covers_every_package_the_steps_import(package, monkeypatch):
     from importlib import metadata
 
-    from builder.runners import local
+    from builder.host.runners import local
 
     local.environment.cache_clear()
     before = local.environment()
@@ -167,7 +167,7 @@ def test_a_killed_docker_run_keeps_the_steps_its_container_finished(docker_engin
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(TINY.read_text().replace("name: tiny-mobilenet", f"name: {name}"))
     env = {**os.environ, "COLUMNS": "300", "EDGE_BUILDER_STEP_CACHE": str(tmp_path / "cache")}
-    args = [sys.executable, "-m", "builder.cli", "run", str(recipe), "-t", TARGET, "--runner", "docker",
+    args = [sys.executable, "-m", "builder.host.cli", "run", str(recipe), "-t", TARGET, "--runner", "docker",
             "--variant", "fp32", "--out", str(tmp_path / "out")]
     try:
         finished = kill_after_steps(args, env)
@@ -263,8 +263,8 @@ def test_a_store_killed_midway_leaves_nothing_a_later_run_trusts(tmp_path):
         fh.truncate(300 << 20)
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from builder.step_cache import StepCache
-        from builder.steps.base import StepCall
+        from builder.host.step_cache import StepCache
+        from builder.stage.steps.base import StepCall
         call = StepCall(id="01-convert.x", kind="convert.x", stage="toolchain", outputs={{"model": "work/model.bin"}})
         print("storing", flush=True)
         StepCache(Path({str(tmp_path / "cache")!r})).store("k" * 64, {{}}, "scope", Path({str(workdir)!r}), call,

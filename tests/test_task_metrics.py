@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from builder.cli import cli
 from builder.errors import StepError
+from builder.host.cli import cli
 from builder.records import load_results
-from builder.steps.measure import check_gates
-from builder.task_metrics import cer, ctc_greedy, detection, masks, miou, psnr_db, task_figures
+from builder.stage.steps.measure import check_gates
+from builder.stage.task_metrics import cer, ctc_greedy, detection, masks, miou, psnr_db, task_figures
 
 RNG = np.random.default_rng(0)
 

@@ -17,13 +17,14 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
-from builder import catalog, runtimes
 from builder.backends.tensorrt import runtime as trt_runtime
 from builder.backends.tensorrt import trtexec
 from builder.backends.tensorrt.steps import ToTensorrt, apply_settings, builder_settings, trtexec_command
-from builder.cli import cli
 from builder.errors import ConfigError, StepError
-from builder.steps import registry
+from builder.host import catalog
+from builder.host.cli import cli
+from builder.stage import runtimes
+from builder.stage.steps import registry
 
 BASE = ["--memPoolSize=workspace:1024M", "--builderOptimizationLevel=3", "--avgTiming=8"]
 
@@ -229,8 +230,8 @@ def test_trtexec_times_what_we_time_on_the_engines_dla_core(tmp_path, monkeypatc
     """The TensorRT runtime's second opinion (a stand-in trtexec printing NVIDIA's recorded log) runs on the
     session's DLA core, without the host<->device copies our timed call does not make either, and our p50 is
     compared with its Latency, not with GPU compute alone."""
-    from builder.runtimes import Timing, runtime_class
-    from builder.steps.measure import vs_tool
+    from builder.stage.runtimes import Timing, runtime_class
+    from builder.stage.steps.measure import vs_tool
 
     (tmp_path / "log.txt").write_text(TRTEXEC_10_3)
     binary = _executable(tmp_path / "trtexec", f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\ncat "{tmp_path}/log.txt"\n')
@@ -246,8 +247,8 @@ def test_trtexec_times_what_we_time_on_the_engines_dla_core(tmp_path, monkeypatc
 
 
 def test_without_trtexec_the_benchmark_records_why_it_has_no_trtexec_figures(tmp_path, monkeypatch):
-    from builder.runtimes import Timing, runtime_class
-    from builder.steps.measure import _second_opinion
+    from builder.stage.runtimes import Timing, runtime_class
+    from builder.stage.steps.measure import _second_opinion
 
     monkeypatch.delenv("TRTEXEC_BIN", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -327,9 +328,10 @@ variants: [fp32, int8]
 @pytest.fixture(scope="module")
 def jetson_int8(tmp_path_factory):
     """jetson's toolchain stage for real (onnx.simplify, quantize.ort with the target's params)."""
-    from builder import execute, inputs
-    from builder.convert.onnx import torch_to_onnx
-    from builder.plan import make_plan
+    from builder.host import inputs
+    from builder.host.planner import make_plan
+    from builder.stage import execute
+    from builder.stage.convert.onnx import torch_to_onnx
     from builder.workdir import PLAN
 
     root = tmp_path_factory.mktemp("jetson")
@@ -491,7 +493,7 @@ def test_a_data_dependent_output_is_refused_before_anything_runs(tmp_path, monke
 
 def test_an_engine_built_for_a_dla_core_is_benchmarked_and_validated_on_it(tmp_path):
     from builder.config.target import ChainStep
-    from builder.plan import make_plan
+    from builder.host.planner import make_plan
 
     (tmp_path / "model.onnx").touch()
     recipe = catalog.Recipe.model_validate(
@@ -507,7 +509,7 @@ def test_an_engine_built_for_a_dla_core_is_benchmarked_and_validated_on_it(tmp_p
 
 
 def test_tensorrts_cuda_initialisation_error_in_a_log_is_classified():
-    from builder.causes import known_cause
+    from builder.stage.causes import known_cause
 
     # TensorRT's own line when a non-root user outside `video` creates a builder on a Jetson
     assert known_cause("[TRT] [W] CUDA initialization failure with error: 801. Please check your CUDA "

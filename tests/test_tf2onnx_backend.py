@@ -3,9 +3,10 @@ cause rules and its version record live in builder/backends/tf2onnx/."""
 
 from __future__ import annotations
 
-from builder import causes, versions
+from builder import versions
 from builder.backends import tf2onnx
-from builder.steps import registry
+from builder.stage import causes
+from builder.stage.steps import registry
 
 
 def test_its_step_keeps_its_kind_and_lives_in_its_backend():

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builder import execute, formats, inputs
-from builder.catalog import load_recipe, load_target
-from builder.plan import make_plan
+from builder import formats
+from builder.host import inputs
+from builder.host.catalog import load_recipe, load_target
+from builder.host.planner import make_plan
 from builder.records import VariantResult
-from builder.runtimes import runtime_class
+from builder.stage import execute
+from builder.stage.runtimes import runtime_class
 from builder.workdir import PLAN
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
@@ -62,8 +64,8 @@ def test_the_benchmark_of_a_vela_artifact_is_the_marked_estimate(compiled):
 
 
 def test_the_estimate_is_a_benchmark_record_with_velas_own_figures_in_its_section(compiled):
+    from builder.host.report import _other_measurements, backend_sections
     from builder.records import BenchmarkResult, check_result
-    from builder.report import _other_measurements, backend_sections
 
     workdir, plan, record, call = compiled
     result = runtime_class("ethos-u").estimate(_files(workdir, call))
@@ -79,7 +81,7 @@ def test_the_estimate_is_a_benchmark_record_with_velas_own_figures_in_its_sectio
 
 
 def test_validation_stands_in_the_int8_tflite_that_vela_compiled(compiled):
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     workdir, plan, _, call = compiled
     stand_in = runtime_class("ethos-u").stand_in(_files(workdir, call))

@@ -1,4 +1,4 @@
-"""builder.verify: two clean runs, artifact hashes compared, what differs named."""
+"""builder.host.verify: two clean runs, artifact hashes compared, what differs named."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.runners.local import LocalRunner
-from builder.verify import compare, verify
+from builder.host.runners.local import LocalRunner
+from builder.host.verify import compare, verify
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 

@@ -167,6 +167,13 @@ class TorchExport(Strict):
     output_names: list[str] = ["output"]
     dynamic_axes: dict[str, dict[int, str]] | None = None
 
+    @field_validator("factory")
+    @classmethod
+    def _moved_models(cls, factory: str | None) -> str | None:
+        """The project's own factories moved from builder.models to builder.stage.models: older recipes name them so."""
+        return "builder.stage.models." + factory.removeprefix("builder.models.") if factory and factory.startswith(
+            "builder.models.") else factory
+
 
 class Source(FileRef, Sectioned):
     """Where the model comes from and in which format, and the option sections the backends register for

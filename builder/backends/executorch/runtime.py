@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import ConfigError, StepError
-from builder.runtimes import BaseSession, TensorInfo
+from builder.stage.runtimes import BaseSession, TensorInfo
 
 # c10::ScalarType codes, as the runtime's tensor metadata gives a dtype
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",

@@ -9,10 +9,10 @@ from pydantic import Field
 
 from builder.backends.executorch import export
 from builder.config.recipe import TorchExport
-from builder.convert.onnx import load_torch_module
 from builder.errors import ConfigError
-from builder.steps.base import PlanScope, Step, StepContext
-from builder.steps.layout import LayoutParams, layout_params, samples_for
+from builder.stage.convert.onnx import load_torch_module
+from builder.stage.steps.base import PlanScope, Step, StepContext
+from builder.stage.steps.layout import LayoutParams, layout_params, samples_for
 
 
 class ToExecutorch(Step):

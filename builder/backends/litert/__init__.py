@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from builder import formats
 from builder.backends.litert import (  # noqa: F401  (they register themselves)
-    causes, mirror_list, onnx2tf_options, runtime, search, steps, tflite_source, tiny_model,
+    causes,
+    onnx2tf_options,
+    runtime,
+    search,
+    steps,
+    tflite_source,
+    tiny_model,
 )
-from builder.convert import source_run
+from builder.stage.convert import source_run
 
 PACKAGES = ("ai-edge-litert", "tflite-runtime", "ai-edge-quantizer", "onnx2tf")
 

@@ -7,8 +7,8 @@ import re
 import shutil
 from pathlib import Path
 
-from builder.benchmark import NUMBER, TOOL_LOG_TAIL, run_tool
 from builder.errors import StepError
+from builder.stage.timing import NUMBER, TOOL_LOG_TAIL, run_tool
 
 
 def benchmark_model_binary() -> Path | None:

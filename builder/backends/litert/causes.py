@@ -3,9 +3,9 @@ the options a recipe's source can set to get past them."""
 
 from __future__ import annotations
 
-from builder import causes
-from builder.backends.litert.steps import OnnxToSavedModel, ToTflite
 from builder.backends.litert.onnx2tf_options import ONNX2TF_SOURCES, PSEUDO_OPS
+from builder.backends.litert.steps import OnnxToSavedModel, ToTflite
+from builder.stage import causes
 
 
 def _pseudo(op: str) -> str | None:

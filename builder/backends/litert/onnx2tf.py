@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.causes import first_error, known_cause, strip_ansi
 from builder.errors import ConversionError
+from builder.stage.causes import first_error, known_cause, strip_ansi
 from builder.util import atomic_copy
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from builder import records
 from builder.backends.litert import benchmark_model
 from builder.errors import ConfigError, StepError
 from builder.records import ExtraSection, Strict
-from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
+from builder.stage.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
 log = logging.getLogger(__name__)
 

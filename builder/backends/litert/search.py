@@ -8,10 +8,10 @@ from pathlib import Path
 
 from builder.backends.litert import tflite, tflite_selective
 from builder.errors import BuilderError
-from builder.quant_search import Candidate, Ladder
-from builder.steps.base import StepContext
-from builder.steps.layout import samples_for
-from builder.steps.search import LAYER_SAMPLES, Probe, SearchParams, SearchStep, float_ladder, ranked_layers
+from builder.stage.quant_search import Candidate, Ladder
+from builder.stage.steps.base import StepContext
+from builder.stage.steps.layout import samples_for
+from builder.stage.steps.search import LAYER_SAMPLES, Probe, SearchParams, SearchStep, float_ladder, ranked_layers
 
 
 class SearchTflite(SearchStep):

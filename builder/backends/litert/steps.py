@@ -14,8 +14,8 @@ from builder.backends.litert.tflite_variant import check_variant
 from builder.config.common import IoDtype
 from builder.config.recipe import FrozenGraph
 from builder.errors import ConversionError
-from builder.steps.base import PlanScope, Step, StepContext, StepParams
-from builder.steps.layout import Layout, LayoutParams, layout_params, samples_for
+from builder.stage.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.stage.steps.layout import Layout, LayoutParams, layout_params, samples_for
 from builder.util import remove
 
 QUANTIZED = ("int8", "int16x8")  # the precisions that read calibration data and take the variant's io options

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from builder.causes import unsupported_ops
-from builder.convert.keras_sources import keras_application, load_keras_file, save_keras
 from builder.errors import ConfigError, ConversionError
+from builder.stage.causes import unsupported_ops
+from builder.stage.convert.keras_sources import keras_application, load_keras_file, save_keras
 from builder.util import atomic_write_bytes
 
 __all__ = [

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import BuilderError, ConversionError
-from builder.source_precision import SourcePrecision, reader
-from builder.steps.base import StepContext
-from builder.steps.layout import samples_for
+from builder.stage.source_precision import SourcePrecision, reader
+from builder.stage.steps.base import StepContext
+from builder.stage.steps.layout import samples_for
 from builder.util import atomic_copy, remove
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ ROUND_TRIP = "tf2onnx+onnx2tf"
 def _round_trip(model: Path, out: Path, params: ToTflite.Params, samples) -> dict:
     from builder.backends.litert import onnx2tf, tflite
     from builder.backends.tf2onnx.convert import tf_to_onnx
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     with tempfile.TemporaryDirectory(prefix="roundtrip-") as tmp:
         onnx_model, saved_model = Path(tmp) / "model.onnx", Path(tmp) / "saved_model"
@@ -58,7 +58,7 @@ def _round_trip(model: Path, out: Path, params: ToTflite.Params, samples) -> dic
 
 def _direct(model: Path, out: Path, precision: str, require_full_int8: bool, samples) -> dict:
     from builder.backends.litert import tflite, tflite_quant
-    from builder.runtimes import load
+    from builder.stage.runtimes import load
 
     report = tflite_quant.quantize(model, out, precision=precision, samples=samples)
     try:  # the quantizer can write a model that LiteRT refuses (e.g. int16x8 bias scales that overflow)

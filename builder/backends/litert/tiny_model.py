@@ -7,7 +7,7 @@ import base64
 
 import numpy as np
 
-from builder.device_check import TinyModel, register_tiny_model
+from builder.stage.device_check import TinyModel, register_tiny_model
 
 register_tiny_model("tflite", TinyModel(base64.b64decode(
     "HAAAAFRGTDMUACAAHAAYABQAEAAMAAAACAAEABQAAAAcAAAAHAAAAHQAAABUAQAAZAEAAGQDAAADAAAAAAAAAAIAAAA0AAAABAAA"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import ConfigError, StepError
-from builder.runtimes import BaseSession, TensorInfo, with_shapes
+from builder.stage.runtimes import BaseSession, TensorInfo, with_shapes
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}
 

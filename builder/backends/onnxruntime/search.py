@@ -12,11 +12,11 @@ from pydantic import Field
 from builder.backends.onnxruntime import quantize, selective
 from builder.backends.onnxruntime.steps import OrtStaticOptions
 from builder.errors import BuilderError
-from builder.quant_search import Candidate, Ladder, built_at, closeness
 from builder.records import SearchCandidate
-from builder.steps.base import PlanScope, StepContext
-from builder.steps.layout import samples_for
-from builder.steps.search import LAYER_SAMPLES, Probe, SearchParams, SearchStep, float_ladder, ranked_layers
+from builder.stage.quant_search import Candidate, Ladder, built_at, closeness
+from builder.stage.steps.base import PlanScope, StepContext
+from builder.stage.steps.layout import samples_for
+from builder.stage.steps.search import LAYER_SAMPLES, Probe, SearchParams, SearchStep, float_ladder, ranked_layers
 
 
 class SearchOrt(SearchStep):

@@ -9,8 +9,8 @@ from pydantic import Field
 
 from builder.backends.onnxruntime import quantize
 from builder.backends.onnxruntime.options import OrtQuantization
-from builder.steps.base import PlanScope, Step, StepContext, StepParams
-from builder.steps.layout import LayoutParams, layout_params, samples_for
+from builder.stage.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.stage.steps.layout import LayoutParams, layout_params, samples_for
 
 
 class OrtStaticOptions(StepParams):

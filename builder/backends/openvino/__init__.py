@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from builder import formats
 from builder.backends.openvino import (  # noqa: F401  (they register themselves)
-    causes, options, runtime, search, source, steps,
+    causes,
+    options,
+    runtime,
+    search,
+    source,
+    steps,
 )
-from builder.convert import source_run
+from builder.stage.convert import source_run
 
 PACKAGES = ("openvino", "nncf")
 

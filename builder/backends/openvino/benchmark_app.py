@@ -9,8 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from builder.benchmark import NUMBER, TOOL_LOG_TAIL, run_tool
 from builder.errors import StepError
+from builder.stage.timing import NUMBER, TOOL_LOG_TAIL, run_tool
 
 
 def benchmark_app_binary() -> str | None:

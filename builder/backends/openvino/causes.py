@@ -3,7 +3,7 @@ no translator or conversion rule for."""
 
 from __future__ import annotations
 
-from builder import causes
+from builder.stage import causes
 
 causes.register(causes.ToolErrors(
     rules=(causes.Rule(r"No translator found for|No conversion rule found for", "unsupported-op",

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import numpy as np
 
 from builder.backends.openvino.options import NncfPtq
-from builder.causes import first_error, known_cause
 from builder.errors import ConfigError, ConversionError
+from builder.stage.causes import first_error, known_cause
 
 # OpenVINO 2026 frontends: "No translator found for Convolution2DTransposeBias node." (TFLite),
 # "No conversion rule found for operations: X" (ONNX); older: "Cannot create X layer".

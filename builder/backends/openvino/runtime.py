@@ -14,7 +14,7 @@ from builder import records
 from builder.backends.openvino import benchmark_app
 from builder.errors import ConfigError, StepError
 from builder.records import ExtraSection, Strict
-from builder.runtimes import BaseSession, Session, TensorInfo, Timing, random_inputs, with_shapes
+from builder.stage.runtimes import BaseSession, Session, TensorInfo, Timing, random_inputs, with_shapes
 
 
 class OpenVINOFigures(Strict):

@@ -11,10 +11,10 @@ from pydantic import Field
 from builder.backends.openvino import convert
 from builder.backends.openvino.options import Nncf
 from builder.backends.openvino.steps import cosine_metric, top1_agreement_metric
-from builder.quant_search import Candidate, Ladder, built_at
-from builder.steps.base import PlanScope, StepContext
-from builder.steps.layout import samples_for
-from builder.steps.search import Probe, SearchParams, SearchStep
+from builder.stage.quant_search import Candidate, Ladder, built_at
+from builder.stage.steps.base import PlanScope, StepContext
+from builder.stage.steps.layout import samples_for
+from builder.stage.steps.search import Probe, SearchParams, SearchStep
 
 
 class SearchNncf(SearchStep):

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from builder.source_precision import SourcePrecision, reader
+from builder.stage.source_precision import SourcePrecision, reader
 
 
 @reader("openvino")

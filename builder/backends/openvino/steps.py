@@ -7,9 +7,9 @@ from pydantic import Field
 
 from builder.backends.openvino import convert
 from builder.backends.openvino.options import Nncf
-from builder.runtimes import load
-from builder.steps.base import PlanScope, Step, StepContext, StepParams
-from builder.steps.layout import LayoutParams, layout_params, samples_for
+from builder.stage.runtimes import load
+from builder.stage.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.stage.steps.layout import LayoutParams, layout_params, samples_for
 
 
 class ToOpenvino(Step):

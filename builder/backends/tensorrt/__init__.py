@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from builder import formats
 from builder.backends.tensorrt import (  # noqa: F401  (they register themselves)
-    causes, container_runtime, facts, report, runtime, steps,
+    causes,
+    facts,
+    runtime,
+    steps,
 )
 
 PACKAGES = ("tensorrt", "cuda-python", "cuda-bindings")

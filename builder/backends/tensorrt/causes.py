@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builder import causes
+from builder.stage import causes
 
 causes.register(causes.ToolErrors(rules=(
     causes.Rule(r"CUDA initialization failure with error: ?(?:100|801|35)|cudaErrorNoDevice|cudaErrorNotSupported"

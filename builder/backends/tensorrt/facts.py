@@ -1,5 +1,5 @@
 """What a Jetson (or any CUDA machine) reports of its GPU stack: L4T and the JetPack that ships it, TensorRT,
-CUDA and the power mode. A probe of builder.device_facts (stdlib only, never raises); the facts go into a
+CUDA and the power mode. A probe of builder.stage.device_facts (stdlib only, never raises); the facts go into a
 benchmark's `device.extra.tensorrt`."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import json
 import re
 from pathlib import Path
 
-from builder import device_facts, records
-from builder.device_facts import read_text, tool_output
+from builder import records
 from builder.records import ExtraSection, Strict
+from builder.stage import device_facts
+from builder.stage.device_facts import read_text, tool_output
 
 JETPACK = {"35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
            "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1"}

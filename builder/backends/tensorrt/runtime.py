@@ -15,7 +15,7 @@ import numpy as np
 
 from builder.backends.tensorrt import trtexec
 from builder.errors import ConfigError, GpuUnavailable, StepError
-from builder.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
+from builder.stage.runtimes import BaseSession, Session, TensorInfo, Timing, with_shapes
 
 TESTED_TENSORRT = ((8, 6), (11, 0))  # from 8.6 (JetPack 6.0) up to, not including, 11 (no BuilderFlag.FP16/INT8)
 GPU_HINT = ("the container does not reach the GPU: run it with the NVIDIA runtime (--runtime nvidia), "

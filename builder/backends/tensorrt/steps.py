@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from builder.backends.tensorrt.runtime import check_version, gpu_object, import_tensorrt
 from builder.errors import ConversionError
-from builder.steps.base import Step, StepContext, StepParams
+from builder.stage.steps.base import Step, StepContext, StepParams
 from builder.util import atomic_write_bytes
 
 PRECISION_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}  # int8 keeps fp16 for non-Q/DQ layers

@@ -1,8 +1,8 @@
-"""TensorRT's trtexec beside our own numbers, run through builder.benchmark.run_tool as every vendor tool is.
+"""TensorRT's trtexec beside our own numbers, run through builder.stage.timing.run_tool as every vendor tool is.
 
 trtexec times an engine with its own CUDA streams and events, and its performance
 summary is what NVIDIA's documentation and forums quote, so a report shows both.
-Result fields follow builder.benchmark (ms, `p50_ms`, `mean_ms`, `throughput_fps`).
+Result fields follow builder.stage.timing (ms, `p50_ms`, `mean_ms`, `throughput_fps`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 import shutil
 from pathlib import Path
 
-from builder.benchmark import TOOL_LOG_TAIL, run_tool
 from builder.errors import StepError
+from builder.stage.timing import TOOL_LOG_TAIL, run_tool
 
 JETPACK_TRTEXEC = Path("/usr/src/tensorrt/bin/trtexec")  # where JetPack installs it (not on PATH)
 PERCENTILES = (90, 95, 99)  # trtexec's default --percentile since TensorRT 8.6

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builder import causes
+from builder.stage import causes
 
 causes.register(causes.ToolErrors(
     rules=(causes.Rule(r"Tensorflow op \[.*\] is not supported", "unsupported-op", causes.UNSUPPORTED_OP_HINT),),

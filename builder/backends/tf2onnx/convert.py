@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 from builder.backends.litert import tflite_float
-from builder.causes import first_error, known_cause, strip_ansi
 from builder.errors import ConversionError
+from builder.stage.causes import first_error, known_cause, strip_ansi
 from builder.util import atomic_copy
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from builder.backends.tf2onnx.convert import tf_to_onnx
-from builder.steps.base import PlanScope, Step, StepContext, StepParams
-from builder.steps.layout import Layout, layout_params
+from builder.stage.steps.base import PlanScope, Step, StepContext, StepParams
+from builder.stage.steps.layout import Layout, layout_params
 
 
 class TfToOnnx(Step):
@@ -29,7 +29,7 @@ class TfToOnnx(Step):
         return "NCHW" if scope.format == "tflite" and params["layout"] == "NHWC" else params["layout"]
 
     def run(self, ctx: StepContext, params: Params) -> dict:
-        from builder.runtimes import load
+        from builder.stage.runtimes import load
 
         model = ctx.input("model")
         fmt = "tflite" if model.suffix == ".tflite" else "saved_model"

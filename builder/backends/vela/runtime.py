@@ -17,7 +17,7 @@ from pydantic import Field
 from builder import records
 from builder.errors import StepError
 from builder.records import ExtraSection, Strict
-from builder.runtimes import BaseSession
+from builder.stage.runtimes import BaseSession
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from builder.errors import ConversionError
-from builder.steps.base import Step, StepContext, StepParams
+from builder.stage.steps.base import Step, StepContext, StepParams
 
 _LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
