@@ -22,7 +22,7 @@ from builder.host.cli import cli
 from builder.host.run import run_recipe
 from builder.host.runners.local import LocalRunner
 from builder.host.step_cache import CachePolicy, StageIdentity, StepCache, key_parts
-from builder.stage.steps.base import StepCall
+from builder.plan import StepCall
 
 TINY = Path(__file__).parent / "recipes" / "tiny-mobilenet.yaml"
 TARGET = "x86-tflite"
@@ -264,7 +264,7 @@ def test_a_store_killed_midway_leaves_nothing_a_later_run_trusts(tmp_path):
     script = textwrap.dedent(f"""
         from pathlib import Path
         from builder.host.step_cache import StepCache
-        from builder.stage.steps.base import StepCall
+        from builder.plan import StepCall
         call = StepCall(id="01-convert.x", kind="convert.x", stage="toolchain", outputs={{"model": "work/model.bin"}})
         print("storing", flush=True)
         StepCache(Path({str(tmp_path / "cache")!r})).store("k" * 64, {{}}, "scope", Path({str(workdir)!r}), call,

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.host.inputs import cache_dir
+from builder.plan import StepCall
 from builder.records import StepRecord, as_json
-from builder.stage.steps.base import StepCall
 from builder.util import atomic_write_bytes, create_beside, is_within, remove, sha256_file, tree_sha256
 from builder.workdir import LOGS
 

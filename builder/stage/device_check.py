@@ -22,9 +22,10 @@ import numpy as np
 
 from builder import formats
 from builder.errors import BuilderError
+from builder.plan import StepCall
 from builder.stage import runtimes
 from builder.stage.steps import registry
-from builder.stage.steps.base import StepCall, StepContext
+from builder.stage.steps.base import StepContext
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from pathlib import Path
 from builder import records, versions
 from builder.errors import BuilderError
 from builder.placement import Placement
-from builder.plan import Plan
+from builder.plan import Plan, StepCall
 from builder.records import StepRecord
 from builder.stage.steps import registry
-from builder.stage.steps.base import StepCall, StepContext
+from builder.stage.steps.base import StepContext
 from builder.util import atomic_write_bytes, tree_files, tree_sha256
 from builder.workdir import LOGS, PLAN, RECORDS, VERSIONS
 

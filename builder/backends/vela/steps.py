@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from builder.errors import ConversionError
-from builder.stage.steps.base import Step, StepCall, StepContext, StepParams
+from builder.plan import StepCall
+from builder.stage.steps.base import Step, StepContext, StepParams
 from builder.util import atomic_copy, atomic_write_bytes
 
 ESTIMATE = "work/vela/{stem}.estimate.json"
