@@ -6,11 +6,10 @@ them: the project's `builder.backends`, so a new folder there needs no other fil
 registers what it adds: `Step` subclasses (step kinds), `BaseSession` subclasses (runtimes) and
 `formats.register(...)` (formats), all that a stage needs. What it adds to the host alone (report sections,
 container runtimes, readers of mirror lists) it keeps in its `host` module, which only the host loads
-(`load(host=True)`): a stage never imports builder.host. Beside its
-`__init__.py` it may keep data folders: `targets/` (target YAML), `locks/` (the `.in` and `.txt`
-package locks its images install) and `dockerfiles/` (Dockerfile templates and partials). Other
-packages' files go into the toolchain and device images with the project's own code
-(`images.code_files`), so a plugin works under either runner.
+(`load(host=True)`): a stage never imports builder.host. Beside its `__init__.py` it may keep data
+folders: `targets/` (target YAML), `locks/` (the `.in` and `.txt` package locks its images install) and
+`dockerfiles/` (Dockerfile templates and partials). Other packages' files go into the toolchain and device
+images with the project's own code (`images.code_files`), so a plugin works under either runner.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ def _imported() -> tuple[Plugin, ...]:
     return tuple(found)
 
 
-
 @functools.cache
 def _import_host_modules() -> None:
     for plugin in _imported():
@@ -79,6 +77,7 @@ def _import_host_modules() -> None:
             dist = plugin.distribution.name if plugin.distribution else plugin.name
             raise ConfigError(f"plugin {plugin.name} ({name}) failed to load: {type(exc).__name__}: {exc}",
                               hint=f"fix or uninstall the package {dist}") from None
+
 
 def code_files() -> dict[str, bytes]:
     """Each plugin distribution's files and metadata, by path relative to its install folder: on the images'

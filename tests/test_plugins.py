@@ -38,6 +38,19 @@ def _builder(env: dict, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(BUILDER), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+def test_a_stage_loads_the_backends_without_their_host_side():
+    """What a stage loads (plugins.load()) registers steps, runtimes and formats and imports nothing of
+    builder.host; the host's load adds each backend's host module (its report words, container runtime, ...)."""
+    script = ("import sys; from builder import plugins; from builder.stage.steps import registry; "
+              "plugins.load(); registry.all_steps(); "
+              "print(sorted(m for m in sys.modules if m.startswith('builder.host') or m.endswith('.host'))); "
+              "from builder.host import container_runtimes; "
+              "print(sorted(container_runtimes.known()), 'builder.backends.tensorrt.host' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[]", "['nvidia'] True"]
+
+
 def test_without_the_plugin_its_target_is_unknown(tmp_path):
     proc = _builder(dict(os.environ), "plan", str(TINY), "-t", "x86-ort", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown target 'x86-ort'" in proc.stderr
