@@ -11,8 +11,6 @@ import yaml
 from click.testing import CliRunner
 from onnx_models import INPUT_NCHW, cosine, images, ort_run
 
-from builder import causes
-from builder.backends.litert import onnx2tf_options
 from builder.causes import classify
 from builder.cli import cli
 from builder.convert.onnx import simplify_onnx, torch_to_onnx
