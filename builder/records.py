@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -123,6 +123,22 @@ def _extra_field(record: ExtraOf, what: str):
                  json_schema_extra=_sections_schema(record))
 
 
+class WithExtra(BaseModel):
+    """A record with an `extra` of the backends' sections (`extra_of` names which registry types them)."""
+
+    extra_of: ClassVar[ExtraOf]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_fields(cls, data: Any) -> Any:
+        return _move_older_fields(cls.extra_of, data)
+
+    @field_validator("extra", check_fields=False)
+    @classmethod
+    def _typed_extra(cls, value: dict | None) -> dict | None:
+        return _typed_sections(cls.extra_of, value)
+
+
 def undeclared_sections(record: ExtraOf, sections: dict | None) -> list[str]:
     """The sections of an `extra` that no installed backend declares."""
     return sorted(set(sections or {}) - set(extra_sections(record)))
@@ -139,8 +155,10 @@ class Thermal(Strict):
     throttled: dict[str, str | bool] | None = Field(None, description="a Raspberry Pi's get_throttled bits")
 
 
-class DeviceFacts(Placement):
+class DeviceFacts(Placement, WithExtra):
     """Where a benchmark ran (its placement) and what that machine reported of itself (device_facts)."""
+
+    extra_of = "device"
 
     cpu_model: str | None = None
     cpu_flags: list[str] | None = None
@@ -157,16 +175,6 @@ class DeviceFacts(Placement):
     thermal_after: Thermal | None = None
     extra: dict[str, Any] | None = _extra_field("device", "what a backend's probe found on the machine "
                                                            "(its accelerator's SDK and power mode)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _older_fields(cls, data: Any) -> Any:
-        return _move_older_fields("device", data)
-
-    @field_validator("extra")
-    @classmethod
-    def _typed_extra(cls, value: dict | None) -> dict | None:
-        return _typed_sections("device", value)
 
 
 class AsyncThroughput(Strict):
@@ -189,9 +197,11 @@ class ToolComparison(Strict):
     why: str | None = None
 
 
-class BenchmarkResult(Strict):
+class BenchmarkResult(Strict, WithExtra):
     """A variant's timings: measured by the benchmark step, or a tool's estimate for hardware that is not here
     (`estimate`)."""
+
+    extra_of = "benchmark"
 
     runtime: str
     threads: int | None = None
@@ -225,16 +235,6 @@ class BenchmarkResult(Strict):
     extra: dict[str, Any] | None = _extra_field("benchmark", "the runtime's or the estimating tool's own figures")
     cached: bool = Field(False, description="reused from the step cache, measured when `measured` says")
     measured: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _older_fields(cls, data: Any) -> Any:
-        return _move_older_fields("benchmark", data)
-
-    @field_validator("extra")
-    @classmethod
-    def _typed_extra(cls, value: dict | None) -> dict | None:
-        return _typed_sections("benchmark", value)
 
 
 # --- a validation -----------------------------------------------------------------------------------------
