@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,21 @@ def test_missing_map_file(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_BUILDER_BASE_IMAGES", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="cannot read"):
         resolve_base(SHIPPED_BASE, "linux/amd64")
+
+
+def test_images_carry_the_stage_code_alone_and_it_runs_without_the_host(tmp_path):
+    code = images.code_files()
+    assert "builder/stage/execute.py" in code and "builder/backends/litert/steps.py" in code
+    assert not [name for name in code if name.startswith("builder/host/") or name.endswith("/host.py")]
+    for name, data in code.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    # What an image runs, from those files alone: the stage entry point, with every backend registered.
+    probe = ("import sys, builder, builder.stage.execute; from builder import plugins, formats; plugins.load();"
+             "assert not [m for m in sys.modules if m.startswith('builder.host')];"
+             "print(builder.__file__, sorted(formats.all_formats()))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(tmp_path)), done.stdout
+    assert "'tflite'" in done.stdout and "'openvino'" in done.stdout

@@ -97,12 +97,18 @@ def _environment() -> jinja2.Environment:
 
 
 def code_files() -> dict[str, bytes]:
-    """The project's step code as it goes into images (sorted, .py only), and the installed plugins'
-    under plugins/."""
+    """The project's stage code as it goes into images (sorted, .py only), and the installed plugins'
+    under plugins/. The host's side stays out: an edit to it rebuilds no image and keeps every cached step."""
     package = Path(__file__).resolve().parents[1]  # builder/
-    own = {f"builder/{p.relative_to(package).as_posix()}": p.read_bytes()
-           for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts}
+    own = {f"builder/{rel}": path.read_bytes() for path in sorted(package.rglob("*.py"))
+           if "__pycache__" not in path.parts and not _host_side(rel := path.relative_to(package).as_posix())}
     return own | {f"plugins/{rel}": data for rel, data in plugins.code_files().items()}
+
+
+def _host_side(module: str) -> bool:
+    """builder/host/, the `python -m builder.cli` shim and each backend's host.py (paths relative to builder/)."""
+    parts = module.split("/")
+    return parts[0] == "host" or module == "cli.py" or (parts[0] == "backends" and parts[-1] == "host.py")
 
 
 def image_platform(target: Target, role: str, engine_platform: str) -> str:
