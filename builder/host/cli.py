@@ -98,6 +98,10 @@ def _track_option(help_text: str, alone: bool = False):
     return click.option("--track", metavar="[URI]" if alone else "URI", default=None, help=help_text, **extra)
 
 
+TRACK_BUILDS = ("log every variant to a tracking store: alone, the local one under the cache (or $MLFLOW_TRACKING_URI's, "
+                "or the project's edge-builder.yaml's); with a URI, that one (an MLflow server: http://HOST:PORT)")
+
+
 def _trust_option(command):
     return click.option("--trust-remote-code", is_flag=True,
                         help="let the recipe run its own code: a model factory from outside installed packages, a "
@@ -123,9 +127,7 @@ def _trust_option(command):
 @_accept_undecided_option
 @_device_options
 @_trust_option
-@_track_option("log every variant to a tracking store: alone, the local one under the cache (or $MLFLOW_TRACKING_URI's, "
-               "or the project's edge-builder.yaml's); with a URI, that one (an MLflow server: http://HOST:PORT)",
-               alone=True)
+@_track_option(TRACK_BUILDS, alone=True)
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
         verbose, accept_undecided, devices, fleet, registry, trust_remote_code, track) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
@@ -252,12 +254,18 @@ def bundle(recipe, target, runner, out, variants, offline, trust_remote_code) ->
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @_accept_undecided_option
-def collect(source, out, accept_undecided) -> None:
+@_track_option(TRACK_BUILDS, alone=True)
+def collect(source, out, accept_undecided, track) -> None:
     """Merge a bundle's device-stage results (its folder or results.tar.gz) into OUT and write the report."""
     from builder.host.bundle import collect as collect_bundle
     from builder.host.run import verdict
+    from builder.host.tracking_uri import for_run
 
-    verdict([collect_bundle(source, out, _echo)], accept_undecided=accept_undecided)
+    store = for_run(track)
+    outcome = collect_bundle(source, out, _echo)
+    if store:
+        _track([outcome], store)
+    verdict([outcome], accept_undecided=accept_undecided)
 
 
 _CHECK_FIELDS = ("device", "target", "ok", "what", "error", "hint", "cause", "default_runtime", "seconds", "emulated")

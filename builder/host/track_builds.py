@@ -43,7 +43,8 @@ def log_builds(folders: list[Path], uri: str, echo: Echo, warn: Echo) -> None:
     except BuilderError as exc:
         for folder, runs in pending:
             kept = write_replay(folder, uri, exc.message, runs)
-            warn(f"not tracked: {exc.message}; `builder track replay {kept}` logs it once the store answers")
+            warn(f"not tracked: {exc.message}{f' ({exc.hint})' if exc.hint else ''}; `builder track replay {kept}` "
+                 "logs it later")
         return
     echo(f"tracked {logged} variant run(s) in {uri}")
 

@@ -6,6 +6,7 @@ Only a build asked to be tracked imports it (cli.py), so a plain `builder run` n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,10 +26,10 @@ from builder.host.tracked_runs import EXPERIMENT, TrackedRun
 from builder.records import Results, load_results
 
 BATCH = 100  # MLflow takes at most 100 params or tags and 1000 metrics in one call
-# A team server that is down should cost a build seconds, not MLflow's minutes of retries; the user's own
-# settings of these win.
-_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-          "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# A team server that is down should cost a build seconds, not MLflow's minutes of retries, and a download of a
+# run's results.json draws no progress bar; the user's own settings of these win.
+_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # What a store that is down or refuses a run raises: MLflow's own, its HTTP client's, its database's.
 STORE_ERRORS = (MlflowException, RequestException, SQLAlchemyError, OSError)
 
@@ -66,7 +67,7 @@ class Store:
     """An MLflow tracking store: a server (http://...) or a database (sqlite:///...) opened in this process."""
 
     def __init__(self, uri: str):
-        for name, value in _QUICK.items():
+        for name, value in _DEFAULTS.items():
             os.environ.setdefault(name, value)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its database set-up lines are not the build's
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -116,7 +117,8 @@ class Store:
             for name in run.artifacts:
                 self.client.log_artifact(run_id, str(folder / name))
         except BaseException:
-            self.client.set_terminated(run_id, status="FAILED")
+            with contextlib.suppress(*STORE_ERRORS):  # the store may be what failed: its own error is the one to tell
+                self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED", end_time=run.finished_ms)
         return True
