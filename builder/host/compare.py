@@ -21,7 +21,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from builder.errors import BuilderError, ConfigError
-from builder.host.tracked_runs import build_id, device_of, epoch_ms
+from builder.host.tracked_runs import StoredRun, build_id, device_of, epoch_ms
 from builder.records import BenchmarkResult, Results, VariantResult, load_results
 from builder.workdir import MANIFEST
 
@@ -127,9 +127,9 @@ class Store(Protocol):
     """What a baseline is read from: tracking.Store (compare never imports MLflow itself)."""
 
     def last_good(self, recipe: str, target: str, device: str, variant: str, before_ms: int | None,
-                  other_than: str | None): ...
+                  other_than: str | None) -> StoredRun | None: ...
 
-    def results(self, run) -> Results: ...
+    def results(self, run: StoredRun) -> Results: ...
 
 
 def _manifests(path: Path) -> dict[tuple[str, str], dict]:

@@ -9,33 +9,33 @@ from html import escape
 from rich.table import Table
 
 from builder.host import html_report
-from builder.host.tracked_runs import BENCHMARK_METRICS, VALIDATION_METRICS
+from builder.host.tracked_runs import BENCHMARK_METRICS, BUILD_TAG, VALIDATION_METRICS, StoredRun
 
 FIGURES = tuple(f for f in (*BENCHMARK_METRICS, *VALIDATION_METRICS) if f not in ("mean_ms", "std_ms", "init_ms"))
 
 
-def by_variant(runs: list) -> dict[str, list]:
-    """The store's runs (tracking.StoredRun, oldest first) of each variant."""
-    out: dict[str, list] = {}
+def by_variant(runs: list[StoredRun]) -> dict[str, list[StoredRun]]:
+    """The store's runs (oldest first) of each variant."""
+    out: dict[str, list[StoredRun]] = {}
     for run in runs:
         out.setdefault(run.params.get("variant", "?"), []).append(run)
     return out
 
 
-def figures_of(runs: list) -> list[str]:
+def figures_of(runs: list[StoredRun]) -> list[str]:
     return [f for f in FIGURES if any(f in r.metrics for r in runs)]
 
 
-def when(run) -> str:
+def when(run: StoredRun) -> str:
     return datetime.fromtimestamp(run.started_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def _value(run, figure: str) -> str:
+def _value(run: StoredRun, figure: str) -> str:
     value = run.metrics.get(figure)
     return "-" if value is None else f"{value:.4g}"
 
 
-def change(runs: list, figure: str) -> str:
+def change(runs: list[StoredRun], figure: str) -> str:
     """The figure's change from its first run to its last, in percent."""
     values = [r.metrics[figure] for r in runs if figure in r.metrics]
     if len(values) < 2 or not values[0]:
@@ -52,7 +52,7 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARKS[round((v - low) / (high - low) * (len(SPARKS) - 1)) if high > low else 0] for v in values)
 
 
-def tables(runs: list) -> list[Table]:
+def tables(runs: list[StoredRun]) -> list[Table]:
     """One table per variant: a row per figure, with its first and last value over the runs, the change between
     them and its trend (a bar per run, oldest first)."""
     out = []
@@ -85,18 +85,21 @@ def _draw_trend(data: dict):
 html_report.DRAW["trend"] = _draw_trend
 
 
-def page(recipe: str, target: str, runs: list) -> str:
+def page(recipe: str, target: str, runs: list[StoredRun]) -> str:
     """One plot per figure (a line per variant over the runs), then each variant's table."""
-    builds = {}  # a build's variants share its place on the x axis
+    def build(run: StoredRun) -> str:
+        return run.tags.get(BUILD_TAG, run.run_id)
+
+    builds: dict[str, str] = {}  # a build's variants share its place on the x axis
     for r in runs:
-        builds.setdefault(r.tags.get("edge_builder.build", r.run_id), when(r))
+        builds.setdefault(build(r), when(r))
     at = {build: i for i, build in enumerate(builds)}
     grouped = by_variant(runs)
-    sections = [f"<p>{len(runs)} variant run(s) of {escape(recipe)} on {escape(target)} in the tracking store, "
-                f"oldest first.</p>"]
+    sections = [f"<p>{len(builds)} run(s) of {escape(recipe)} on {escape(target)} in the tracking store "
+                f"({len(runs)} variant runs), oldest first.</p>"]
     for figure in figures_of(runs):
-        lines = {variant: [(at[r.tags.get("edge_builder.build", r.run_id)], r.metrics[figure])
-                           for r in mine if figure in r.metrics] for variant, mine in grouped.items()}
+        lines = {variant: [(at[build(r)], r.metrics[figure]) for r in mine if figure in r.metrics]
+                 for variant, mine in grouped.items()}
         sections.append(html_report.plot(f"{figure} per run", "trend",
                                          {"figure": figure, "runs": list(builds.values()), "lines": lines}))
     for variant, mine in grouped.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +28,8 @@ BENCHMARK_METRICS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "through
 VALIDATION_METRICS = ("top1_agreement", "top5_agreement", "cosine", "snr_db", "top1_accuracy", "accuracy_ratio",
                       "detection_f1", "map50", "map", "miou", "psnr_db", "cer")
 GATE_SCORE = {"pass": 1.0, "undecided": 0.5, "fail": 0.0}
+BUILD_TAG = "edge_builder.build"  # the variants of one build share it
+KEY_TAG = "edge_builder.key"  # one variant of one build
 
 
 class TrackedRun(BaseModel):
@@ -43,6 +46,17 @@ class TrackedRun(BaseModel):
     metrics: dict[str, float]
     tags: dict[str, str]
     artifacts: list[str]  # files of the run folder
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run read back from the store: what it was logged with."""
+
+    run_id: str
+    started_ms: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
 
 
 class Replay(BaseModel):
@@ -114,7 +128,7 @@ def variant_run(results: Results, v: VariantResult, manifest: dict, artifacts: l
               **({"runtime": v.benchmark.runtime, "threads": str(v.benchmark.threads)} if v.benchmark else {}),
               **{f"image.{stage}": image["tag"] for stage, image in images.items() if image.get("tag")},
               **_versions(manifest)}
-    tags = {"status": v.status, **_flags(v.benchmark, v.validation), "edge_builder.build": build,
+    tags = {"status": v.status, **_flags(v.benchmark, v.validation), BUILD_TAG: build,
             **({"cause": v.failure.cause} if v.failure else {})}
     return TrackedRun(experiment=EXPERIMENT.format(recipe=results.recipe), name=f"{results.target}/{v.name}",
                       key=f"{build}/{v.name}", started_ms=epoch_ms(manifest.get("started")) or 0,

@@ -11,7 +11,6 @@ import functools
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,7 +21,7 @@ from requests import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
 from builder.errors import BuilderError
-from builder.host.tracked_runs import EXPERIMENT, TrackedRun
+from builder.host.tracked_runs import BUILD_TAG, EXPERIMENT, KEY_TAG, StoredRun, TrackedRun
 from builder.records import Results, load_results
 
 BATCH = 100  # MLflow takes at most 100 params or tags and 1000 metrics in one call
@@ -32,17 +31,6 @@ _DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOF
              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # What a store that is down or refuses a run raises: MLflow's own, its HTTP client's, its database's.
 STORE_ERRORS = (MlflowException, RequestException, SQLAlchemyError, OSError)
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """A run read back from the store: what it was logged with."""
-
-    run_id: str
-    started_ms: int
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
 
 
 def _named(method):
@@ -102,12 +90,12 @@ class Store:
         """Log one variant of a build, with the run folder's files; False if the store already holds it whole.
         A run a failed attempt left unfinished is replaced."""
         experiment = self._experiment(run.experiment, create=True)
-        for earlier in self._runs(experiment, [f"tags.`edge_builder.key` = {_quote(run.key)}"]):
+        for earlier in self._runs(experiment, [f"tags.`{KEY_TAG}` = {_quote(run.key)}"]):
             if earlier.info.status == "FINISHED":
                 return False
             self.client.delete_run(earlier.info.run_id)
         created = self.client.create_run(experiment, start_time=run.started_ms, run_name=run.name,
-                                         tags=run.tags | {"edge_builder.key": run.key})
+                                         tags=run.tags | {KEY_TAG: run.key})
         run_id = created.info.run_id
         try:
             params = [Param(k, v) for k, v in run.params.items()]
@@ -149,7 +137,7 @@ class Store:
                  f"params.variant = {_quote(variant)}", "tags.status = 'ok'", "attributes.status = 'FINISHED'"]
         where += [f"attributes.start_time < {before_ms}"] if before_ms else []
         found = [r for r in self._runs(experiment, where, limit=50)
-                 if r.data.tags.get("edge_builder.build") != other_than]
+                 if r.data.tags.get(BUILD_TAG) != other_than]
         return self._stored(found[0]) if found else None
 
     @_named
