@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from builder.errors import ConfigError
 from builder.host import tracking_uri
 from builder.host.cli import cli
-from builder.host.tracked_runs import REPLAY
+from builder.host.tracked_runs import REPLAY, runs_of
 
 mlflow = pytest.importorskip("mlflow", reason="the `track` extra is not installed")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -221,6 +221,25 @@ def test_an_untracked_run_never_imports_mlflow_and_a_project_setting_tracks_by_d
     output = run_in(project / "sub")  # the nearest edge-builder.yaml above the current folder applies
     assert "MLFLOW []" not in output and f"tracked 2 variant run(s) in {store}" in output
     assert len(_runs(store)) == 2
+
+
+def test_a_docker_runs_images_and_a_fleet_devices_name_are_params(first, tmp_path):
+    _, _, workdir = first
+    folder = tmp_path / "run"
+    folder.mkdir()
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    manifest["images"] = {"toolchain": {"tag": "edge-builder/toolchain-amd64:1234", "engine": "unix:///x"},
+                          "device": {"tag": "edge-builder/litert-arm64:5678", "engine": "ssh://pi@pi5-a"}}
+    results = json.loads((workdir / "results.json").read_text())
+    for v in results["variants"]:
+        v["benchmark"]["device"]["device"] = "pi5-a"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "results.json").write_text(json.dumps(results))
+    runs = runs_of(folder)
+    assert [r.params["device"] for r in runs] == ["pi5-a", "pi5-a"]
+    assert runs[0].params["image.toolchain"] == "edge-builder/toolchain-amd64:1234"
+    assert runs[0].params["image.device"] == "edge-builder/litert-arm64:5678"
+    assert runs[0].artifacts == ["manifest.json", "results.json"]  # the files the folder has
 
 
 def test_where_a_run_is_tracked(tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ def _checked(uri: str, given: str) -> str:
     if not _URI.match(uri):
         raise ConfigError(f"{given}: {uri!r} is not a tracking URI",
                           hint="give the MLflow server's URL (http://HOST:PORT), a database (sqlite:///PATH, "
-                               "postgresql://...), or no value for the local store")
+                               "postgresql://...), or no value for the local store (`--track` takes the word after "
+                               "it: put it last, or write --track=URI)")
     return uri
 
 
