@@ -263,3 +263,10 @@ def test_where_a_run_is_tracked(tmp_path, monkeypatch):
         tracking_uri.for_run(None)
     bad = CliRunner().invoke(cli, ["run", "recipes/quickstart.yaml", "-t", TARGET, "--track", "nowhere"])
     assert bad.exit_code == 2 and "--track: 'nowhere' is not a tracking URI" in bad.output
+
+
+def test_only_the_tracking_store_imports_mlflow():
+    package = Path(__file__).resolve().parent.parent / "builder"
+    importers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                       if any(line.strip().startswith(("import mlflow", "from mlflow")) for line in p.read_text().splitlines()))
+    assert importers == ["host/tracking.py"]
