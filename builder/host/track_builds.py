@@ -41,10 +41,12 @@ def log_builds(folders: list[Path], uri: str, echo: Echo, warn: Echo) -> None:
             logged += sum(store.log(run, folder) for run in runs)
             pending.pop(0)
     except BuilderError as exc:
+        why = f"not tracked: {exc.message}{f' ({exc.hint})' if exc.hint else ''}"
         for folder, runs in pending:
-            kept = write_replay(folder, uri, exc.message, runs)
-            warn(f"not tracked: {exc.message}{f' ({exc.hint})' if exc.hint else ''}; `builder track replay {kept}` "
-                 "logs it later")
+            try:
+                warn(f"{why}; `builder track replay {write_replay(folder, uri, exc.message, runs)}` logs it later")
+            except OSError as lost:
+                warn(f"{why}; no replay file either: {folder}: {lost.strerror or lost}")
         return
     echo(f"tracked {logged} variant run(s) in {uri}")
 
