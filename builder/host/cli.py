@@ -92,6 +92,16 @@ def _placement(fleet: Path | None, devices: tuple[str, ...], registry: str | Non
     return choose_devices(loaded, list(devices)), registry
 
 
+def _track_option(help_text: str, alone: bool = False):
+    """--track URI (with `alone`: --track with no value too, given as ""): the tracking store, see tracking_uri.py."""
+    extra = {"is_flag": False, "flag_value": ""} if alone else {}
+    return click.option("--track", metavar="[URI]" if alone else "URI", default=None, help=help_text, **extra)
+
+
+TRACK_BUILDS = ("log every variant to a tracking store: alone, the local one under the cache (or $MLFLOW_TRACKING_URI's, "
+                "or the project's edge-builder.yaml's); with a URI, that one (an MLflow server: http://HOST:PORT)")
+
+
 def _trust_option(command):
     return click.option("--trust-remote-code", is_flag=True,
                         help="let the recipe run its own code: a model factory from outside installed packages, a "
@@ -117,8 +127,9 @@ def _trust_option(command):
 @_accept_undecided_option
 @_device_options
 @_trust_option
+@_track_option(TRACK_BUILDS, alone=True)
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, accept_undecided, devices, fleet, registry, trust_remote_code) -> None:
+        verbose, accept_undecided, devices, fleet, registry, trust_remote_code, track) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -128,7 +139,9 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
     from builder.host.run import summary, verdict
     from builder.host.runners.select import select_runner
     from builder.host.step_cache import CachePolicy, step_cache_dir
+    from builder.host.tracking_uri import for_run
 
+    store = for_run(track)
     chosen_devices, registry = _placement(fleet, devices, registry)
     if chosen_devices and runner == "local":
         raise ConfigError("--device/--fleet: the local runner runs on this machine only", hint="use --runner docker")
@@ -140,10 +153,69 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
                               cache=cache, echo=view, trust_remote_code=trust_remote_code)
+    if store:
+        _track(outcomes, store)
     _echo("")
     for line in summary(outcomes):
         _echo(line)
     verdict(outcomes, accept_undecided=accept_undecided)
+
+
+def _warn(line: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(line)}")
+
+
+def _track(outcomes, store: str) -> None:
+    """Each finished run into the tracking store; a store that cannot take them is a warning, never a failure."""
+    from builder.host.track_builds import log_builds
+    from builder.workdir import MANIFEST
+
+    finished = [o.workdir for o in outcomes if (o.workdir / MANIFEST).is_file() and (o.workdir / "results.json").is_file()]
+    log_builds(finished, store, echo=_echo, warn=_warn)
+
+
+@cli.group()
+def track() -> None:
+    """The tracking store that `builder run --track` logs to."""
+
+
+@track.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_track_option("log into this store (default: the one the file was meant for)")
+def replay(path, track) -> None:
+    """Log what a build could not: PATH is a tracking-replay.json, the run folder holding one, or a --out folder."""
+    from builder.host.track_builds import replay as replay_files
+    from builder.host.tracking_uri import for_reading
+
+    replay_files(path, for_reading(track) if track else None, _echo)
+
+
+@cli.command()
+@click.argument("recipe")
+@_targets_option()
+@click.option("--device", help="only the runs on this device (default: every device)")
+@click.option("--html", "html_file", type=click.Path(path_type=Path),
+              help="write the page of plots here (default: build/history/<recipe>_<target>.html)")
+@_track_option("the tracking store (default: $MLFLOW_TRACKING_URI, the project's, else the local one)")
+def history(recipe, target, device, html_file, track) -> None:
+    """Each figure of each variant of RECIPE (a name or a recipe file) on TARGET over the tracked runs: a table per
+    variant, and a page with a plot per figure."""
+    from builder.host import history as trend
+    from builder.host.track_builds import open_store
+    from builder.host.tracking_uri import for_reading
+    from builder.util import atomic_write_bytes
+
+    name = catalog.load_recipe(Path(recipe), target).name if recipe.endswith((".yaml", ".yml")) else recipe
+    store = open_store(for_reading(track))
+    runs = store.history(name, target, device)
+    if not runs:
+        raise ConfigError(f"no tracked run of {name} on {target}{f' on {device}' if device else ''} in {store.uri}",
+                          hint="track builds with `builder run --track`, or name the store with --track URI")
+    for table in trend.tables(runs):
+        console.print(table)
+    html_file = html_file or Path("build") / "history" / f"{name}_{target}.html"
+    atomic_write_bytes(html_file, trend.page(name, target, runs).encode())
+    _echo(f"history page: {html_file}")
 
 
 @cli.command()
@@ -182,12 +254,18 @@ def bundle(recipe, target, runner, out, variants, offline, trust_remote_code) ->
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @_accept_undecided_option
-def collect(source, out, accept_undecided) -> None:
+@_track_option(TRACK_BUILDS, alone=True)
+def collect(source, out, accept_undecided, track) -> None:
     """Merge a bundle's device-stage results (its folder or results.tar.gz) into OUT and write the report."""
     from builder.host.bundle import collect as collect_bundle
     from builder.host.run import verdict
+    from builder.host.tracking_uri import for_run
 
-    verdict([collect_bundle(source, out, _echo)], accept_undecided=accept_undecided)
+    store = for_run(track)
+    outcome = collect_bundle(source, out, _echo)
+    if store:
+        _track([outcome], store)
+    verdict([outcome], accept_undecided=accept_undecided)
 
 
 _CHECK_FIELDS = ("device", "target", "ok", "what", "error", "hint", "cause", "default_runtime", "seconds", "emulated")
@@ -475,21 +553,33 @@ def schema(kind) -> None:
 
 
 @cli.command()
-@click.argument("old", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
+@click.argument("runs", nargs=-1, type=click.Path(path_type=Path), metavar="[OLD] NEW")
+@click.option("--baseline", type=click.Choice(["last-good"]),
+              help="OLD from the tracking store: each variant's last passing run on the same recipe, target and device")
+@_track_option("the tracking store of --baseline (default: $MLFLOW_TRACKING_URI, the project's, else the local one)")
 @click.option("--fail-on-regression", "pct", type=click.FloatRange(0), metavar="PCT",
               help="exit 1 if a figure got worse by more than PCT percent beyond the benchmark's noise, or a variant "
                    "that was ok is not")
 @click.option("--html", "html_file", type=click.Path(path_type=Path),
               help="also write the comparison, with NEW's plots and OLD's p50s marked, as one self-contained page")
 @click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
-def compare(old, new, pct, html_file, as_json) -> None:
+def compare(runs, baseline, track, pct, html_file, as_json) -> None:
     """Compare two runs, each a run folder, a matrix's --out folder or a results.json: p50, size and accuracy
-    per recipe/target/variant; changes within the benchmark's noise are marked ~."""
+    per recipe/target/variant; changes within the benchmark's noise are marked ~. With --baseline last-good, NEW
+    alone is given and OLD comes from the tracking store."""
     from builder.host import compare as comparison
     from builder.util import atomic_write_bytes
 
-    old_runs, new_runs = comparison.load(old), comparison.load(new)
+    if len(runs) != (1 if baseline else 2):
+        raise click.UsageError("give OLD and NEW, or NEW alone with --baseline last-good")
+    if baseline:
+        from builder.host.track_builds import open_store
+        from builder.host.tracking_uri import for_reading
+
+        new_runs = comparison.load(runs[0])
+        old_runs = comparison.last_good(runs[0], new_runs, open_store(for_reading(track)), _warn)
+    else:
+        old_runs, new_runs = comparison.load(runs[0]), comparison.load(runs[1])
     rows = comparison.compare(old_runs, new_runs, pct or 0.0)
     if as_json:
         click.echo(json.dumps(rows, indent=1))

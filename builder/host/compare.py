@@ -6,17 +6,24 @@ spread / sqrt(n), so a change smaller than twice the combined uncertainty of the
 2 * sqrt(s_old^2 / n_old + s_new^2 / n_new), is within the benchmark's own noise. (min/max was not used: one
 outlier sets it.) Accuracy and agreement: within noise when the new value lies inside the old run's 95% interval.
 Size has no noise.
+
+`--baseline last-good` takes OLD from the tracking store: for each variant of NEW, the newest run of that variant
+that passed (status ok) on the same recipe, target and device, started before NEW and of another build.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from builder.errors import BuilderError, ConfigError
+from builder.host.tracked_runs import StoredRun, build_id, device_of, epoch_ms
 from builder.records import BenchmarkResult, Results, VariantResult, load_results
+from builder.workdir import MANIFEST
 
 BENCHMARK = ("p50_ms", "size_bytes")
 VALIDATION = ("top1_accuracy", "top1_agreement", "top5_agreement", "cosine", "detection_f1", "map50", "map", "miou", "psnr_db",
@@ -25,8 +32,7 @@ LOWER_IS_BETTER = ("p50_ms", "size_bytes", "cer")
 HINT = "give a run's folder (<out>/<recipe>/<target>/), a matrix's --out folder, or a results.json file"
 
 
-def load(path: Path) -> dict[tuple[str, str], Results]:
-    """Every run's results.json under PATH, by (recipe, target)."""
+def _results_files(path: Path) -> list[Path]:
     if path.is_file():
         files = [path]
     elif (path / "results.json").is_file():
@@ -37,8 +43,13 @@ def load(path: Path) -> dict[tuple[str, str], Results]:
         raise ConfigError(f"{path}: no such file or folder", hint=HINT)
     if not files:
         raise ConfigError(f"{path} holds no results.json", hint=HINT)
+    return files
+
+
+def load(path: Path) -> dict[tuple[str, str], Results]:
+    """Every run's results.json under PATH, by (recipe, target)."""
     runs = {}
-    for f in files:
+    for f in _results_files(path):
         try:
             results = load_results(f)
         except BuilderError as exc:
@@ -110,3 +121,46 @@ def check(rows: list[dict], pct: float) -> None:
     bad = [f"{r['recipe']}/{r['target']}/{r['variant']}: {', '.join(r['regression'])}" for r in rows if r["regression"]]
     if bad:
         raise BuilderError(f"{len(bad)} regression(s) beyond {pct:g}% and the benchmark's noise: " + "; ".join(bad))
+
+
+class Store(Protocol):
+    """What a baseline is read from: tracking.Store (compare never imports MLflow itself)."""
+
+    def last_good(self, recipe: str, target: str, device: str, variant: str, before_ms: int | None,
+                  other_than: str | None) -> StoredRun | None: ...
+
+    def results(self, run: StoredRun) -> Results: ...
+
+
+def _manifests(path: Path) -> dict[tuple[str, str], dict]:
+    """The manifest.json beside each results.json under PATH, by (recipe, target); {} where there is none."""
+    found = {}
+    for f in _results_files(path):
+        try:
+            manifest = json.loads((f.parent / MANIFEST).read_text())
+            found[(manifest["recipe"]["name"], manifest["target"]["id"])] = manifest
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def last_good(path: Path, new_runs: dict[tuple[str, str], Results], store: Store,
+              warn) -> dict[tuple[str, str], Results]:
+    """OLD for `--baseline last-good`: per recipe/target of NEW, each variant's last passing run in the store."""
+    manifests = _manifests(path)
+    old_runs = {}
+    for (recipe, target), new in new_runs.items():
+        manifest = manifests.get((recipe, target))
+        before = epoch_ms(manifest.get("started")) if manifest else None
+        build = build_id(manifest) if manifest else None
+        found = []
+        for v in new.variants:
+            stored = store.last_good(recipe, target, device_of(v, manifest), v.name, before, build)
+            if stored is None:
+                warn(f"{recipe}/{target}/{v.name}: no passing run on {device_of(v, manifest)} in the tracking store "
+                     "to compare with")
+                continue
+            found += [old for old in store.results(stored).variants if old.name == v.name]
+        if found:
+            old_runs[(recipe, target)] = Results(recipe=recipe, target=target, variants=found)
+    return old_runs
