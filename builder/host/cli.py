@@ -114,11 +114,13 @@ def _trust_option(command):
 @click.option("--no-cache", is_flag=True, help="run every step (what runs is still kept in the step cache)")
 @click.option("--remeasure", is_flag=True, help="run benchmarks and validations again, reuse the other steps")
 @click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
+@click.option("--profile", is_flag=True, help="also profile each variant layer by layer after its timed runs "
+                                              "(report.md, profile_<variant>.csv, Model Explorer node data)")
 @_accept_undecided_option
 @_device_options
 @_trust_option
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, accept_undecided, devices, fleet, registry, trust_remote_code) -> None:
+        verbose, profile, accept_undecided, devices, fleet, registry, trust_remote_code) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -139,7 +141,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
         cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
-                              cache=cache, echo=view, trust_remote_code=trust_remote_code)
+                              cache=cache, echo=view, trust_remote_code=trust_remote_code, profile=profile)
     _echo("")
     for line in summary(outcomes):
         _echo(line)

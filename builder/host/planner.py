@@ -21,6 +21,7 @@ from builder.stage.source_precision import SourcePrecision
 from builder.stage.steps import registry
 from builder.stage.steps.base import PlanScope
 from builder.stage.steps.measure import runtime_for
+from builder.stage.steps.profile import Profile as ProfileStep
 from builder.workdir import BOXES, CALIBRATION, LABELS, PHOTOS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
 DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS, "boxes": BOXES,
@@ -193,9 +194,11 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
 
 
 def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None,
-              quantized: SourcePrecision | None = None, trust_remote_code: bool = False) -> Plan:
+              quantized: SourcePrecision | None = None, trust_remote_code: bool = False,
+              profile: bool = False) -> Plan:
     """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found;
-    `trust_remote_code` lets the recipe's own code run (see code_trust)."""
+    `trust_remote_code` lets the recipe's own code run (see code_trust); `profile` (or the recipe's
+    `benchmark.profile`) profiles each variant layer by layer after the benchmarks."""
     source = source or recipe.source
     wanted = variants or list(recipe.variants)
     unknown = [v for v in wanted if v not in recipe.variants]
@@ -251,6 +254,11 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     for v in plan.variants:
         b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
               params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
+    if profile or recipe.benchmark.profile:  # after every timed run: a profiler slows what it watches
+        for v in plan.variants:
+            b.add("profile", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
+                  outputs=ProfileStep.outputs_for(v, plan.artifacts[v]),
+                  params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     reference_runtime = runtime_for(b._scope(fp32, plan.artifacts[fp32]))  # of the fp32 artifact, whatever made it
     for v in plan.variants:
         reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]} | b.measure_inputs(plan.artifacts[v])

@@ -1,0 +1,191 @@
+"""LiteRT's per-layer profile: each op of the model timed on its own in LiteRT's interpreter, with XNNPACK as the
+benchmark runs it, and the partitions XNNPACK makes of the whole graph.
+
+The Python interpreter has no op profiler (benchmark_model's `--enable_op_profiling` is a C++ binary that is not
+in the images), so each op of the main subgraph is cut out into a one-op model with LiteRT's own flatbuffer schema,
+fed the values it sees in a real inference (kept by `experimental_preserve_all_tensors`), and timed back to back.
+An op timed alone finds its weights in cache, so the layers' sum tends to be under the whole model's p50.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from builder.backends.litert.runtime import interpreter_class
+from builder.errors import StepError
+from builder.stage import profiling
+from builder.stage.runtimes import TensorInfo, random_inputs
+
+CAVEAT = "each op timed alone, back to back: its weights stay in cache, which a whole inference does not give them"
+_PRECISIONS = {"FLOAT32": "fp32", "FLOAT16": "fp16", "INT8": "int8", "UINT8": "int8", "INT16": "int16",
+               "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated  # the flatbuffer schema LiteRT ships
+
+    return schema_py_generated
+
+
+def _names(enum) -> dict[int, str]:
+    return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
+
+
+class _Model:
+    """A .tflite file's object tree, and one-op models cut from its main subgraph."""
+
+    def __init__(self, path: Path):
+        fb = self.fb = _schema()
+        self.model = fb.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+        self.graph = self.model.subgraphs[0]
+        self.op_names, self.type_names = _names(fb.BuiltinOperator), _names(fb.TensorType)
+
+    @property
+    def graph_id(self) -> str:
+        name = self.graph.name
+        return (name.decode() if isinstance(name, bytes) else name) or "main"
+
+    def op_type(self, op) -> str:
+        code = self.model.operatorCodes[op.opcodeIndex]
+        return self.op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+
+    def tensor_name(self, index: int) -> str:
+        name = self.graph.tensors[index].name
+        return name.decode() if isinstance(name, bytes) else name
+
+    def constant(self, index: int) -> bool:
+        buffer = self.model.buffers[self.graph.tensors[index].buffer]
+        return buffer is not None and (buffer.data is not None and len(buffer.data) > 0 or bool(buffer.size))
+
+    def fed(self, op) -> list[int]:
+        """The op's inputs that an inference computes (not its weights), in order, once each."""
+        return list(dict.fromkeys(t for t in op.inputs if t >= 0 and not self.constant(t)))
+
+    def precision(self, op) -> str | None:
+        """The precision the op computes in: its activations', and its weights' where they differ (hybrid)."""
+        kind = lambda t: _PRECISIONS.get(self.type_names.get(self.graph.tensors[t].type), None)  # noqa: E731
+        activations = [kind(t) for t in self.fed(op)] or [kind(t) for t in op.outputs]
+        weights = [kind(t) for t in op.inputs if t >= 0 and self.constant(t)]
+        act = activations[0] if activations else None
+        if act == "fp32" and weights and weights[0] == "int8":
+            return "fp32 (int8 weights)"
+        return act
+
+    def one_op(self, index: int) -> bytes:
+        """A model of the op alone: its inputs that an inference computes become the model's inputs."""
+        import flatbuffers
+
+        fb, op = self.fb, self.graph.operators[index]
+        used = list(dict.fromkeys(t for t in [*op.inputs, *op.outputs] if t >= 0))
+        at = {t: i for i, t in enumerate(used)}
+        model = fb.ModelT()
+        model.version, model.operatorCodes, model.buffers = self.model.version, self.model.operatorCodes, [fb.BufferT()]
+        tensors = []
+        for t in used:
+            tensor = fb.TensorT()
+            vars(tensor).update(vars(self.graph.tensors[t]))
+            tensor.buffer = 0
+            if self.constant(t):
+                model.buffers.append(self.model.buffers[self.graph.tensors[t].buffer])
+                tensor.buffer = len(model.buffers) - 1
+            tensors.append(tensor)
+        alone = fb.OperatorT()
+        vars(alone).update(vars(op))
+        alone.inputs = [at[t] if t >= 0 else -1 for t in op.inputs]
+        alone.outputs = [at[t] for t in op.outputs]
+        alone.intermediates = []
+        graph = fb.SubGraphT()
+        graph.tensors, graph.operators, graph.name = tensors, [alone], self.graph.name
+        graph.inputs, graph.outputs = [at[t] for t in self.fed(op)], [at[t] for t in op.outputs]
+        model.subgraphs = [graph]
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+def _values(path: Path, threads: int) -> dict[int, np.ndarray]:
+    """Every tensor's value in one inference on random inputs, without delegates (they keep no intermediates)."""
+    cls = interpreter_class()
+    module = __import__(cls.__module__, fromlist=["OpResolverType"])
+    interp = cls(model_path=str(path), num_threads=threads, experimental_preserve_all_tensors=True,
+                 experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    details = interp.get_input_details()
+    infos = [TensorInfo(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in details]
+    for detail, x in zip(details, random_inputs(infos, origin=path.name), strict=True):
+        interp.set_tensor(detail["index"], x)
+    interp.invoke()
+    values = {}
+    for detail in interp.get_tensor_details():
+        try:
+            values[detail["index"]] = interp.get_tensor(detail["index"])
+        except ValueError:  # a tensor without data (an optional input)
+            continue
+    return values
+
+
+def _delegates(interp) -> int | None:
+    """How many delegate nodes (XNNPACK's partitions) the interpreter's execution plan holds."""
+    try:
+        return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+    except (AttributeError, KeyError):  # a private API, absent in some builds
+        return None
+
+
+def partitions(path: Path, threads: int) -> int | None:
+    """The partitions XNNPACK makes of the whole model as the benchmark loads it."""
+    interp = interpreter_class()(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    return _delegates(interp)
+
+
+def _time_alone(content: bytes, fed: list[np.ndarray], spec: profiling.ProfileSpec) -> tuple[float, bool]:
+    """The op's median time alone in ms, and whether XNNPACK ran it."""
+    interp = interpreter_class()(model_content=content, num_threads=spec.threads)
+    interp.allocate_tensors()
+    for detail, x in zip(interp.get_input_details(), fed, strict=True):
+        interp.set_tensor(detail["index"], x.reshape(detail["shape"]))
+    for _ in range(max(spec.warmup, 1)):
+        interp.invoke()
+    times = []
+    for _ in range(spec.runs):
+        start = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000.0, bool(_delegates(interp))
+
+
+def profile(model: Path, files: Mapping[str, Path], spec: profiling.ProfileSpec,
+            log: logging.Logger) -> profiling.Measured:
+    tree = _Model(model)
+    values = _values(model, spec.threads)
+    layers, failed = [], []
+    for index, op in enumerate(tree.graph.operators):
+        kind = tree.op_type(op)
+        try:
+            ms, delegated = _time_alone(tree.one_op(index), [values[t] for t in tree.fed(op)], spec)
+        except (ValueError, RuntimeError, KeyError) as exc:  # an op that cannot run alone (control flow)
+            log.warning("op %d (%s) could not be timed alone: %s", index, kind, exc)
+            failed.append(f"{index} {kind}")
+            continue
+        layers.append(profiling.Layer(name=tree.tensor_name(op.outputs[0]), node_id=str(index), op_type=kind, ms=ms,
+                                      precision=tree.precision(op), unit="XNNPACK" if delegated else "CPU kernel"))
+    if not layers:
+        raise StepError(f"no op of {model.name} could be timed alone", hint="see the step's log for each op's error")
+    parts = partitions(model, spec.threads)
+    warnings = []
+    if parts is not None and parts > 1:
+        warnings.append(f"XNNPACK split {model.name} into {parts} partitions: the graph goes back and forth between "
+                        "XNNPACK and the CPU kernels (an op XNNPACK does not take, or an unfused activation)")
+    if failed:
+        warnings.append(f"{len(failed)} op(s) could not be timed alone and are not in the profile: {', '.join(failed)}")
+    return profiling.Measured(profiler="LiteRT interpreter, each op alone (XNNPACK)", layers=layers, runs=spec.runs,
+                              graph=tree.graph_id, partitions=parts, caveat=CAVEAT, warnings=warnings)
+
+
+profiling.register("litert", profile)
