@@ -16,6 +16,7 @@ from builder.config.recipe import Recipe, Source
 from builder.config.target import ChainStep, Target
 from builder.errors import ConfigError
 from builder.plan import Plan, StepCall
+from builder.stage import profiling
 from builder.stage.convert import source_run
 from builder.stage.source_precision import SourcePrecision
 from builder.stage.steps import registry
@@ -256,6 +257,10 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
               params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     if profile or recipe.benchmark.profile:  # after every timed run: a profiler slows what it watches
         for v in plan.variants:
+            runtime = runtime_for(b._scope(v, plan.artifacts[v]))
+            if not profiling.has_profiler(runtime):
+                plan.notes.append(f"{v} is not profiled: the {runtime} runtime has no per-layer profiler")
+                continue
             b.add("profile", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
                   outputs=ProfileStep.outputs_for(v, plan.artifacts[v]),
                   params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)

@@ -68,6 +68,11 @@ def register(runtime: str, profiler: Profiler) -> None:
     _PROFILERS[runtime] = profiler
 
 
+def has_profiler(runtime: str) -> bool:
+    plugins.load()
+    return runtime in _PROFILERS
+
+
 def profiler_of(runtime: str) -> Profiler:
     plugins.load()
     try:

@@ -2,8 +2,9 @@
 benchmark runs it, and the partitions XNNPACK makes of the whole graph.
 
 The Python interpreter has no op profiler (benchmark_model's `--enable_op_profiling` is a C++ binary that is not
-in the images), so each op of the main subgraph is cut out into a one-op model with LiteRT's own flatbuffer schema,
-fed the values it sees in a real inference (kept by `experimental_preserve_all_tensors`), and timed back to back.
+in the images), so each op of the main subgraph is cut out into a one-op model with LiteRT's own flatbuffer schema
+(with the dequantizing of its fp16 weights, which XNNPACK folds), fed the values it sees in a real inference (kept
+by `experimental_preserve_all_tensors`), and timed back to back.
 An op timed alone finds its weights in cache, so the layers' sum tends to be under the whole model's p50.
 """
 
@@ -44,6 +45,9 @@ class _Model:
         self.model = fb.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
         self.graph = self.model.subgraphs[0]
         self.op_names, self.type_names = _names(fb.BuiltinOperator), _names(fb.TensorType)
+        # weights stored in fp16 (or int8) and dequantized once: XNNPACK folds them into the op that reads them
+        self.folded = {op.outputs[0]: i for i, op in enumerate(self.graph.operators)
+                       if self.op_type(op) == "DEQUANTIZE" and all(self.constant(t) for t in op.inputs if t >= 0)}
 
     @property
     def graph_id(self) -> str:
@@ -63,25 +67,35 @@ class _Model:
         return buffer is not None and (buffer.data is not None and len(buffer.data) > 0 or bool(buffer.size))
 
     def fed(self, op) -> list[int]:
-        """The op's inputs that an inference computes (not its weights), in order, once each."""
-        return list(dict.fromkeys(t for t in op.inputs if t >= 0 and not self.constant(t)))
+        """The op's inputs that an inference computes (not its weights, nor weights dequantized), once each."""
+        return list(dict.fromkeys(t for t in op.inputs if t >= 0 and not self.constant(t) and t not in self.folded))
+
+    def timed(self) -> list[int]:
+        """The ops an inference runs: all but the dequantizing of weights."""
+        return [i for i, op in enumerate(self.graph.operators) if op.outputs[0] not in self.folded]
 
     def precision(self, op) -> str | None:
         """The precision the op computes in: its activations', and its weights' where they differ (hybrid)."""
         kind = lambda t: _PRECISIONS.get(self.type_names.get(self.graph.tensors[t].type), None)  # noqa: E731
         activations = [kind(t) for t in self.fed(op)] or [kind(t) for t in op.outputs]
-        weights = [kind(t) for t in op.inputs if t >= 0 and self.constant(t)]
+        weights = [kind(self._stored(t)) for t in op.inputs if t >= 0 and (self.constant(t) or t in self.folded)]
         act = activations[0] if activations else None
-        if act == "fp32" and weights and weights[0] == "int8":
-            return "fp32 (int8 weights)"
+        if act == "fp32" and weights and weights[0] in ("int8", "fp16"):
+            return f"fp32 ({weights[0]} weights)"
         return act
 
+    def _stored(self, tensor: int) -> int:
+        """The constant a dequantized weight comes from."""
+        return self.graph.operators[self.folded[tensor]].inputs[0] if tensor in self.folded else tensor
+
     def one_op(self, index: int) -> bytes:
-        """A model of the op alone: its inputs that an inference computes become the model's inputs."""
+        """A model of the op alone (with the dequantizing of its weights): its inputs that an inference computes
+        become the model's inputs."""
         import flatbuffers
 
         fb, op = self.fb, self.graph.operators[index]
-        used = list(dict.fromkeys(t for t in [*op.inputs, *op.outputs] if t >= 0))
+        ops = [*(self.graph.operators[self.folded[t]] for t in dict.fromkeys(op.inputs) if t in self.folded), op]
+        used = list(dict.fromkeys(t for each in ops for t in [*each.inputs, *each.outputs] if t >= 0))
         at = {t: i for i, t in enumerate(used)}
         model = fb.ModelT()
         model.version, model.operatorCodes, model.buffers = self.model.version, self.model.operatorCodes, [fb.BufferT()]
@@ -94,13 +108,16 @@ class _Model:
                 model.buffers.append(self.model.buffers[self.graph.tensors[t].buffer])
                 tensor.buffer = len(model.buffers) - 1
             tensors.append(tensor)
-        alone = fb.OperatorT()
-        vars(alone).update(vars(op))
-        alone.inputs = [at[t] if t >= 0 else -1 for t in op.inputs]
-        alone.outputs = [at[t] for t in op.outputs]
-        alone.intermediates = []
+        operators = []
+        for each in ops:
+            alone = fb.OperatorT()
+            vars(alone).update(vars(each))
+            alone.inputs = [at[t] if t >= 0 else -1 for t in each.inputs]
+            alone.outputs = [at[t] for t in each.outputs]
+            alone.intermediates = []
+            operators.append(alone)
         graph = fb.SubGraphT()
-        graph.tensors, graph.operators, graph.name = tensors, [alone], self.graph.name
+        graph.tensors, graph.operators, graph.name = tensors, operators, self.graph.name
         graph.inputs, graph.outputs = [at[t] for t in self.fed(op)], [at[t] for t in op.outputs]
         model.subgraphs = [graph]
         builder = flatbuffers.Builder(1024)
@@ -165,7 +182,8 @@ def profile(model: Path, files: Mapping[str, Path], spec: profiling.ProfileSpec,
     tree = _Model(model)
     values = _values(model, spec.threads)
     layers, failed = [], []
-    for index, op in enumerate(tree.graph.operators):
+    for index in tree.timed():
+        op = tree.graph.operators[index]
         kind = tree.op_type(op)
         try:
             ms, delegated = _time_alone(tree.one_op(index), [values[t] for t in tree.fed(op)], spec)

@@ -72,7 +72,9 @@ def profile(model: Path, files: Mapping[str, Path], spec: profiling.ProfileSpec,
         layers, runs = node_times(json.loads(Path(session.end_profiling()).read_text()), warmup)
     return profiling.Measured(profiler=f"ONNX Runtime profiler ({', '.join(session.get_providers())})",
                               layers=layers, runs=runs,
-                              caveat="the profiler times each node's kernel; the time between kernels is not in it")
+                              caveat="ONNX Runtime's profiler keeps memory and thread-pool statistics for every node it "
+                                     "times, which inflates each node's time, the smallest most: read the shares, "
+                                     "not the sum")
 
 
 profiling.register("onnxruntime", profile)
