@@ -329,6 +329,8 @@ class Profile(Strict):
     vs_p50: float | None = Field(None, description="total_ms over the benchmark's p50 (set with the benchmark)")
     why: str | None = Field(None, description="why the layers' sum is not within 20% of the p50")
     node_data: str | None = Field(None, description="the Model Explorer node data file of the layers' times")
+    node_data_for: str | None = Field(None, description="the model whose graph the node data's keys name, when it "
+                                                        "is not the artifact (the model an NPU compiler compiled)")
     warnings: list[str] = []
 
 

@@ -140,7 +140,8 @@ def _change_rows(matched: list[Change]) -> list[list[str]]:
 
 
 def _open_lines(results: list[VariantResult]) -> list[str]:
-    files = [(r.artifact, r.profile.node_data) for r in results if r.profile and r.profile.node_data]
+    files = [(r.profile.node_data_for or r.artifact, r.profile.node_data) for r in results
+             if r.profile and r.profile.node_data]
     if not files:
         return []
     return ["The layers' times on the graph, in Google's Model Explorer (not needed by a run):", "",

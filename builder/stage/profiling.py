@@ -20,6 +20,7 @@ from builder.errors import StepError
 
 CSV_FIELDS = ("rank", "name", "node_id", "op_type", "ms", "share", "precision", "unit")
 AGREES_WITHIN = 0.2  # the layers' sum within 20% of the benchmark's p50
+BUSY = "and other work on the machine while either of the two ran moves it"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Measured:
     partitions: int | None = None
     caveat: str | None = None
     warnings: list[str] = field(default_factory=list)
+    shown_on: Path | None = None  # the model whose graph the node ids name, when not the artifact (an NPU's input)
 
 
 Profiler = Callable[[Path, Mapping[str, Path], ProfileSpec, logging.Logger], Measured]
@@ -121,7 +123,7 @@ def against_p50(total_ms: float, p50_ms: float | None, *, caveat: str | None, em
     ratio = total_ms / p50_ms
     if abs(ratio - 1) <= AGREES_WITHIN:
         return {"vs_p50": round(ratio, 3)}
-    why = caveat or "the profiler's own overhead, or a machine busy with other work while one of the two ran"
+    why = f"{caveat}; {BUSY}" if caveat else f"the profiler's own overhead, {BUSY}"
     if emulated:
         why = "emulated: both are QEMU's timings, not the device's"
     return {"vs_p50": round(ratio, 3), "why": why}

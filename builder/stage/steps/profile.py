@@ -62,6 +62,8 @@ class Profile(Step):
         node_data = model_explorer.write(ctx.output("node_data"), model_explorer.NodeValues(
             name="time ms", graph=measured.graph, values={x["node_id"]: x["ms"] for x in profile["layers"]}))
         profile["node_data"] = node_data.name
+        if measured.shown_on is not None:
+            profile["node_data_for"] = str(measured.shown_on.relative_to(ctx.workdir))
         top = profile["layers"][:3]
         ctx.log.info("%d layers, %.3f ms in all; slowest: %s", len(profile["layers"]), profile["total_ms"],
                      ", ".join(f"{x['op_type']} {x['ms']:.3f} ms" for x in top))
