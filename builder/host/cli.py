@@ -270,8 +270,9 @@ def _health_table(health: list[dict]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--no-cache", is_flag=True, help="as `run --no-cache` would")
 @click.option("--remeasure", is_flag=True, help="as `run --remeasure` would")
+@click.option("--profile", is_flag=True, help="as `run --profile` would")
 @_trust_option
-def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, trust_remote_code) -> None:
+def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, profile, trust_remote_code) -> None:
     """Show the resolved steps, images and outputs without running anything, and, when OUT holds a
     previous run, which steps a run would take from the step cache (judged with the inputs it fetched)."""
     from builder.host.plan_view import show_plan
@@ -283,7 +284,7 @@ def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, tr
     quantized = source_precision.inspect(local, loaded.source.resolved_format,
                                          shown=f"{recipe}: source.file {local}") if local else None
     resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, profile=profile)
     previous = out / loaded.name / target
     cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None
     if as_json:
