@@ -48,9 +48,7 @@ def _facts(r: VariantResult) -> list[str]:
         line += f", {p.vs_p50:.2f}x the benchmark's p50" + (f" (not within 20%: {p.why})" if p.why else "")
     facts = [line + "."]
     if p.partitions is not None:
-        facts.append(f"{r.name}: the delegate made {p.partitions} partition(s) of the graph"
-                     + (": **more than one, the graph goes back and forth to the CPU**" if p.partitions > 1 else "")
-                     + ".")
+        facts.append(f"{r.name}: the delegate made {p.partitions} partition(s) of the graph.")
     facts += [f"{r.name}: **{w}**" for w in p.warnings]
     return facts
 
@@ -181,7 +179,7 @@ def html(results: list[VariantResult]) -> list[str]:
         layers = r.profile.layers[:PLOTTED]
         parts.append(html_report.plot(
             f"{r.name}: the {len(layers)} slowest of {len(r.profile.layers)} layers (ms per inference)", "profile",
-            {"layers": [[short(x.name), x.ms, x.precision or "?"] for x in layers]}))
+            {"layers": [[short(x.name), x.ms, ", ".join(filter(None, (x.precision, x.unit))) or "?"] for x in layers]}))
     for r, matched, how in comparisons(results):
         shown = _biggest(matched)[:PLOTTED]
         parts += [html_report.plot(f"{r.name} against fp32: the layers that changed most (ms per inference)",
@@ -205,7 +203,7 @@ def _draw_profile(data: dict):
     ax.barh([n for n, _, _ in reversed(layers)], [ms for _, ms, _ in reversed(layers)], color=colours)
     for y, (_, ms, precision) in enumerate(reversed(layers)):
         ax.annotate(precision, (ms, y), textcoords="offset points", xytext=(3, -3), fontsize="x-small")
-    ax.set_xlabel("ms per inference (colour: precision)")
+    ax.set_xlabel("ms per inference (colour: precision; beside each bar: precision, unit)")
     ax.tick_params(axis="y", labelsize="x-small")
     return fig
 

@@ -5,7 +5,8 @@ The Python interpreter has no op profiler (benchmark_model's `--enable_op_profil
 in the images), so each op of the main subgraph is cut out into a one-op model with LiteRT's own flatbuffer schema
 (with the dequantizing of its fp16 weights, which XNNPACK folds), fed the values it sees in a real inference (kept
 by `experimental_preserve_all_tensors`), and timed back to back.
-An op timed alone finds its weights in cache, so the layers' sum tends to be under the whole model's p50.
+An op timed alone finds its weights in cache, so the layers' sum tends to be under the whole model's p50. Each op
+is timed in one stretch: interleaving them would leave every other op's XNNPACK threads spinning beside it.
 """
 
 from __future__ import annotations
