@@ -201,7 +201,7 @@ def test_openvino_kernels_name_their_precision():
 # the shape trtexec's Profiler::exportJSONProfile writes (TensorRT 8.6+: medianMs; before it, averageMs only)
 TRTEXEC_PROFILE = """[
   { "count" : 120 }
-, { "name" : "Reformatting CopyNode for Input Tensor 0", "timeMs" : 1.84, "averageMs" : 0.0153333, "medianMs" : 0.0152, "percentage" : 2.1 }
+, { "name" : "Reformatting CopyNode 0", "timeMs" : 1.84, "averageMs" : 0.0153333, "medianMs" : 0.0152, "percentage" : 2.1 }
 , { "name" : "/conv1/Conv + /relu1/Relu", "timeMs" : 60.2, "averageMs" : 0.501667, "medianMs" : 0.4992, "percentage" : 68.6 }
 , { "name" : "/fc/Gemm", "timeMs" : 25.7, "averageMs" : 0.214167, "medianMs" : 0.2131, "percentage" : 29.3 }
 ]
