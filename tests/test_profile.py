@@ -241,3 +241,25 @@ def test_a_sum_far_from_the_p50_says_why():
     assert profiling.against_p50(9.0, 10.0, caveat="c") == {"vs_p50": 0.9}
     assert profiling.against_p50(5.0, 10.0, caveat="alone") == {"vs_p50": 0.5, "why": "alone; " + profiling.BUSY}
     assert "emulated" in profiling.against_p50(5.0, 10.0, caveat="alone", emulated=True)["why"]
+
+
+def test_a_failed_profile_fails_no_variant(profiled_run, tmp_path):
+    """Fault injection: the int8 profile's record says it failed; the report still builds int8, and says why it has
+    no profile."""
+    import shutil
+
+    from builder.host import report
+    from builder.plan import Plan
+    from builder.records import read_record, write_record
+    from builder.workdir import PLAN, RECORDS, RUN
+
+    workdir = Path(shutil.copytree(profiled_run, tmp_path / "run"))
+    path = next((workdir / RECORDS).glob("*-profile-int8.json"))
+    failed = read_record(path).model_dump(mode="json", exclude={"result"}) | {
+        "status": "failed", "error": "the profiler stopped", "result": None}
+    write_record(path, failed)
+    plan = Plan.from_json(json.loads((workdir / PLAN).read_text()))
+    results = {r.name: r for r in report.write(plan, workdir, json.loads((workdir / RUN).read_text()))}
+    assert results["int8"].status == results["fp32"].status == "ok" and results["int8"].failure is None
+    assert results["int8"].profile is None and results["fp32"].profile is not None
+    assert f"{path.stem} failed, int8 has no per-layer profile: the profiler stopped" in (workdir / "report.md").read_text()

@@ -220,8 +220,11 @@ def _versions(workdir: Path) -> dict:
 
 
 def _step_warnings(records: dict[str, StepRecord]) -> list[str]:
-    """What the steps warn of (a measuring step's typed result has no warnings)."""
-    return [w for r in records.values() if isinstance(r.result, dict) for w in r.result.get("warnings", [])]
+    """What the steps warn of (a measuring step's typed result has no warnings), and the profiles that failed
+    (a variant is reported without its profile)."""
+    return [w for r in records.values() if isinstance(r.result, dict) for w in r.result.get("warnings", [])] + [
+        f"{r.id} failed, {r.variant} has no per-layer profile: {r.error}" for r in records.values()
+        if r.kind == "profile" and r.status == "failed"]
 
 
 def _made_by(recs: list[StepRecord]) -> dict:
