@@ -199,13 +199,8 @@ def test_openvino_kernels_name_their_precision():
 # --- TensorRT: trtexec's exported profile ----------------------------------------------------------------
 
 # the shape trtexec's Profiler::exportJSONProfile writes (TensorRT 8.6+: medianMs; before it, averageMs only)
-TRTEXEC_PROFILE = """[
-  { "count" : 120 }
-, { "name" : "Reformatting CopyNode 0", "timeMs" : 1.84, "averageMs" : 0.0153333, "medianMs" : 0.0152, "percentage" : 2.1 }
-, { "name" : "/conv1/Conv + /relu1/Relu", "timeMs" : 60.2, "averageMs" : 0.501667, "medianMs" : 0.4992, "percentage" : 68.6 }
-, { "name" : "/fc/Gemm", "timeMs" : 25.7, "averageMs" : 0.214167, "medianMs" : 0.2131, "percentage" : 29.3 }
-]
-"""
+SAMPLES = Path(__file__).parent / "profiles"
+TRTEXEC_PROFILE = (SAMPLES / "trtexec_export_profile.json").read_text()
 
 
 def test_trtexec_exported_profile_is_parsed():
@@ -263,3 +258,29 @@ def test_a_failed_profile_fails_no_variant(profiled_run, tmp_path):
     assert results["int8"].status == results["fp32"].status == "ok" and results["int8"].failure is None
     assert results["int8"].profile is None and results["fp32"].profile is not None
     assert f"{path.stem} failed, int8 has no per-layer profile: the profiler stopped" in (workdir / "report.md").read_text()
+
+
+# --- LiteRT's benchmark_model --enable_op_profiling ---------------------------------------------------------
+
+# as benchmark_model prints it: older builds tab-separated with a [start] column, every node a TFLite op; newer ones
+# aligned with spaces, XNNPACK's operators inside its delegate, an operator kind's calls counted
+OP_PROFILE_TABS = (SAMPLES / "benchmark_model_tabs.txt").read_text()
+OP_PROFILE_XNNPACK = (SAMPLES / "benchmark_model_xnnpack.txt").read_text()
+
+
+def test_benchmark_models_op_profile_is_parsed_in_both_layouts():
+    from builder.backends.litert.benchmark_model import parse_op_profile
+
+    old = parse_op_profile(OP_PROFILE_TABS)
+    assert [(x["name"], x["node_id"], x["op_type"], x["ms"], x["unit"]) for x in old] == [
+        ("MobilenetV1/MobilenetV1/Conv2d_0/Relu6", "0", "CONV_2D", 60.957, "CPU kernel"),
+        ("MobilenetV1/MobilenetV1/Conv2d_1_depthwise/Relu6", "1", "DEPTHWISE_CONV_2D", 49.87, "CPU kernel")]
+    new = parse_op_profile(OP_PROFILE_XNNPACK)
+    assert [(x["node_id"], x["op_type"], x["precision"], x["unit"]) for x in new] == [
+        ("0", "QUANTIZE", None, "CPU kernel"),
+        ("Delegate/Convolution (NHWC, QC8) IGEMM:0", "Convolution (NHWC, QC8) IGEMM", "int8", "Delegate"),
+        ("Delegate/Convolution (NHWC, QC8) DWConv:1", "Convolution (NHWC, QC8) DWConv", "int8", "Delegate"),
+        ("Delegate/Convert (NC, QS8, F32):113", "Convert (NC, QS8, F32)", "int8", "Delegate")]
+    assert new[2]["ms"] == pytest.approx(0.051 * 13)  # per call, 13 calls an inference
+    with pytest.raises(StepError, match="no operator-wise profile"):
+        parse_op_profile("INFO: Inference timings in us: Init: 1, First inference: 2")

@@ -1,8 +1,9 @@
-"""LiteRT's per-layer profile: each op of the model timed on its own in LiteRT's interpreter, with XNNPACK as the
-benchmark runs it, and the partitions XNNPACK makes of the whole graph.
+"""LiteRT's per-layer profile: benchmark_model's op profiler, else each op of the model timed on its own in LiteRT's
+interpreter with XNNPACK as the benchmark runs it; and the partitions XNNPACK makes of the whole graph.
 
-The Python interpreter has no op profiler (benchmark_model's `--enable_op_profiling` is a C++ binary that is not
-in the images), so each op of the main subgraph is cut out into a one-op model with LiteRT's own flatbuffer schema
+Where TFLite's benchmark_model binary is (BENCHMARK_MODEL_BIN or PATH), its op profiler (`--enable_op_profiling`) times
+the ops inside a whole inference. The Python interpreter has no op profiler and the images have no such binary, so
+there each op of the main subgraph is cut out into a one-op model with LiteRT's own flatbuffer schema
 (with the dequantizing of its fp16 weights, which XNNPACK folds), fed the values it sees in a real inference (kept
 by `experimental_preserve_all_tensors`), and timed back to back.
 An op timed alone finds its weights in cache, so the layers' sum tends to be under the whole model's p50. Each op
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.backends.litert import benchmark_model
 from builder.backends.litert.runtime import interpreter_class
 from builder.errors import StepError
 from builder.stage import profiling
@@ -180,6 +182,32 @@ def _time_alone(content: bytes, fed: list[np.ndarray], spec: profiling.ProfileSp
 
 def profile(model: Path, files: Mapping[str, Path], spec: profiling.ProfileSpec,
             log: logging.Logger) -> profiling.Measured:
+    """benchmark_model's op profiler where the binary is here (BENCHMARK_MODEL_BIN), else each op alone."""
+    if binary := benchmark_model.benchmark_model_binary():
+        return _by_benchmark_model(binary, model, spec)
+    return _each_op_alone(model, spec, log)
+
+
+def _partition_warnings(model: Path, parts: int | None) -> list[str]:
+    if parts is not None and parts > 1:
+        return [f"XNNPACK split {model.name} into {parts} partitions: the graph goes back and forth between "
+                "XNNPACK and the CPU kernels (an op XNNPACK does not take, or an unfused activation)"]
+    return []
+
+
+def _by_benchmark_model(binary: Path, model: Path, spec: profiling.ProfileSpec) -> profiling.Measured:
+    found = benchmark_model.op_profile_tool(binary, model, threads=spec.threads, runs=spec.runs,
+                                             warmup=max(spec.warmup, 1))
+    parts = partitions(model, spec.threads)
+    return profiling.Measured(profiler="benchmark_model --enable_op_profiling", runs=spec.runs, graph=_Model(model).graph_id,
+                              layers=[profiling.Layer(**x | {"unit": "XNNPACK" if x["unit"] == "Delegate" else x["unit"]})
+                                      for x in found], partitions=parts,
+                              warnings=_partition_warnings(model, parts),
+                              caveat="XNNPACK's operators are its own, named by their kind: Model Explorer's graph "
+                                     "shows only the ops it left to LiteRT's kernels")
+
+
+def _each_op_alone(model: Path, spec: profiling.ProfileSpec, log: logging.Logger) -> profiling.Measured:
     tree = _Model(model)
     values = _values(model, spec.threads)
     layers, failed = [], []
@@ -197,10 +225,7 @@ def profile(model: Path, files: Mapping[str, Path], spec: profiling.ProfileSpec,
     if not layers:
         raise StepError(f"no op of {model.name} could be timed alone", hint="see the step's log for each op's error")
     parts = partitions(model, spec.threads)
-    warnings = []
-    if parts is not None and parts > 1:
-        warnings.append(f"XNNPACK split {model.name} into {parts} partitions: the graph goes back and forth between "
-                        "XNNPACK and the CPU kernels (an op XNNPACK does not take, or an unfused activation)")
+    warnings = _partition_warnings(model, parts)
     if failed:
         warnings.append(f"{len(failed)} op(s) could not be timed alone and are not in the profile: {', '.join(failed)}")
     return profiling.Measured(profiler="LiteRT interpreter, each op alone (XNNPACK)", layers=layers, runs=spec.runs,
