@@ -297,6 +297,43 @@ class ValidationResult(Agreement):
     measured: str | None = None
 
 
+# --- a per-layer profile ----------------------------------------------------------------------------------
+
+class LayerTime(Strict):
+    """One layer of a profile: where the time of an inference went."""
+
+    name: str = Field(description="the layer as its runtime names it (an op's output tensor, a node's name)")
+    node_id: str = Field(description="its node's id in Model Explorer's graph of the artifact (an op's index in its graph)")
+    op_type: str
+    ms: float = Field(description="time per inference")
+    share: float = Field(description="its share of the sum of the layers' times")
+    precision: str | None = Field(None, description="the precision it ran in (fp32, fp16, int8, ...) where the "
+                                                    "runtime tells")
+    unit: str | None = Field(None, description="what ran it (a delegate, a kernel, the NPU or the CPU) where the "
+                                               "runtime tells")
+
+
+class Profile(Strict):
+    """A variant's per-layer profile, taken apart from its timed runs (the `profile` step): its layers, slowest
+    first, and how their sum compares with the benchmark's p50."""
+
+    profiler: str = Field(description="what took it (the runtime's own profiler, or how it was made)")
+    runs: int = Field(description="inferences the layer times are averaged over (0: an estimate)")
+    layers: list[LayerTime]
+    total_ms: float = Field(description="the sum of the layers' times")
+    estimate: bool = Field(False, description="a tool's estimate for hardware that is not here, not a measurement")
+    partitions: int | None = Field(None, description="how many partitions the delegate split the graph into "
+                                                     "(more than one: the graph goes back and forth to the CPU)")
+    caveat: str | None = Field(None, description="how the profiler's times differ from a timed run's, as its "
+                                                 "runtime takes them")
+    vs_p50: float | None = Field(None, description="total_ms over the benchmark's p50 (set with the benchmark)")
+    why: str | None = Field(None, description="why the layers' sum is not within 20% of the p50")
+    node_data: str | None = Field(None, description="the Model Explorer node data file of the layers' times")
+    node_data_for: str | None = Field(None, description="the model whose graph the node data's keys name, when it "
+                                                        "is not the artifact (the model an NPU compiler compiled)")
+    warnings: list[str] = []
+
+
 # --- a step's record --------------------------------------------------------------------------------------
 
 class OutputFile(Strict):
@@ -337,6 +374,10 @@ class BenchmarkOutput(Strict):
     benchmark: BenchmarkResult
 
 
+class ProfileOutput(Strict):
+    profile: Profile
+
+
 class ValidationOutput(Strict):
     validation: ValidationResult | None = Field(description="None: the recipe has no validation data")
 
@@ -349,7 +390,12 @@ class ValidateRecord(StepRecord):
     result: ValidationOutput | None = None  # type: ignore[assignment]
 
 
-MEASURED = {"benchmark": BenchmarkOutput, "validate": ValidationOutput}  # step kind -> its result's model
+class ProfileRecord(StepRecord):
+    result: ProfileOutput | None = None  # type: ignore[assignment]
+
+
+MEASURED = {"benchmark": BenchmarkOutput, "validate": ValidationOutput,
+            "profile": ProfileOutput}  # step kind -> its result's model
 
 
 def _record_kind(value: Any) -> str:
@@ -359,7 +405,7 @@ def _record_kind(value: Any) -> str:
 
 _STEP_RECORD = TypeAdapter(Annotated[
     Annotated[BenchmarkRecord, Tag("benchmark")] | Annotated[ValidateRecord, Tag("validate")]
-    | Annotated[StepRecord, Tag("other")], Discriminator(_record_kind)])
+    | Annotated[ProfileRecord, Tag("profile")] | Annotated[StepRecord, Tag("other")], Discriminator(_record_kind)])
 
 
 # --- results.json -----------------------------------------------------------------------------------------
@@ -436,6 +482,8 @@ class VariantResult(Strict):
     failure: Failure | None = None
     layer_errors: LayerErrors | None = Field(None, description="per-layer quantization error, where a run has it")
     search: SearchResult | None = Field(None, description="an accuracy-aware variant's candidates")
+    profile: Profile | None = Field(None, description="where the time of an inference goes, layer by layer "
+                                                      "(builder run --profile)")
     calibrated_on: DataCount | None = Field(None, description="the calibration data its quantization saw")
 
 

@@ -101,3 +101,20 @@ def test_every_file_the_toolchain_steps_write_is_under_a_declared_output(compile
     stray = [rel for rel in written if not any(rel == d or rel.startswith(d + "/") for d in declared)]
     assert stray == []
     assert (workdir / "work/vela/tiny-mobilenet_int8_vela.estimate.json").is_file()
+
+
+def test_the_npus_profile_is_velas_estimate_per_layer(compiled):
+    import logging
+
+    from builder.stage import profiling
+
+    workdir, plan, record, call = compiled
+    assert len(json.loads((workdir / call.inputs["estimate"]).read_text())["per_layer"]) > 20  # kept by compile.vela
+    measured = profiling.profiler_of("ethos-u")(workdir / call.inputs["model"], _files(workdir, call),
+                                                profiling.ProfileSpec(threads=2, runs=1, warmup=0), logging.getLogger())
+    profile = profiling.record(measured)
+    assert profile["estimate"] and profile["runs"] == 0 and len(profile["layers"]) > 20
+    # Vela's cycles per layer add up to its whole-network estimate
+    assert profile["total_ms"] == pytest.approx(record["result"]["vela"]["inference_ms"], rel=1e-3)
+    assert {x["unit"] for x in profile["layers"]} == {"NPU"} and {x["precision"] for x in profile["layers"]} == {"int8"}
+    assert measured.shown_on == workdir / call.inputs["compiled_from"]  # its layers are the int8 TFLite's ops

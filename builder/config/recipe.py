@@ -455,6 +455,8 @@ class Benchmark(Strict):
     emulated_runs: int = Field(5, ge=1, le=1000, description="runs under QEMU emulation (slow, not device timings)")
     emulated_validation_samples: int = Field(10, ge=1, le=10_000, description="validation samples under emulation")
     throughput: bool = Field(True, description="also measure async throughput where the runtime has it")
+    profile: bool = Field(False, description="also profile each variant layer by layer, apart from the timed runs "
+                                             "(as `builder run --profile`)")
 
 
 class StepSpec(Strict):

@@ -124,12 +124,14 @@ def _trust_option(command):
 @click.option("--no-cache", is_flag=True, help="run every step (what runs is still kept in the step cache)")
 @click.option("--remeasure", is_flag=True, help="run benchmarks and validations again, reuse the other steps")
 @click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
+@click.option("--profile", is_flag=True, help="also profile each variant layer by layer after its timed runs "
+                                              "(report.md, profile_<variant>.csv, Model Explorer node data)")
 @_accept_undecided_option
 @_device_options
 @_trust_option
 @_track_option(TRACK_BUILDS, alone=True)
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, accept_undecided, devices, fleet, registry, trust_remote_code, track) -> None:
+        verbose, profile, accept_undecided, devices, fleet, registry, trust_remote_code, track) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -152,7 +154,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
         cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
-                              cache=cache, echo=view, trust_remote_code=trust_remote_code)
+                              cache=cache, echo=view, trust_remote_code=trust_remote_code, profile=profile)
     if store:
         _track(outcomes, store)
     _echo("")
@@ -346,8 +348,9 @@ def _health_table(health: list[dict]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--no-cache", is_flag=True, help="as `run --no-cache` would")
 @click.option("--remeasure", is_flag=True, help="as `run --remeasure` would")
+@click.option("--profile", is_flag=True, help="as `run --profile` would")
 @_trust_option
-def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, trust_remote_code) -> None:
+def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, profile, trust_remote_code) -> None:
     """Show the resolved steps, images and outputs without running anything, and, when OUT holds a
     previous run, which steps a run would take from the step cache (judged with the inputs it fetched)."""
     from builder.host.plan_view import show_plan
@@ -359,7 +362,7 @@ def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, tr
     quantized = source_precision.inspect(local, loaded.source.resolved_format,
                                          shown=f"{recipe}: source.file {local}") if local else None
     resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, profile=profile)
     previous = out / loaded.name / target
     cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None
     if as_json:

@@ -70,10 +70,7 @@ def tables(runs: list[StoredRun]) -> list[Table]:
 
 
 def _draw_trend(data: dict):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 3.2))
-    ax = fig.subplots()
+    fig, ax = html_report.canvas(6.5, 3.2)
     for variant, points in data["lines"].items():
         ax.plot([x for x, _ in points], [y for _, y in points], "-o", label=variant)
     ax.set_xticks(range(len(data["runs"])), data["runs"], rotation=30, ha="right", fontsize="x-small")
@@ -82,7 +79,7 @@ def _draw_trend(data: dict):
     return fig
 
 
-html_report.DRAW["trend"] = _draw_trend
+html_report.register_drawing("trend", _draw_trend)
 
 
 def page(recipe: str, target: str, runs: list[StoredRun]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import inspect
 import io
 import json
 import os
@@ -46,16 +47,20 @@ def _canvas(width: float, height: float):
     return fig, fig.subplots()
 
 
+canvas = _canvas  # for the figures other report modules draw (register_drawing)
+
+
 @functools.cache
-def _drawing_code() -> str:
-    """What a figure's look depends on besides its data: this module and matplotlib's version."""
-    return hashlib.sha256(Path(__file__).read_bytes() + importlib.metadata.version("matplotlib").encode()).hexdigest()
+def _drawing_code(kind: str) -> str:
+    """What a figure's look depends on besides its data: the module that draws it and matplotlib's version."""
+    drawn_by = Path(inspect.getsourcefile(DRAW[kind]) or __file__)
+    return hashlib.sha256(drawn_by.read_bytes() + importlib.metadata.version("matplotlib").encode()).hexdigest()
 
 
 def _svg(kind: str, data) -> str:
     """The figure `kind` of `data` as inline SVG, drawn once: it is kept by the hash of both, so a rerun
     whose figures did not change draws nothing and does not even load matplotlib."""
-    key = hashlib.sha256(json.dumps([kind, data, _drawing_code()], sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([kind, data, _drawing_code(kind)], sort_keys=True).encode()).hexdigest()
     kept = step_cache_dir() / "figures" / f"{key}.svg"
     try:
         text = kept.read_text()
@@ -77,6 +82,14 @@ def _svg(kind: str, data) -> str:
 
 def _plot(title: str, kind: str, data) -> str:
     return f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{_svg(kind, data)}</figure>'
+
+
+plot = _plot  # a titled figure of a kind another report module registered
+
+
+def register_drawing(kind: str, draw) -> None:
+    """A figure kind drawn by another report module: `draw(data)` returns a matplotlib Figure (`canvas`)."""
+    DRAW[kind] = draw
 
 
 def _timed(variants: list[VariantResult]) -> list[VariantResult]:
@@ -180,11 +193,6 @@ def _draw_layers(data: dict):
 
 
 DRAW = {"latency": _draw_latency, "scatter": _draw_scatter, "layers": _draw_layers}
-
-
-def plot(title: str, kind: str, data) -> str:
-    """A plot of a kind another page's module adds to DRAW (history.py's trends), drawn and kept as these are."""
-    return _plot(title, kind, data)
 
 
 def _num(value, digits: int = 3) -> str:

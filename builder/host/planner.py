@@ -16,11 +16,13 @@ from builder.config.recipe import Recipe, Source
 from builder.config.target import ChainStep, Target
 from builder.errors import ConfigError
 from builder.plan import Plan, StepCall
+from builder.stage import profiling
 from builder.stage.convert import source_run
 from builder.stage.source_precision import SourcePrecision
 from builder.stage.steps import registry
 from builder.stage.steps.base import PlanScope
 from builder.stage.steps.measure import runtime_for
+from builder.stage.steps.profile import Profile as ProfileStep
 from builder.workdir import BOXES, CALIBRATION, LABELS, PHOTOS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
 DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS, "boxes": BOXES,
@@ -193,9 +195,11 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
 
 
 def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None,
-              quantized: SourcePrecision | None = None, trust_remote_code: bool = False) -> Plan:
+              quantized: SourcePrecision | None = None, trust_remote_code: bool = False,
+              profile: bool = False) -> Plan:
     """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found;
-    `trust_remote_code` lets the recipe's own code run (see code_trust)."""
+    `trust_remote_code` lets the recipe's own code run (see code_trust); `profile` (or the recipe's
+    `benchmark.profile`) profiles each variant layer by layer after the benchmarks."""
     source = source or recipe.source
     wanted = variants or list(recipe.variants)
     unknown = [v for v in wanted if v not in recipe.variants]
@@ -251,6 +255,15 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     for v in plan.variants:
         b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
               params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
+    if profile or recipe.benchmark.profile:  # after every timed run: a profiler slows what it watches
+        for v in plan.variants:
+            runtime = runtime_for(b._scope(v, plan.artifacts[v]))
+            if not profiling.has_profiler(runtime):
+                plan.notes.append(f"{v} is not profiled: the {runtime} runtime has no per-layer profiler")
+                continue
+            b.add("profile", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
+                  outputs=ProfileStep.outputs_for(v, plan.artifacts[v]),
+                  params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     reference_runtime = runtime_for(b._scope(fp32, plan.artifacts[fp32]))  # of the fp32 artifact, whatever made it
     for v in plan.variants:
         reference = {"model": plan.artifacts[v], "reference": plan.artifacts[fp32]} | b.measure_inputs(plan.artifacts[v])

@@ -8,6 +8,7 @@ from builder import formats
 from builder.backends.litert import (  # noqa: F401  (they register themselves)
     causes,
     onnx2tf_options,
+    profiler,
     runtime,
     search,
     steps,

@@ -75,3 +75,59 @@ def parse_benchmark_model(output: str) -> dict:
     if memory:
         result["memory_init_mb"], result["memory_overall_mb"] = (float(v) for v in memory.groups())
     return result
+
+
+OP_PROFILE = "Operator-wise Profiling Info for Regular Benchmark Runs:"
+_NODE = re.compile(r"^\[(?P<name>.*)\]:(?P<index>\d+)$")  # a TFLite node: [its output tensors]:its index
+_KERNEL_TYPES = {"F32": "fp32", "F16": "fp16", "QC8": "int8", "QS8": "int8", "QU8": "int8", "QD8": "int8",
+                 "S8": "int8", "U8": "int8", "X8": "int8", "QS16": "int16"}
+
+
+def _cells(row: str) -> list[str]:
+    """A row of benchmark_model's tables: tab-separated in older builds, aligned with spaces in newer ones."""
+    parts = row.split("\t") if "\t" in row else re.split(r"\s{2,}", row)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _kernel_precision(node_type: str) -> str | None:
+    """The precision in an XNNPACK operator's name: Convolution (NHWC, QC8) IGEMM -> int8."""
+    found = re.search(r"\(([^)]*)\)", node_type)
+    kinds = [_KERNEL_TYPES[t.strip()] for t in found.group(1).split(",") if t.strip() in _KERNEL_TYPES] if found else []
+    return kinds[0] if kinds else None
+
+
+def parse_op_profile(output: str) -> list[dict]:
+    """The "Run Order" table of benchmark_model's `--enable_op_profiling=true` report: one entry per node (a TFLite
+    op, `node_id` its index) or per operator inside a delegate (XNNPACK's, named `Delegate/...`), with its time per
+    inference (`avg ms` per call times `times called`)."""
+    start = output.find(OP_PROFILE)
+    if start < 0:
+        raise StepError("benchmark_model printed no operator-wise profile",
+                        log_tail=output.strip().splitlines()[-TOOL_LOG_TAIL:])
+    lines = output[start:].splitlines()
+    header = next((i for i, line in enumerate(lines) if "[node type]" in line), None)
+    if header is None:
+        raise StepError("benchmark_model's operator-wise profile has no Run Order table")
+    columns = re.findall(r"\[([^\]]+)\]", lines[header])
+    found = []
+    for line in lines[header + 1:]:
+        cells = _cells(line)
+        if len(cells) != len(columns):
+            break  # the end of the table
+        row = dict(zip(columns, cells, strict=True))
+        raw, node = row["Name"], _NODE.match(row["Name"])
+        found.append({"name": node["name"] if node else raw, "node_id": node["index"] if node else raw,
+                      "op_type": row["node type"], "ms": float(row["avg ms"]) * int(row["times called"]),
+                      "precision": None if node else _kernel_precision(row["node type"]),
+                      "unit": "CPU kernel" if node else raw.split("/")[0]})
+    if not found:
+        raise StepError("benchmark_model's operator-wise profile is empty")
+    return found
+
+
+def op_profile_tool(binary: Path, model: Path, *, threads: int, runs: int, warmup: int) -> list[dict]:
+    """Run benchmark_model with its op profiler on `model` (see parse_op_profile)."""
+    args = [str(binary), f"--graph={model}", f"--num_threads={threads}", f"--num_runs={runs}",
+            f"--warmup_runs={warmup}", "--enable_op_profiling=true"]
+    return parse_op_profile(run_tool(args, "benchmark_model", hint="set BENCHMARK_MODEL_BIN to the benchmark_model "
+                                                                    "binary"))

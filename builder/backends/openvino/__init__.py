@@ -7,6 +7,7 @@ from builder import formats
 from builder.backends.openvino import (  # noqa: F401  (they register themselves)
     causes,
     options,
+    profiler,
     runtime,
     search,
     source,

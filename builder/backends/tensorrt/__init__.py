@@ -7,6 +7,7 @@ from builder import formats
 from builder.backends.tensorrt import (  # noqa: F401  (they register themselves)
     causes,
     facts,
+    profiler,
     runtime,
     steps,
 )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.vela import runtime, steps  # noqa: F401  (they register themselves)
+from builder.backends.vela import profiler, runtime, steps  # noqa: F401  (they register themselves)
 
 # an Ethos-U command stream: a .tflite that only the NPU runs (its graph is one ethos-u op)
 PACKAGES = ("ethos-u-vela",)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+from builder.backends.vela.profiler import read_per_layer
 from builder.errors import ConversionError
 from builder.plan import StepCall
 from builder.stage.steps.base import Step, StepContext, StepParams
@@ -82,7 +83,8 @@ class CompileVela(Step):
         with tempfile.TemporaryDirectory(prefix="vela-") as tmp:
             out_dir = Path(tmp)
             command = [sys.executable, "-c", _VELA_MAIN, str(model), "--output-dir", str(out_dir),
-                       "--accelerator-config", params.accelerator, "--optimise", params.optimise]
+                       "--accelerator-config", params.accelerator, "--optimise", params.optimise,
+                       "--verbose-performance"]
             if params.system_config:
                 command += ["--system-config", params.system_config]
             if params.memory_mode:
@@ -92,15 +94,18 @@ class CompileVela(Step):
             ctx.log.info("%s", proc.stdout)
             compiled = out_dir / f"{model.stem}_vela.tflite"
             summaries = sorted(out_dir.glob(f"{model.stem}_summary_*.csv"))
-            if proc.returncode != 0 or not compiled.exists() or not summaries:
+            per_layer = out_dir / f"{model.stem}_per-layer.csv"
+            if proc.returncode != 0 or not compiled.exists() or not summaries or not per_layer.exists():
                 raise ConversionError(f"vela failed on {model.name} (exit {proc.returncode})", cause="vela-failed",
                                       log_tail=(proc.stdout + proc.stderr).splitlines()[-30:],
                                       hint="Vela needs a fully int8 (or int16x8) TFLite model; is ethos-u-vela installed?")
             estimate = parse_summary(summaries[0], proc.stdout)
             atomic_copy(compiled, ctx.output("model"))
+            layers = read_per_layer(per_layer)
         if estimate["cpu_operators"]:
             ctx.log.warning("%d operator(s) stay on the CPU: the estimate covers the NPU part only",
                             estimate["cpu_operators"])
         record = {**estimate, "compiled_from": str(model.relative_to(ctx.workdir))}
-        atomic_write_bytes(ctx.output("estimate"), json.dumps(record, indent=1).encode())
+        # the estimate's file keeps it per layer too, for a profile (the step's record keeps the whole only)
+        atomic_write_bytes(ctx.output("estimate"), json.dumps(record | {"per_layer": layers}, indent=1).encode())
         return {"vela": record}
