@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -50,14 +50,8 @@ class NodeRunner:
 
     def device_for(self, device: Device) -> Device:
         """The device the node's runner is given: the board's engine under docker; under local the node is
-        the board."""
-        return HOST if self.name == "local" else device
-
-    def placed(self, placement: dict | None, device: Device) -> dict | None:
-        """A local runner's placement names the board its node is."""
-        if placement is None or self.name != "local" or device.is_host:
-            return placement
-        return placement | {"device": device.name}
+        the board (this machine, by the board's name)."""
+        return Device(name=device.name) if self.name == "local" else device
 
 
 class _Lines:
@@ -104,14 +98,12 @@ def stage_task(plan: Plan, tarball: bytes, stage: str, device: Device, spec: Nod
         with held:
             info = _runner(spec).run_stage(plan, workdir, stage, _said, spec.device_for(device))
         lease = {"device": device.name, "node": node, "from": started, "to": time.time()}
-        info = info | {"placement": spec.placed(info.get("placement"), device)} if info else info
         return info, _pack(workdir), _said.take(), lease
 
 
 def identity_task(plan: Plan, stage: str, device: Device, spec: NodeRunner) -> StageIdentity:
     """On the board's node: what the board's stage runs in and on (its machine is part of its cache keys)."""
-    identity = _runner(spec).identity(plan, stage, spec.device_for(device))
-    return replace(identity, placement=spec.placed(identity.placement, device))
+    return _runner(spec).identity(plan, stage, spec.device_for(device))
 
 
 _stage_remote = ray.remote(stage_task)
