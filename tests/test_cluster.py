@@ -227,3 +227,36 @@ def test_a_run_without_a_cluster_never_imports_ray(warm, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "toolchain stage: every step cached, nothing to run" in proc.stdout  # the cluster's steps, reused here
     assert "LOADED []" in proc.stdout, proc.stdout
+
+
+def test_a_toolchain_stage_whose_node_dies_runs_again_on_another(tmp_path):
+    """Ray's own retry: the only build host dies mid-conversion, a new one joins, the stage runs there."""
+    path = recipes(tmp_path / "recipes", bench_seconds=0)[0]
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": OBJECT_STORE})
+    first = c.add_node(num_cpus=1, object_store_memory=OBJECT_STORE, resources={"local": 1})
+    c.wait_for_nodes()
+    env = os.environ | {"EDGE_BUILDER_STEP_CACHE": str(tmp_path / "cache")}
+    try:
+        driver = subprocess.Popen([sys.executable, "-m", "builder.cli", "run", str(path), "-t", TARGET, "--runner",
+                                   "local", "--out", str(tmp_path / "out"), "--cluster", c.address],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 240
+        while not any("toolchain stage (local)" in line for line in lines):
+            assert time.monotonic() < deadline and driver.poll() is None, lines
+            time.sleep(0.2)
+        time.sleep(8)  # inside the conversion (its output comes back with the task)
+        second = c.add_node(num_cpus=1, object_store_memory=OBJECT_STORE, resources={"local": 1})
+        c.remove_node(first, allow_graceful=False)
+        driver.wait(timeout=600)
+        reader.join(timeout=10)
+        output = "".join(lines)
+        assert driver.returncode == 0, output
+        ran_on = [line.split()[-1] for line in lines if "ray: toolchain stage on node" in line]
+        assert ran_on == [second.node_id[:12]], output
+        results = json.loads((tmp_path / "out" / "tiny-a" / TARGET / "results.json").read_text())["variants"]
+        assert [v["status"] for v in results] == ["ok"]
+    finally:
+        c.shutdown()
