@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from builder.errors import BuilderError, EngineUnreachable
+from builder.errors import BuilderError, EngineError, EngineUnreachable
 from builder.host import cluster
 from builder.host.devices import HOST, Device
 from builder.host.docker_tar import dir_tar, take_work_dir
@@ -125,19 +125,19 @@ class RayRunner:
             return self.here.identity(plan, stage, device)
         ref = _identity_remote.options(num_cpus=0, scheduling_strategy=self._on_board_node(device)).remote(
             plan, stage, device, self.spec)
-        return self._result(ref, device)
+        return self._result(ref, cluster.device_resource(device), device)
 
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST, on_step=None) -> dict:
         if stage == "device" and device.is_host:
             return self.here.run_stage(plan, workdir, stage, echo, device, on_step=on_step)
-        if stage == "toolchain":
-            options = {"resources": {self.spec.resource: 1}, "max_retries": TOOLCHAIN_RETRIES}
-        else:  # a retry would wait for a board whose node is gone: run.py's loop asks for another board instead
-            options = {"resources": {cluster.device_resource(device): 1}, "max_retries": 0}
-        ref = _stage_remote.options(num_cpus=0, name=f"{plan.recipe.name}/{plan.target.id}/{stage}", **options).remote(
+        # a board's retry would wait for a board whose node is gone: run.py's loop asks for another board instead
+        resource, retries = ((self.spec.resource, TOOLCHAIN_RETRIES) if device.is_host
+                             else (cluster.device_resource(device), 0))
+        ref = _stage_remote.options(num_cpus=0, resources={resource: 1}, max_retries=retries,
+                                    name=f"{plan.recipe.name}/{plan.target.id}/{stage}").remote(
             plan, _pack(workdir), stage, device, self.spec, self.who | {"recipe": plan.recipe.name,
                                                                        "target": plan.target.id})
-        info, tarball, lines, lease = self._result(ref, device)
+        info, tarball, lines, lease = self._result(ref, resource, device)
         for line in lines:
             echo(line)
         echo(f"  ray: {stage} stage on node {lease['node'][:12]}"
@@ -145,22 +145,28 @@ class RayRunner:
         _unpack(tarball, workdir)
         return info
 
-    def _result(self, ref, device: Device):
-        """The task's value; a board's task whose node left the cluster ends as an unreachable engine (run.py
-        then asks for another board); the project's own errors come back as they were raised."""
-        while not device.is_host and not ray.wait([ref], timeout=_WATCH_S)[0]:
-            if cluster.offered().get(cluster.device_resource(device), 0) < 1:
+    @staticmethod
+    def _result(ref, resource: str, device: Device):
+        """The task's value. Ray keeps a task waiting while no node offers its resource: one whose last node left
+        ends here, a board's as an unreachable engine (run.py then asks for another board); a board's task
+        whose node died likewise. The project's own errors come back as they were raised."""
+        while not ray.wait([ref], timeout=_WATCH_S)[0]:
+            if cluster.offered().get(resource, 0) < 1:
                 ray.cancel(ref, force=True)
-                raise EngineUnreachable(f"device {device.name}: no live Ray node offers it any more")
+                error = EngineError if device.is_host else EngineUnreachable
+                raise error(f"no live Ray node offers `{resource}` any more", hint="start one with `ray start "
+                            f"--address HEAD:6379 --resources '{{\"{resource}\": 1}}'`")
         try:
             return ray.get(ref)
         except RayTaskError as exc:
             if isinstance(exc.cause, BuilderError):
                 raise exc.cause from None
-            raise
+            raise EngineError(f"a stage's Ray task failed on its node: {type(exc.cause).__name__}: {exc.cause}",
+                              hint="--debug shows where") from exc
         except RayError as exc:
             if device.is_host:
-                raise
+                raise EngineError(f"a stage's Ray task failed ({TOOLCHAIN_RETRIES} retries): {type(exc).__name__}",
+                                  hint="`ray status` shows the cluster's nodes") from exc
             raise EngineUnreachable(f"device {device.name}: its Ray node died during the stage: "
                                     f"{type(exc).__name__}") from None
 
