@@ -260,3 +260,25 @@ def test_a_toolchain_stage_whose_node_dies_runs_again_on_another(tmp_path):
         assert [v["status"] for v in results] == ["ok"]
     finally:
         c.shutdown()
+
+
+def test_the_pool_asks_for_a_free_live_board_and_leaves_out_one_marked_down(ray_cluster):
+    pool = cluster.ClusterPool(boards(), echo=lambda line: None)
+
+    @ray.remote(num_cpus=0, resources={"device:pi-1": 1})
+    def hold(seconds: float) -> None:
+        time.sleep(seconds)
+
+    held_ref = hold.remote(20)
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("device:pi-1", 0) >= 1:  # until Ray has placed it
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with pool.device(TARGET) as chosen:
+        assert chosen.name == "pi-2"  # pi-1 is leased (by another driver, as far as this pool knows)
+    pool.mark_down(boards()[1], "its engine stopped answering")
+    with pool.device(TARGET) as chosen:
+        assert chosen.name == "pi-1"  # leased, but the only one left: the stage will wait in Ray's queue
+    with pool.device("rpi") as chosen:
+        assert chosen.is_host  # no board of that target: this machine, as without a cluster
+    ray.cancel(held_ref, force=True)

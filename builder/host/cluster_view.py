@@ -19,9 +19,9 @@ def show(address: str, as_json: bool, console: Console) -> None:
         return
     if not boards:
         console.print("no board on the cluster: start a node with `ray start --address HEAD:6379 "
-                      "--resources '{\"device:NAME\": 1}'`")
+                      "--resources '{\"device:NAME\": 1}'`", soft_wrap=True)
     for b in boards:
-        nodes = ", ".join(f"{n['node']}" + ("" if n["alive"] else " (dead)") for n in b["nodes"])
+        nodes = ", ".join(f"{n['node']} ({n['id'][:8]}{'' if n['alive'] else ', dead'})" for n in b["nodes"])
         if not b["capacity"]:
             state = "[red]gone[/red] (no live node offers it)"
         elif b["held"] >= b["capacity"]:
@@ -31,7 +31,7 @@ def show(address: str, as_json: bool, console: Console) -> None:
                 f"{escape(who['target'])} since {_clock(who['since'])}" if who else "")
         else:
             state = "[green]free[/green]"
-        console.print(f"{escape(b['device'])}  {escape(b['resource'])}  on {escape(nodes)}: {state}")
+        console.print(f"{escape(b['device'])}  {escape(b['resource'])}  on {escape(nodes)}: {state}", soft_wrap=True)
 
 
 def _clock(epoch: float) -> str:
