@@ -87,7 +87,7 @@ def warm(ray_cluster, tmp_path_factory):
     """The two recipes' toolchain stages run once on the cluster, into a step cache the tests copy: then a
     test runs only device stages (--remeasure), which are what leases are about."""
     root = tmp_path_factory.mktemp("warm")
-    paths = recipes(root / "recipes", bench_seconds=3)
+    paths = recipes(root / "recipes", bench_seconds=5)
     runner, pool = join(ray_cluster[0].address, LocalRunner(), {"verbose": False}, boards(), lambda line: None)
     lines: list[str] = []
     outcomes = run_matrix(paths, [TARGET], runner, out=root / "out", pool=pool,
@@ -137,7 +137,7 @@ def test_a_board_whose_node_dies_mid_stage_hands_its_job_to_the_other(warm, tmp_
     """Its own cluster: this one loses a node."""
     root, _ = warm
     shutil.copytree(root / "cache", tmp_path / "cache")
-    paths = recipes(tmp_path / "recipes", bench_seconds=3)
+    paths = recipes(tmp_path / "recipes", bench_seconds=6)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": OBJECT_STORE})
     nodes = {b: c.add_node(num_cpus=1, object_store_memory=OBJECT_STORE, resources={"local": 1, f"device:{b}": 1})
              for b in BOARDS}

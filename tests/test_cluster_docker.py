@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "recipes" / "tiny-mobilenet.yaml"
 OBJECT_STORE = 80 << 20
 BOARDS = ("eb-dev1", "eb-dev2")
+STAGE_LABEL = "dev.edge-builder.recipe"  # on a stage's container (runners/docker.py), not on an image build's
 
 
 def two_recipes(folder: Path) -> list[Path]:
@@ -70,7 +71,7 @@ def stage_containers(socket: str, since: float) -> list[tuple[str, float, float]
     client = docker.DockerClient(base_url=socket)
     try:
         events = client.events(since=int(since), until=int(time.time()) + 1, decode=True,
-                               filters={"type": "container", "label": MANAGED_LABEL})
+                               filters={"type": "container", "label": STAGE_LABEL})
         started: dict[str, float] = {}
         spans = []
         for event in events:
