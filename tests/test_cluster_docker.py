@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,15 @@ TINY = ROOT / "tests" / "recipes" / "tiny-mobilenet.yaml"
 OBJECT_STORE = 80 << 20
 BOARDS = ("eb-dev1", "eb-dev2")
 STAGE_LABEL = "dev.edge-builder.recipe"  # on a stage's container (runners/docker.py), not on an image build's
+RUN = uuid.uuid4().hex[:6]
 
 
 def two_recipes(folder: Path) -> list[Path]:
+    """tiny-a-<id>, tiny-b-<id>: names no other run on the shared device engines has (their events are told
+    apart by them)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in ("tiny-a", "tiny-b"):
+    for name in (f"tiny-a-{RUN}", f"tiny-b-{RUN}"):
         path = folder / f"{name}.yaml"
         path.write_text(TINY.read_text().replace("name: tiny-mobilenet", f"name: {name}"))
         paths.append(path)
@@ -65,7 +69,8 @@ def driver(address: str, paths: list[Path], fleet: Path, out: Path, cache: Path)
 
 
 def stage_containers(socket: str, since: float) -> list[tuple[str, float, float]]:
-    """(container, started, died) of every stage container the engine ran since `since`, from its event stream."""
+    """(container, started, died) of every stage container of this test's recipes that the engine ran since
+    `since`, from its event stream."""
     import docker
 
     client = docker.DockerClient(base_url=socket)
@@ -75,6 +80,8 @@ def stage_containers(socket: str, since: float) -> list[tuple[str, float, float]
         started: dict[str, float] = {}
         spans = []
         for event in events:
+            if not event["Actor"]["Attributes"].get(STAGE_LABEL, "").endswith(f"-{RUN}"):
+                continue  # another run's, on an engine that tests share
             cid, when = event["id"], event["timeNano"] / 1e9
             if event["status"] == "start":
                 started[cid] = when
@@ -145,7 +152,7 @@ def test_a_build_host_killed_mid_stage_leaves_every_job_to_the_other(device_urls
     output = "".join(lines)
     assert proc.returncode == 0, output[-5000:]
     assert "device eb-dev2 is left out of this run" in output, output[-5000:]
-    for recipe in ("tiny-a", "tiny-b"):
+    for recipe in (f"tiny-a-{RUN}", f"tiny-b-{RUN}"):
         results = json.loads((tmp_path / "out" / recipe / "rpi" / "results.json").read_text())["variants"]
         assert results[0]["status"] == "ok"
         assert results[0]["benchmark"]["device"]["device"] == "eb-dev1"
