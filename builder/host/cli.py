@@ -74,6 +74,24 @@ def _device_options(func):
                              "a Docker context); repeatable")(func)
 
 
+def _cluster_option(func):
+    return click.option("--cluster", envvar="RAY_ADDRESS", metavar="ray://HEAD:PORT",
+                        help="a Ray cluster that runs the stages, boards as its resources (default: $RAY_ADDRESS; "
+                             "needs `pip install 'edge-builder[cluster]'`)")(func)
+
+
+def _ray(module: str):
+    """A module of the cluster path: only `--cluster` imports Ray."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise ConfigError("--cluster: Ray is not installed here", hint="pip install 'edge-builder[cluster]'") from None
+
+
 def _accept_undecided_option(func):
     return click.option("--accept-undecided", is_flag=True,
                         help="exit 0 when no gate is missed but some are undecided (exit 3 otherwise)")(func)
@@ -128,10 +146,11 @@ def _trust_option(command):
                                               "(report.md, profile_<variant>.csv, Model Explorer node data)")
 @_accept_undecided_option
 @_device_options
+@_cluster_option
 @_trust_option
 @_track_option(TRACK_BUILDS, alone=True)
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, profile, accept_undecided, devices, fleet, registry, trust_remote_code, track) -> None:
+        verbose, profile, accept_undecided, devices, fleet, registry, cluster, trust_remote_code, track) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -145,16 +164,20 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
 
     store = for_run(track)
     chosen_devices, registry = _placement(fleet, devices, registry)
-    if chosen_devices and runner == "local":
+    if chosen_devices and runner == "local" and not cluster:  # on a cluster, a board may be a node itself
         raise ConfigError("--device/--fleet: the local runner runs on this machine only", hint="use --runner docker")
     with ConsoleView(console, verbose=verbose) as view:
-        chosen = select_runner("docker" if chosen_devices and runner == "auto" else runner, ca_bundle=ca_bundle,
-                               rebuild=rebuild, install_from=install_from, registry=registry, verbose=verbose,
-                               echo=view)
+        options = {"ca_bundle": ca_bundle, "rebuild": rebuild, "install_from": install_from, "registry": registry,
+                   "verbose": verbose}
+        chosen = select_runner("docker" if chosen_devices and runner == "auto" else runner, echo=view, **options)
+        pool = None
+        if cluster:
+            chosen, pool = _ray("builder.host.runners.ray_runner").join(cluster, chosen, options, chosen_devices, view)
         cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
-                              cache=cache, echo=view, trust_remote_code=trust_remote_code, profile=profile)
+                              cache=cache, echo=view, trust_remote_code=trust_remote_code, profile=profile,
+                              pool=pool)
     if store:
         _track(outcomes, store)
     _echo("")
@@ -279,12 +302,17 @@ _CHECK_FIELDS = ("device", "target", "ok", "what", "error", "hint", "cause", "de
 @click.option("--json", "as_json", is_flag=True, help="print the health of every device as JSON")
 @click.option("--check", "bring_up", is_flag=True,
               help="run a tiny model through each device's image as a run would, and say what is missing")
-def devices(fleet, as_json, bring_up) -> None:
-    """List the fleet's devices with their health: engine, platform, container runtimes, CPU, memory, disk, OS."""
+@_cluster_option
+def devices(fleet, as_json, bring_up, cluster) -> None:
+    """List the fleet's devices with their health: engine, platform, container runtimes, CPU, memory, disk, OS.
+    With --cluster: the cluster's boards, their leases and who holds them."""
     from builder.host.devices import choose_devices, load_fleet
     from builder.host.health import check_device, device_health
     from builder.host.image_build import ImageBuilder
 
+    if cluster:
+        _ray("builder.host.cluster_view").show(cluster, as_json, console)
+        return
     loaded = load_fleet(fleet)
     if not loaded.devices:
         raise ConfigError("no fleet: no devices to list", hint=f"give --fleet FILE or set {FLEET_ENV}")

@@ -138,6 +138,7 @@ class DevicePool:
         self.devices = devices
         self.echo = echo
         self.host = HostLock()
+        self.toolchain_jobs = toolchain_jobs
         self._toolchain_slots = threading.Semaphore(toolchain_jobs)
         self.down: dict[str, str] = {}
         self._down_since: dict[str, float] = {}
@@ -147,6 +148,9 @@ class DevicePool:
 
     def for_target(self, target_id: str) -> list[Device]:
         return [d for d in self.devices if d.serves(target_id)]
+
+    def stages_at_once(self) -> int:
+        return self.toolchain_jobs + sum(d.jobs for d in self.devices) + 1  # the +1: the build host as a device
 
     @contextlib.contextmanager
     def toolchain(self) -> Iterator[None]:

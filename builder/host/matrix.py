@@ -20,12 +20,13 @@ VERIFY_CSV = "verify_{format}.csv"  # seed 000's name for it, for the artifacts 
 
 def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, variants=None, offline=False,
                jobs: int = 1, devices: list[Device] | None = None, cache: CachePolicy | None = None,
-               echo=print, trust_remote_code: bool = False, profile: bool = False) -> list[Outcome]:
+               echo=print, trust_remote_code: bool = False, profile: bool = False, pool=None) -> list[Outcome]:
     """Every recipe x target. Up to `jobs` toolchain stages run at once on the build host; device stages
-    take a free device of their target each, so one job's benchmark overlaps the next one's conversion."""
+    take a free device of their target each, so one job's benchmark overlaps the next one's conversion.
+    `pool`: where stages go instead (a cluster's, builder.host.cluster.ClusterPool)."""
     pairs = [(r, t) for r in recipes for t in targets]
     _refuse_shared_folders(pairs, out)
-    pool = DevicePool(devices or [], toolchain_jobs=jobs, echo=echo, probe=getattr(runner, "probe", None))
+    pool = pool or DevicePool(devices or [], toolchain_jobs=jobs, echo=echo, probe=getattr(runner, "probe", None))
 
     def one(pair) -> Outcome:
         recipe, target = pair
@@ -39,8 +40,7 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
             return Outcome(recipe=recipe.stem, target=target, workdir=out, error=exc.message,
                            cause=getattr(exc, "cause", None), hint=exc.hint)
 
-    workers = jobs + sum(d.jobs for d in pool.devices) + 1  # the +1: the build host as a device
-    with ThreadPoolExecutor(max_workers=min(len(pairs), workers)) as threads:
+    with ThreadPoolExecutor(max_workers=min(len(pairs), pool.stages_at_once())) as threads:
         futures = [threads.submit(one, pair) for pair in pairs]
         try:
             outcomes = [f.result() for f in futures]

@@ -58,12 +58,13 @@ class LocalRunner:
         self.verbose = verbose  # the tools' own output on the console too
 
     def identity(self, plan: Plan, stage: str, device: Device = HOST) -> StageIdentity:
-        return StageIdentity(environment(), self._placement(plan).model_dump(), machine=machine_identity())
+        return StageIdentity(environment(), self._placement(plan, device).model_dump(), machine=machine_identity())
 
     @staticmethod
-    def _placement(plan: Plan) -> Placement:
-        """This machine, standing in for the target when it is of another platform."""
-        return Placement(on_target=host_platform() == plan.target.platform)
+    def _placement(plan: Plan, device: Device) -> Placement:
+        """This machine (named as the device: a cluster's board may be a node itself), standing in for the
+        target when it is of another platform."""
+        return Placement(device=device.name, on_target=host_platform() == plan.target.platform)
 
     def run_stage(self, plan: Plan, workdir: Path, stage: str, echo, device: Device = HOST, on_step=None) -> dict:
         if not device.is_host:
@@ -74,7 +75,7 @@ class LocalRunner:
         if runtime and runtime.present_here and not runtime.present_here():
             raise DeviceError(f"target {plan.target.id} needs a device: this machine has no {runtime.reaches}",
                               cause="device-needed", hint=plan.target.requires.note)
-        placement = self._placement(plan)
+        placement = self._placement(plan, device)
         command = [sys.executable, "-m", "builder.stage.execute", str(workdir), "--stage", stage, *placement.args(),
                    *(["--verbose"] if self.verbose else [])]
         tail: list[str] = []
