@@ -152,12 +152,28 @@ def test_without_loadgen_the_result_says_so_and_holds_no_loadgen_figure(tiny_onn
     assert bench.loadgen.model_dump(exclude_unset=True) == {
         "scenario": "single-stream", "available": False, "note": loadgen.UNAVAILABLE}
     assert bench.p50_ms > 0 and bench.runs == 5  # the quick harness's figures, and no LoadGen figure among them
-    assert (tmp_path / "tiny_fp32_loadgen" / "loadgen-unavailable.txt").read_text().strip() == loadgen.UNAVAILABLE
+    assert (tmp_path / "tiny_fp32_loadgen" / "loadgen-not-run.txt").read_text().strip() == loadgen.UNAVAILABLE
     assert not (tmp_path / "tiny_fp32_loadgen" / loadgen.SUMMARY).exists()
     section = loadgen_section([VariantResult(name="fp32", artifact="tiny_fp32.onnx", format="onnx", precision="fp32",
                                              io_dtype="float32", status="ok", benchmark=bench)])
     assert section.rows == [["fp32", "single-stream", "not run", "-", "-", "-", "-", "-"]]
     assert f"fp32: {loadgen.UNAVAILABLE}" in section.markdown()
+
+
+def test_an_estimate_runs_no_loadgen_and_its_folder_says_why(tiny_onnx, tmp_path, monkeypatch):
+    from builder.plan import StepCall
+    from builder.stage.steps.base import StepContext
+    from builder.stage.steps.measure import Benchmark
+
+    estimate = {"runtime": "onnxruntime", "mean_ms": 1.0, "p50_ms": 1.0, "estimate": True, "estimated_by": "a tool"}
+    monkeypatch.setattr(runtimes.runtime_class("onnxruntime"), "estimate", classmethod(lambda cls, files: estimate))
+    (tmp_path / "tiny_fp32.onnx").write_bytes(tiny_onnx.read_bytes())
+    params = Benchmark.Params(runtime="onnxruntime", scenario="offline")
+    inputs = {"model": "tiny_fp32.onnx"}
+    call = StepCall(id="01-benchmark-fp32", kind="benchmark", stage="device", variant="fp32", inputs=inputs,
+                    outputs=Benchmark.own_outputs(params.model_dump(), inputs))
+    assert Benchmark().run(StepContext(tmp_path, call, logging.getLogger("test")), params) == {"benchmark": estimate}
+    assert "nothing ran for LoadGen" in (tmp_path / "tiny_fp32_loadgen" / "loadgen-not-run.txt").read_text()
 
 
 def test_an_old_results_file_without_loadgen_still_loads():

@@ -107,6 +107,8 @@ class Benchmark(Step):
 
         runtime = runtime_class(params.runtime)
         if (estimate := runtime.estimate(_files(ctx))) is not None:  # an accelerator that is not here
+            if params.scenario != "quick":
+                _loadgen_note(ctx, "an estimate for hardware that is not here: nothing ran for LoadGen to time")
             return {"benchmark": estimate}
         model = ctx.input("model")
         runs = params.emulated_runs if ctx.emulated else params.runs
@@ -145,12 +147,12 @@ def _loadgen(ctx: StepContext, params: Benchmark.Params, session, *, expected_ms
 
     settings = loadgen.Settings(params.scenario, params.min_query_count, params.min_duration_ms,
                                 params.target_latency_percentile)
-    folder = ctx.output("loadgen")
-    folder.mkdir(exist_ok=True)
     if not loadgen.available():
         ctx.log.warning("benchmark.scenario %s: %s", params.scenario, loadgen.UNAVAILABLE)
-        (folder / "loadgen-unavailable.txt").write_text(f"{loadgen.UNAVAILABLE}\n")
+        _loadgen_note(ctx, loadgen.UNAVAILABLE)
         return loadgen.unavailable(settings)
+    folder = ctx.output("loadgen")
+    folder.mkdir(exist_ok=True)
     ctx.log.info("LoadGen %s: at least %d queries and %d ms", params.scenario, params.min_query_count,
                  params.min_duration_ms)
     figures = loadgen.run(session, settings, expected_ms=expected_ms, summary=folder / loadgen.SUMMARY,
@@ -158,6 +160,13 @@ def _loadgen(ctx: StepContext, params: Benchmark.Params, session, *, expected_ms
     ctx.log.info("LoadGen %s: %s, %s queries", params.scenario, figures["validity"], figures["query_count"])
     rel = ctx.call.outputs["loadgen"]
     return figures | {"logs": [f"{rel}/{loadgen.SUMMARY}", f"{rel}/{loadgen.DETAIL}"]}
+
+
+def _loadgen_note(ctx: StepContext, why: str) -> None:
+    """Why the step's LoadGen folder holds no LoadGen log."""
+    folder = ctx.output("loadgen")
+    folder.mkdir(exist_ok=True)
+    (folder / "loadgen-not-run.txt").write_text(f"{why}\n")
 
 
 TOOL_TOLERANCE = 0.05  # our p50 within 5% of the vendor tool's
