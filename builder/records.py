@@ -197,9 +197,51 @@ class ToolComparison(Strict):
     why: str | None = None
 
 
+class LoadGenSettings(Strict):
+    """The settings a LoadGen run used, as its detail log gives them (its `effective_*` entries)."""
+
+    min_query_count: int | None = None
+    min_sample_count: int | None = None
+    min_duration_ms: int | None = None
+    samples_per_query: int | None = None
+    target_qps: float | None = Field(None, description="the schedule LoadGen sized from the quick harness's fastest run")
+    performance_sample_count: int | None = None
+    target_latency_percentile: float | None = None
+
+
+class LoadGenResult(Strict):
+    """MLCommons LoadGen's figures for a scenario, read from its own log files (stage/loadgen.py); or, where
+    LoadGen is not installed in the image (`available: false`), only that: the benchmark's other figures are
+    the quick harness's either way."""
+
+    scenario: Literal["single-stream", "offline"]
+    available: bool = True
+    note: str | None = Field(None, description="why LoadGen's figures are missing")
+    valid: bool | None = Field(None, description="VALID by LoadGen's rules: enough queries, long enough, early stopping")
+    validity: Literal["VALID", "INVALID"] | None = None
+    min_duration_met: bool | None = None
+    min_queries_met: bool | None = None
+    early_stopping_met: bool | None = None
+    invalid_reason: str | None = Field(None, description="LoadGen's own words on an INVALID run")
+    query_count: int | None = Field(None, description="queries LoadGen issued (offline: one, holding every sample)")
+    target_latency_percentile: float | None = None
+    percentile_latency_ms: float | None = Field(None, description="single-stream: the latency at the target percentile")
+    early_stopping_ms: float | None = Field(None, description="single-stream: LoadGen's early-stopping estimate of it")
+    qps: float | None = Field(None, description="single-stream: queries per second, LoadGen's overhead left out")
+    samples_per_second: float | None = Field(None, description="offline: LoadGen's result")
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int | None = None
+    version: str | None = None
+    settings: LoadGenSettings | None = None
+    logs: list[str] | None = Field(None, description="LoadGen's summary and detail logs, in the run's folder")
+
+
 class BenchmarkResult(Strict, WithExtra):
-    """A variant's timings: measured by the benchmark step, or a tool's estimate for hardware that is not here
-    (`estimate`)."""
+    """A variant's timings: measured by the benchmark step (the quick harness: our timer), or a tool's estimate
+    for hardware that is not here (`estimate`); with a LoadGen scenario, LoadGen's own figures in `loadgen`."""
 
     extra_of = "benchmark"
 
@@ -233,6 +275,8 @@ class BenchmarkResult(Strict, WithExtra):
     estimated_by: str | None = Field(None, description="the tool that estimated the timings")
     estimated_for: str | None = Field(None, description="the hardware the estimate is for (not here)")
     extra: dict[str, Any] | None = _extra_field("benchmark", "the runtime's or the estimating tool's own figures")
+    loadgen: LoadGenResult | None = Field(None, description="benchmark.scenario single-stream or offline: MLCommons "
+                                          "LoadGen's figures; the fields above are the quick harness's")
     cached: bool = Field(False, description="reused from the step cache, measured when `measured` says")
     measured: str | None = None
 

@@ -455,6 +455,16 @@ class Benchmark(Strict):
     emulated_runs: int = Field(5, ge=1, le=1000, description="runs under QEMU emulation (slow, not device timings)")
     emulated_validation_samples: int = Field(10, ge=1, le=10_000, description="validation samples under emulation")
     throughput: bool = Field(True, description="also measure async throughput where the runtime has it")
+    scenario: Literal["quick", "single-stream", "offline"] = Field("quick", description=(
+        "quick: the quick harness alone (our timer: `warmup`, then `runs` inferences), for CI and quick runs; "
+        "single-stream (p90 over `min_query_count` queries, with early stopping) or offline (samples per second): "
+        "MLCommons LoadGen's scenario too, beside the quick harness (mlcommons-loadgen, x86-64 images only)"))
+    min_query_count: int = Field(1024, ge=1, le=10_000_000, description=(
+        "LoadGen: the fewest queries (single-stream) or samples (offline) a run needs to be VALID"))
+    min_duration_ms: int = Field(10_000, ge=0, le=3_600_000, description=(
+        "LoadGen: the shortest run that is VALID; MLPerf submissions use 600000 (10 minutes)"))
+    target_latency_percentile: float = Field(0.9, gt=0, lt=1, description=(
+        "LoadGen single-stream: the latency percentile reported and estimated by early stopping"))
     profile: bool = Field(False, description="also profile each variant layer by layer, apart from the timed runs "
                                              "(as `builder run --profile`)")
 

@@ -228,7 +228,7 @@ def _with_interval(validation, name: str) -> str:
 
 def _variants_table(variants: list[VariantResult], figure: str | None) -> str:
     kept = any(v.validation and v.validation.accuracy_ratio is not None for v in variants)
-    head = (["variant", "status", "calibrated on", "size KB", "p50 ms", "p90 ms", "p99 ms"]
+    head = (["variant", "status", "calibrated on", "size KB", "p50 ms (quick harness)", "p90 ms", "p99 ms"]
             + ([f"{figure} [95% interval]"] if figure else []) + (["accuracy kept"] if kept else []))
     rows = []
     for v in variants:

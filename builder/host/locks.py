@@ -55,6 +55,15 @@ def locked_packages() -> list[str]:
     return sorted(names)
 
 
+def holds(lock: str, package: str) -> bool:
+    """Whether the image of `lock` installs `package` (names compared as pip does: `-`, `_` and `.` alike)."""
+    path = lock_file(lock)
+    canonical = lambda name: re.sub(r"[-_.]+", "-", name.strip().lower())  # noqa: E731
+    names = {canonical(line.split("#")[0].split("==")[0].split("[")[0]) for line in
+             (path.read_text().splitlines() if path.exists() else [])}
+    return canonical(package) in names
+
+
 def _arch(lock: str) -> str:
     suffix = lock.rsplit("-", 1)[-1]
     if suffix not in ARCHES:

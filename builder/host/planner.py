@@ -15,8 +15,9 @@ from builder import code_trust, formats
 from builder.config.recipe import Recipe, Source
 from builder.config.target import ChainStep, Target
 from builder.errors import ConfigError
+from builder.host import locks
 from builder.plan import Plan, StepCall
-from builder.stage import profiling
+from builder.stage import loadgen, profiling
 from builder.stage.convert import source_run
 from builder.stage.source_precision import SourcePrecision
 from builder.stage.steps import registry
@@ -85,7 +86,7 @@ class _Builder:
         has_data = recipe.calibration is not None or recipe.validation is not None
         inputs = {**{name: DATA_FILES[name] for name in needs if has_data}, **step.file_inputs(params), **(inputs or {})}
         inputs |= {k: v for name in ("model", "reference") if name in inputs for k, v in companions(name, inputs[name]).items()}
-        outputs = dict(outputs or {})
+        outputs = step.own_outputs(params, inputs) | (outputs or {})
         if "model" in outputs:
             outputs |= step.side_outputs(outputs["model"]) | companions("model", outputs["model"])
         suffix = f"-{variant}" if variant else ""
@@ -223,6 +224,8 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     if plan.variants and fp32 not in plan.variants:
         plan.variants.insert(0, fp32)
         plan.notes.append(f"{fp32} is built too: it is the reference every variant is validated against")
+    if note := _loadgen_missing(recipe, target):
+        plan.notes.append(note)
     if not plan.variants:
         raise ConfigError(f"nothing to build for {recipe.name} on {target.id}: " + "; ".join(plan.skipped.values()))
 
@@ -272,6 +275,15 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
                       "reference_runtime": reference_runtime,
                       "runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
     return plan
+
+
+def _loadgen_missing(recipe: Recipe, target: Target) -> str | None:
+    """A LoadGen scenario on a target whose device image does not install LoadGen: said before it runs."""
+    scenario, lock = recipe.benchmark.scenario, target.images.device.lock
+    if scenario == "quick" or locks.holds(lock, loadgen.DISTRIBUTION):
+        return None
+    return (f"benchmark.scenario {scenario}: LoadGen is not in {target.id}'s device image (lock {lock}; MLCommons "
+            f"publishes x86-64 wheels only): {loadgen.UNAVAILABLE}")
 
 
 def _code_it_runs(plan: Plan, sources: list[Source]) -> None:

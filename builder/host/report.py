@@ -87,6 +87,34 @@ def register_device_words(words: DeviceWords) -> None:
     _DEVICE_WORDS.append(words)
 
 
+def loadgen_section(results: list[VariantResult]) -> Section | None:
+    """LoadGen's figures per variant (benchmark.scenario single-stream or offline), or why it did not run."""
+    runs = [(r.name, lg) for r in results if r.benchmark and (lg := r.benchmark.loadgen)]
+    if not runs:
+        return None
+    rows, notes = [], []
+    for name, lg in runs:
+        latency = (f"p{lg.target_latency_percentile * 100:g} {_fmt(lg.percentile_latency_ms)} ms"
+                   if lg.percentile_latency_ms is not None else "-")
+        s = lg.settings
+        used = "-" if s is None else (
+            f"{_fmt(s.min_query_count)} queries, {_fmt(s.min_duration_ms)} ms" if lg.scenario == "single-stream"
+            else f"{_fmt(s.samples_per_query)} samples in a query, {_fmt(s.min_duration_ms)} ms")
+        rows.append([name, lg.scenario, lg.validity or "not run", latency, _fmt(lg.early_stopping_ms),
+                     _fmt(lg.samples_per_second, 1), _fmt(lg.query_count), used])
+        if not lg.available:
+            notes.append(f"{name}: {lg.note}")
+    notes.append("LoadGen's own figures, read from its logs (" + ", ".join(sorted({p for _, lg in runs for p in lg.logs or []}))
+                 + "); the Variants table's p50, p90, p99 and fps are the quick harness's (our timer)."
+                 if any(lg.logs for _, lg in runs) else "The Variants table's figures are the quick harness's (our timer).")
+    return Section("LoadGen (MLCommons): MLPerf scenarios",
+                   ["variant", "scenario", "result", "latency", "early-stopping estimate ms", "samples/s", "queries",
+                    "settings used"], rows, notes)
+
+
+register_section(loadgen_section)  # the core's own: before the backends' (they register when loaded)
+
+
 def backend_sections(results: list[VariantResult]) -> list[Section]:
     """The sections the backends have of these results."""
     plugins.load(host=True)
@@ -505,6 +533,9 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
             _fmt(_of(v, "snr_db"), 1),
             _fmt(_of(src, "cosine"), 5), rate_with_interval(src, "top1_agreement"),
             *[x for f, s in sourced for x in [_fmt(_of(v, f), 4), *([_fmt(_of(src, f), 4)] if s else [])]]]) + " |")
+    if any(r.benchmark and not r.benchmark.estimate for r in results):
+        lines += ["", "p50, p90, p99 and fps: the quick harness (our timer: a warm-up, then `benchmark.runs` timed "
+                  "inferences), not an MLPerf scenario (`benchmark.scenario: single-stream | offline` adds LoadGen's)."]
     if any(r.validation and r.validation.source for r in results):
         lines += ["", "Agreement and cosine compare each variant with the fp32 artifact; the source columns compare "
                   "it with the source model run in its own framework."]

@@ -105,6 +105,11 @@ class Step:
         return {}
 
     @classmethod
+    def own_outputs(cls, params: dict, inputs: dict[str, str]) -> dict[str, str]:
+        """Files this call writes that its resolved `params` decide (a benchmark's LoadGen logs): name -> path."""
+        return {}
+
+    @classmethod
     def measure_inputs(cls, call: StepCall) -> dict[str, str]:
         """Files the benchmark and validation of the model this call made read besides it."""
         return {}
