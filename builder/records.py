@@ -378,6 +378,38 @@ class Profile(Strict):
     warnings: list[str] = []
 
 
+# --- a layer-by-layer error -------------------------------------------------------------------------------
+
+class LayerDiffEntry(Strict):
+    """One intermediate tensor of a quantized variant against the fp32 tensor it was matched with."""
+
+    name: str = Field(description="the tensor as the variant's runtime names it")
+    node_id: str = Field(description="the node that writes it, as Model Explorer keys it (an op's index in a "
+                                     ".tflite's graph, a node's name)")
+    op_type: str
+    fp32_name: str = Field(description="the fp32 tensor it was compared with")
+    matched_by: Literal["name", "position"] = Field(description="the same name, or the same shape in the same place "
+                                                                "in execution order")
+    snr_db: float = Field(description="10 log10 of fp32's energy over the difference's: lower is worse")
+    cosine: float = Field(description="mean cosine similarity per sample")
+    max_abs_error: float
+
+
+class LayerDiff(Strict):
+    """A quantized variant's intermediate tensors against fp32's on the same validation samples (the `layer_diff`
+    step): every matched layer, worst (lowest SNR) first."""
+
+    reader: str = Field(description="what read the variant's tensors")
+    reference_reader: str = Field(description="what read fp32's")
+    metric: str = Field(description="what ranks the layers (snr_db: the lowest first)")
+    samples: int
+    layers: list[LayerDiffEntry]
+    worst: list[str] = Field(description="the worst layers' names, worst first")
+    unmatched: int = Field(description="the variant's tensors that matched none of fp32's")
+    skipped: list[str] = Field([], description="tensors the reader could not read as float, and why")
+    node_data: str | None = Field(None, description="the Model Explorer node data file of each node's noise/signal dB")
+
+
 # --- a step's record --------------------------------------------------------------------------------------
 
 class OutputFile(Strict):
@@ -422,6 +454,10 @@ class ProfileOutput(Strict):
     profile: Profile
 
 
+class LayerDiffOutput(Strict):
+    layer_diff: LayerDiff
+
+
 class ValidationOutput(Strict):
     validation: ValidationResult | None = Field(description="None: the recipe has no validation data")
 
@@ -438,8 +474,12 @@ class ProfileRecord(StepRecord):
     result: ProfileOutput | None = None  # type: ignore[assignment]
 
 
+class LayerDiffRecord(StepRecord):
+    result: LayerDiffOutput | None = None  # type: ignore[assignment]
+
+
 MEASURED = {"benchmark": BenchmarkOutput, "validate": ValidationOutput,
-            "profile": ProfileOutput}  # step kind -> its result's model
+            "profile": ProfileOutput, "layer_diff": LayerDiffOutput}  # step kind -> its result's model
 
 
 def _record_kind(value: Any) -> str:
@@ -449,7 +489,8 @@ def _record_kind(value: Any) -> str:
 
 _STEP_RECORD = TypeAdapter(Annotated[
     Annotated[BenchmarkRecord, Tag("benchmark")] | Annotated[ValidateRecord, Tag("validate")]
-    | Annotated[ProfileRecord, Tag("profile")] | Annotated[StepRecord, Tag("other")], Discriminator(_record_kind)])
+    | Annotated[ProfileRecord, Tag("profile")] | Annotated[LayerDiffRecord, Tag("layer_diff")]
+    | Annotated[StepRecord, Tag("other")], Discriminator(_record_kind)])
 
 
 # --- results.json -----------------------------------------------------------------------------------------
@@ -528,6 +569,8 @@ class VariantResult(Strict):
     search: SearchResult | None = Field(None, description="an accuracy-aware variant's candidates")
     profile: Profile | None = Field(None, description="where the time of an inference goes, layer by layer "
                                                       "(builder run --profile)")
+    layer_diff: LayerDiff | None = Field(None, description="its intermediate tensors against fp32's, worst layer "
+                                                           "first (builder run --layer-diff)")
     calibrated_on: DataCount | None = Field(None, description="the calibration data its quantization saw")
 
 

@@ -467,6 +467,8 @@ class Benchmark(Strict):
         "LoadGen single-stream: the latency percentile reported and estimated by early stopping"))
     profile: bool = Field(False, description="also profile each variant layer by layer, apart from the timed runs "
                                              "(as `builder run --profile`)")
+    layer_diff: bool = Field(False, description="also compare each quantized variant's intermediate tensors with fp32's, "
+                                                "layer by layer (as `builder run --layer-diff`)")
 
 
 class StepSpec(Strict):

@@ -144,13 +144,16 @@ def _trust_option(command):
 @click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
 @click.option("--profile", is_flag=True, help="also profile each variant layer by layer after its timed runs "
                                               "(report.md, profile_<variant>.csv, Model Explorer node data)")
+@click.option("--layer-diff", is_flag=True, help="also compare each quantized variant's intermediate tensors with "
+                                                 "fp32's, layer by layer (report.md, layer_diff_<variant>.csv, "
+                                                 "Model Explorer node data)")
 @_accept_undecided_option
 @_device_options
 @_cluster_option
 @_trust_option
 @_track_option(TRACK_BUILDS, alone=True)
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, profile, accept_undecided, devices, fleet, registry, cluster, trust_remote_code, track) -> None:
+        verbose, profile, layer_diff, accept_undecided, devices, fleet, registry, cluster, trust_remote_code, track) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -177,6 +180,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
                               cache=cache, echo=view, trust_remote_code=trust_remote_code, profile=profile,
+                              layer_diff=layer_diff,
                               pool=pool)
     if store:
         _track(outcomes, store)
@@ -377,8 +381,9 @@ def _health_table(health: list[dict]) -> None:
 @click.option("--no-cache", is_flag=True, help="as `run --no-cache` would")
 @click.option("--remeasure", is_flag=True, help="as `run --remeasure` would")
 @click.option("--profile", is_flag=True, help="as `run --profile` would")
+@click.option("--layer-diff", is_flag=True, help="as `run --layer-diff` would")
 @_trust_option
-def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, profile, trust_remote_code) -> None:
+def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, profile, layer_diff, trust_remote_code) -> None:
     """Show the resolved steps, images and outputs without running anything, and, when OUT holds a
     previous run, which steps a run would take from the step cache (judged with the inputs it fetched)."""
     from builder.host.plan_view import show_plan
@@ -390,7 +395,7 @@ def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, pr
     quantized = source_precision.inspect(local, loaded.source.resolved_format,
                                          shown=f"{recipe}: source.file {local}") if local else None
     resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized,
-                         trust_remote_code=trust_remote_code, profile=profile)
+                         trust_remote_code=trust_remote_code, profile=profile, diff_layers=layer_diff)
     previous = out / loaded.name / target
     cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None
     if as_json:

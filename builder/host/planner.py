@@ -17,12 +17,13 @@ from builder.config.target import ChainStep, Target
 from builder.errors import ConfigError
 from builder.host import locks
 from builder.plan import Plan, StepCall
-from builder.stage import loadgen, profiling
+from builder.stage import layer_diff, loadgen, profiling
 from builder.stage.convert import source_run
 from builder.stage.source_precision import SourcePrecision
 from builder.stage.steps import registry
 from builder.stage.steps.base import PlanScope
 from builder.stage.steps.measure import runtime_for
+from builder.stage.steps.layer_diff import LayerDiff as LayerDiffStep
 from builder.stage.steps.profile import Profile as ProfileStep
 from builder.workdir import BOXES, CALIBRATION, LABELS, PHOTOS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 
@@ -197,10 +198,11 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
 
 def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None,
               quantized: SourcePrecision | None = None, trust_remote_code: bool = False,
-              profile: bool = False) -> Plan:
+              profile: bool = False, diff_layers: bool = False) -> Plan:
     """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found;
     `trust_remote_code` lets the recipe's own code run (see code_trust); `profile` (or the recipe's
-    `benchmark.profile`) profiles each variant layer by layer after the benchmarks."""
+    `benchmark.profile`) profiles each variant layer by layer after the benchmarks; `diff_layers` (or the
+    recipe's `benchmark.layer_diff`) compares each other variant's intermediate tensors with fp32's."""
     source = source or recipe.source
     wanted = variants or list(recipe.variants)
     unknown = [v for v in wanted if v not in recipe.variants]
@@ -274,7 +276,26 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
               params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs)),
                       "reference_runtime": reference_runtime,
                       "runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
+    if diff_layers or recipe.benchmark.layer_diff:
+        _layer_diffs(b, fp32, reference_runtime)
     return plan
+
+
+def _layer_diffs(b: _Builder, fp32: str, reference_runtime: str) -> None:
+    """A layer diff of each variant but fp32 against fp32, where both runtimes can read their tensors."""
+    plan = b.plan
+    for v in plan.variants:
+        if v == fp32:
+            continue
+        runtime = runtime_for(b._scope(v, plan.artifacts[v]))
+        lacking = [r for r in dict.fromkeys((runtime, reference_runtime)) if not layer_diff.has_reader(r)]
+        if lacking:
+            plan.notes.append(f"{v} has no layer diff: the {lacking[0]} runtime has no intermediate-tensor reader")
+            continue
+        b.add("layer_diff", inputs={"model": plan.artifacts[v], "reference": plan.artifacts[fp32]},
+              outputs=LayerDiffStep.outputs_for(v, plan.artifacts[v]),
+              params={"reference_runtime": reference_runtime,
+                      "runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
 
 
 def _loadgen_missing(recipe: Recipe, target: Target) -> str | None:

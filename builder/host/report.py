@@ -20,7 +20,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from builder import __version__, formats, plugins
-from builder.host import html_report, profile_report
+from builder.host import html_report, layer_diff_report, profile_report
 from builder.host.compare import p50_noise
 from builder.plan import Plan
 from builder.records import (
@@ -30,6 +30,7 @@ from builder.records import (
     DataCount,
     DeviceFacts,
     Failure,
+    LayerDiffRecord,
     ProfileRecord,
     Recommendation,
     Results,
@@ -163,13 +164,19 @@ def _calibrated(plan: Plan, chain: list[StepRecord]) -> bool:
     return any("calibration" in calls[r.id].inputs for r in chain)
 
 
+OPTIONAL = {"profile": "per-layer profile", "layer_diff": "layer diff"}  # asked for beside a variant: their
+# failure fails no variant, the report's warnings say it
+
+
 def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantResult]:
     out = []
     calibration = data_counts(records).get("calibration")
     for v in plan.variants:
-        recs = [r for r in _variant_records(records, v) if r.kind != "profile"]  # a failed profile fails no variant
+        recs = [r for r in _variant_records(records, v) if r.kind not in OPTIONAL]
         profile = next((r.result.profile for r in _variant_records(records, v)
                         if isinstance(r, ProfileRecord) and r.status == "ok" and r.result), None)
+        diff = next((r.result.layer_diff for r in _variant_records(records, v)
+                     if isinstance(r, LayerDiffRecord) and r.status == "ok" and r.result), None)
         failed = [r for r in recs if r.status != "ok"]
         bench = next((_measured(r.result.benchmark, r) for r in recs
                       if isinstance(r, BenchmarkRecord) and r.status == "ok" and r.result), None)
@@ -187,7 +194,7 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
             failure = Failure(step=first_failure.id, error=first_failure.error, cause=cause, hint=hint)
             if first_failure.status == "failed":  # a step it needs failed, even one shared with other variants
                 status = "failed"
-        unrecorded = [c.id for c in plan.steps if c.variant in (v, None) and c.id not in records and c.kind != "profile"]
+        unrecorded = [c.id for c in plan.steps if c.variant in (v, None) and c.id not in records and c.kind not in OPTIONAL]
         if unrecorded and not failure:  # ok only with every step's record
             status = "failed"
             failure = Failure(step=unrecorded[0], error=f"{len(unrecorded)} step(s) left no record, e.g. "
@@ -204,7 +211,7 @@ def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantR
                           plan.recipe.io_dtype_of(v)),
             status=status, benchmark=bench, validation=validation, conversion=conversions[-1] if conversions else None,
             layer_errors=_last(conversions, "layer_errors"), search=_last(conversions, "search"),
-            profile=profile_report.with_p50(profile, bench),
+            profile=profile_report.with_p50(profile, bench), layer_diff=diff,
             calibrated_on=calibration if _calibrated(plan, chain) else None,
             **({"failure": failure} if failure else {})))  # a variant that built has no `failure` key
     return out
@@ -248,11 +255,11 @@ def _versions(workdir: Path) -> dict:
 
 
 def _step_warnings(records: dict[str, StepRecord]) -> list[str]:
-    """What the steps warn of (a measuring step's typed result has no warnings), and the profiles that failed
-    (a variant is reported without its profile)."""
+    """What the steps warn of (a measuring step's typed result has no warnings), and the profiles and layer diffs
+    that failed (a variant is reported without them)."""
     return [w for r in records.values() if isinstance(r.result, dict) for w in r.result.get("warnings", [])] + [
-        f"{r.id} failed, {r.variant} has no per-layer profile: {r.error}" for r in records.values()
-        if r.kind == "profile" and r.status == "failed"]
+        f"{r.id} failed, {r.variant} has no {OPTIONAL[r.kind]}: {r.error}" for r in records.values()
+        if r.kind in OPTIONAL and r.status == "failed"]
 
 
 def _made_by(recs: list[StepRecord]) -> dict:
@@ -547,6 +554,8 @@ def markdown(plan: Plan, results: list[VariantResult], man: dict, rec: Recommend
         lines += ["", *section.markdown()]
     if profiled := profile_report.markdown(results):
         lines += ["", *profiled]
+    if diffed := layer_diff_report.markdown(results):
+        lines += ["", *diffed]
     if emulated:
         lines += ["", "**Timings are EMULATED (QEMU on a different host architecture): they are not device timings.**"]
     for r in results:
@@ -611,5 +620,5 @@ def write(plan: Plan, workdir: Path, run: dict) -> list[VariantResult]:
     atomic_write_bytes(workdir / "report.md", markdown(plan, results, man, rec, data).encode())
     atomic_write_bytes(workdir / "report.html",
                        html_report.run_page(payload, [s.html() for s in backend_sections(results)]
-                                            + profile_report.html(results)).encode())
+                                            + profile_report.html(results) + layer_diff_report.html(results)).encode())
     return results

@@ -7,6 +7,7 @@ from __future__ import annotations
 from builder import formats
 from builder.backends.litert import (  # noqa: F401  (they register themselves)
     causes,
+    layer_diff,
     onnx2tf_options,
     profiler,
     runtime,
