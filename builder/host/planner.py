@@ -22,8 +22,8 @@ from builder.stage.convert import source_run
 from builder.stage.source_precision import SourcePrecision
 from builder.stage.steps import registry
 from builder.stage.steps.base import PlanScope
-from builder.stage.steps.measure import runtime_for
 from builder.stage.steps.layer_diff import LayerDiff as LayerDiffStep
+from builder.stage.steps.measure import runtime_for
 from builder.stage.steps.profile import Profile as ProfileStep
 from builder.workdir import BOXES, CALIBRATION, LABELS, PHOTOS, SOURCE_DIR, SOURCE_OUTPUTS, VALIDATION
 

@@ -6,7 +6,7 @@ The ONNX exporters and onnx.simplify still live in builder/stage/convert/onnx.py
 from __future__ import annotations
 
 from builder import formats
-from builder.backends.onnxruntime import options, profiler, runtime, search, steps  # noqa: F401  (they register themselves)
+from builder.backends.onnxruntime import layer_diff, options, profiler, runtime, search, steps  # noqa: F401  (they register themselves)
 from builder.stage.convert import source_run
 
 PACKAGES = ("onnxruntime",)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from builder import formats
 from builder.backends.openvino import (  # noqa: F401  (they register themselves)
     causes,
+    layer_diff,
     options,
     profiler,
     runtime,
