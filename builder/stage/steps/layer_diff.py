@@ -22,6 +22,7 @@ NODE_DATA = "{stem}.error.node_data.json"
 
 class LayerDiff(Step):
     kind = "layer_diff"
+    measures = True  # by the device's runtime, whose kernels round int8 their own way: --remeasure runs it again
     stage = "device"
     summary = "per-layer error: each intermediate tensor against fp32's on the same samples (SNR dB, cosine)"
 
