@@ -384,8 +384,8 @@ class LayerDiffEntry(Strict):
     """One intermediate tensor of a quantized variant against the fp32 tensor it was matched with."""
 
     name: str = Field(description="the tensor as the variant's runtime names it")
-    node_id: str = Field(description="the node that writes it, as Model Explorer keys it (an op's index in a "
-                                     ".tflite's graph, a node's name)")
+    node_id: str = Field(description="the node that writes it, as Model Explorer keys it (an op's index in its "
+                                     "graph, a node's name)")
     op_type: str
     fp32_name: str = Field(description="the fp32 tensor it was compared with")
     matched_by: Literal["name", "position"] = Field(description="the same name, or the same shape in the same place "
