@@ -108,6 +108,28 @@ def test_the_reports_show_the_worst_layers(diffed_run):
     assert "int8: the 15 worst of" in html and "SNR dB against fp32" in html and "int8: worst layers against fp32" in html
 
 
+def test_a_failed_layer_diff_fails_no_variant(diffed_run, tmp_path):
+    """Fault injection: the int8 layer diff's record says it failed; the report still builds int8, and says why it
+    has no layer diff."""
+    import shutil
+
+    from builder.host import report
+    from builder.plan import Plan
+    from builder.records import read_record, write_record
+    from builder.workdir import PLAN, RECORDS, RUN
+
+    workdir = Path(shutil.copytree(diffed_run, tmp_path / "run"))
+    path = next((workdir / RECORDS).glob("*-layer_diff-int8.json"))
+    failed = read_record(path).model_dump(mode="json", exclude={"result"}) | {
+        "status": "failed", "error": "the reader stopped", "result": None}
+    write_record(path, failed)
+    plan = Plan.from_json(json.loads((workdir / PLAN).read_text()))
+    results = {r.name: r for r in report.write(plan, workdir, json.loads((workdir / RUN).read_text()))}
+    assert results["int8"].status == "ok" and results["int8"].failure is None
+    assert results["int8"].layer_diff is None and results["dynamic"].layer_diff is not None
+    assert f"{path.stem} failed, int8 has no layer diff: the reader stopped" in (workdir / "report.md").read_text()
+
+
 # --- Model Explorer ---------------------------------------------------------------------------------------
 
 def test_error_node_data_is_what_model_explorers_own_classes_read(diffed_run):
