@@ -164,8 +164,8 @@ def _calibrated(plan: Plan, chain: list[StepRecord]) -> bool:
     return any("calibration" in calls[r.id].inputs for r in chain)
 
 
-OPTIONAL = {"profile": "per-layer profile", "layer_diff": "layer diff"}  # asked for beside a variant: their
-# failure fails no variant, the report's warnings say it
+# steps asked for beside a variant's own (kind -> what it gives): their failure fails no variant, the warnings say so
+OPTIONAL = {"profile": "per-layer profile", "layer_diff": "layer diff"}
 
 
 def variant_results(plan: Plan, records: dict[str, StepRecord]) -> list[VariantResult]:
