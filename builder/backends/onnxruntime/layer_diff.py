@@ -50,11 +50,11 @@ def read(model: Path, samples: list[np.ndarray], options: Mapping[str, object],
     names = [read_at.get(name, name) for _, name in produced]
     present = {o.name for o in graph.output}
     graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(names) if name not in present)
-    options_ = ort.SessionOptions()
-    options_.intra_op_num_threads, options_.inter_op_num_threads = 1, 1
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads, session_options.inter_op_num_threads = 1, 1
     providers = list(options.get("providers") or ["CPUExecutionProvider"])
     try:
-        session = ort.InferenceSession(proto.SerializeToString(), sess_options=options_, providers=providers)
+        session = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options, providers=providers)
     except Exception as exc:  # ORT raises its own types
         raise StepError(f"onnxruntime could not load {model.name} with its intermediate outputs: {exc}") from exc
     inputs = [_info(a) for a in session.get_inputs()]
