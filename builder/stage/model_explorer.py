@@ -46,3 +46,12 @@ def write(path: Path, figures: NodeValues) -> Path:
 def how_to_open(model: str, node_data_file: str) -> str:
     """The command that shows `node_data_file` on `model`'s graph."""
     return f"pip install ai-edge-model-explorer && model-explorer {model} --node_data_paths={node_data_file}"
+
+
+def outputs_beside(artifact: str, variant: str, table: str, node_data: str) -> dict[str, str]:
+    """A per-layer step's outputs beside the artifact: its table (`table` by variant) and its node data (`node_data`
+    by the artifact's stem)."""
+    folder = Path(artifact).parent
+    return {"table": str(folder / table.format(variant=variant)),
+            "node_data": str(folder / node_data.format(stem=Path(artifact).stem))}
+

@@ -4,8 +4,6 @@ against the fp32 artifact's on the same validation samples. `builder run --layer
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from pydantic import Field
 
@@ -45,9 +43,7 @@ class LayerDiff(Step):
     @staticmethod
     def outputs_for(variant: str, artifact: str) -> dict[str, str]:
         """Where the diff of `variant` lands: its table and its Model Explorer node data, beside the artifact."""
-        folder = Path(artifact).parent
-        return {"table": str(folder / TABLE.format(variant=variant)),
-                "node_data": str(folder / NODE_DATA.format(stem=Path(artifact).stem))}
+        return model_explorer.outputs_beside(artifact, variant, TABLE, NODE_DATA)
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         if "validation" not in ctx.call.inputs:

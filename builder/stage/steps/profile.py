@@ -4,8 +4,6 @@ recipe's `benchmark: {profile: true}` adds it to the plan."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from builder.config.recipe import Benchmark as Settings
@@ -44,9 +42,7 @@ class Profile(Step):
     @staticmethod
     def outputs_for(variant: str, artifact: str) -> dict[str, str]:
         """Where the profile of `variant` lands: its table and its Model Explorer node data, beside the artifact."""
-        folder = Path(artifact).parent
-        return {"table": str(folder / TABLE.format(variant=variant)),
-                "node_data": str(folder / NODE_DATA.format(stem=Path(artifact).stem))}
+        return model_explorer.outputs_beside(artifact, variant, TABLE, NODE_DATA)
 
     def run(self, ctx: StepContext, params: Params) -> dict:
         model = ctx.input("model")
