@@ -116,8 +116,8 @@ def main() -> None:
     print(f"{'config':>32} {'p50 ms':>8} {'/fp32':>6} {'cosine':>7} {'bytes':>9}")
     for r in rows:
         print(f"{r['config']:>32} {r['p50_ms']:>8} {r['p50_vs_fp32']:>6} {r['cosine_to_fp32']:>7} {r['size_bytes']:>9}")
-    (args.out / "ort_int8.json").write_text(json.dumps({"recipe": str(args.recipe), "member": args.member, "threads": args.threads,
-                                                        "runs": args.runs, "rows": rows}, indent=1))
+    summary = {"recipe": str(args.recipe), "member": args.member, "threads": args.threads, "runs": args.runs, "rows": rows}
+    (args.out / "ort_int8.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

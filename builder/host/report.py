@@ -46,9 +46,11 @@ from builder.stage.execute import describe_output, read_records
 from builder.util import atomic_write_bytes
 from builder.workdir import MANIFEST, VERSIONS
 
+LOADGEN_COLUMNS = ("loadgen_scenario", "loadgen_validity", "loadgen_percentile_latency_ms", "loadgen_samples_per_second")
 CSV_FIELDS = (
     "variant", "status", "precision", "format", "io_dtype", "size_bytes", "runtime", "threads", "runs", "emulated",
     "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_fps", "init_ms", "peak_rss_mb",
+    *LOADGEN_COLUMNS,
     "photos", "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_ratio", "cosine", "max_abs_error", "snr_db",
     "source_cosine", "source_top1_agreement", "source_snr_db", "gates", "cause",
 )
@@ -325,6 +327,7 @@ def _csv_row(entry: VariantResult) -> dict:
         **{k: getattr(entry, k) for k in ("status", "precision", "format", "io_dtype")},
         "variant": entry.name,
         **{k: _of(bench, k) for k in CSV_FIELDS if k in BenchmarkResult.model_fields},
+        **{k: _of(_of(bench, "loadgen"), k.removeprefix("loadgen_")) for k in LOADGEN_COLUMNS},
         **{k: _of(val, k) for k in ("photos", "top1_agreement", "top5_agreement", "top1_accuracy", "accuracy_ratio",
                                     "cosine", "max_abs_error", "snr_db")},
         **{f"source_{k}": _of(_of(val, "source"), k) for k in ("cosine", "top1_agreement", "snr_db")},
