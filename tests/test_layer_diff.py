@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from builder.backends.litert.layer_diff import dequantized
 from builder.host.catalog import load_recipe, load_target
 from builder.host.cli import cli
-from builder.host.planner import make_plan
+from builder.host.planner import ExtraMeasures, make_plan
 from builder.records import LayerDiff, load_results
 from builder.stage import layer_diff
 
@@ -31,7 +31,7 @@ LOG = logging.getLogger("test")
 def test_layer_diffs_are_planned_for_every_variant_but_fp32_only_when_asked():
     recipe, target = load_recipe(TINY, "x86-tflite"), load_target("x86-tflite")
     assert not [s for s in make_plan(recipe, target).steps if s.kind == "layer_diff"]
-    plan = make_plan(recipe, target, diff_layers=True)
+    plan = make_plan(recipe, target, extra=ExtraMeasures(layer_diff=True))
     diffs = [s for s in plan.steps if s.kind == "layer_diff"]
     assert {s.variant for s in diffs} == set(plan.variants) - {"fp32"}
     int8 = next(s for s in diffs if s.variant == "int8")

@@ -19,7 +19,7 @@ from builder.errors import StepError
 from builder.host import profile_report
 from builder.host.catalog import load_recipe, load_target
 from builder.host.cli import cli
-from builder.host.planner import make_plan
+from builder.host.planner import ExtraMeasures, make_plan
 from builder.records import LayerTime, Profile, load_results
 from builder.stage import model_explorer, profiling, runtimes, timing
 
@@ -35,7 +35,7 @@ def _kinds(plan) -> list[str]:
 def test_profiles_are_planned_after_every_benchmark_only_when_asked():
     recipe, target = load_recipe(TINY, "x86-tflite"), load_target("x86-tflite")
     assert "profile" not in _kinds(make_plan(recipe, target))
-    plan = make_plan(recipe, target, profile=True)
+    plan = make_plan(recipe, target, extra=ExtraMeasures(profile=True))
     kinds = _kinds(plan)
     last_benchmark = max(i for i, k in enumerate(kinds) if k == "benchmark")
     profiles = [s for s in plan.steps if s.kind == "profile"]

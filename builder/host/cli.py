@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -120,6 +121,23 @@ TRACK_BUILDS = ("log every variant to a tracking store: alone, the local one und
                 "or the project's edge-builder.yaml's); with a URI, that one (an MLflow server: http://HOST:PORT)")
 
 
+def _extra_measures_options(command):
+    """--profile and --layer-diff, which reach the command as one `extra` (planner.ExtraMeasures)."""
+
+    @functools.wraps(command)
+    def with_extra(*args, profile: bool, layer_diff: bool, **kwargs):
+        from builder.host.planner import ExtraMeasures
+
+        return command(*args, extra=ExtraMeasures(profile=profile, layer_diff=layer_diff), **kwargs)
+
+    with_extra = click.option("--layer-diff", is_flag=True, help=(
+        "also compare each quantized variant's intermediate tensors with fp32's, layer by layer (report.md, "
+        "layer_diff_<variant>.csv, Model Explorer node data)"))(with_extra)
+    return click.option("--profile", is_flag=True, help=(
+        "also profile each variant layer by layer after its timed runs (report.md, profile_<variant>.csv, "
+        "Model Explorer node data)"))(with_extra)
+
+
 def _trust_option(command):
     return click.option("--trust-remote-code", is_flag=True,
                         help="let the recipe run its own code: a model factory from outside installed packages, a "
@@ -142,18 +160,14 @@ def _trust_option(command):
 @click.option("--no-cache", is_flag=True, help="run every step (what runs is still kept in the step cache)")
 @click.option("--remeasure", is_flag=True, help="run benchmarks and validations again, reuse the other steps")
 @click.option("--verbose", "-v", is_flag=True, help="show the tools' own output (it always goes to logs/<step>.log)")
-@click.option("--profile", is_flag=True, help="also profile each variant layer by layer after its timed runs "
-                                              "(report.md, profile_<variant>.csv, Model Explorer node data)")
-@click.option("--layer-diff", is_flag=True, help="also compare each quantized variant's intermediate tensors with "
-                                                 "fp32's, layer by layer (report.md, layer_diff_<variant>.csv, "
-                                                 "Model Explorer node data)")
+@_extra_measures_options
 @_accept_undecided_option
 @_device_options
 @_cluster_option
 @_trust_option
 @_track_option(TRACK_BUILDS, alone=True)
 def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install_from, ca_bundle, no_cache, remeasure,
-        verbose, profile, layer_diff, accept_undecided, devices, fleet, registry, cluster, trust_remote_code, track) -> None:
+        verbose, extra, accept_undecided, devices, fleet, registry, cluster, trust_remote_code, track) -> None:
     """Build, benchmark and validate RECIPES for the target(s).
 
     Steps whose kind, params, inputs and environment are unchanged are taken from
@@ -179,8 +193,7 @@ def run(recipes, targets, runner, out, variants, offline, jobs, rebuild, install
         cache = CachePolicy(step_cache_dir(), reuse=not no_cache, remeasure=remeasure)
         outcomes = run_matrix([Path(r) for r in recipes], list(targets), chosen, out=out,
                               variants=list(variants) or None, offline=offline, jobs=jobs, devices=chosen_devices,
-                              cache=cache, echo=view, trust_remote_code=trust_remote_code, profile=profile,
-                              layer_diff=layer_diff,
+                              cache=cache, echo=view, trust_remote_code=trust_remote_code, extra=extra,
                               pool=pool)
     if store:
         _track(outcomes, store)
@@ -380,10 +393,9 @@ def _health_table(health: list[dict]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True, callback=_out_directory)
 @click.option("--no-cache", is_flag=True, help="as `run --no-cache` would")
 @click.option("--remeasure", is_flag=True, help="as `run --remeasure` would")
-@click.option("--profile", is_flag=True, help="as `run --profile` would")
-@click.option("--layer-diff", is_flag=True, help="as `run --layer-diff` would")
+@_extra_measures_options
 @_trust_option
-def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, profile, layer_diff, trust_remote_code) -> None:
+def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, extra, trust_remote_code) -> None:
     """Show the resolved steps, images and outputs without running anything, and, when OUT holds a
     previous run, which steps a run would take from the step cache (judged with the inputs it fetched)."""
     from builder.host.plan_view import show_plan
@@ -395,7 +407,7 @@ def plan(recipe, target, variants, as_json, runner, out, no_cache, remeasure, pr
     quantized = source_precision.inspect(local, loaded.source.resolved_format,
                                          shown=f"{recipe}: source.file {local}") if local else None
     resolved = make_plan(loaded, catalog.load_target(target), variants=list(variants) or None, quantized=quantized,
-                         trust_remote_code=trust_remote_code, profile=profile, diff_layers=layer_diff)
+                         trust_remote_code=trust_remote_code, extra=extra)
     previous = out / loaded.name / target
     cached = _forecast(resolved, runner, previous, no_cache, remeasure) if previous.is_dir() else None
     if as_json:

@@ -9,6 +9,7 @@ from pathlib import Path
 from builder.errors import BuilderError, ConfigError
 from builder.host import catalog, html_report
 from builder.host.devices import Device, DevicePool
+from builder.host.planner import ExtraMeasures
 from builder.host.run import Outcome, run_recipe
 from builder.host.step_cache import CachePolicy
 from builder.records import StepOutcome
@@ -20,8 +21,8 @@ VERIFY_CSV = "verify_{format}.csv"  # seed 000's name for it, for the artifacts 
 
 def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, variants=None, offline=False,
                jobs: int = 1, devices: list[Device] | None = None, cache: CachePolicy | None = None,
-               echo=print, trust_remote_code: bool = False, profile: bool = False, pool=None,
-               layer_diff: bool = False) -> list[Outcome]:
+               echo=print, trust_remote_code: bool = False, extra: ExtraMeasures = ExtraMeasures(),
+               pool=None) -> list[Outcome]:
     """Every recipe x target. Up to `jobs` toolchain stages run at once on the build host; device stages
     take a free device of their target each, so one job's benchmark overlaps the next one's conversion.
     `pool`: where stages go instead (a cluster's, builder.host.cluster.ClusterPool)."""
@@ -33,8 +34,7 @@ def run_matrix(recipes: list[Path], targets: list[str], runner, *, out: Path, va
         recipe, target = pair
         try:
             return run_recipe(recipe, target, runner, out=out, variants=variants, offline=offline, pool=pool,
-                              cache=cache, echo=echo, trust_remote_code=trust_remote_code, profile=profile,
-                              layer_diff=layer_diff)
+                              cache=cache, echo=echo, trust_remote_code=trust_remote_code, extra=extra)
         except BuilderError as exc:
             if exc.exit_code == 2 or len(pairs) == 1:
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder import code_trust, formats
@@ -29,6 +30,20 @@ from builder.workdir import BOXES, CALIBRATION, LABELS, PHOTOS, SOURCE_DIR, SOUR
 
 DATA_FILES = {"calibration": CALIBRATION, "validation": VALIDATION, "labels": LABELS, "boxes": BOXES,
               "photos": PHOTOS}
+
+
+@dataclass(frozen=True)
+class ExtraMeasures:
+    """What a run measures beyond its benchmarks and validations, asked for on the command line (`--profile`,
+    `--layer-diff`); the recipe's `benchmark` section may ask for each too."""
+
+    profile: bool = False  # each variant layer by layer, after every timed run
+    layer_diff: bool = False  # each variant's intermediate tensors but fp32's, against fp32's
+
+    def asked_by(self, recipe: Recipe) -> ExtraMeasures:
+        """These, and what the recipe asks for."""
+        return ExtraMeasures(profile=self.profile or recipe.benchmark.profile,
+                             layer_diff=self.layer_diff or recipe.benchmark.layer_diff)
 
 
 def companions(name: str, path: str) -> dict[str, str]:
@@ -198,11 +213,11 @@ def _chain(b: _Builder, source_fmt: str, source_model: str, chain: list[ChainSte
 
 def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = None, source: Source | None = None,
               quantized: SourcePrecision | None = None, trust_remote_code: bool = False,
-              profile: bool = False, diff_layers: bool = False) -> Plan:
+              extra: ExtraMeasures = ExtraMeasures()) -> Plan:
     """`source` is the fetched source (default: the recipe's); `quantized` what inspecting its file found;
-    `trust_remote_code` lets the recipe's own code run (see code_trust); `profile` (or the recipe's
-    `benchmark.profile`) profiles each variant layer by layer after the benchmarks; `diff_layers` (or the
-    recipe's `benchmark.layer_diff`) compares each other variant's intermediate tensors with fp32's."""
+    `trust_remote_code` lets the recipe's own code run (see code_trust); `extra`: the profiles and layer diffs
+    asked for beside the recipe's own."""
+    extra = extra.asked_by(recipe)
     source = source or recipe.source
     wanted = variants or list(recipe.variants)
     unknown = [v for v in wanted if v not in recipe.variants]
@@ -260,7 +275,7 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
     for v in plan.variants:
         b.add("benchmark", inputs={"model": plan.artifacts[v]} | b.measure_inputs(plan.artifacts[v]),
               params={"runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
-    if profile or recipe.benchmark.profile:  # after every timed run: a profiler slows what it watches
+    if extra.profile:  # after every timed run: a profiler slows what it watches
         for v in plan.variants:
             runtime = runtime_for(b._scope(v, plan.artifacts[v]))
             if not profiling.has_profiler(runtime):
@@ -276,7 +291,7 @@ def make_plan(recipe: Recipe, target: Target, *, variants: list[str] | None = No
               params={"gates": _gates(recipe, v, quantized, compared_with_source=bool(source_outputs)),
                       "reference_runtime": reference_runtime,
                       "runtime_options": b.runtime_options(plan.artifacts[v], v)}, variant=v)
-    if diff_layers or recipe.benchmark.layer_diff:
+    if extra.layer_diff:
         _layer_diffs(b, fp32, reference_runtime)
     return plan
 

@@ -15,7 +15,7 @@ from builder import records
 from builder.errors import BuilderError, DeviceError, EngineUnreachable, GateError, GateUndecided, StageDied, StepError
 from builder.host import catalog, inputs, report, run_dir
 from builder.host.devices import HOST, Device, DevicePool
-from builder.host.planner import make_plan, recipe_hash, source_path
+from builder.host.planner import ExtraMeasures, make_plan, recipe_hash, source_path
 from builder.host.progress import download_progress
 from builder.host.step_cache import MADE_NOW, NEW, CachePolicy, StageIdentity
 from builder.plan import Plan
@@ -66,8 +66,7 @@ def _now() -> str:
 
 def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, variants: list[str] | None = None,
                offline: bool = False, pool: DevicePool | None = None, cache: CachePolicy | None = None,
-               echo: Echo = print, trust_remote_code: bool = False, profile: bool = False,
-               layer_diff: bool = False) -> Outcome:
+               echo: Echo = print, trust_remote_code: bool = False, extra: ExtraMeasures = ExtraMeasures()) -> Outcome:
     """fetch -> plan -> toolchain stage (build host) -> device stage (a device of the target) -> report,
     in a fresh folder that replaces `out/<recipe>/<target>/` only once the report is written."""
     pool = pool or DevicePool([], echo=echo)
@@ -75,7 +74,7 @@ def run_recipe(recipe_path: Path, target_id: str, runner: Runner, *, out: Path, 
     with run_dir.claim(out / recipe.name / target.id) as folder:
         plan, run = _toolchain(recipe_path, recipe, target, runner, folder.staging, variants=variants,
                                offline=offline, pool=pool, cache=cache, echo=echo, trust_remote_code=trust_remote_code,
-                               profile=profile, layer_diff=layer_diff)
+                               extra=extra)
         echo = _lines_of(echo, plan.recipe.name, plan.target.id)
         failure: DeviceError | None = None
         try:
@@ -114,7 +113,7 @@ def _load(recipe_path: Path, target_id: str, variants: list[str] | None, trust_r
 
 def _toolchain(recipe_path: Path, recipe, target, runner: Runner, workdir: Path, *, variants: list[str] | None,
                offline: bool, pool: DevicePool, cache: CachePolicy | None, echo: Echo,
-               trust_remote_code: bool, profile: bool = False, layer_diff: bool = False) -> tuple[Plan, dict]:
+               trust_remote_code: bool, extra: ExtraMeasures = ExtraMeasures()) -> tuple[Plan, dict]:
     """fetch -> plan -> the toolchain stage, in `workdir` (a run's fresh folder)."""
     echo = _lines_of(echo, recipe.name, target.id)
     run: dict = {"recipe_path": str(recipe_path), "recipe_sha256": recipe_hash(recipe_path), "runner": runner.name,
@@ -128,7 +127,7 @@ def _toolchain(recipe_path: Path, recipe, target, runner: Runner, workdir: Path,
     quantized = source_precision.inspect(workdir / source_path(fetched.source), fetched.source.resolved_format,
                                          shown=f"{recipe_path}: source {fetched.source.file or fetched.source.name}")
     plan = make_plan(recipe, target, variants=variants, source=fetched.source, quantized=quantized,
-                     trust_remote_code=trust_remote_code, profile=profile, diff_layers=layer_diff)
+                     trust_remote_code=trust_remote_code, extra=extra)
     run["warnings"] += plan.notes
     atomic_write_bytes(workdir / PLAN, json.dumps(plan.to_json(), indent=1).encode())
     with pool.toolchain():
