@@ -38,7 +38,7 @@ class ExtraMeasures:
     `--layer-diff`); the recipe's `benchmark` section may ask for each too."""
 
     profile: bool = False  # each variant layer by layer, after every timed run
-    layer_diff: bool = False  # each variant's intermediate tensors but fp32's, against fp32's
+    layer_diff: bool = False  # each other variant's intermediate tensors against fp32's
 
     def asked_by(self, recipe: Recipe) -> ExtraMeasures:
         """These, and what the recipe asks for."""
