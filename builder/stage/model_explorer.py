@@ -54,4 +54,3 @@ def outputs_beside(artifact: str, variant: str, table: str, node_data: str) -> d
     folder = Path(artifact).parent
     return {"table": str(folder / table.format(variant=variant)),
             "node_data": str(folder / node_data.format(stem=Path(artifact).stem))}
-
